@@ -1,0 +1,1 @@
+//! The production middlewares, one file each: config struct, constructor, `handle`, tests.

@@ -1,0 +1,652 @@
+//! The onion: [`Middleware`], [`Next`], [`Stack`], [`from_fn`] and the [`Service`] a stack becomes.
+//!
+//! A stack is a list of layers. The first layer added is the outermost: it sees the request first and
+//! the response last. Nothing here ever reverses that order.
+//!
+//! The core is generic over the request and response types; HTTP is one instantiation
+//! (see [`crate::http`]). A panic inside a layer or the endpoint never escapes the stack: it is caught at
+//! that layer's boundary and turned into a response by [`FromPanic`], so every layer outside it still
+//! runs on the way out.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
+
+use crate::check::{self, Diagnostic, Facts};
+
+/// A boxed, sendable future: what a layer or an endpoint returns once its type is erased.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One layer of the onion.
+///
+/// `handle` receives the request and the rest of the stack as [`Next`]. It may change the request,
+/// call `next.run(req).await` and change the response, or answer by itself (short-circuit) without
+/// calling `next`. Implementations are ordinary `async fn`s:
+///
+/// ```
+/// use strata::http::{Next, Request, Response};
+/// use strata::Middleware;
+///
+/// /// Adds a fixed header to every response.
+/// struct PoweredBy(http::HeaderValue);
+///
+/// impl Middleware<Request, Response> for PoweredBy {
+///     async fn handle(&self, req: Request, next: Next) -> Response {
+///         let mut res = next.run(req).await;
+///         res.headers_mut().insert("x-powered-by", self.0.clone());
+///         res
+///     }
+/// }
+/// ```
+pub trait Middleware<Req, Res>: Send + Sync + 'static {
+    /// Handles one request; `next` runs the layers inside this one and then the endpoint.
+    fn handle(&self, req: Req, next: Next<Req, Res>) -> impl Future<Output = Res> + Send;
+
+    /// The kind of middleware, e.g. `"cors"`; shown by `explain` and used by the ordering rules.
+    fn kind(&self) -> &'static str {
+        short_type_name::<Self>()
+    }
+
+    /// What this layer declares about itself, for [`Stack::check`] and `explain`.
+    fn facts(&self) -> Facts {
+        Facts::NONE
+    }
+}
+
+/// Builds a response out of a caught panic. The stack needs one for its response type.
+///
+/// The panic's message is for logs only: an implementation must not show it to the client.
+pub trait FromPanic: Sized {
+    /// The response that replaces the output of a layer (or endpoint) that panicked.
+    fn from_panic(panic: &Panic<'_>) -> Self;
+}
+
+/// A panic caught at a layer's boundary.
+#[derive(Debug)]
+pub struct Panic<'a> {
+    /// The name of the layer (or `"app"` for the endpoint) that panicked.
+    pub layer: &'a str,
+    /// The panic payload as text, when it was a string. For logs, never for clients.
+    pub message: &'a str,
+}
+
+impl Panic<'_> {
+    fn log(&self) {
+        tracing::error!(layer = self.layer, panic = self.message, "a layer panicked; answered with an error response");
+    }
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "<non-string panic payload>"
+    }
+}
+
+/// The innermost handler: the application a stack wraps.
+///
+/// Any `Fn(Req) -> impl Future<Output = Res>` is an endpoint, and so is a [`Service`], so stacks nest.
+pub trait Endpoint<Req, Res>: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(&self, req: Req) -> BoxFuture<Res>;
+}
+
+impl<F, Fut, Req, Res> Endpoint<Req, Res> for F
+where
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Res> + Send + 'static,
+{
+    fn call(&self, req: Req) -> BoxFuture<Res> {
+        Box::pin(self(req))
+    }
+}
+
+/// The object-safe form of [`Middleware`], so a stack can hold layers of different types.
+trait DynMiddleware<Req, Res>: Send + Sync + 'static {
+    fn call(self: Arc<Self>, req: Req, next: Next<Req, Res>) -> BoxFuture<Res>;
+}
+
+/// A named middleware, ready to be placed in a [`Stack`].
+pub struct Layer<Req, Res> {
+    name: Arc<str>,
+    kind: &'static str,
+    facts: Facts,
+    inner: Arc<dyn DynMiddleware<Req, Res>>,
+}
+
+struct Named<M> {
+    name: Arc<str>,
+    middleware: M,
+}
+
+impl<M, Req, Res> DynMiddleware<Req, Res> for Named<M>
+where
+    M: Middleware<Req, Res>,
+    Req: Send + 'static,
+    Res: FromPanic + Send + 'static,
+{
+    fn call(self: Arc<Self>, req: Req, next: Next<Req, Res>) -> BoxFuture<Res> {
+        Box::pin(async move {
+            // Caught here, at this layer's own boundary, so the layer outside sees an ordinary response.
+            match AssertUnwindSafe(self.middleware.handle(req, next)).catch_unwind().await {
+                Ok(res) => res,
+                Err(payload) => {
+                    let panic = Panic { layer: &self.name, message: payload_text(&*payload) };
+                    panic.log();
+                    Res::from_panic(&panic)
+                }
+            }
+        })
+    }
+}
+
+impl<Req, Res> Layer<Req, Res>
+where
+    Req: Send + 'static,
+    Res: FromPanic + Send + 'static,
+{
+    /// Names a middleware. The name is what `explain`, diagnostics and per-layer timing show.
+    pub fn new<M: Middleware<Req, Res>>(name: impl Into<Arc<str>>, middleware: M) -> Self {
+        let name = name.into();
+        Layer {
+            kind: middleware.kind(),
+            facts: middleware.facts(),
+            inner: Arc::new(Named { name: name.clone(), middleware }),
+            name,
+        }
+    }
+}
+
+impl<Req, Res> Layer<Req, Res> {
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The layer's kind (e.g. `"cors"`).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// What the layer declares about itself.
+    pub fn facts(&self) -> Facts {
+        self.facts
+    }
+
+    /// The description used by ordering checks and `explain`.
+    pub fn info(&self) -> LayerInfo {
+        LayerInfo { name: self.name.to_string(), kind: self.kind, facts: self.facts }
+    }
+}
+
+impl<Req, Res> Clone for Layer<Req, Res> {
+    fn clone(&self) -> Self {
+        Layer { name: self.name.clone(), kind: self.kind, facts: self.facts, inner: self.inner.clone() }
+    }
+}
+
+impl<Req, Res> fmt::Debug for Layer<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layer").field("name", &self.name).field("kind", &self.kind).field("facts", &self.facts).finish()
+    }
+}
+
+/// A layer as the ordering rules and `explain` see it: name, kind and declared facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The layer's name (the config's middleware name, or its kind when unnamed).
+    pub name: String,
+    /// The layer's kind.
+    pub kind: &'static str,
+    /// What the layer declares about itself.
+    pub facts: Facts,
+}
+
+/// An ordered list of layers, outermost first. Turn it into a [`Service`] with [`Stack::serve`].
+pub struct Stack<Req, Res> {
+    layers: Vec<Layer<Req, Res>>,
+}
+
+impl<Req, Res> Default for Stack<Req, Res> {
+    fn default() -> Self {
+        Stack { layers: Vec::new() }
+    }
+}
+
+impl<Req, Res> Clone for Stack<Req, Res> {
+    fn clone(&self) -> Self {
+        Stack { layers: self.layers.clone() }
+    }
+}
+
+impl<Req, Res> fmt::Debug for Stack<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.layers.iter().map(|l| &l.name)).finish()
+    }
+}
+
+impl<Req, Res> Stack<Req, Res>
+where
+    Req: Send + 'static,
+    Res: FromPanic + Send + 'static,
+{
+    /// An empty stack: requests go straight to the endpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a middleware inside the ones already added, named after its kind.
+    pub fn with<M: Middleware<Req, Res>>(self, middleware: M) -> Self {
+        let name = middleware.kind();
+        self.with_layer(Layer::new(name, middleware))
+    }
+
+    /// Adds a middleware inside the ones already added, under the given name.
+    pub fn with_named<M: Middleware<Req, Res>>(self, name: impl Into<Arc<str>>, middleware: M) -> Self {
+        self.with_layer(Layer::new(name, middleware))
+    }
+
+    /// Adds a prepared [`Layer`] inside the ones already added.
+    pub fn with_layer(mut self, layer: Layer<Req, Res>) -> Self {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Adds every layer of `inner` inside the layers of this stack, keeping their order.
+    pub fn then(mut self, inner: Stack<Req, Res>) -> Self {
+        self.layers.extend(inner.layers);
+        self
+    }
+
+    /// The layers, outermost first.
+    pub fn layers(&self) -> &[Layer<Req, Res>] {
+        &self.layers
+    }
+
+    /// The layers as the ordering rules see them, outermost first.
+    pub fn infos(&self) -> Vec<LayerInfo> {
+        self.layers.iter().map(Layer::info).collect()
+    }
+
+    /// Runs the ordering rules over this stack: each diagnostic says what is wrong, why, and the fix.
+    pub fn check(&self) -> Vec<Diagnostic> {
+        check::check(&self.infos())
+    }
+
+    /// Wraps `endpoint` in this stack. The result answers requests and can itself be an endpoint.
+    pub fn serve<E: Endpoint<Req, Res>>(self, endpoint: E) -> Service<Req, Res> {
+        self.serve_arc(Arc::new(endpoint))
+    }
+
+    /// Like [`Stack::serve`], for an endpoint that is already shared.
+    pub fn serve_arc(self, endpoint: Arc<dyn Endpoint<Req, Res>>) -> Service<Req, Res> {
+        Service { chain: Arc::new(Chain { layers: self.layers.into_boxed_slice(), endpoint }) }
+    }
+}
+
+struct Chain<Req, Res> {
+    layers: Box<[Layer<Req, Res>]>,
+    endpoint: Arc<dyn Endpoint<Req, Res>>,
+}
+
+/// A stack wrapped around its endpoint: call it with a request to get a response.
+///
+/// Cloning is cheap (one reference count); the stack is built once and shared by every request.
+pub struct Service<Req, Res> {
+    chain: Arc<Chain<Req, Res>>,
+}
+
+impl<Req, Res> Clone for Service<Req, Res> {
+    fn clone(&self) -> Self {
+        Service { chain: self.chain.clone() }
+    }
+}
+
+impl<Req, Res> fmt::Debug for Service<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("layers", &self.chain.layers.iter().map(|l| &l.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<Req, Res> Service<Req, Res>
+where
+    Req: Send + 'static,
+    Res: FromPanic + Send + 'static,
+{
+    /// Runs a request through every layer, outermost first, then the endpoint.
+    pub fn call(&self, req: Req) -> Run<Res> {
+        Next { chain: self.chain.clone(), index: 0 }.run(req)
+    }
+
+    /// The layers, outermost first.
+    pub fn layers(&self) -> &[Layer<Req, Res>] {
+        &self.chain.layers
+    }
+}
+
+impl<Req, Res> Endpoint<Req, Res> for Service<Req, Res>
+where
+    Req: Send + 'static,
+    Res: FromPanic + Send + 'static,
+{
+    fn call(&self, req: Req) -> BoxFuture<Res> {
+        Box::pin(Service::call(self, req))
+    }
+}
+
+/// The rest of the stack, as seen from inside one layer: the layers inside it, then the endpoint.
+pub struct Next<Req, Res> {
+    chain: Arc<Chain<Req, Res>>,
+    index: usize,
+}
+
+impl<Req, Res> fmt::Debug for Next<Req, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rest: Vec<&str> = self.chain.layers[self.index..].iter().map(|l| l.name()).collect();
+        f.debug_struct("Next").field("layers", &rest).finish()
+    }
+}
+
+impl<Req, Res> Next<Req, Res>
+where
+    Req: Send + 'static,
+    Res: FromPanic + Send + 'static,
+{
+    /// Passes the request to the next layer inward (or the endpoint) and resolves to its response.
+    pub fn run(self, req: Req) -> Run<Res> {
+        let Next { chain, index } = self;
+        let (future, endpoint) = match chain.layers.get(index) {
+            Some(layer) => {
+                // The layer holds its own name; on a panic it answers for itself (see `Named::call`).
+                let inner = layer.inner.clone();
+                (inner.call(req, Next { chain, index: index + 1 }), false)
+            }
+            None => (chain.endpoint.call(req), true),
+        };
+        Run { future: AssertUnwindSafe(future).catch_unwind(), endpoint }
+    }
+
+    /// The layers still to run, outermost first (not counting the endpoint).
+    pub fn remaining(&self) -> &[Layer<Req, Res>] {
+        &self.chain.layers[self.index..]
+    }
+}
+
+/// The future returned by [`Next::run`] and [`Service::call`].
+pub struct Run<Res> {
+    future: CatchUnwind<AssertUnwindSafe<BoxFuture<Res>>>,
+    // True when this future runs the endpoint: a panic there is reported as the app's.
+    endpoint: bool,
+}
+
+impl<Res> fmt::Debug for Run<Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Run")
+    }
+}
+
+impl<Res: FromPanic> Future for Run<Res> {
+    type Output = Res;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Res> {
+        match self.future.poll_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(res)) => Poll::Ready(res),
+            Poll::Ready(Err(payload)) => {
+                let layer = if self.endpoint { "app" } else { "stack" };
+                let panic = Panic { layer, message: payload_text(&*payload) };
+                panic.log();
+                Poll::Ready(Res::from_panic(&panic))
+            }
+        }
+    }
+}
+
+/// A middleware made from a plain async function or closure `(req, next) -> res`.
+///
+/// ```
+/// use strata::http::{Next, Request, Stack};
+/// use strata::from_fn;
+///
+/// let stack = Stack::new().with(from_fn(|req: Request, next: Next| async move {
+///     let started = std::time::Instant::now();
+///     let res = next.run(req).await;
+///     tracing::debug!(elapsed = ?started.elapsed(), status = %res.status());
+///     res
+/// }));
+/// # let _ = stack;
+/// ```
+pub fn from_fn<F, Fut, Req, Res>(f: F) -> FromFn<F, Fut>
+where
+    F: Fn(Req, Next<Req, Res>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Res> + Send + 'static,
+{
+    FromFn { f, kind: "fn", facts: Facts::NONE, _future: PhantomData }
+}
+
+/// The middleware [`from_fn`] returns.
+pub struct FromFn<F, Fut> {
+    f: F,
+    kind: &'static str,
+    facts: Facts,
+    // `fn() -> Fut` keeps FromFn Send + Sync whatever the future type is.
+    _future: PhantomData<fn() -> Fut>,
+}
+
+impl<F, Fut> FromFn<F, Fut> {
+    /// Sets the kind this function middleware reports (default `"fn"`).
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Declares facts about this function middleware, for the ordering rules.
+    pub fn with_facts(mut self, facts: Facts) -> Self {
+        self.facts = facts;
+        self
+    }
+}
+
+impl<F, Fut, Req, Res> Middleware<Req, Res> for FromFn<F, Fut>
+where
+    F: Fn(Req, Next<Req, Res>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Res> + Send + 'static,
+    Req: 'static,
+    Res: 'static,
+{
+    fn handle(&self, req: Req, next: Next<Req, Res>) -> impl Future<Output = Res> + Send {
+        (self.f)(req, next)
+    }
+
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn facts(&self) -> Facts {
+        self.facts
+    }
+}
+
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A response type for tests: the trail of layers plus the final answer.
+    #[derive(Debug, PartialEq)]
+    struct Reply(String);
+
+    impl FromPanic for Reply {
+        fn from_panic(panic: &Panic<'_>) -> Self {
+            Reply(format!("panic in {}", panic.layer))
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Record {
+        label: &'static str,
+        log: Log,
+    }
+
+    impl Middleware<String, Reply> for Record {
+        async fn handle(&self, req: String, next: Next<String, Reply>) -> Reply {
+            self.log.lock().unwrap().push(format!("{} in", self.label));
+            let res = next.run(req).await;
+            self.log.lock().unwrap().push(format!("{} out", self.label));
+            res
+        }
+    }
+
+    struct ShortCircuit;
+
+    impl Middleware<String, Reply> for ShortCircuit {
+        async fn handle(&self, _req: String, _next: Next<String, Reply>) -> Reply {
+            Reply("rejected".into())
+        }
+    }
+
+    fn app(log: Log) -> impl Endpoint<String, Reply> {
+        move |req: String| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push("app".into());
+                Reply(format!("app saw {req}"))
+            }
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn first_layer_added_is_outermost() {
+        let log: Log = Default::default();
+        let service = Stack::new()
+            .with_named("A", Record { label: "A", log: log.clone() })
+            .with_named("B", Record { label: "B", log: log.clone() })
+            .with_named("C", Record { label: "C", log: log.clone() })
+            .serve(app(log.clone()));
+        let reply = block_on(service.call("req".into()));
+        assert_eq!(reply, Reply("app saw req".into()));
+        assert_eq!(*log.lock().unwrap(), ["A in", "B in", "C in", "app", "C out", "B out", "A out"]);
+    }
+
+    #[test]
+    fn short_circuit_stops_descent_but_outer_layers_see_the_response() {
+        let log: Log = Default::default();
+        let seen = Arc::new(Mutex::new(None));
+        let seen_by_outer = seen.clone();
+        let service = Stack::new()
+            .with(Record { label: "A", log: log.clone() })
+            .with(from_fn(move |req: String, next: Next<String, Reply>| {
+                let seen = seen_by_outer.clone();
+                async move {
+                    let res = next.run(req).await;
+                    *seen.lock().unwrap() = Some(res.0.clone());
+                    res
+                }
+            }))
+            .with(ShortCircuit)
+            .with(Record { label: "C", log: log.clone() })
+            .serve(app(log.clone()));
+        let reply = block_on(service.call("req".into()));
+        assert_eq!(reply, Reply("rejected".into()));
+        assert_eq!(*log.lock().unwrap(), ["A in", "A out"]);
+        assert_eq!(seen.lock().unwrap().as_deref(), Some("rejected"));
+    }
+
+    #[test]
+    fn from_fn_layers_and_struct_layers_mix() {
+        let service = Stack::new()
+            .with(from_fn(|req: String, next: Next<String, Reply>| async move {
+                let res = next.run(format!("{req}+outer")).await;
+                Reply(format!("({})", res.0))
+            }))
+            .with(from_fn(
+                |req: String, next: Next<String, Reply>| async move { next.run(format!("{req}+inner")).await },
+            ))
+            .serve(|req: String| async move { Reply(req) });
+        assert_eq!(block_on(service.call("r".into())), Reply("(r+outer+inner)".into()));
+    }
+
+    #[test]
+    fn a_panicking_app_becomes_a_response_that_outer_layers_still_see() {
+        let log: Log = Default::default();
+        let service = Stack::new().with(Record { label: "A", log: log.clone() }).serve(|_req: String| async move {
+            if true {
+                panic!("the app broke");
+            }
+            Reply(String::new())
+        });
+        assert_eq!(block_on(service.call("r".into())), Reply("panic in app".into()));
+        assert_eq!(*log.lock().unwrap(), ["A in", "A out"]);
+    }
+
+    #[test]
+    fn a_panicking_layer_is_answered_at_its_own_boundary() {
+        let log: Log = Default::default();
+        let service = Stack::new()
+            .with(Record { label: "A", log: log.clone() })
+            .with_named(
+                "boom",
+                from_fn(|_req: String, _next: Next<String, Reply>| async move {
+                    if true {
+                        panic!("layer broke");
+                    }
+                    Reply(String::new())
+                }),
+            )
+            .with(Record { label: "C", log: log.clone() })
+            .serve(app(log.clone()));
+        assert_eq!(block_on(service.call("r".into())), Reply("panic in boom".into()));
+        assert_eq!(*log.lock().unwrap(), ["A in", "A out"]);
+    }
+
+    #[test]
+    fn the_stack_knows_its_layers_in_order() {
+        let log: Log = Default::default();
+        let stack = Stack::<String, Reply>::new()
+            .with_named("outer", Record { label: "A", log: log.clone() })
+            .with(ShortCircuit)
+            .with(from_fn(|req: String, next: Next<String, Reply>| next.run(req)).with_kind("custom"));
+        let names: Vec<_> = stack.layers().iter().map(|l| (l.name().to_string(), l.kind())).collect();
+        assert_eq!(
+            names,
+            [
+                ("outer".to_string(), "Record"),
+                ("ShortCircuit".to_string(), "ShortCircuit"),
+                ("custom".to_string(), "custom")
+            ]
+        );
+    }
+
+    #[test]
+    fn stacks_nest_as_endpoints_keeping_one_order() {
+        let log: Log = Default::default();
+        let inner = Stack::new().with(Record { label: "route", log: log.clone() }).serve(app(log.clone()));
+        let outer = Stack::new().with(Record { label: "server", log: log.clone() }).serve(inner);
+        block_on(outer.call("r".into()));
+        assert_eq!(*log.lock().unwrap(), ["server in", "route in", "app", "route out", "server out"]);
+    }
+}
