@@ -33,3 +33,14 @@ pub struct ConnectionInfo {
     /// The local address the connection was accepted on.
     pub local: std::net::SocketAddr,
 }
+
+/// The request id of the current request, set by the `request_id` middleware in the request's
+/// extensions for inner layers, logs and upstreams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub http::HeaderValue);
+
+/// The user an authentication layer verified, set in the request's extensions for inner layers
+/// (logs, rate-limit keys, upstream headers). Also copied into the response's extensions so that
+/// layers outside the authentication layer (an access log) can see it on the way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthenticatedUser(pub std::sync::Arc<str>);

@@ -1,1 +1,55 @@
-//! The production middlewares, one file each: config struct, constructor, `handle`, tests.
+//! The production middlewares, one file each, read top to bottom: config struct (serde, the same
+//! fields as the gateway's TOML table) → constructor that validates and precomputes → `handle` →
+//! unit tests.
+//!
+//! Every constructor has the shape `fn new(config: XConfig, ctx: &BuildContext) -> Result<X, ConfigError>`
+//! so the gateway's registry of kinds is one line per kind.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What a constructor may need besides its own config.
+#[derive(Clone, Debug, Default)]
+pub struct BuildContext {
+    /// The directory relative paths in a config are resolved against (the config file's directory).
+    pub base_dir: PathBuf,
+}
+
+impl BuildContext {
+    /// Resolves a path from a config against [`BuildContext::base_dir`].
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+}
+
+/// A configuration a middleware's constructor rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config field at fault, when one is (the gateway points at its line and column).
+    pub field: Option<&'static str>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about one field.
+    pub fn field(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError { field: Some(field), message: message.into() }
+    }
+
+    /// An error about the config as a whole.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError { field: None, message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.field {
+            Some(field) => write!(f, "`{field}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
