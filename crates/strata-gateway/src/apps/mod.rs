@@ -1,0 +1,1 @@
+//! The built-in apps a route can serve with `app = "NAME"`.
