@@ -10,3 +10,51 @@
 #![warn(missing_docs)]
 
 pub mod apps;
+pub mod config;
+pub mod registry;
+pub mod routes;
+pub mod server;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use strata::middleware::BuildContext;
+
+pub use routes::Gateway;
+
+/// The config `strata serve` uses when given none.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// Why a config could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read.
+    Read(PathBuf, std::io::Error),
+    /// The file was read but is invalid.
+    Invalid(config::ConfigErrors),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Read(path, e) => write!(f, "{}: error: cannot read the config: {e}", path.display()),
+            LoadError::Invalid(errors) => errors.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Loads and builds a gateway from a config file, or from [`DEFAULT_CONFIG`] when `path` is `None`.
+pub fn load(path: Option<&Path>) -> Result<Gateway, LoadError> {
+    let (file, text, base_dir) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            (path.display().to_string(), text, base)
+        }
+        None => ("<embedded default>".to_string(), DEFAULT_CONFIG.to_string(), PathBuf::new()),
+    };
+    let config = config::Config::parse(&file, &text, apps::NAMES).map_err(LoadError::Invalid)?;
+    Gateway::build(config, &BuildContext { base_dir }).map_err(LoadError::Invalid)
+}

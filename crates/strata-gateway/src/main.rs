@@ -1,1 +1,227 @@
-fn main() {}
+//! The `strata` command: serve, check, explain, hash-password.
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata::Severity;
+use strata_gateway::{Gateway, LoadError, load, server};
+
+/// strata: HTTP middleware as an onion, in front of a built-in app or any upstream.
+#[derive(Parser)]
+#[command(name = "strata", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the config (default: the embedded tasks app on 127.0.0.1:8080).
+    Serve {
+        /// The TOML config; without it the embedded default is served.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen here instead of the config's `[server] listen`, e.g. 127.0.0.1:9000.
+        #[arg(long, short)]
+        listen: Option<SocketAddr>,
+    },
+    /// Load and validate a config, then report ordering problems. Exit 1 on errors.
+    Check {
+        /// The TOML config; without it the embedded default is checked.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Treat warnings as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the onion of every route, outermost layer first, with what each layer declares.
+    Explain {
+        /// The TOML config; without it the embedded default is explained.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Read a password from stdin (no echo on a terminal) and print its argon2id hash for configs.
+    HashPassword,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match cli.command {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::Check { config, strict } => check(config, strict),
+        Command::Explain { config } => explain(config),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn load_or_report(config: Option<&PathBuf>) -> Result<Gateway, ExitCode> {
+    load(config.map(PathBuf::as_path)).map_err(|e| {
+        eprintln!("{e}");
+        match e {
+            LoadError::Read(..) => ExitCode::from(1),
+            LoadError::Invalid(errors) => {
+                let n = errors.0.len();
+                eprintln!("\n{n} error{} in the config; strata did not start", if n == 1 { "" } else { "s" });
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+    let gateway = match load_or_report(config.as_ref()) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    if let Some(route) = gateway.routes.iter().find(|r| r.is_upstream) {
+        eprintln!(
+            "error: route `{}` proxies to an {}: upstream routes are checked but not served by this version",
+            route.prefix, route.target.description
+        );
+        return ExitCode::from(2);
+    }
+    for (prefix, diagnostic) in gateway.diagnostics() {
+        tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let addr = listen.unwrap_or(gateway.server.listen);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let bound = listener.local_addr().unwrap_or(addr);
+        println!("strata listening on http://{bound}");
+        for route in &gateway.routes {
+            println!("  {} -> {}", route.prefix, route.target.description);
+        }
+        match server::serve(listener, gateway.service.clone(), &gateway.server, server::shutdown_signal()).await {
+            Ok(_) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
+    let gateway = match load_or_report(config.as_ref()) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    let name = config.as_ref().map_or("<embedded default>".to_string(), |p| p.display().to_string());
+    let diagnostics = gateway.diagnostics();
+    let mut errors = 0;
+    let mut warnings = 0;
+    for (prefix, d) in &diagnostics {
+        match d.severity {
+            Severity::Error => errors += 1,
+            Severity::Warning => warnings += 1,
+        }
+        println!("route {prefix}: {d}\n");
+    }
+    for route in gateway.routes.iter().filter(|r| r.is_upstream) {
+        warnings += 1;
+        println!("route {}: warning[upstream-not-served]: {} is checked but not served by this version\n", route.prefix, route.target.description);
+    }
+    for unused in &gateway.unused {
+        warnings += 1;
+        println!("warning[unused-middleware]: `{unused}` is defined but no stack uses it\n");
+    }
+    println!("{name}: {} route(s), {errors} error(s), {warnings} warning(s)", gateway.routes.len());
+    if errors > 0 || (strict && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+fn explain(config: Option<PathBuf>) -> ExitCode {
+    let gateway = match load_or_report(config.as_ref()) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    println!("Each route's onion, outermost first: the request goes down the list, the response comes back up.");
+    for route in &gateway.routes {
+        println!("\nroute {}", route.prefix);
+        let mut n = 0;
+        let server = gateway.server_layers.iter().map(|l| ("server", l));
+        let own = route.layers.iter().map(|l| ("route", l));
+        for (scope, layer) in server.chain(own) {
+            n += 1;
+            let facts: Vec<&str> = layer.facts.iter().map(|f| f.describe()).collect();
+            let facts = if facts.is_empty() { String::new() } else { format!("  — {}", facts.join("; ")) };
+            println!("  {n:>2}. {scope:<6} {:<16} ({}){facts}", layer.name, layer.kind);
+        }
+        let facts: Vec<&str> = route.target.facts.iter().map(|f| f.describe()).collect();
+        let facts = if facts.is_empty() { String::new() } else { format!("  — {}", facts.join("; ")) };
+        println!("      ->     {}{facts}", route.target.description);
+    }
+    let diagnostics = gateway.diagnostics();
+    if !diagnostics.is_empty() {
+        println!("\n{} ordering problem(s): run `strata check` for details", diagnostics.len());
+    }
+    ExitCode::SUCCESS
+}
+
+fn hash_password() -> ExitCode {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    // OsRng needs password-hash's `getrandom` feature, enabled in Cargo.toml.
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let second = rpassword::prompt_password("Again: ");
+        match (first, second) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("error: the passwords differ");
+                return ExitCode::from(1);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("error: cannot read the password: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        let mut input = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+            eprintln!("error: cannot read the password from stdin: {e}");
+            return ExitCode::from(1);
+        }
+        // One password per run: the first line, without its line ending.
+        input.lines().next().unwrap_or("").to_string()
+    };
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::from(1);
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: hashing failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

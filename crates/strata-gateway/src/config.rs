@@ -1,0 +1,614 @@
+//! TOML → typed config. Every error names the file, line and column, what was expected, and a
+//! "did you mean" when a name is close to a known one.
+//!
+//! The document is parsed once into a span-preserving tree; each section is then deserialized from
+//! its own subtree, so serde's errors (unknown key, wrong type, missing field) carry the exact span of
+//! the key or value at fault. Middleware tables are kept as subtrees: the registry deserializes each
+//! into its kind's config struct the same way.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+/// The top-level keys a config may have.
+const TOP_LEVEL_KEYS: &[&str] = &["server", "middleware", "route"];
+
+/// One error in a config file, located by line and column (both 1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given on the command line (or `<embedded default>`).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// What is wrong and what was expected.
+    pub message: String,
+    /// The source line the error points at, for display.
+    pub source_line: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}:{}:{}: error: {}", self.file, self.line, self.column, self.message)?;
+        let gutter = self.line.to_string().len();
+        writeln!(f, "{:gutter$} |", "")?;
+        writeln!(f, "{} | {}", self.line, self.source_line)?;
+        write!(f, "{:gutter$} | {:>col$}", "", "^", col = self.column)
+    }
+}
+
+/// Every error found while loading a config (loading goes on after the first, to report them all).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The text of a config file and its name, turning byte spans into located errors.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The file name used in messages.
+    pub file: &'a str,
+    /// The whole text.
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    /// An error at the start of `span`.
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        let offset = span.start.min(self.text.len());
+        let before = &self.text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line_end = self.text[offset..].find('\n').map_or(self.text.len(), |i| offset + i);
+        ConfigError {
+            file: self.file.to_string(),
+            line: before.matches('\n').count() + 1,
+            column: before[line_start..].chars().count() + 1,
+            message: message.into(),
+            source_line: self.text[line_start..line_end].trim_end_matches('\r').to_string(),
+        }
+    }
+
+    /// A toml parse or deserialize error, located by its span (or at `fallback` without one).
+    pub fn toml_error(&self, err: &toml::de::Error, fallback: Range<usize>) -> ConfigError {
+        self.error(err.span().unwrap_or(fallback), improve_serde_message(err.message()))
+    }
+}
+
+/// A reference to a named middleware in a `stack` array.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameRef {
+    /// The middleware name.
+    pub name: String,
+    /// Where the reference is written.
+    pub span: Range<usize>,
+}
+
+/// The `[server]` section.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Layers wrapping every route (and the 404 for unmatched paths), outermost first.
+    pub stack: Vec<NameRef>,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Largest accepted request head (HTTP/1.1 buffer, HTTP/2 header list), in bytes.
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Whether HTTP/2 (prior-knowledge h2c) is accepted beside HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            stack: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            http2: true,
+        }
+    }
+}
+
+/// A `[middleware.NAME]` table, kept as a subtree for the registry.
+#[derive(Clone, Debug)]
+pub struct MiddlewareDecl<'a> {
+    /// The name routes refer to.
+    pub name: String,
+    /// The kind (registry key).
+    pub kind: String,
+    /// Where `kind = ...` is written.
+    pub kind_span: Range<usize>,
+    /// The table without its `kind` key.
+    pub table: Spanned<DeValue<'a>>,
+}
+
+/// What a route serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A built-in app, by name.
+    App(String),
+    /// An upstream HTTP server.
+    Upstream(http::Uri),
+}
+
+/// A `[[route]]`.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Path prefix (no trailing slash except for `/`); longest prefix wins.
+    pub prefix: String,
+    /// The route's own layers, inside the server stack, outermost first.
+    pub stack: Vec<NameRef>,
+    /// What the route serves.
+    pub target: Target,
+    /// Where the target (`app` or `upstream`) is written.
+    pub target_span: Range<usize>,
+}
+
+/// A whole config, checked for structure and references; middleware tables not yet built.
+#[derive(Clone, Debug)]
+pub struct Config<'a> {
+    /// The file's name and text.
+    pub source: Source<'a>,
+    /// `[server]`.
+    pub server: Server,
+    /// `[middleware.*]`, in name order.
+    pub middleware: Vec<MiddlewareDecl<'a>>,
+    /// `[[route]]`, in file order.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    stack: Vec<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    max_header_bytes: Option<Spanned<u64>>,
+    shutdown_grace: Option<Spanned<String>>,
+    http2: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSection {
+    prefix: Spanned<String>,
+    #[serde(default)]
+    stack: Vec<Spanned<String>>,
+    app: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+}
+
+/// Deserializes a typed section from a subtree, keeping serde's error span.
+pub fn from_value<T: DeserializeOwned>(source: Source<'_>, value: Spanned<DeValue<'_>>) -> Result<T, ConfigError> {
+    let span = value.span();
+    T::deserialize(ValueDeserializer::from(value)).map_err(|e| source.toml_error(&e, span))
+}
+
+impl<'a> Config<'a> {
+    /// Parses and checks a config. `file` is the name used in messages.
+    pub fn parse(file: &'a str, text: &'a str, app_names: &[&str]) -> Result<Config<'a>, ConfigErrors> {
+        let source = Source { file, text };
+        let root = DeTable::parse(text).map_err(|e| ConfigErrors(vec![source.toml_error(&e, 0..0)]))?;
+        let mut errors = Vec::new();
+        let mut config = Config { source, server: Server::default(), middleware: Vec::new(), routes: Vec::new() };
+        let mut route_values = Vec::new();
+        let mut server_section = None;
+
+        for (key, value) in root.into_inner() {
+            match key.get_ref().as_ref() {
+                "server" => match from_value::<ServerSection>(source, value) {
+                    Ok(s) => server_section = Some(s),
+                    Err(e) => errors.push(e),
+                },
+                "middleware" => config.parse_middleware(value, &mut errors),
+                "route" => match value.into_inner() {
+                    DeValue::Array(items) => route_values = items.into_iter().collect(),
+                    _ => errors.push(source.error(key.span(), "`route` must be an array of tables: write `[[route]]`")),
+                },
+                other => errors.push(source.error(
+                    key.span(),
+                    format!("unknown section `{other}`, expected one of `server`, `middleware`, `route`{}", did_you_mean(other, TOP_LEVEL_KEYS)),
+                )),
+            }
+        }
+
+        let defined: HashSet<&str> = config.middleware.iter().map(|m| m.name.as_str()).collect();
+        let defined_names: Vec<&str> = config.middleware.iter().map(|m| m.name.as_str()).collect();
+        let check_refs = |stack: Vec<Spanned<String>>, errors: &mut Vec<ConfigError>| -> Vec<NameRef> {
+            stack
+                .into_iter()
+                .map(|s| {
+                    let span = s.span();
+                    let name = s.into_inner();
+                    if !defined.contains(name.as_str()) {
+                        errors.push(source.error(
+                            span.clone(),
+                            format!(
+                                "no middleware named `{name}`: define it in a `[middleware.{name}]` table{}",
+                                did_you_mean(&name, &defined_names)
+                            ),
+                        ));
+                    }
+                    NameRef { name, span }
+                })
+                .collect()
+        };
+
+        if let Some(s) = server_section {
+            config.server = parse_server(source, s, &mut errors, |stack, errors| check_refs(stack, errors));
+        }
+        let mut prefixes: BTreeMap<String, Range<usize>> = BTreeMap::new();
+        for value in route_values {
+            let span = value.span();
+            let section = match from_value::<RouteSection>(source, value) {
+                Ok(s) => s,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let stack = check_refs(section.stack, &mut errors);
+            let prefix_span = section.prefix.span();
+            let prefix = match normalize_prefix(section.prefix.get_ref()) {
+                Ok(p) => p,
+                Err(msg) => {
+                    errors.push(source.error(prefix_span, msg));
+                    continue;
+                }
+            };
+            if let Some(first) = prefixes.get(&prefix) {
+                let first = source.error(first.clone(), "");
+                errors.push(source.error(
+                    prefix_span.clone(),
+                    format!("a route with prefix `{prefix}` is already defined at line {}", first.line),
+                ));
+            }
+            prefixes.insert(prefix.clone(), prefix_span);
+            let (target, target_span) = match (section.app, section.upstream) {
+                (Some(app), None) => {
+                    if !app_names.contains(&app.get_ref().as_str()) {
+                        errors.push(source.error(
+                            app.span(),
+                            format!(
+                                "unknown app `{}`, expected one of {}{}",
+                                app.get_ref(),
+                                quoted_list(app_names),
+                                did_you_mean(app.get_ref(), app_names)
+                            ),
+                        ));
+                    }
+                    (Target::App(app.get_ref().clone()), app.span())
+                }
+                (None, Some(upstream)) => match parse_upstream(upstream.get_ref()) {
+                    Ok(uri) => (Target::Upstream(uri), upstream.span()),
+                    Err(msg) => {
+                        errors.push(source.error(upstream.span(), msg));
+                        continue;
+                    }
+                },
+                (Some(app), Some(_)) => {
+                    errors.push(source.error(app.span(), "a route has either `app` or `upstream`, not both"));
+                    continue;
+                }
+                (None, None) => {
+                    errors.push(source.error(
+                        span,
+                        "a route needs a target: `app = \"tasks\"` (a built-in app) or `upstream = \"http://127.0.0.1:8000\"`",
+                    ));
+                    continue;
+                }
+            };
+            config.routes.push(Route { prefix, stack, target, target_span });
+        }
+        if config.routes.is_empty() && errors.is_empty() {
+            errors.push(source.error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"));
+        }
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    }
+
+    fn parse_middleware(&mut self, value: Spanned<DeValue<'a>>, errors: &mut Vec<ConfigError>) {
+        let source = self.source;
+        let span = value.span();
+        let DeValue::Table(table) = value.into_inner() else {
+            errors.push(source.error(span, "`middleware` must be a table of named middlewares: write `[middleware.NAME]`"));
+            return;
+        };
+        for (name, value) in table {
+            let name_span = name.span();
+            let name = name.into_inner().into_owned();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                errors.push(source.error(name_span.clone(), format!("middleware name `{name}`: expected letters, digits, `_` or `-`")));
+            }
+            let table_span = value.span();
+            let DeValue::Table(mut table) = value.into_inner() else {
+                errors.push(source.error(name_span, format!("`middleware.{name}` must be a table with a `kind` key")));
+                continue;
+            };
+            let Some(kind) = table.remove("kind") else {
+                errors.push(source.error(name_span, format!("`[middleware.{name}]` has no `kind`: say which middleware it is, e.g. `kind = \"access_log\"`")));
+                continue;
+            };
+            let kind_span = kind.span();
+            let Some(kind_name) = kind.get_ref().as_str().map(str::to_string) else {
+                errors.push(source.error(kind_span, format!("`kind` must be a string, found {}", kind.get_ref().type_str())));
+                continue;
+            };
+            self.middleware.push(MiddlewareDecl {
+                name,
+                kind: kind_name,
+                kind_span,
+                table: Spanned::new(table_span, DeValue::Table(table)),
+            });
+        }
+    }
+}
+
+fn parse_server(
+    source: Source<'_>,
+    s: ServerSection,
+    errors: &mut Vec<ConfigError>,
+    check_refs: impl Fn(Vec<Spanned<String>>, &mut Vec<ConfigError>) -> Vec<NameRef>,
+) -> Server {
+    let mut server = Server { stack: check_refs(s.stack, errors), ..Server::default() };
+    if let Some(listen) = s.listen {
+        match listen.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => server.listen = addr,
+            Err(_) => errors.push(source.error(
+                listen.span(),
+                format!("`listen = \"{}\"`: expected an IP address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", listen.get_ref()),
+            )),
+        }
+    }
+    let mut duration = |value: Option<Spanned<String>>, target: &mut Duration| {
+        if let Some(v) = value {
+            match parse_duration(v.get_ref()) {
+                Ok(d) => *target = d,
+                Err(msg) => errors.push(source.error(v.span(), msg)),
+            }
+        }
+    };
+    duration(s.header_read_timeout, &mut server.header_read_timeout);
+    duration(s.shutdown_grace, &mut server.shutdown_grace);
+    if let Some(max) = s.max_header_bytes {
+        match usize::try_from(*max.get_ref()) {
+            Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => server.max_header_bytes = n,
+            _ => errors.push(source.error(max.span(), "`max_header_bytes`: expected a size between 1024 and 16777216 bytes")),
+        }
+    }
+    if let Some(h2) = s.http2 {
+        server.http2 = h2;
+    }
+    server
+}
+
+/// Parses durations like `"10s"`, `"500ms"`, `"2m"`, `"1h"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(expected()),
+    };
+    Ok(d)
+}
+
+fn normalize_prefix(prefix: &str) -> Result<String, String> {
+    if !prefix.starts_with('/') {
+        return Err(format!("prefix `{prefix}`: expected a path starting with `/`, e.g. \"/api\""));
+    }
+    if prefix.contains(['?', '#', '*', ' ']) || prefix.contains("//") {
+        return Err(format!("prefix `{prefix}`: expected a plain path (no `?`, `#`, `*`, spaces or empty segments)"));
+    }
+    let trimmed = prefix.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+}
+
+fn parse_upstream(text: &str) -> Result<http::Uri, String> {
+    let expected = || format!("upstream `{text}`: expected an http URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
+    let uri: http::Uri = text.parse().map_err(|_| expected())?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("upstream `{text}`: only http:// upstreams are supported")),
+        _ => return Err(expected()),
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(expected());
+    }
+    if uri.query().is_some() {
+        return Err(format!("upstream `{text}`: expected no query string"));
+    }
+    Ok(uri)
+}
+
+/// `, did you mean `x`?` when `name` is close to one of `candidates`, else an empty string.
+pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(name, c), *c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// `` `a`, `b`, `c` `` for messages.
+pub fn quoted_list(items: &[&str]) -> String {
+    items.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Adds a "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" messages.
+fn improve_serde_message(message: &str) -> String {
+    let message = message.trim_end();
+    let Some(rest) = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `")) else {
+        return message.to_string();
+    };
+    let Some((name, expected)) = rest.split_once('`') else { return message.to_string() };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    format!("{message}{}", did_you_mean(name, &candidates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APPS: &[&str] = &["tasks", "echo"];
+
+    fn parse(text: &str) -> Result<Config<'_>, ConfigErrors> {
+        Config::parse("test.toml", text, APPS)
+    }
+
+    fn first_error(text: &str) -> ConfigError {
+        parse(text).expect_err("config should be rejected").0.remove(0)
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:9000"
+stack = ["timing", "log"]
+shutdown_grace = "3s"
+
+[middleware.log]
+kind = "access_log"
+format = "json"
+
+[middleware.timing]
+kind = "timing"
+
+[[route]]
+prefix = "/api/"
+stack = ["log"]
+app = "tasks"
+
+[[route]]
+prefix = "/"
+upstream = "http://127.0.0.1:8000"
+"#;
+
+    #[test]
+    fn a_good_config_parses_into_its_parts() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.server.stack.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["timing", "log"]);
+        let kinds: Vec<_> = c.middleware.iter().map(|m| (m.name.as_str(), m.kind.as_str())).collect();
+        assert_eq!(kinds, [("log", "access_log"), ("timing", "timing")]);
+        assert!(c.middleware[0].table.get_ref().as_table().unwrap().get("kind").is_none());
+        assert_eq!(c.routes[0].prefix, "/api");
+        assert_eq!(c.routes[0].target, Target::App("tasks".into()));
+        assert_eq!(c.routes[1].target, Target::Upstream("http://127.0.0.1:8000".parse().unwrap()));
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key_with_a_suggestion() {
+        let e = first_error("[server]\nlisen = \"127.0.0.1:1\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!((e.line, e.column), (2, 1), "{e}");
+        assert!(e.message.contains("unknown field `lisen`") && e.message.contains("did you mean `listen`?"), "{e}");
+        let e = first_error("[servr]\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!((e.line, e.column), (1, 2), "{e}");
+        assert!(e.message.contains("did you mean `server`?"), "{e}");
+    }
+
+    #[test]
+    fn undefined_middleware_names_are_errors_with_suggestions() {
+        let e = first_error(
+            "[server]\nstack = [\"lgo\"]\n[middleware.log]\nkind = \"access_log\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n",
+        );
+        assert_eq!((e.line, e.column), (2, 10), "{e}");
+        assert!(e.message.contains("no middleware named `lgo`") && e.message.contains("did you mean `log`?"), "{e}");
+    }
+
+    #[test]
+    fn routes_need_exactly_one_target() {
+        let e = first_error("[[route]]\nprefix = \"/\"\napp = \"echo\"\nupstream = \"http://127.0.0.1:1\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("not both"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\n");
+        assert!(e.message.contains("needs a target"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\napp = \"task\"\n");
+        assert!(e.message.contains("unknown app `task`") && e.message.contains("did you mean `tasks`?"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_located_and_explained() {
+        let e = first_error("[server]\nlisten = \"localhost\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!((e.line, e.column), (2, 10), "{e}");
+        assert!(e.message.contains("expected an IP address and port"), "{e}");
+        let e = first_error("[server]\nshutdown_grace = \"soon\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert!(e.message.contains("expected a duration"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"api\"\napp = \"echo\"\n");
+        assert!(e.message.contains("starting with `/`"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"ftp://x\"\n");
+        assert!(e.message.contains("expected an http URL"), "{e}");
+        let e = first_error("[server]\nhttp2 = \"yes\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_and_missing_kind_are_located() {
+        let e = first_error("[server\n");
+        assert_eq!(e.line, 1, "{e}");
+        let e = first_error("[middleware.log]\nformat = \"json\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert!(e.message.contains("has no `kind`"), "{e}");
+        assert_eq!(e.line, 1, "{e}");
+    }
+
+    #[test]
+    fn duplicate_prefixes_are_rejected() {
+        let e = first_error("[[route]]\nprefix = \"/a\"\napp = \"echo\"\n[[route]]\nprefix = \"/a/\"\napp = \"tasks\"\n");
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("already defined at line 2"), "{e}");
+    }
+
+    #[test]
+    fn every_error_is_reported_not_just_the_first() {
+        let errors = parse("[server]\nlisten = \"x\"\nstack = [\"nope\"]\n[[route]]\nprefix = \"/\"\napp = \"nope\"\n").unwrap_err();
+        assert_eq!(errors.0.len(), 3, "{errors}");
+    }
+
+    #[test]
+    fn display_shows_file_line_column_and_a_caret() {
+        let e = first_error("[server]\nlisen = 1\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        let text = e.to_string();
+        assert!(text.starts_with("test.toml:2:1: error: unknown field `lisen`"), "{text}");
+        assert!(text.contains("2 | lisen = 1\n  | ^"), "{text}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
