@@ -1,0 +1,614 @@
+//! `tasks`: an in-memory JSON tasks API.
+//!
+//! | Request                | Answer                                                        |
+//! |------------------------|---------------------------------------------------------------|
+//! | `GET /tasks`           | 200, every task as a JSON array ordered by id                 |
+//! | `POST /tasks`          | 201, the new task, `Location: /tasks/{id}`                    |
+//! | `GET /tasks/{id}`      | 200 the task, or 404                                          |
+//! | `PUT /tasks/{id}`      | 200 the replaced task (`title` required, `done` defaults to false), or 404 |
+//! | `PATCH /tasks/{id}`    | 200 the updated task (`title` and/or `done`), or 404          |
+//! | `DELETE /tasks/{id}`   | 204, or 404                                                   |
+//!
+//! A task is `{"id": 1, "title": "...", "done": false}`. Ids start at 1 and are never reused, even
+//! after a delete, so a stale link can never point at a different task.
+//!
+//! Errors are JSON `{"error": "..."}` naming the problem:
+//! - 400: a body that is not a JSON object, has wrong types, misses `title`, has unknown fields or
+//!   `null` values, a title that is empty, only whitespace or longer than 1000 characters, or a
+//!   `PATCH` that sets nothing;
+//! - 404: unknown path, unknown id, and an id that is not a plain decimal number or overflows `u64`
+//!   (it cannot name a task, so the resource does not exist; a 400 would suggest the request could
+//!   be fixed by changing its body);
+//! - 405 with `Allow`: a known path with another method;
+//! - 413: a body over 64 KiB;
+//! - 415: a `Content-Type` other than `application/json` (parameters such as `charset` allowed). A
+//!   body without `Content-Type` is read as JSON, so `curl -d` works as is.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use http::{HeaderValue, Method, StatusCode, header};
+use serde::{Deserialize, Deserializer, Serialize};
+use strata::http::{Request, Response, response};
+use strata::{BoxFuture, Endpoint, Facts};
+
+use super::{App, Rejection, method_not_allowed, not_found, parse_number, read_body};
+
+/// The largest request body the app reads: tasks are small, so anything bigger is a mistake or abuse.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// The longest title accepted, in characters (not bytes, so every script gets the same limit).
+const MAX_TITLE_CHARS: usize = 1000;
+
+/// A fresh `tasks` app with an empty list.
+pub(super) fn app() -> App {
+    App {
+        name: "tasks",
+        description: "in-memory JSON tasks API: /tasks, /tasks/{id}",
+        facts: Facts::NONE,
+        endpoint: Arc::new(Tasks::default()),
+    }
+}
+
+/// One task, as stored and as sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+struct Task {
+    id: u64,
+    title: String,
+    done: bool,
+}
+
+/// The body of `POST /tasks` and `PUT /tasks/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "task")]
+struct NewTask {
+    title: String,
+    #[serde(default, deserialize_with = "not_null")]
+    done: bool,
+}
+
+/// The body of `PATCH /tasks/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "task")]
+struct TaskPatch {
+    #[serde(default, deserialize_with = "present")]
+    title: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    done: Option<bool>,
+}
+
+/// Reads a field that may be absent (then `None`) but never `null`.
+///
+/// Plain `Option` would read `{"title": null}` as "leave the title alone", silently accepting what
+/// is almost certainly a client bug.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Reads a field with a default when absent, but rejects an explicit `null` (same reason as [`present`]).
+fn not_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    T::deserialize(d)
+}
+
+#[derive(Debug)]
+struct Store {
+    /// The id the next task gets; only ever grows, so ids are never reused.
+    next_id: u64,
+    tasks: BTreeMap<u64, Task>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store { next_id: 1, tasks: BTreeMap::new() }
+    }
+}
+
+/// The endpoint: cloning shares the store, which is what the per-request futures need.
+#[derive(Clone, Debug, Default)]
+struct Tasks {
+    store: Arc<RwLock<Store>>,
+}
+
+impl Endpoint<Request, Response> for Tasks {
+    fn call(&self, req: Request) -> BoxFuture<Response> {
+        let tasks = self.clone();
+        // All the work happens inside the future: the stack catches panics while polling it, not
+        // while `call` builds it.
+        Box::pin(async move { tasks.handle(req).await })
+    }
+}
+
+/// Where a request points.
+enum Target {
+    Collection,
+    Item(u64),
+}
+
+impl Tasks {
+    async fn handle(&self, req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        let target = match path.as_str() {
+            "/tasks" => Target::Collection,
+            other => match other.strip_prefix("/tasks/") {
+                Some(segment) if !segment.contains('/') => match parse_number(segment) {
+                    Some(id) => Target::Item(id),
+                    None => {
+                        return response::json_error(
+                            StatusCode::NOT_FOUND,
+                            format!("no task with id `{segment}`: ids are positive whole numbers"),
+                        );
+                    }
+                },
+                _ => return not_found(&path),
+            },
+        };
+        let method = req.method().clone();
+        match (target, method) {
+            (Target::Collection, Method::GET | Method::HEAD) => self.list(),
+            (Target::Collection, Method::POST) => match read_json::<NewTask>(req).await {
+                Ok(new) => self.create(new),
+                Err(rejection) => rejection.into_response(),
+            },
+            (Target::Collection, m) => method_not_allowed(&m, &path, "GET, HEAD, POST"),
+            (Target::Item(id), Method::GET | Method::HEAD) => match self.read().tasks.get(&id) {
+                Some(task) => response::json(StatusCode::OK, task),
+                None => no_such_task(id),
+            },
+            (Target::Item(id), Method::PUT) => match read_json::<NewTask>(req).await {
+                Ok(new) => self.replace(id, new),
+                Err(rejection) => rejection.into_response(),
+            },
+            (Target::Item(id), Method::PATCH) => match read_json::<TaskPatch>(req).await {
+                Ok(patch) => self.update(id, patch),
+                Err(rejection) => rejection.into_response(),
+            },
+            (Target::Item(id), Method::DELETE) => match self.write().tasks.remove(&id) {
+                Some(_) => response::status(StatusCode::NO_CONTENT),
+                None => no_such_task(id),
+            },
+            (Target::Item(_), m) => method_not_allowed(&m, &path, "GET, HEAD, PUT, PATCH, DELETE"),
+        }
+    }
+
+    fn list(&self) -> Response {
+        let tasks: Vec<Task> = self.read().tasks.values().cloned().collect();
+        response::json(StatusCode::OK, &tasks)
+    }
+
+    fn create(&self, new: NewTask) -> Response {
+        if let Err(message) = check_title(&new.title) {
+            return response::json_error(StatusCode::BAD_REQUEST, message);
+        }
+        let task = {
+            let mut store = self.write();
+            let id = store.next_id;
+            let Some(next) = id.checked_add(1) else {
+                // Unreachable in practice (2^64 creates), but reusing ids is the one thing not allowed.
+                return response::json_error(StatusCode::INSUFFICIENT_STORAGE, "task ids are exhausted");
+            };
+            store.next_id = next;
+            let task = Task { id, title: new.title, done: new.done };
+            store.tasks.insert(id, task.clone());
+            task
+        };
+        let mut res = response::json(StatusCode::CREATED, &task);
+        if let Ok(location) = HeaderValue::try_from(format!("/tasks/{}", task.id)) {
+            res.headers_mut().insert(header::LOCATION, location);
+        }
+        res
+    }
+
+    fn replace(&self, id: u64, new: NewTask) -> Response {
+        if let Err(message) = check_title(&new.title) {
+            return response::json_error(StatusCode::BAD_REQUEST, message);
+        }
+        let mut store = self.write();
+        match store.tasks.get_mut(&id) {
+            Some(task) => {
+                *task = Task { id, title: new.title, done: new.done };
+                response::json(StatusCode::OK, task)
+            }
+            None => no_such_task(id),
+        }
+    }
+
+    fn update(&self, id: u64, patch: TaskPatch) -> Response {
+        if patch.title.is_none() && patch.done.is_none() {
+            return response::json_error(StatusCode::BAD_REQUEST, "PATCH must set `title` and/or `done`");
+        }
+        if let Some(Err(message)) = patch.title.as_deref().map(check_title) {
+            return response::json_error(StatusCode::BAD_REQUEST, message);
+        }
+        let mut store = self.write();
+        match store.tasks.get_mut(&id) {
+            Some(task) => {
+                if let Some(title) = patch.title {
+                    task.title = title;
+                }
+                if let Some(done) = patch.done {
+                    task.done = done;
+                }
+                response::json(StatusCode::OK, task)
+            }
+            None => no_such_task(id),
+        }
+    }
+
+    // A panic while the lock is held cannot leave the map half-updated (every critical section is a
+    // single insert, remove or assignment), so a poisoned lock is still safe to use.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn no_such_task(id: u64) -> Response {
+    response::json_error(StatusCode::NOT_FOUND, format!("no task with id {id}"))
+}
+
+fn check_title(title: &str) -> Result<(), String> {
+    if title.trim().is_empty() {
+        return Err("`title` must not be empty or only whitespace".to_string());
+    }
+    let chars = title.chars().count();
+    if chars > MAX_TITLE_CHARS {
+        return Err(format!("`title` is {chars} characters long; the limit is {MAX_TITLE_CHARS}"));
+    }
+    Ok(())
+}
+
+/// Checks the content type, reads the body within the limit and parses it as a JSON object.
+///
+/// Shared by every handler that takes a body, so they all report the same problems the same way.
+async fn read_json<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Rejection> {
+    if let Some(value) = req.headers().get(header::CONTENT_TYPE).filter(|v| !is_json(v)) {
+        let shown = String::from_utf8_lossy(value.as_bytes());
+        return Err(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type must be application/json, got `{shown}`"),
+        ));
+    }
+    let bytes = read_body(req.into_body(), BODY_LIMIT).await?;
+    // serde would also read a struct from a JSON array (`["title", true]`), which no client means.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(Rejection::bad_request(
+                r#"request body is empty; expected a JSON object such as {"title": "..."}"#,
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                Err(e) => Rejection::bad_request(format!("request body is not valid JSON: {e}")),
+                Ok(_) => Rejection::bad_request("request body must be a JSON object"),
+            });
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let what = if e.is_data() { "invalid task" } else { "request body is not valid JSON" };
+        Rejection::bad_request(format!("{what}: {e}"))
+    })
+}
+
+/// `application/json`, in any case, with or without parameters (`; charset=utf-8`).
+fn is_json(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use serde_json::{Value, json};
+    use strata::http::Body;
+
+    fn tasks() -> Tasks {
+        Tasks::default()
+    }
+
+    fn req(method: Method, uri: &str, body: &str) -> Request {
+        let mut builder = http::Request::builder().method(method).uri(uri);
+        if !body.is_empty() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        builder.body(Body::from(body.to_string())).unwrap()
+    }
+
+    async fn send(app: &Tasks, req: Request) -> (StatusCode, http::HeaderMap, Value) {
+        let res = Endpoint::call(app, req).await;
+        let (parts, body) = res.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (parts.status, parts.headers, value)
+    }
+
+    async fn call(app: &Tasks, method: Method, uri: &str, body: &str) -> (StatusCode, Value) {
+        let (status, _, value) = send(app, req(method, uri, body)).await;
+        (status, value)
+    }
+
+    /// Asserts a 400 whose error message mentions `needle`.
+    async fn assert_rejected(app: &Tasks, method: Method, uri: &str, body: &str, needle: &str) {
+        let (status, value) = call(app, method.clone(), uri, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri} {body}: {value}");
+        let error = value["error"].as_str().unwrap_or_default();
+        assert!(error.contains(needle), "{method} {uri} {body}: error {error:?} should mention {needle:?}");
+    }
+
+    #[tokio::test]
+    async fn create_then_list_get_and_locate() {
+        let app = tasks();
+        assert_eq!(call(&app, Method::GET, "/tasks", "").await, (StatusCode::OK, json!([])));
+
+        let (status, headers, body) = send(&app, req(Method::POST, "/tasks", r#"{"title":"write docs"}"#)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body, json!({"id": 1, "title": "write docs", "done": false}));
+        assert_eq!(headers[header::LOCATION], "/tasks/1");
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+
+        let (status, headers, body) =
+            send(&app, req(Method::POST, "/tasks", r#"{"title":"ship", "done": true}"#)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body, json!({"id": 2, "title": "ship", "done": true}));
+        assert_eq!(headers[header::LOCATION], "/tasks/2");
+
+        assert_eq!(
+            call(&app, Method::GET, "/tasks", "").await,
+            (
+                StatusCode::OK,
+                json!([{"id": 1, "title": "write docs", "done": false}, {"id": 2, "title": "ship", "done": true}])
+            )
+        );
+        assert_eq!(
+            call(&app, Method::GET, "/tasks/2", "").await,
+            (StatusCode::OK, json!({"id": 2, "title": "ship", "done": true}))
+        );
+        let (status, body) = call(&app, Method::GET, "/tasks/3", "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "no task with id 3");
+    }
+
+    #[tokio::test]
+    async fn list_is_ordered_by_id_beyond_single_digits() {
+        let app = tasks();
+        for i in 1..=12 {
+            call(&app, Method::POST, "/tasks", &format!(r#"{{"title":"t{i}"}}"#)).await;
+        }
+        let (_, body) = call(&app, Method::GET, "/tasks", "").await;
+        let ids: Vec<u64> = body.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, (1..=12).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn put_replaces_the_whole_task() {
+        let app = tasks();
+        call(&app, Method::POST, "/tasks", r#"{"title":"a","done":true}"#).await;
+        // `done` omitted from a full replace goes back to its default.
+        assert_eq!(
+            call(&app, Method::PUT, "/tasks/1", r#"{"title":"b"}"#).await,
+            (StatusCode::OK, json!({"id": 1, "title": "b", "done": false}))
+        );
+        assert_eq!(
+            call(&app, Method::PUT, "/tasks/1", r#"{"title":"c","done":true}"#).await,
+            (StatusCode::OK, json!({"id": 1, "title": "c", "done": true}))
+        );
+        assert_eq!(call(&app, Method::GET, "/tasks/1", "").await.1, json!({"id": 1, "title": "c", "done": true}));
+        let (status, body) = call(&app, Method::PUT, "/tasks/9", r#"{"title":"x"}"#).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "no task with id 9");
+        // A PUT never creates: the list still holds one task.
+        assert_eq!(call(&app, Method::GET, "/tasks", "").await.1.as_array().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn patch_changes_only_the_given_fields() {
+        let app = tasks();
+        call(&app, Method::POST, "/tasks", r#"{"title":"a"}"#).await;
+        assert_eq!(
+            call(&app, Method::PATCH, "/tasks/1", r#"{"done":true}"#).await,
+            (StatusCode::OK, json!({"id": 1, "title": "a", "done": true}))
+        );
+        assert_eq!(
+            call(&app, Method::PATCH, "/tasks/1", r#"{"title":"b"}"#).await,
+            (StatusCode::OK, json!({"id": 1, "title": "b", "done": true}))
+        );
+        assert_eq!(
+            call(&app, Method::PATCH, "/tasks/1", r#"{"title":"c","done":false}"#).await,
+            (StatusCode::OK, json!({"id": 1, "title": "c", "done": false}))
+        );
+        assert_eq!(call(&app, Method::PATCH, "/tasks/2", r#"{"done":true}"#).await.0, StatusCode::NOT_FOUND);
+        assert_rejected(&app, Method::PATCH, "/tasks/1", "{}", "`title` and/or `done`").await;
+        assert_rejected(&app, Method::PATCH, "/tasks/1", r#"{"title":"  "}"#, "empty").await;
+        assert_rejected(&app, Method::PATCH, "/tasks/1", r#"{"title":null}"#, "null").await;
+        assert_rejected(&app, Method::PATCH, "/tasks/1", r#"{"done":"yes"}"#, "expected a boolean").await;
+        assert_rejected(&app, Method::PATCH, "/tasks/1", r#"{"id":5}"#, "unknown field `id`").await;
+        // Rejected patches changed nothing.
+        assert_eq!(call(&app, Method::GET, "/tasks/1", "").await.1, json!({"id": 1, "title": "c", "done": false}));
+    }
+
+    #[tokio::test]
+    async fn delete_removes_and_ids_are_never_reused() {
+        let app = tasks();
+        call(&app, Method::POST, "/tasks", r#"{"title":"a"}"#).await;
+        call(&app, Method::POST, "/tasks", r#"{"title":"b"}"#).await;
+        let (status, headers, body) = send(&app, req(Method::DELETE, "/tasks/2", "")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(body, Value::Null);
+        assert!(headers.get(header::CONTENT_TYPE).is_none());
+        assert_eq!(call(&app, Method::GET, "/tasks/2", "").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(call(&app, Method::DELETE, "/tasks/2", "").await.0, StatusCode::NOT_FOUND);
+        // The highest id was deleted; the next task still gets a new one.
+        let (status, body) = call(&app, Method::POST, "/tasks", r#"{"title":"c"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body["id"], 3);
+        call(&app, Method::DELETE, "/tasks/1", "").await;
+        call(&app, Method::DELETE, "/tasks/3", "").await;
+        assert_eq!(call(&app, Method::GET, "/tasks", "").await.1, json!([]));
+        assert_eq!(call(&app, Method::POST, "/tasks", r#"{"title":"d"}"#).await.1["id"], 4);
+    }
+
+    #[tokio::test]
+    async fn invalid_bodies_are_rejected_with_the_problem_named() {
+        let app = tasks();
+        let post = |body: &'static str, needle: &'static str| {
+            let app = app.clone();
+            async move { assert_rejected(&app, Method::POST, "/tasks", body, needle).await }
+        };
+        post(r#"{"title": "a""#, "not valid JSON").await;
+        post(r#"{"title": 'a'}"#, "not valid JSON").await;
+        post("nonsense", "not valid JSON").await;
+        post("", "empty").await;
+        post("  \n", "empty").await;
+        post(r#"["a", false]"#, "must be a JSON object").await;
+        post(r#""a""#, "must be a JSON object").await;
+        post("{}", "missing field `title`").await;
+        post(r#"{"done": true}"#, "missing field `title`").await;
+        post(r#"{"title": 5}"#, "invalid type: integer `5`, expected a string").await;
+        post(r#"{"title": null}"#, "invalid type: null").await;
+        post(r#"{"title": "a", "done": "no"}"#, "invalid type: string \"no\", expected a boolean").await;
+        post(r#"{"title": "a", "done": null}"#, "invalid type: null").await;
+        post(r#"{"title": "a", "priority": 1}"#, "unknown field `priority`").await;
+        post(r#"{"title": "a", "id": 7}"#, "unknown field `id`").await;
+        post(r#"{"title": "a", "title": "b"}"#, "duplicate field `title`").await;
+        post(r#"{"title": ""}"#, "`title` must not be empty").await;
+        post(r#"{"title": " \t\n "}"#, "`title` must not be empty").await;
+        post(r#"{"title": "a"} trailing"#, "trailing characters").await;
+        let long = format!(r#"{{"title": "{}"}}"#, "x".repeat(1001));
+        assert_rejected(&app, Method::POST, "/tasks", &long, "1001 characters").await;
+        // PUT shares the validation.
+        call(&app, Method::POST, "/tasks", r#"{"title":"kept"}"#).await;
+        assert_rejected(&app, Method::PUT, "/tasks/1", r#"{"done": true}"#, "missing field `title`").await;
+        assert_rejected(&app, Method::PUT, "/tasks/1", r#"{"title": ""}"#, "empty").await;
+        assert_rejected(&app, Method::PUT, "/tasks/1", &long, "limit is 1000").await;
+        // Nothing invalid was stored, and no id was spent on a rejected request.
+        assert_eq!(call(&app, Method::GET, "/tasks", "").await.1, json!([{"id": 1, "title": "kept", "done": false}]));
+    }
+
+    #[tokio::test]
+    async fn the_title_limit_counts_characters_not_bytes() {
+        let app = tasks();
+        // 1000 two-byte characters: 2000 bytes, but within the limit.
+        let title = "é".repeat(1000);
+        let (status, body) = call(&app, Method::POST, "/tasks", &json!({ "title": title }).to_string()).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(body["title"], title);
+        let too_long = json!({ "title": "é".repeat(1001) }).to_string();
+        assert_rejected(&app, Method::POST, "/tasks", &too_long, "1001 characters").await;
+    }
+
+    #[tokio::test]
+    async fn content_type_must_be_json_when_present() {
+        let app = tasks();
+        let with_type = |content_type: &str| {
+            http::Request::post("/tasks")
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(r#"{"title":"a"}"#))
+                .unwrap()
+        };
+        for bad in ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", "application/json-seq"] {
+            let (status, _, body) = send(&app, with_type(bad)).await;
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad}");
+            let error = body["error"].as_str().unwrap();
+            assert!(error.contains("application/json") && error.contains(bad), "{error}");
+        }
+        for good in ["application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8"] {
+            assert_eq!(send(&app, with_type(good)).await.0, StatusCode::CREATED, "{good}");
+        }
+        // No Content-Type at all: read as JSON.
+        let bare = http::Request::post("/tasks").body(Body::from(r#"{"title":"b"}"#)).unwrap();
+        assert_eq!(send(&app, bare).await.0, StatusCode::CREATED);
+        // PUT and PATCH check it too.
+        let put = http::Request::put("/tasks/1")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(r#"{"title":"c"}"#))
+            .unwrap();
+        assert_eq!(send(&app, put).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let patch = http::Request::patch("/tasks/1")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(r#"{"done":true}"#))
+            .unwrap();
+        assert_eq!(send(&app, patch).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_64_kib_are_refused() {
+        let app = tasks();
+        // Valid JSON, so only the size can be the reason.
+        let big = json!({ "title": "a", "pad": "x".repeat(BODY_LIMIT) }).to_string();
+        let (status, body) = call(&app, Method::POST, "/tasks", &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(body["error"].as_str().unwrap().contains("65536"), "{body}");
+        // A streamed body is cut off at the limit as well.
+        let chunks = (0..100)
+            .map(|_| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(vec![b' '; 1024]))));
+        let streamed = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+        let req = http::Request::post("/tasks").body(Body::wrap(streamed)).unwrap();
+        assert_eq!(send(&app, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(call(&app, Method::GET, "/tasks", "").await.1, json!([]));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_bad_ids_are_404() {
+        let app = tasks();
+        call(&app, Method::POST, "/tasks", r#"{"title":"a"}"#).await;
+        for uri in ["/", "/task", "/tasksx", "/tasks/1/extra", "/other/tasks", "/tasks//1"] {
+            let (status, body) = call(&app, Method::GET, uri, "").await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+            assert!(body["error"].as_str().unwrap().contains("no route"), "{uri}: {body}");
+        }
+        for uri in ["/tasks/abc", "/tasks/-1", "/tasks/+1", "/tasks/1.0", "/tasks/", "/tasks/99999999999999999999999"] {
+            for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
+                let (status, body) = call(&app, method.clone(), uri, r#"{"title":"x"}"#).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
+                assert!(body["error"].as_str().unwrap().contains("no task with id"), "{uri}: {body}");
+            }
+        }
+        assert_eq!(call(&app, Method::GET, "/tasks/0", "").await.0, StatusCode::NOT_FOUND);
+        // Leading zeros name the same number, so the same task.
+        assert_eq!(call(&app, Method::GET, "/tasks/001", "").await.0, StatusCode::OK);
+        assert_eq!(call(&app, Method::GET, "/tasks?done=true", "").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn wrong_methods_are_405_with_allow() {
+        let app = tasks();
+        let cases = [
+            (Method::DELETE, "/tasks", "GET, HEAD, POST"),
+            (Method::PUT, "/tasks", "GET, HEAD, POST"),
+            (Method::POST, "/tasks/1", "GET, HEAD, PUT, PATCH, DELETE"),
+            (Method::OPTIONS, "/tasks/1", "GET, HEAD, PUT, PATCH, DELETE"),
+        ];
+        for (method, uri, allow) in cases {
+            let (status, headers, body) = send(&app, req(method.clone(), uri, "")).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert_eq!(headers[header::ALLOW], allow);
+            assert!(body["error"].as_str().unwrap().contains(method.as_str()), "{body}");
+        }
+        // HEAD is GET without a body (the server drops the body); the app answers it the same way.
+        assert_eq!(call(&app, Method::HEAD, "/tasks", "").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_get_distinct_ids() {
+        let app = tasks();
+        let handles: Vec<_> = (0..50)
+            .map(|i| {
+                let app = app.clone();
+                tokio::spawn(async move { call(&app, Method::POST, "/tasks", &format!(r#"{{"title":"t{i}"}}"#)).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for h in handles {
+            let (status, body) = h.await.unwrap();
+            assert_eq!(status, StatusCode::CREATED);
+            ids.push(body["id"].as_u64().unwrap());
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=50).collect::<Vec<_>>());
+    }
+}
