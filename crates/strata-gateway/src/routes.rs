@@ -118,7 +118,7 @@ impl Gateway {
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
         // Longest prefix first, so the first match is the most specific one.
-        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),

@@ -1,0 +1,128 @@
+//! Starts the real `strata` binary on a free loopback port and talks to it.
+#![allow(dead_code)] // Each test file uses a different part of this module.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The path of the binary under test.
+pub fn strata_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_strata")
+}
+
+/// A config file in a temporary directory (removed on drop).
+pub struct ConfigFile {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn write_config(text: &str) -> ConfigFile {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("strata.toml");
+    std::fs::write(&path, text).expect("write config");
+    ConfigFile { dir, path }
+}
+
+/// Runs `strata ARGS…` to completion with `stdin` as input.
+pub fn run(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(strata_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().expect("wait for strata")
+}
+
+/// A running `strata serve`; killed on drop.
+pub struct Strata {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr_path: PathBuf,
+    _config: Option<ConfigFile>,
+    _logs: tempfile::TempDir,
+}
+
+impl Strata {
+    /// Serves `config` (None: the embedded default) on a free loopback port.
+    pub fn start(config: Option<&str>) -> Strata {
+        let config = config.map(write_config);
+        let path = config.as_ref().map(|c| c.path.clone());
+        Self::start_with(path.as_deref(), config)
+    }
+
+    fn start_with(path: Option<&Path>, keep: Option<ConfigFile>) -> Strata {
+        let logs = tempfile::tempdir().expect("tempdir");
+        let stderr_path = logs.path().join("stderr.log");
+        let mut cmd = Command::new(strata_bin());
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        if let Some(path) = path {
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("spawn strata serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("strata listening on http://") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("strata did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+            }
+        };
+        Strata { child, addr, stderr_path, _config: keep, _logs: logs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends a signal to the server process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Strata {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP/1.1 client with no proxy (tests talk to loopback only).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
+}
