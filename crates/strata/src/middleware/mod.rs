@@ -8,6 +8,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod access_log;
+pub mod request_id;
+pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
+pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
+
 /// What a constructor may need besides its own config.
 #[derive(Clone, Debug, Default)]
 pub struct BuildContext {

@@ -1,0 +1,1143 @@
+//! `access_log`: one line per request, written once the response body has been sent.
+//!
+//! The line is written when the last byte of the response body has gone out, so it carries the
+//! bytes actually sent and the duration to the last byte. If the body is dropped before its end
+//! (the client went away), the line is written then, with the bytes sent so far and status `499`
+//! (nginx's "client closed request"). Either way there is exactly one line per request.
+//!
+//! Two formats: `combined` (the Apache/nginx combined log format, which every log tool reads) and
+//! `json` (one object per line, stable field names). Lines go to stdout, stderr or a file.
+//!
+//! Writing never blocks a request: a line is handed to a bounded queue, and one writer thread per
+//! output drains it into a buffered writer. When the queue is full the line is dropped and counted
+//! ([`AccessLog::dropped_lines`]); the writer thread reports drops through `tracing`.
+//!
+//! The values of `Authorization`, `Proxy-Authorization` and `Cookie` are never logged: the only
+//! headers a line contains are `User-Agent` and `Referer`.
+//!
+//! ```
+//! use strata::http::{Body, Request, Response, Stack};
+//! use strata::middleware::{AccessLog, RequestId};
+//!
+//! let service = Stack::new()
+//!     .with(RequestId::default()) // outside the log, so lines carry the id
+//!     .with(AccessLog::json()) // outside anything that may reject, so rejections are logged
+//!     .serve(|_req: Request| async { Response::new(Body::from("hello")) });
+//! # let _ = service;
+//! ```
+
+use std::borrow::Cow;
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, Uri, Version, header};
+use http_body::{Body as _, Frame, SizeHint};
+use serde::{Deserialize, Serialize};
+
+use crate::check::{Fact, Facts};
+use crate::http::{AuthenticatedUser, Body, BoxError, ConnectionInfo, Next, Request, RequestId, Response};
+use crate::middleware::{BuildContext, ConfigError};
+use crate::stack::Middleware;
+
+/// How many lines may wait for the writer thread. At 8192 lines of ~300 bytes that is ~2.5 MB: enough
+/// to ride out a slow disk for a moment, small enough that a stuck output cannot eat the memory.
+const QUEUE_CAPACITY: usize = 8192;
+/// Under sustained load the queue is never empty, so the writer also flushes every this many lines,
+/// which bounds how stale the output can get.
+const FLUSH_EVERY: usize = 256;
+/// The status logged when the client went away before the body ended (nginx's convention).
+const CLIENT_CLOSED: u16 = 499;
+
+/// The `[middleware.NAME]` table of kind `access_log`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// The line format. Default [`LogFormat::Combined`].
+    pub format: LogFormat,
+    /// Where lines go: `"stdout"` (default), `"stderr"`, or a file path (appended to, created if
+    /// missing; a relative path is resolved against the config file's directory).
+    pub output: String,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig { format: LogFormat::Combined, output: "stdout".to_string() }
+    }
+}
+
+/// The format of an access log line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// The Apache/nginx combined format:
+    /// `%h - %u [%d/%b/%Y:%H:%M:%S %z] "%r" %s %b "%{Referer}i" "%{User-agent}i"`, times in UTC.
+    /// `"`, `\`, spaces in the user and bytes outside printable ASCII are written as `\xHH`, as
+    /// nginx does, so a field can never break the line's structure.
+    #[default]
+    Combined,
+    /// One JSON object per line with the fields `time`, `remote_addr`, `method`, `path`, `query`,
+    /// `protocol`, `status`, `bytes_sent`, `duration_ms`, `request_id`, `user`, `user_agent`,
+    /// `referer` (absent values are `null`).
+    Json,
+}
+
+/// The access-log middleware (kind `access_log`).
+///
+/// Build it with [`AccessLog::new`] from a config, or with [`AccessLog::combined`] /
+/// [`AccessLog::json`] for stdout, or [`AccessLog::writing_to`] for any writer. Clones share one output.
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    format: LogFormat,
+    sink: Arc<Sink>,
+}
+
+impl AccessLog {
+    /// Checks `config`, opens the output, and builds the layer. Layers with the same output share
+    /// one writer thread, so their lines never interleave mid-line.
+    pub fn new(config: AccessLogConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let target = match config.output.as_str() {
+            "stdout" => Target::Stdout,
+            "stderr" => Target::Stderr,
+            "" => {
+                return Err(ConfigError::field(
+                    "output",
+                    "expected \"stdout\", \"stderr\" or a file path, got an empty string",
+                ));
+            }
+            path => Target::File(ctx.resolve(Path::new(path))),
+        };
+        let sink = Sink::shared(target).map_err(|e| {
+            ConfigError::field("output", format!("cannot write the access log to `{}`: {e}", config.output))
+        })?;
+        Ok(AccessLog { format: config.format, sink })
+    }
+
+    /// A combined-format log on stdout.
+    ///
+    /// # Panics
+    /// If the writer thread cannot be spawned (the process is out of threads), at build time.
+    pub fn combined() -> Self {
+        Self::stdout(LogFormat::Combined)
+    }
+
+    /// A JSON log on stdout.
+    ///
+    /// # Panics
+    /// If the writer thread cannot be spawned (the process is out of threads), at build time.
+    pub fn json() -> Self {
+        Self::stdout(LogFormat::Json)
+    }
+
+    fn stdout(format: LogFormat) -> Self {
+        let sink = Sink::shared(Target::Stdout).expect("spawning the access log writer thread");
+        AccessLog { format, sink }
+    }
+
+    /// A log written to any writer (a socket, a pipe, a buffer in tests), by a writer thread of
+    /// its own.
+    ///
+    /// # Panics
+    /// If the writer thread cannot be spawned (the process is out of threads), at build time.
+    pub fn writing_to(format: LogFormat, writer: impl Write + Send + 'static) -> Self {
+        let sink = Sink::spawn(Box::new(writer), QUEUE_CAPACITY, "writer".into())
+            .expect("spawning the access log writer thread");
+        AccessLog { format, sink: Arc::new(sink) }
+    }
+
+    /// The line format.
+    pub fn format(&self) -> LogFormat {
+        self.format
+    }
+
+    /// Blocks until every line queued so far is written and the output flushed. For tests and
+    /// shutdown; never call it on a request path.
+    pub fn flush(&self) {
+        self.sink.flush();
+    }
+
+    /// How many lines this layer's output has dropped because its queue was full (shared by every
+    /// layer writing to the same output).
+    pub fn dropped_lines(&self) -> u64 {
+        self.sink.stats.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Middleware<Request, Response> for AccessLog {
+    async fn handle(&self, req: Request, next: Next) -> Response {
+        // Created before the inner layers run: if this future is dropped while they do (the
+        // client went away), dropping `line` still writes the request's one line.
+        let mut line = PendingLine::new(self, &req);
+        let res = next.run(req).await;
+        line.respond(&res);
+        res.map(|inner| Body::wrap(LoggedBody { inner, line }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "access_log"
+    }
+
+    fn facts(&self) -> Facts {
+        Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId])
+    }
+}
+
+/// Everything a line needs, captured from the request cheaply (reference-counted clones, no
+/// formatting) so the formatting happens once, at the end.
+struct Entry {
+    time: SystemTime,
+    started: Instant,
+    remote: Option<IpAddr>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    request_id: Option<HeaderValue>,
+    user: Option<Arc<str>>,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    status: Option<StatusCode>,
+    // HEAD and 1xx/204/304 responses have no body: the server drops it unread, which is not an abort.
+    bodiless: bool,
+    bytes_sent: u64,
+}
+
+/// How a response ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The last byte was sent.
+    Complete,
+    /// The body or the request future was dropped before the end.
+    ClientGone,
+    /// The body failed mid-stream; the status stays the response's.
+    BodyFailed,
+}
+
+/// The line of one request, written exactly once: by [`PendingLine::finish`] or, failing that, on drop.
+struct PendingLine {
+    entry: Option<Entry>,
+    format: LogFormat,
+    sink: Arc<Sink>,
+}
+
+impl PendingLine {
+    fn new(log: &AccessLog, req: &Request) -> Self {
+        let headers = req.headers();
+        let entry = Entry {
+            time: SystemTime::now(),
+            started: Instant::now(),
+            remote: req.extensions().get::<ConnectionInfo>().map(|c| c.peer.ip().to_canonical()),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            user: req.extensions().get::<AuthenticatedUser>().map(|u| u.0.clone()),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            referer: headers.get(header::REFERER).cloned(),
+            status: None,
+            bodiless: req.method() == Method::HEAD,
+            bytes_sent: 0,
+        };
+        PendingLine { entry: Some(entry), format: log.format, sink: log.sink.clone() }
+    }
+
+    fn respond(&mut self, res: &Response) {
+        if let Some(entry) = &mut self.entry {
+            let status = res.status();
+            entry.status = Some(status);
+            entry.bodiless |=
+                status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+            // An authentication layer inside this one can only hand the user out on the response.
+            if entry.user.is_none() {
+                entry.user = res.extensions().get::<AuthenticatedUser>().map(|u| u.0.clone());
+            }
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        let Some(entry) = self.entry.take() else { return };
+        let elapsed = entry.started.elapsed();
+        let status = match (outcome, entry.status) {
+            (Outcome::ClientGone, _) | (_, None) => CLIENT_CLOSED,
+            (_, Some(status)) => status.as_u16(),
+        };
+        let mut line = Vec::with_capacity(256);
+        match self.format {
+            LogFormat::Combined => write_combined(&mut line, &entry, status),
+            LogFormat::Json => write_json(&mut line, &entry, status, elapsed.as_nanos()),
+        }
+        line.push(b'\n');
+        self.sink.send(line);
+    }
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        self.finish(Outcome::ClientGone);
+    }
+}
+
+/// The response body, wrapped to count bytes and write the line when it ends.
+struct LoggedBody {
+    inner: Body,
+    line: PendingLine,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(entry)) = (frame.data_ref(), &mut this.line.entry) {
+                    entry.bytes_sent += data.len() as u64;
+                }
+                // hyper stops polling once `is_end_stream` says so, without waiting for `None`.
+                if this.inner.is_end_stream() {
+                    this.line.finish(Outcome::Complete);
+                }
+            }
+            Poll::Ready(None) => this.line.finish(Outcome::Complete),
+            Poll::Ready(Some(Err(_))) => this.line.finish(Outcome::BodyFailed),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let ended = self.inner.is_end_stream() || self.line.entry.as_ref().is_some_and(|e| e.bodiless);
+        self.line.finish(if ended { Outcome::Complete } else { Outcome::ClientGone });
+    }
+}
+
+// ---- Formats -------------------------------------------------------------------------------------
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+/// The request target as the client sent it: path and query, or the whole URI for the other forms
+/// (a CONNECT authority, `*`).
+fn target(uri: &Uri) -> Cow<'_, str> {
+    match uri.path_and_query() {
+        Some(pq) => Cow::Borrowed(pq.as_str()),
+        None => Cow::Owned(uri.to_string()),
+    }
+}
+
+fn write_combined(out: &mut Vec<u8>, e: &Entry, status: u16) {
+    match e.remote {
+        Some(ip) => {
+            let _ = write!(out, "{ip}");
+        }
+        None => out.push(b'-'),
+    }
+    out.extend_from_slice(b" - ");
+    match &e.user {
+        // Spaces are escaped too: the user is the one unquoted free-text field.
+        Some(user) if !user.is_empty() => escape_into(out, user.as_bytes(), true),
+        _ => out.push(b'-'),
+    }
+    out.extend_from_slice(b" [");
+    let t = Civil::from(e.time);
+    let _ = write!(
+        out,
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+        t.day,
+        t.month_abbr(),
+        t.year,
+        t.hour,
+        t.minute,
+        t.second
+    );
+    out.extend_from_slice(b"] \"");
+    escape_into(out, e.method.as_str().as_bytes(), false);
+    out.push(b' ');
+    escape_into(out, target(&e.uri).as_bytes(), false);
+    out.push(b' ');
+    out.extend_from_slice(protocol(e.version).as_bytes());
+    let _ = write!(out, "\" {status} ");
+    // Apache's %b: "-" rather than 0 when no bytes were sent.
+    match e.bytes_sent {
+        0 => out.push(b'-'),
+        n => {
+            let _ = write!(out, "{n}");
+        }
+    }
+    for value in [&e.referer, &e.user_agent] {
+        out.extend_from_slice(b" \"");
+        match value {
+            Some(v) if !v.is_empty() => escape_into(out, v.as_bytes(), false),
+            _ => out.push(b'-'),
+        }
+        out.push(b'"');
+    }
+}
+
+/// nginx's escaping: `"`, `\` and bytes outside printable ASCII become `\xHH` (and spaces too when
+/// asked), so no value can end a quoted field, forge a line, or smuggle terminal escapes.
+fn escape_into(out: &mut Vec<u8>, value: &[u8], escape_space: bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in value {
+        if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) || (escape_space && b == b' ') {
+            out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// The JSON line. Field order and names are part of the format: log pipelines key on them.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    remote_addr: Option<String>,
+    method: &'a str,
+    path: &'a str,
+    query: Option<&'a str>,
+    protocol: &'static str,
+    status: u16,
+    bytes_sent: u64,
+    duration_ms: f64,
+    request_id: Option<Cow<'a, str>>,
+    user: Option<&'a str>,
+    user_agent: Option<Cow<'a, str>>,
+    referer: Option<Cow<'a, str>>,
+}
+
+fn write_json(out: &mut Vec<u8>, e: &Entry, status: u16, elapsed_nanos: u128) {
+    let line = JsonLine {
+        time: Civil::from(e.time).rfc3339(),
+        remote_addr: e.remote.map(|ip| ip.to_string()),
+        method: e.method.as_str(),
+        path: e.uri.path(),
+        query: e.uri.query(),
+        protocol: protocol(e.version),
+        status,
+        bytes_sent: e.bytes_sent,
+        // Microsecond precision: finer is noise, coarser hides fast responses.
+        duration_ms: (elapsed_nanos / 1_000) as f64 / 1_000.0,
+        request_id: lossy(&e.request_id),
+        user: e.user.as_deref(),
+        user_agent: lossy(&e.user_agent),
+        referer: lossy(&e.referer),
+    };
+    // Serializing strings and numbers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &line);
+}
+
+/// A header value as text. Values may hold non-UTF-8 bytes (obs-text): those show as replacement
+/// characters rather than failing the line.
+fn lossy(value: &Option<HeaderValue>) -> Option<Cow<'_, str>> {
+    value.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+}
+
+/// A UTC time broken into calendar fields, without a date-time dependency.
+#[derive(Debug, PartialEq, Eq)]
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+    millis: u32,
+}
+
+impl From<SystemTime> for Civil {
+    fn from(time: SystemTime) -> Self {
+        // A clock set before 1970 is clamped to the epoch rather than failing a log line.
+        let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let of_day = (secs % 86_400) as u32;
+        Civil {
+            year,
+            month,
+            day,
+            hour: of_day / 3600,
+            minute: of_day / 60 % 60,
+            second: of_day % 60,
+            millis: since.subsec_millis(),
+        }
+    }
+}
+
+impl Civil {
+    fn month_abbr(&self) -> &'static str {
+        const NAMES: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        NAMES[(self.month as usize).saturating_sub(1) % 12]
+    }
+
+    fn rfc3339(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar: Howard
+/// Hinnant's `civil_from_days` (<https://howardhinnant.github.io/date_algorithms.html>).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era, 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year starting in March, 0..=365
+    let mp = (5 * doy + 2) / 153; // month starting in March, 0..=11
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+// ---- Output: one writer thread per output --------------------------------------------------------
+
+/// Where an output writes: the key under which layers share a writer thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Flush(mpsc::Sender<()>),
+}
+
+#[derive(Debug, Default)]
+struct SinkStats {
+    dropped: AtomicU64,
+}
+
+/// The sending side of one output. Dropping the last one ends its writer thread, after it has
+/// written what was queued.
+#[derive(Debug)]
+struct Sink {
+    queue: SyncSender<Message>,
+    stats: Arc<SinkStats>,
+}
+
+/// The live outputs, so that layers (and reloads) writing to the same place share one writer thread.
+/// Locked only while building a layer.
+static OUTPUTS: Mutex<Vec<(Target, Weak<Sink>)>> = Mutex::new(Vec::new());
+
+impl Sink {
+    fn shared(target: Target) -> io::Result<Arc<Sink>> {
+        // Open the file first: it must exist for `canonicalize`, and a failure is reported here, at build time.
+        let (target, file) = match target {
+            Target::File(path) => {
+                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                (Target::File(path.canonicalize()?), Some(file))
+            }
+            other => (other, None),
+        };
+        let mut outputs = OUTPUTS.lock().unwrap_or_else(PoisonError::into_inner);
+        outputs.retain(|(_, sink)| sink.strong_count() > 0);
+        if let Some(sink) = outputs.iter().find(|(t, _)| *t == target).and_then(|(_, s)| s.upgrade()) {
+            return Ok(sink);
+        }
+        let (writer, name): (Box<dyn Write + Send>, String) = match (&target, file) {
+            (Target::File(path), Some(file)) => (Box::new(file), path.display().to_string()),
+            (Target::Stderr, _) => (Box::new(io::stderr()), "stderr".into()),
+            _ => (Box::new(io::stdout()), "stdout".into()),
+        };
+        let sink = Arc::new(Sink::spawn(writer, QUEUE_CAPACITY, name)?);
+        outputs.push((target, Arc::downgrade(&sink)));
+        Ok(sink)
+    }
+
+    fn spawn(writer: Box<dyn Write + Send>, capacity: usize, name: String) -> io::Result<Sink> {
+        let (queue, lines) = mpsc::sync_channel(capacity);
+        let stats = Arc::new(SinkStats::default());
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("strata-access-log".into())
+            .spawn(move || write_lines(lines, writer, &thread_stats, &name))?;
+        Ok(Sink { queue, stats })
+    }
+
+    /// Queues a line without ever waiting: a full queue drops the line and counts it.
+    fn send(&self, line: Vec<u8>) {
+        match self.queue.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            // Disconnected means the writer thread is gone (it panicked): the line is lost too.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn flush(&self) {
+        let (done, wait) = mpsc::channel();
+        // Blocking is fine here: flush is for tests and shutdown, not requests. The flush request
+        // queues behind every line already sent, so the answer means they are all written.
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+/// The writer thread: drains the queue into a buffered writer, flushing whenever the queue is
+/// momentarily empty (so a quiet server's lines appear at once) or every [`FLUSH_EVERY`] lines.
+fn write_lines(lines: Receiver<Message>, writer: Box<dyn Write + Send>, stats: &SinkStats, name: &str) {
+    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    let mut reported = 0;
+    let mut failing = false;
+    let mut unflushed = 0;
+    let flush = |out: &mut BufWriter<Box<dyn Write + Send>>, failing: &mut bool| match out.flush() {
+        Ok(()) => *failing = false,
+        Err(error) => {
+            // Once per failure streak, not once per line: a full disk must not flood the logs.
+            if !*failing {
+                tracing::error!(output = name, %error, "cannot write the access log; lines are being lost");
+            }
+            *failing = true;
+        }
+    };
+    while let Ok(first) = lines.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    if out.write_all(&line).is_err() {
+                        flush(&mut out, &mut failing);
+                    }
+                    unflushed += 1;
+                    if unflushed >= FLUSH_EVERY {
+                        flush(&mut out, &mut failing);
+                        unflushed = 0;
+                    }
+                }
+                Message::Flush(done) => {
+                    flush(&mut out, &mut failing);
+                    unflushed = 0;
+                    let _ = done.send(());
+                }
+            }
+            next = lines.try_recv().ok();
+        }
+        flush(&mut out, &mut failing);
+        unflushed = 0;
+        let dropped = stats.dropped.load(Ordering::Relaxed);
+        if dropped > reported {
+            tracing::warn!(
+                output = name,
+                dropped = dropped - reported,
+                total = dropped,
+                "access log lines dropped: the output could not keep up"
+            );
+            reported = dropped;
+        }
+    }
+    flush(&mut out, &mut failing);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::from_fn;
+    use crate::http::{Service, Stack, response};
+    use crate::middleware::request_id::RequestId as RequestIdLayer;
+    use http_body_util::BodyExt;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    /// A writer whose bytes the test can read.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Capture {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap().lines().map(str::to_string).collect()
+        }
+    }
+
+    fn captured(format: LogFormat) -> (AccessLog, Capture) {
+        let capture = Capture::default();
+        (AccessLog::writing_to(format, capture.clone()), capture)
+    }
+
+    /// Flushes and returns the lines written so far.
+    fn lines(log: &AccessLog, capture: &Capture) -> Vec<String> {
+        log.flush();
+        capture.lines()
+    }
+
+    fn json_lines(log: &AccessLog, capture: &Capture) -> Vec<serde_json::Value> {
+        lines(log, capture).iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    fn request(method: &str, uri: &str) -> Request {
+        let mut req = http::Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let peer: SocketAddr = "203.0.113.7:51234".parse().unwrap();
+        req.extensions_mut().insert(ConnectionInfo { peer, local: "127.0.0.1:8080".parse().unwrap() });
+        req
+    }
+
+    async fn hello(_req: Request) -> Response {
+        Response::new(Body::from("hello"))
+    }
+
+    async fn read_all(res: Response) -> Bytes {
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    /// A streaming body fed by the test, one frame at a time.
+    struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for ChannelBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn streaming(log: AccessLog) -> (Service, tokio::sync::mpsc::Sender<Bytes>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let rx = Mutex::new(Some(rx));
+        let svc = Stack::new().with(log).serve(move |_req: Request| {
+            let body = rx.lock().unwrap().take().map(|rx| Body::wrap(ChannelBody(rx))).unwrap_or_default();
+            async move { Response::new(body) }
+        });
+        (svc, tx)
+    }
+
+    #[tokio::test]
+    async fn json_lines_carry_every_field() {
+        let (log, capture) = captured(LogFormat::Json);
+        let svc = Stack::new()
+            .with(RequestIdLayer::default())
+            .with(log.clone())
+            .with(from_fn(|req: Request, next: Next| async move {
+                // An authentication layer inside the log: it hands the user out on the response.
+                let mut res = next.run(req).await;
+                res.extensions_mut().insert(AuthenticatedUser("alice".into()));
+                res
+            }))
+            .serve(hello);
+        let mut req = request("GET", "/tasks/1?verbose=1&x=%22");
+        req.headers_mut().insert("x-request-id", HeaderValue::from_static("req-42"));
+        req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("curl/8.5.0"));
+        req.headers_mut().insert(header::REFERER, HeaderValue::from_static("https://example.com/"));
+        let res = svc.call(req).await;
+        assert_eq!(read_all(res).await, "hello");
+
+        let lines = json_lines(&log, &capture);
+        assert_eq!(lines.len(), 1);
+        let l = &lines[0];
+        assert_eq!(l["remote_addr"], "203.0.113.7");
+        assert_eq!(l["method"], "GET");
+        assert_eq!(l["path"], "/tasks/1");
+        assert_eq!(l["query"], "verbose=1&x=%22");
+        assert_eq!(l["protocol"], "HTTP/1.1");
+        assert_eq!(l["status"], 200);
+        assert_eq!(l["bytes_sent"], 5);
+        assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
+        assert_eq!(l["request_id"], "req-42");
+        assert_eq!(l["user"], "alice");
+        assert_eq!(l["user_agent"], "curl/8.5.0");
+        assert_eq!(l["referer"], "https://example.com/");
+        let time = l["time"].as_str().unwrap();
+        assert!(time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T', "{time}");
+        let keys: Vec<_> = l.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 13, "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn json_absent_values_are_null() {
+        let (log, capture) = captured(LogFormat::Json);
+        let svc =
+            Stack::new().with(log.clone()).serve(|_req: Request| async { response::status(StatusCode::NO_CONTENT) });
+        let req = http::Request::builder().uri("/").body(Body::empty()).unwrap();
+        read_all(svc.call(req).await).await;
+        let l = &json_lines(&log, &capture)[0];
+        for key in ["remote_addr", "query", "request_id", "user", "user_agent", "referer"] {
+            assert!(l[key].is_null(), "{key}: {l}");
+        }
+        assert_eq!((l["status"].as_u64(), l["bytes_sent"].as_u64()), (Some(204), Some(0)));
+    }
+
+    /// Splits a combined line into its nine fields without a regex, checking the punctuation between them.
+    fn combined_fields(line: &str) -> [String; 8] {
+        let (head, rest) = line.split_once(" [").expect("[ before the time");
+        let head: Vec<&str> = head.split(' ').collect();
+        assert_eq!(head.len(), 3, "host, ident, user: {line}");
+        assert_eq!(head[1], "-");
+        let (time, rest) = rest.split_once("] \"").expect("] before the request");
+        let quoted: Vec<&str> = rest.split('"').collect();
+        assert_eq!(quoted.len(), 6, "request, status bytes, referer, agent: {line}");
+        assert_eq!((quoted[3], quoted[5]), (" ", ""));
+        let status_bytes: Vec<&str> = quoted[1].trim().split(' ').collect();
+        assert_eq!(status_bytes.len(), 2, "{line}");
+        [head[0], head[2], time, quoted[0], status_bytes[0], status_bytes[1], quoted[2], quoted[4]].map(str::to_string)
+    }
+
+    #[tokio::test]
+    async fn combined_lines_parse_back() {
+        let (log, capture) = captured(LogFormat::Combined);
+        let svc = Stack::new()
+            .with(RequestIdLayer::default())
+            .with(log.clone())
+            .with(from_fn(|req: Request, next: Next| async move {
+                let mut res = next.run(req).await;
+                res.extensions_mut().insert(AuthenticatedUser("bob smith".into()));
+                res
+            }))
+            .serve(hello);
+        let mut req = request("POST", "/submit?a=1");
+        req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("Mozilla/5.0 (X11)"));
+        read_all(svc.call(req).await).await;
+        let lines = lines(&log, &capture);
+        assert_eq!(lines.len(), 1);
+        let [host, user, time, request, status, bytes, referer, agent] = combined_fields(&lines[0]);
+        assert_eq!(host, "203.0.113.7");
+        assert_eq!(user, r"bob\x20smith");
+        assert_eq!(request, "POST /submit?a=1 HTTP/1.1");
+        assert_eq!((status.as_str(), bytes.as_str()), ("200", "5"));
+        assert_eq!((referer.as_str(), agent.as_str()), ("-", "Mozilla/5.0 (X11)"));
+        // 10/Oct/2000:13:55:36 +0000
+        let (date, zone) = time.split_once(' ').unwrap();
+        assert_eq!(zone, "+0000");
+        let parts: Vec<&str> = date.split(['/', ':']).collect();
+        assert_eq!(parts.len(), 6, "{time}");
+        assert!(
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"].contains(&parts[1])
+        );
+    }
+
+    #[tokio::test]
+    async fn combined_escapes_quotes_and_control_bytes_and_uses_dashes_for_missing_values() {
+        let (log, capture) = captured(LogFormat::Combined);
+        let svc =
+            Stack::new().with(log.clone()).serve(|_req: Request| async { response::status(StatusCode::NO_CONTENT) });
+        let mut req = http::Request::builder().uri("/").body(Body::empty()).unwrap();
+        req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_bytes(b"evil\" \"injected\t\xff\\").unwrap());
+        read_all(svc.call(req).await).await;
+        let line = &lines(&log, &capture)[0];
+        let [host, user, _, request, status, bytes, referer, agent] = combined_fields(line);
+        assert_eq!((host.as_str(), user.as_str(), request.as_str()), ("-", "-", "GET / HTTP/1.1"));
+        assert_eq!((status.as_str(), bytes.as_str(), referer.as_str()), ("204", "-", "-"));
+        assert_eq!(agent, r"evil\x22 \x22injected\x09\xFF\x5C");
+    }
+
+    #[tokio::test]
+    async fn the_line_is_written_only_after_the_last_frame() {
+        let (log, capture) = captured(LogFormat::Json);
+        let (svc, tx) = streaming(log.clone());
+        let mut body = svc.call(request("GET", "/events")).await.into_body();
+        tx.send(Bytes::from_static(b"first ")).await.unwrap();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "first ");
+        assert!(lines(&log, &capture).is_empty(), "no line while the body is still streaming");
+        tx.send(Bytes::from_static(b"second")).await.unwrap();
+        drop(tx);
+        body.frame().await.unwrap().unwrap();
+        assert!(lines(&log, &capture).is_empty(), "the end of the stream is not known yet");
+        assert!(body.frame().await.is_none());
+        let lines = json_lines(&log, &capture);
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0]["status"].as_u64(), lines[0]["bytes_sent"].as_u64()), (Some(200), Some(12)));
+        drop(body);
+        assert_eq!(json_lines(&log, &capture).len(), 1, "dropping a finished body writes no second line");
+    }
+
+    #[tokio::test]
+    async fn duration_runs_to_the_last_byte() {
+        let (log, capture) = captured(LogFormat::Json);
+        let (svc, tx) = streaming(log.clone());
+        let mut body = svc.call(request("GET", "/slow")).await.into_body();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        let ms = json_lines(&log, &capture)[0]["duration_ms"].as_f64().unwrap();
+        assert!(ms >= 30.0, "{ms}");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_midway_writes_one_line_with_499_and_the_bytes_sent() {
+        let (log, capture) = captured(LogFormat::Json);
+        let (svc, tx) = streaming(log.clone());
+        let mut body = svc.call(request("GET", "/download")).await.into_body();
+        tx.send(Bytes::from_static(b"0123456789")).await.unwrap();
+        body.frame().await.unwrap().unwrap();
+        drop(body); // the client went away
+        let lines = json_lines(&log, &capture);
+        assert_eq!(lines.len(), 1);
+        assert_eq!((lines[0]["status"].as_u64(), lines[0]["bytes_sent"].as_u64()), (Some(499), Some(10)));
+    }
+
+    #[tokio::test]
+    async fn a_request_abandoned_before_the_response_writes_one_line() {
+        let (log, capture) = captured(LogFormat::Combined);
+        let svc = Stack::new().with(log.clone()).serve(|_req: Request| std::future::pending::<Response>());
+        let timed_out = tokio::time::timeout(Duration::from_millis(10), svc.call(request("GET", "/hang"))).await;
+        assert!(timed_out.is_err());
+        let lines = lines(&log, &capture);
+        assert_eq!(lines.len(), 1);
+        let [.., status, bytes, _, _] = combined_fields(&lines[0]);
+        assert_eq!((status.as_str(), bytes.as_str()), ("499", "-"));
+    }
+
+    #[tokio::test]
+    async fn bodies_the_server_stops_polling_at_their_end_are_complete() {
+        // hyper reads one frame of an in-memory body, sees `is_end_stream`, and drops it.
+        let (log, capture) = captured(LogFormat::Json);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        let mut body = svc.call(request("GET", "/")).await.into_body();
+        body.frame().await.unwrap().unwrap();
+        assert!(body.is_end_stream());
+        drop(body);
+        // An empty body is never polled at all.
+        let svc = Stack::new().with(log.clone()).serve(|_req: Request| async { Response::new(Body::empty()) });
+        drop(svc.call(request("GET", "/empty")).await);
+        // Nor is the body of a HEAD response.
+        drop(svc.call(request("HEAD", "/")).await);
+        let svc_with_body = Stack::new().with(log.clone()).serve(hello);
+        drop(svc_with_body.call(request("HEAD", "/")).await);
+        let statuses: Vec<_> = json_lines(&log, &capture)
+            .iter()
+            .map(|l| (l["status"].as_u64().unwrap(), l["bytes_sent"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(statuses, [(200, 5), (200, 0), (200, 0), (200, 0)]);
+    }
+
+    #[tokio::test]
+    async fn rejected_and_panicked_requests_are_logged_with_their_user() {
+        let (log, capture) = captured(LogFormat::Json);
+        let rejecting = Stack::new()
+            .with(log.clone())
+            .with(from_fn(|_req: Request, _next: Next| async {
+                let mut res = response::status(StatusCode::FORBIDDEN);
+                res.extensions_mut().insert(AuthenticatedUser("mallory".into()));
+                res
+            }))
+            .serve(hello);
+        read_all(rejecting.call(request("GET", "/admin")).await).await;
+        let panicking = Stack::new().with(log.clone()).serve(|_req: Request| async {
+            if true {
+                panic!("the app broke");
+            }
+            Response::new(Body::empty())
+        });
+        read_all(panicking.call(request("GET", "/boom")).await).await;
+        let lines = json_lines(&log, &capture);
+        assert_eq!((lines[0]["status"].as_u64(), lines[0]["user"].as_str()), (Some(403), Some("mallory")));
+        assert_eq!(lines[1]["status"], 500);
+    }
+
+    #[tokio::test]
+    async fn a_user_in_the_request_extensions_is_logged() {
+        let (log, capture) = captured(LogFormat::Json);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        let mut req = request("GET", "/");
+        req.extensions_mut().insert(AuthenticatedUser("carol".into()));
+        read_all(svc.call(req).await).await;
+        assert_eq!(json_lines(&log, &capture)[0]["user"], "carol");
+    }
+
+    #[tokio::test]
+    async fn credentials_never_reach_the_log() {
+        for format in [LogFormat::Json, LogFormat::Combined] {
+            let (log, capture) = captured(format);
+            let svc = Stack::new().with(log.clone()).serve(hello);
+            let mut req = request("GET", "/private");
+            req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWxpY2U6czNjcmV0LWF1dGg="));
+            req.headers_mut().insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Bearer s3cret-proxy"));
+            req.headers_mut().insert(header::COOKIE, HeaderValue::from_static("session=s3cret-cookie"));
+            read_all(svc.call(req).await).await;
+            let lines = lines(&log, &capture);
+            assert_eq!(lines.len(), 1);
+            for secret in ["YWxpY2U6czNjcmV0LWF1dGg", "s3cret", "Basic", "Bearer", "session="] {
+                assert!(!lines[0].contains(secret), "{format:?} leaked {secret}: {}", lines[0]);
+            }
+            assert!(lines[0].contains("/private"));
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("strata-access-log-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn file_output_appends_and_resolves_relative_paths() {
+        let dir = temp_dir("file");
+        std::fs::write(dir.join("access.log"), "earlier line\n").unwrap();
+        let ctx = BuildContext { base_dir: dir.clone() };
+        let config = AccessLogConfig { format: LogFormat::Json, output: "access.log".into() };
+        let log = AccessLog::new(config.clone(), &ctx).unwrap();
+        let again = AccessLog::new(AccessLogConfig { format: LogFormat::Combined, ..config }, &ctx).unwrap();
+        assert!(Arc::ptr_eq(&log.sink, &again.sink), "one writer thread per output");
+        let svc = Stack::new().with(log.clone()).with(again.clone()).serve(hello);
+        read_all(svc.call(request("GET", "/a")).await).await;
+        read_all(svc.call(request("GET", "/b")).await).await;
+        log.flush();
+        let text = std::fs::read_to_string(dir.join("access.log")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines[0], "earlier line");
+        // The inner (combined) layer's body ends first, so its line comes first.
+        assert!(lines[1].starts_with("203.0.113.7 - - [") && lines[2].starts_with('{'), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bad_outputs_are_config_errors() {
+        let ctx = BuildContext { base_dir: temp_dir("bad") };
+        for output in ["", "no/such/dir/access.log"] {
+            let err =
+                AccessLog::new(AccessLogConfig { output: output.into(), ..Default::default() }, &ctx).unwrap_err();
+            assert_eq!(err.field, Some("output"), "{output:?}: {err}");
+        }
+        let _ = std::fs::remove_dir_all(ctx.base_dir);
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: AccessLogConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!((c.format, c.output.as_str()), (LogFormat::Combined, "stdout"));
+        let c: AccessLogConfig = serde_json::from_str(r#"{"format": "json", "output": "stderr"}"#).unwrap();
+        assert_eq!((c.format, c.output.as_str()), (LogFormat::Json, "stderr"));
+        assert!(serde_json::from_str::<AccessLogConfig>(r#"{"format": "common"}"#).is_err());
+        assert!(serde_json::from_str::<AccessLogConfig>(r#"{"headers": ["cookie"]}"#).is_err());
+        let stderr =
+            AccessLog::new(AccessLogConfig { output: "stderr".into(), ..Default::default() }, &BuildContext::default())
+                .unwrap();
+        let again =
+            AccessLog::new(AccessLogConfig { output: "stderr".into(), ..Default::default() }, &BuildContext::default())
+                .unwrap();
+        assert!(Arc::ptr_eq(&stderr.sink, &again.sink));
+        assert_eq!((stderr.kind(), stderr.format()), ("access_log", LogFormat::Combined));
+        assert_eq!(stderr.facts(), Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId]));
+        assert_eq!(AccessLog::json().format(), LogFormat::Json);
+    }
+
+    /// A writer that stalls on its first write until released: the writer thread is then stuck, as
+    /// on a slow disk.
+    struct Stalled {
+        entered: Option<mpsc::Sender<()>>,
+        release: Option<mpsc::Receiver<()>>,
+        out: Capture,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let (Some(entered), Some(release)) = (self.entered.take(), self.release.take()) {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_lines_instead_of_blocking() {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let capture = Capture::default();
+        let stalled = Stalled { entered: Some(entered_tx), release: Some(release_rx), out: capture.clone() };
+        let sink = Sink::spawn(Box::new(stalled), 2, "stalled".into()).unwrap();
+        let log = AccessLog { format: LogFormat::Combined, sink: Arc::new(sink) };
+        let svc = Stack::new().with(log.clone()).serve(hello);
+
+        read_all(svc.call(request("GET", "/1")).await).await;
+        entered.recv_timeout(Duration::from_secs(5)).expect("the writer thread is now stuck writing line 1");
+        for i in 2..=11 {
+            // Each call returns at once even though nothing is being written.
+            let res = tokio::time::timeout(Duration::from_secs(5), svc.call(request("GET", &format!("/{i}")))).await;
+            read_all(res.expect("a full log queue never blocks a request")).await;
+        }
+        assert_eq!(log.dropped_lines(), 8, "2 lines fit the queue, 8 do not");
+        release.send(()).unwrap();
+        log.flush();
+        let lines = capture.lines();
+        let paths: Vec<_> = lines.iter().map(|l| combined_fields(l)[3].clone()).collect();
+        assert_eq!(paths, ["GET /1 HTTP/1.1", "GET /2 HTTP/1.1", "GET /3 HTTP/1.1"]);
+    }
+
+    #[test]
+    fn calendar_conversion() {
+        let at = |secs: u64, millis: u64| Civil::from(UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis));
+        assert_eq!(at(0, 0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 7).rfc3339(), "2000-02-29T00:00:00.007Z");
+        assert_eq!(at(1_709_164_800, 0).rfc3339(), "2024-02-29T00:00:00.000Z");
+        assert_eq!(at(1_234_567_890, 999).rfc3339(), "2009-02-13T23:31:30.999Z");
+        assert_eq!(at(4_102_444_800, 0).rfc3339(), "2100-01-01T00:00:00.000Z");
+        assert_eq!(at(253_402_300_799, 0).rfc3339(), "9999-12-31T23:59:59.000Z");
+        let t = at(1_234_567_890, 0);
+        assert_eq!((t.day, t.month_abbr(), t.year), (13, "Feb", 2009));
+        assert_eq!(Civil::from(UNIX_EPOCH - Duration::from_secs(5)).rfc3339(), "1970-01-01T00:00:00.000Z");
+        // Every day of a 400-year cycle round-trips against a simple day counter.
+        let (mut y, mut m, mut d) = (1970i64, 1u32, 1u32);
+        for days in 0..146_097 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let len = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m as usize - 1];
+            d += 1;
+            if d > len {
+                (d, m) = (1, m + 1);
+                if m > 12 {
+                    (m, y) = (1, y + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escaping_matches_nginx() {
+        let mut out = Vec::new();
+        escape_into(&mut out, b"a \"b\"\\\x1b[31m\x7f\x80", false);
+        assert_eq!(out, br"a \x22b\x22\x5C\x1B[31m\x7F\x80");
+        out.clear();
+        escape_into(&mut out, b"a b", true);
+        assert_eq!(out, br"a\x20b");
+    }
+}
