@@ -232,7 +232,10 @@ impl<'a> Config<'a> {
                 },
                 other => errors.push(source.error(
                     key.span(),
-                    format!("unknown section `{other}`, expected one of `server`, `middleware`, `route`{}", did_you_mean(other, TOP_LEVEL_KEYS)),
+                    format!(
+                        "unknown section `{other}`, expected one of `server`, `middleware`, `route`{}",
+                        did_you_mean(other, TOP_LEVEL_KEYS)
+                    ),
                 )),
             }
         }
@@ -326,7 +329,10 @@ impl<'a> Config<'a> {
             config.routes.push(Route { prefix, stack, target, target_span });
         }
         if config.routes.is_empty() && errors.is_empty() {
-            errors.push(source.error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"));
+            errors.push(
+                source
+                    .error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"),
+            );
         }
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
@@ -335,14 +341,19 @@ impl<'a> Config<'a> {
         let source = self.source;
         let span = value.span();
         let DeValue::Table(table) = value.into_inner() else {
-            errors.push(source.error(span, "`middleware` must be a table of named middlewares: write `[middleware.NAME]`"));
+            errors.push(
+                source.error(span, "`middleware` must be a table of named middlewares: write `[middleware.NAME]`"),
+            );
             return;
         };
         for (name, value) in table {
             let name_span = name.span();
             let name = name.into_inner().into_owned();
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                errors.push(source.error(name_span.clone(), format!("middleware name `{name}`: expected letters, digits, `_` or `-`")));
+                errors.push(source.error(
+                    name_span.clone(),
+                    format!("middleware name `{name}`: expected letters, digits, `_` or `-`"),
+                ));
             }
             let table_span = value.span();
             let DeValue::Table(mut table) = value.into_inner() else {
@@ -350,12 +361,19 @@ impl<'a> Config<'a> {
                 continue;
             };
             let Some(kind) = table.remove("kind") else {
-                errors.push(source.error(name_span, format!("`[middleware.{name}]` has no `kind`: say which middleware it is, e.g. `kind = \"access_log\"`")));
+                errors.push(source.error(
+                    name_span,
+                    format!(
+                        "`[middleware.{name}]` has no `kind`: say which middleware it is, e.g. `kind = \"access_log\"`"
+                    ),
+                ));
                 continue;
             };
             let kind_span = kind.span();
             let Some(kind_name) = kind.get_ref().as_str().map(str::to_string) else {
-                errors.push(source.error(kind_span, format!("`kind` must be a string, found {}", kind.get_ref().type_str())));
+                errors.push(
+                    source.error(kind_span, format!("`kind` must be a string, found {}", kind.get_ref().type_str())),
+                );
                 continue;
             };
             self.middleware.push(MiddlewareDecl {
@@ -380,7 +398,10 @@ fn parse_server(
             Ok(addr) => server.listen = addr,
             Err(_) => errors.push(source.error(
                 listen.span(),
-                format!("`listen = \"{}\"`: expected an IP address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"", listen.get_ref()),
+                format!(
+                    "`listen = \"{}\"`: expected an IP address and port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    listen.get_ref()
+                ),
             )),
         }
     }
@@ -397,7 +418,8 @@ fn parse_server(
     if let Some(max) = s.max_header_bytes {
         match usize::try_from(*max.get_ref()) {
             Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => server.max_header_bytes = n,
-            _ => errors.push(source.error(max.span(), "`max_header_bytes`: expected a size between 1024 and 16777216 bytes")),
+            _ => errors
+                .push(source.error(max.span(), "`max_header_bytes`: expected a size between 1024 and 16777216 bytes")),
         }
     }
     if let Some(h2) = s.http2 {
@@ -435,7 +457,8 @@ fn normalize_prefix(prefix: &str) -> Result<String, String> {
 }
 
 fn parse_upstream(text: &str) -> Result<http::Uri, String> {
-    let expected = || format!("upstream `{text}`: expected an http URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
+    let expected =
+        || format!("upstream `{text}`: expected an http URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
     let uri: http::Uri = text.parse().map_err(|_| expected())?;
     match uri.scheme_str() {
         Some("http") => {}
@@ -470,7 +493,8 @@ pub fn quoted_list(items: &[&str]) -> String {
 /// Adds a "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`" messages.
 fn improve_serde_message(message: &str) -> String {
     let message = message.trim_end();
-    let Some(rest) = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `")) else {
+    let Some(rest) = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))
+    else {
         return message.to_string();
     };
     let Some((name, expected)) = rest.split_once('`') else { return message.to_string() };
@@ -585,14 +609,16 @@ upstream = "http://127.0.0.1:8000"
 
     #[test]
     fn duplicate_prefixes_are_rejected() {
-        let e = first_error("[[route]]\nprefix = \"/a\"\napp = \"echo\"\n[[route]]\nprefix = \"/a/\"\napp = \"tasks\"\n");
+        let e =
+            first_error("[[route]]\nprefix = \"/a\"\napp = \"echo\"\n[[route]]\nprefix = \"/a/\"\napp = \"tasks\"\n");
         assert_eq!(e.line, 5, "{e}");
         assert!(e.message.contains("already defined at line 2"), "{e}");
     }
 
     #[test]
     fn every_error_is_reported_not_just_the_first() {
-        let errors = parse("[server]\nlisten = \"x\"\nstack = [\"nope\"]\n[[route]]\nprefix = \"/\"\napp = \"nope\"\n").unwrap_err();
+        let errors = parse("[server]\nlisten = \"x\"\nstack = [\"nope\"]\n[[route]]\nprefix = \"/\"\napp = \"nope\"\n")
+            .unwrap_err();
         assert_eq!(errors.0.len(), 3, "{errors}");
     }
 

@@ -50,9 +50,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -114,7 +112,10 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         for route in &gateway.routes {
             println!("  {} -> {}", route.prefix, route.target.description);
         }
-        match server::serve(listener, gateway.service.clone(), &gateway.server, server::shutdown_signal()).await {
+        let served = server::serve(listener, gateway.service.clone(), &gateway.server, server::shutdown_signal()).await;
+        // The last requests' log lines are still queued to the writer threads.
+        strata::middleware::access_log::flush_all();
+        match served {
             Ok(_) => {
                 tracing::info!("stopped");
                 ExitCode::SUCCESS
@@ -145,7 +146,10 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
     }
     for route in gateway.routes.iter().filter(|r| r.is_upstream) {
         warnings += 1;
-        println!("route {}: warning[upstream-not-served]: {} is checked but not served by this version\n", route.prefix, route.target.description);
+        println!(
+            "route {}: warning[upstream-not-served]: {} is checked but not served by this version\n",
+            route.prefix, route.target.description
+        );
     }
     for unused in &gateway.unused {
         warnings += 1;

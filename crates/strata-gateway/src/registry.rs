@@ -28,7 +28,10 @@ macro_rules! kinds {
     };
 }
 
-kinds! {}
+kinds! {
+    "request_id" => mw::RequestId::new,
+    "access_log" => mw::AccessLog::new,
+}
 
 /// Builds the layer a `[middleware.NAME]` table declares.
 pub fn build_layer(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildContext) -> Result<Layer, ConfigError> {
@@ -37,7 +40,11 @@ pub fn build_layer(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildCont
     build_kind(decl, source, ctx).unwrap_or_else(|| {
         Err(source.error(
             kind_span,
-            format!("unknown middleware kind `{kind}`, expected one of {}{}", quoted_list(KINDS), did_you_mean(&kind, KINDS)),
+            format!(
+                "unknown middleware kind `{kind}`, expected one of {}{}",
+                quoted_list(KINDS),
+                did_you_mean(&kind, KINDS)
+            ),
         ))
     })
 }

@@ -31,7 +31,9 @@ fn check_accepts_a_valid_config_and_the_embedded_default() {
 
 #[test]
 fn check_rejects_a_broken_config_with_file_line_and_column() {
-    let config = write_config("[server]\nlisten = \"127.0.0.1:8080\"\nstack = [\"lgo\"]\n\n[[route]]\nprefix = \"/\"\napp = \"taks\"\n");
+    let config = write_config(
+        "[server]\nlisten = \"127.0.0.1:8080\"\nstack = [\"lgo\"]\n\n[[route]]\nprefix = \"/\"\napp = \"taks\"\n",
+    );
     let file = config.path.to_str().unwrap();
     let out = run(&["check", "--config", file], "");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -44,7 +46,9 @@ fn check_rejects_a_broken_config_with_file_line_and_column() {
 
 #[test]
 fn check_rejects_unknown_kinds_and_keys() {
-    let config = write_config("[middleware.x]\nkind = \"no_such_kind\"\n\n[[route]]\nprefix = \"/\"\napp = \"echo\"\nstak = []\n");
+    let config = write_config(
+        "[middleware.x]\nkind = \"no_such_kind\"\n\n[[route]]\nprefix = \"/\"\napp = \"echo\"\nstak = []\n",
+    );
     let file = config.path.to_str().unwrap();
     let out = run(&["check", "--config", file], "");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -52,7 +56,9 @@ fn check_rejects_unknown_kinds_and_keys() {
     assert!(stderr.contains(&format!("{file}:7:1: error: unknown field `stak`")), "{stderr}");
     assert!(stderr.contains("did you mean `stack`?"), "{stderr}");
 
-    let config = write_config("[middleware.x]\nkind = \"acess_log\"\n\n[[route]]\nprefix = \"/\"\napp = \"echo\"\nstack = [\"x\"]\n");
+    let config = write_config(
+        "[middleware.x]\nkind = \"acess_log\"\n\n[[route]]\nprefix = \"/\"\napp = \"echo\"\nstack = [\"x\"]\n",
+    );
     let file = config.path.to_str().unwrap();
     let out = run(&["check", "--config", file], "");
     let stderr = String::from_utf8_lossy(&out.stderr);

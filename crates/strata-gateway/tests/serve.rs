@@ -31,11 +31,18 @@ async fn the_embedded_default_serves_the_tasks_api() {
     let list = http.get(strata.url("/tasks")).send().await.unwrap();
     assert_eq!(list.status(), 200);
     assert_eq!(list.text().await.unwrap(), "[]");
-    let created = http.post(strata.url("/tasks")).json(&serde_json::json!({"title": "write tests"})).send().await.unwrap();
+    let created =
+        http.post(strata.url("/tasks")).json(&serde_json::json!({"title": "write tests"})).send().await.unwrap();
     assert_eq!(created.status(), 201);
     let task: serde_json::Value = created.json().await.unwrap();
     assert_eq!(task["title"], "write tests");
-    let bad = http.post(strata.url("/tasks")).header("content-type", "application/json").body("{\"title\":").send().await.unwrap();
+    let bad = http
+        .post(strata.url("/tasks"))
+        .header("content-type", "application/json")
+        .body("{\"title\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     let missing = http.get(strata.url("/tasks/999")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -48,8 +55,7 @@ async fn routes_pick_the_longest_prefix_and_apps_see_paths_below_it() {
     let tasks = http.get(strata.url("/api/tasks")).send().await.unwrap();
     assert_eq!(tasks.status(), 200);
     assert_eq!(tasks.text().await.unwrap(), "[]");
-    let echo: serde_json::Value =
-        http.get(strata.url("/anything/x?q=1")).send().await.unwrap().json().await.unwrap();
+    let echo: serde_json::Value = http.get(strata.url("/anything/x?q=1")).send().await.unwrap().json().await.unwrap();
     assert_eq!(echo["path"], "/anything/x");
     // `/apix` is not under `/api`: the echo app answers (404 from echo, not the tasks app).
     let other = http.get(strata.url("/apix/tasks")).send().await.unwrap();

@@ -607,6 +607,19 @@ impl Sink {
     }
 }
 
+/// Waits until every line queued to any access-log output has been written.
+///
+/// Servers call it after their last request, before exiting: writer threads do not outlive the
+/// process, so lines still queued at exit would be lost.
+pub fn flush_all() {
+    let sinks: Vec<Arc<Sink>> =
+        OUTPUTS.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(|(_, sink)| sink.upgrade()).collect();
+    // Flushed outside the lock: a flush waits for the writer thread.
+    for sink in sinks {
+        sink.flush();
+    }
+}
+
 /// The writer thread: drains the queue into a buffered writer, flushing whenever the queue is
 /// momentarily empty (so a quiet server's lines appear at once) or every [`FLUSH_EVERY`] lines.
 fn write_lines(lines: Receiver<Message>, writer: Box<dyn Write + Send>, stats: &SinkStats, name: &str) {
