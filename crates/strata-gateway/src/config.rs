@@ -474,14 +474,18 @@ fn parse_upstream(text: &str) -> Result<http::Uri, String> {
     Ok(uri)
 }
 
-/// `, did you mean `x`?` when `name` is close to one of `candidates`, else an empty string.
+/// `; did you mean `x`?` when `name` is close to one of `candidates`, else an empty string.
+///
+/// Close means a few edits away (a transposition counts as one, so `lgo` finds `log`), or a shared
+/// beginning (`acess_log` finds `access_log`).
 pub fn did_you_mean(name: &str, candidates: &[&str]) -> String {
+    let allowed = (name.chars().count() / 3).max(1);
     candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(name, c), *c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| format!("; did you mean `{c}`?"))
+        .map(|c| (strsim::damerau_levenshtein(name, c), strsim::jaro_winkler(name, c), *c))
+        .filter(|(edits, similarity, _)| *edits <= allowed || *similarity >= 0.85)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)))
+        .map(|(_, _, c)| format!("; did you mean `{c}`?"))
         .unwrap_or_default()
 }
 
@@ -628,6 +632,15 @@ upstream = "http://127.0.0.1:8000"
         let text = e.to_string();
         assert!(text.starts_with("test.toml:2:1: error: unknown field `lisen`"), "{text}");
         assert!(text.contains("2 | lisen = 1\n  | ^"), "{text}");
+    }
+
+    #[test]
+    fn suggestions_find_typos_but_not_unrelated_names() {
+        assert_eq!(did_you_mean("lgo", &["log", "cors"]), "; did you mean `log`?");
+        assert_eq!(did_you_mean("acess_log", &["access_log", "request_id"]), "; did you mean `access_log`?");
+        assert_eq!(did_you_mean("lisen", &["listen", "stack"]), "; did you mean `listen`?");
+        assert_eq!(did_you_mean("zzz", &["log", "cors"]), "");
+        assert_eq!(did_you_mean("x", &[]), "");
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         for route in &gateway.routes {
             println!("  {} -> {}", route.prefix, route.target.description);
         }
-        let served = server::serve(listener, gateway.service.clone(), &gateway.server, server::shutdown_signal()).await;
+        let served = server::serve(listener, gateway.router.clone(), &gateway.server, server::shutdown_signal()).await;
         // The last requests' log lines are still queued to the writer threads.
         strata::middleware::access_log::flush_all();
         match served {

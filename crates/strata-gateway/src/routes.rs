@@ -1,8 +1,12 @@
 //! The router and the onions a config declares.
 //!
-//! The server stack wraps the router (so a request that matches no route still gets a 404 decorated
-//! by the server's layers); each route's stack wraps its target. Longest prefix wins, on path-segment
-//! boundaries (`/api` matches `/api` and `/api/x`, not `/apix`).
+//! Each route is one flat onion: the server stack, then the route's stack, then its target. The router
+//! picks the route first (longest prefix wins, on path-segment boundaries: `/api` matches `/api` and
+//! `/api/x`, not `/apix`) and a path no route matches gets a 404 from the server stack alone, so it is
+//! still decorated by the server's layers. Middleware instances are shared, so a server layer is one
+//! instance across all routes. Flat onions let per-layer timing and `Next::remaining` see every layer,
+//! and every layer sees the path as the client sent it: only a built-in app sees it without the
+//! route's prefix.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +15,7 @@ use http::StatusCode;
 use http::uri::{PathAndQuery, Uri};
 use strata::http::{Layer, Request, Response, Service, Stack, response};
 use strata::middleware::BuildContext;
-use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo};
+use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
 
 use crate::apps;
 use crate::config::{Config, ConfigErrors, NameRef, Target};
@@ -39,12 +43,12 @@ pub struct RoutePlan {
     pub is_upstream: bool,
 }
 
-/// A built gateway: the service to serve and the plan it was built from.
+/// A built gateway: the router to serve and the plan it was built from.
 pub struct Gateway {
     /// `[server]` settings.
     pub server: crate::config::Server,
-    /// The server stack around the router: what the listener calls.
-    pub service: Service,
+    /// What the listener calls for every request.
+    pub router: Arc<Router>,
     /// The server stack's layers, outermost first.
     pub server_layers: Vec<LayerInfo>,
     /// The routes, in file order.
@@ -84,6 +88,7 @@ impl Gateway {
             })
         };
 
+        let server_stack = stack_of(&config.server.stack);
         let mut routes = Vec::new();
         let mut entries = Vec::new();
         for route in &config.routes {
@@ -107,14 +112,17 @@ impl Gateway {
                         true,
                     ),
                 };
+            let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && route.prefix != "/" {
+                Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
+            } else {
+                endpoint
+            };
             entries.push(RouteEntry {
                 prefix: route.prefix.clone(),
-                strip_prefix: !is_upstream && route.prefix != "/",
-                service: stack.serve_arc(endpoint),
+                service: server_stack.clone().then(stack).serve_arc(endpoint),
             });
             routes.push(RoutePlan { prefix: route.prefix.clone(), layers: layer_infos, target, is_upstream });
         }
-        let server_stack = stack_of(&config.server.stack);
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
         // Longest prefix first, so the first match is the most specific one.
@@ -122,7 +130,7 @@ impl Gateway {
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),
-            service: server_stack.serve(Router { routes: entries }),
+            router: Arc::new(Router { routes: entries, not_found: server_stack.serve(not_found) }),
             routes,
             unused,
         })
@@ -148,13 +156,27 @@ impl Gateway {
 
 struct RouteEntry {
     prefix: String,
-    strip_prefix: bool,
     service: Service,
 }
 
-/// Dispatches to the route with the longest matching prefix.
-struct Router {
+/// Dispatches each request to the onion of the route with the longest matching prefix.
+pub struct Router {
+    // Longest prefix first, so the first match is the most specific one.
     routes: Vec<RouteEntry>,
+    not_found: Service,
+}
+
+impl Router {
+    /// Runs a request through its route's onion (or the server stack's 404).
+    pub fn call(&self, req: Request) -> Run<Response> {
+        let path = req.uri().path();
+        let service = self.routes.iter().find(|r| matches(&r.prefix, path)).map_or(&self.not_found, |r| &r.service);
+        service.call(req)
+    }
+}
+
+async fn not_found(_req: Request) -> Response {
+    response::json_error(StatusCode::NOT_FOUND, "no route matches this path")
 }
 
 fn matches(prefix: &str, path: &str) -> bool {
@@ -174,17 +196,18 @@ fn strip_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-impl Endpoint<Request, Response> for Router {
+/// Shows a built-in app the path below its route's prefix (`/api/tasks` → `/tasks`).
+struct StripPrefix {
+    prefix: String,
+    inner: Arc<dyn Endpoint<Request, Response>>,
+}
+
+impl Endpoint<Request, Response> for StripPrefix {
     fn call(&self, mut req: Request) -> BoxFuture<Response> {
-        let Some(route) = self.routes.iter().find(|r| matches(&r.prefix, req.uri().path())) else {
-            return Box::pin(async { response::json_error(StatusCode::NOT_FOUND, "no route matches this path") });
-        };
-        if route.strip_prefix
-            && let Some(uri) = strip_prefix(req.uri(), &route.prefix)
-        {
+        if let Some(uri) = strip_prefix(req.uri(), &self.prefix) {
             *req.uri_mut() = uri;
         }
-        Box::pin(route.service.call(req))
+        self.inner.call(req)
     }
 }
 

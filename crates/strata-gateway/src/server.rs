@@ -10,21 +10,24 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use strata::http::{Body, ConnectionInfo, Service};
+use std::sync::Arc;
+
+use strata::http::{Body, ConnectionInfo};
 use tokio::net::TcpListener;
 
 use crate::config::Server;
+use crate::routes::Router;
 
 /// hyper refuses HTTP/1 read buffers smaller than this.
 const MIN_HTTP1_BUFFER: usize = 8 * 1024;
 
-/// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and gives in-flight
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and gives in-flight
 /// requests up to `settings.shutdown_grace` to finish.
 ///
 /// Returns whether every connection finished within the grace period.
 pub async fn serve(
     listener: TcpListener,
-    service: Service,
+    router: Arc<Router>,
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
@@ -48,11 +51,11 @@ pub async fn serve(
         // Small responses go out at once instead of waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo { peer, local };
-        let service = service.clone();
+        let router = router.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let mut req = req.map(Body::from);
             req.extensions_mut().insert(info);
-            let response = service.call(req);
+            let response = router.call(req);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();

@@ -15,7 +15,9 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::CatchUnwind;
@@ -328,7 +330,7 @@ where
 {
     /// Runs a request through every layer, outermost first, then the endpoint.
     pub fn call(&self, req: Req) -> Run<Res> {
-        Next { chain: self.chain.clone(), index: 0 }.run(req)
+        Next { chain: self.chain.clone(), index: 0, timer: None }.run(req)
     }
 
     /// The layers, outermost first.
@@ -351,6 +353,8 @@ where
 pub struct Next<Req, Res> {
     chain: Arc<Chain<Req, Res>>,
     index: usize,
+    // Present only below a layer that asked for per-layer timing: the rest of the stack pays nothing.
+    timer: Option<Arc<LayerTimer>>,
 }
 
 impl<Req, Res> fmt::Debug for Next<Req, Res> {
@@ -367,22 +371,82 @@ where
 {
     /// Passes the request to the next layer inward (or the endpoint) and resolves to its response.
     pub fn run(self, req: Req) -> Run<Res> {
-        let Next { chain, index } = self;
+        let Next { chain, index, timer } = self;
+        let timing = timer.as_ref().map(|t| Timing { timer: t.clone(), index, started: Instant::now() });
         let (future, endpoint) = match chain.layers.get(index) {
             Some(layer) => {
                 // The layer holds its own name; on a panic it answers for itself (see `Named::call`).
                 let inner = layer.inner.clone();
-                (inner.call(req, Next { chain, index: index + 1 }), false)
+                (inner.call(req, Next { chain, index: index + 1, timer }), false)
             }
             None => (chain.endpoint.call(req), true),
         };
-        Run { future: AssertUnwindSafe(future).catch_unwind(), endpoint }
+        Run { future: AssertUnwindSafe(future).catch_unwind(), endpoint, timing }
     }
 
     /// The layers still to run, outermost first (not counting the endpoint).
     pub fn remaining(&self) -> &[Layer<Req, Res>] {
         &self.chain.layers[self.index..]
     }
+
+    /// Times every layer still to run, and the endpoint, for this request.
+    ///
+    /// Returns the `Next` to run and a [`LayerTimer`] that, once the response is back, holds how long
+    /// each remaining layer took until it returned its response (the response head: streaming a body
+    /// happens later). A timing middleware uses it to report per-layer `Server-Timing`.
+    pub fn timed(mut self) -> (Self, Arc<LayerTimer>) {
+        let remaining = &self.chain.layers[self.index..];
+        let timer = Arc::new(LayerTimer {
+            base: self.index,
+            names: remaining.iter().map(|l| l.name.clone()).chain(std::iter::once(Arc::from("app"))).collect(),
+            inclusive_nanos: (0..=remaining.len()).map(|_| AtomicU64::new(0)).collect(),
+        });
+        self.timer = Some(timer.clone());
+        (self, timer)
+    }
+}
+
+/// How long each layer below a timed point took, for one request (see [`Next::timed`]).
+#[derive(Debug)]
+pub struct LayerTimer {
+    base: usize,
+    names: Box<[Arc<str>]>,
+    // Time from entering a layer until its response came back, inner layers included. Atomics,
+    // because a layer may run its inner layers on another task.
+    inclusive_nanos: Box<[AtomicU64]>,
+}
+
+impl LayerTimer {
+    fn add(&self, index: usize, elapsed: Duration) {
+        if let Some(slot) = index.checked_sub(self.base).and_then(|i| self.inclusive_nanos.get(i)) {
+            slot.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    /// Each timed layer (outermost first, then `"app"` for the endpoint) with the time spent in it
+    /// alone: its own time minus the time of the layers inside it.
+    pub fn exclusive(&self) -> Vec<(&str, Duration)> {
+        let inclusive: Vec<u64> = self.inclusive_nanos.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let inner = inclusive.get(i + 1).copied().unwrap_or(0);
+                (&**name, Duration::from_nanos(inclusive[i].saturating_sub(inner)))
+            })
+            .collect()
+    }
+
+    /// The time of the first timed layer, everything inside it included.
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.inclusive_nanos.first().map_or(0, |n| n.load(Ordering::Relaxed)))
+    }
+}
+
+struct Timing {
+    timer: Arc<LayerTimer>,
+    index: usize,
+    started: Instant,
 }
 
 /// The future returned by [`Next::run`] and [`Service::call`].
@@ -390,6 +454,7 @@ pub struct Run<Res> {
     future: CatchUnwind<AssertUnwindSafe<BoxFuture<Res>>>,
     // True when this future runs the endpoint: a panic there is reported as the app's.
     endpoint: bool,
+    timing: Option<Timing>,
 }
 
 impl<Res> fmt::Debug for Run<Res> {
@@ -402,7 +467,13 @@ impl<Res: FromPanic> Future for Run<Res> {
     type Output = Res;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Res> {
-        match self.future.poll_unpin(cx) {
+        let polled = self.future.poll_unpin(cx);
+        if polled.is_ready()
+            && let Some(t) = self.timing.take()
+        {
+            t.timer.add(t.index, t.started.elapsed());
+        }
+        match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(res)) => Poll::Ready(res),
             Poll::Ready(Err(payload)) => {
@@ -639,6 +710,50 @@ mod tests {
                 ("custom".to_string(), "custom")
             ]
         );
+    }
+
+    #[test]
+    fn a_timed_next_reports_each_layer_alone() {
+        fn sleeper(ms: u64) -> impl Middleware<String, Reply> {
+            from_fn(move |req: String, next: Next<String, Reply>| async move {
+                std::thread::sleep(Duration::from_millis(ms));
+                next.run(req).await
+            })
+        }
+        let timings = Arc::new(Mutex::new(Vec::new()));
+        let seen = timings.clone();
+        let service = Stack::new()
+            .with_named(
+                "timing",
+                from_fn(move |req: String, next: Next<String, Reply>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (next, timer) = next.timed();
+                        let res = next.run(req).await;
+                        let mut seen = seen.lock().unwrap();
+                        *seen = timer.exclusive().into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+                        seen.push(("total".into(), timer.total()));
+                        res
+                    }
+                }),
+            )
+            .with_named("slow", sleeper(30))
+            .with_named("fast", sleeper(0))
+            .serve(|req: String| async move {
+                std::thread::sleep(Duration::from_millis(15));
+                Reply(req)
+            });
+        block_on(service.call("r".into()));
+        let t = timings.lock().unwrap();
+        let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["slow", "fast", "app", "total"]);
+        let (slow, fast, app, total) = (t[0].1, t[1].1, t[2].1, t[3].1);
+        // Lower bounds only: sleeps never end early, but a loaded machine may stretch them.
+        assert!(slow >= Duration::from_millis(30), "slow alone: {slow:?}");
+        assert!(app >= Duration::from_millis(15), "app: {app:?}");
+        assert!(fast < slow, "fast alone: {fast:?}, slow alone: {slow:?}");
+        // Each layer's time excludes the layers inside it, so the parts add up to the whole.
+        assert_eq!(slow + fast + app, total);
     }
 
     #[test]
