@@ -31,6 +31,7 @@ macro_rules! kinds {
 kinds! {
     "request_id" => mw::RequestId::new,
     "access_log" => mw::AccessLog::new,
+    "timing" => mw::Timing::new,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -105,6 +105,18 @@ async fn unmatched_paths_get_a_404_decorated_by_the_server_stack() {
     assert!(res.headers().contains_key("x-request-id"));
 }
 
+#[tokio::test]
+async fn the_default_stack_times_every_layer_in_server_timing() {
+    let strata = Strata::start(None);
+    let res = client().get(strata.url("/tasks")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["x-response-time"].to_str().unwrap().ends_with("ms"));
+    assert!(res.headers().contains_key("x-request-id"));
+    let timing = res.headers()["server-timing"].to_str().unwrap().to_string();
+    let names: Vec<&str> = timing.split(", ").map(|m| m.split(';').next().unwrap()).collect();
+    assert_eq!(names, ["request_id", "log", "app", "total"], "{timing}");
+}
+
 #[test]
 fn sigterm_flushes_the_last_log_lines() {
     let dir = tempfile::tempdir().unwrap();

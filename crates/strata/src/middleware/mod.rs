@@ -12,6 +12,8 @@ pub mod access_log;
 pub mod request_id;
 pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
 pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
+pub mod timing;
+pub use timing::{Timing, TimingConfig};
 
 /// What a constructor may need besides its own config.
 #[derive(Clone, Debug, Default)]

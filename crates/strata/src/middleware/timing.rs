@@ -1,0 +1,299 @@
+//! `timing`: how long the response took, for people and for browsers.
+//!
+//! - A response-time header (default `x-response-time: 12.345ms`): time from entering this layer
+//!   until the response head came back to it.
+//! - `Server-Timing` with one metric per layer inside this one — the time spent in that layer alone,
+//!   the layers inside it excluded — plus `app` and `total`, so a browser's devtools show where the
+//!   time went. Upstream `Server-Timing` metrics are kept beside them.
+//! - Optionally `Timing-Allow-Origin`, which lets cross-origin pages read those timings.
+//!
+//! Put it first in the stack: it times only what is inside it. Times are to the response head; the
+//! body streams afterwards and is not included.
+
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::{BuildContext, ConfigError};
+use crate::Middleware;
+use crate::http::{Next, Request, Response};
+
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
+
+/// The `[middleware.NAME]` table of kind `timing`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingConfig {
+    /// The response-time header; an empty string turns it off. Default `x-response-time`.
+    pub header: String,
+    /// Whether to add `Server-Timing`. Default `true`.
+    pub server_timing: bool,
+    /// Whether `Server-Timing` lists every layer (`true`) or only `total` (`false`). Default `true`.
+    pub per_layer: bool,
+    /// Origins allowed to read the timings cross-origin (`Timing-Allow-Origin`): `["*"]` or a list of
+    /// origins. Default: none (the header is not sent).
+    pub timing_allow_origin: Vec<String>,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        TimingConfig {
+            header: "x-response-time".to_string(),
+            server_timing: true,
+            per_layer: true,
+            timing_allow_origin: Vec::new(),
+        }
+    }
+}
+
+/// The `timing` middleware. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Timing {
+    header: Option<HeaderName>,
+    server_timing: bool,
+    per_layer: bool,
+    timing_allow_origin: Option<HeaderValue>,
+}
+
+impl Default for Timing {
+    /// `x-response-time` and per-layer `Server-Timing`, no `Timing-Allow-Origin`.
+    fn default() -> Self {
+        Timing::new(TimingConfig::default(), &BuildContext::default()).expect("the default config is valid")
+    }
+}
+
+impl Timing {
+    /// Validates the config and prepares the header names and values.
+    pub fn new(config: TimingConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let header =
+            if config.header.is_empty() {
+                None
+            } else {
+                Some(HeaderName::try_from(config.header.as_str()).map_err(|_| {
+                    ConfigError::field("header", format!("`{}` is not a valid header name", config.header))
+                })?)
+            };
+        let timing_allow_origin = if config.timing_allow_origin.is_empty() {
+            None
+        } else {
+            for origin in &config.timing_allow_origin {
+                if origin != "*" && !is_origin(origin) {
+                    return Err(ConfigError::field(
+                        "timing_allow_origin",
+                        format!("`{origin}`: expected \"*\" or an origin such as \"https://app.example.com\""),
+                    ));
+                }
+            }
+            let value = if config.timing_allow_origin.iter().any(|o| o == "*") {
+                "*".to_string()
+            } else {
+                config.timing_allow_origin.join(", ")
+            };
+            Some(HeaderValue::try_from(value).map_err(|_| {
+                ConfigError::field("timing_allow_origin", "expected origins made of visible ASCII characters")
+            })?)
+        };
+        Ok(Timing { header, server_timing: config.server_timing, per_layer: config.per_layer, timing_allow_origin })
+    }
+
+    /// Sets the response-time header name (`None` turns it off).
+    pub fn response_time_header(mut self, header: Option<HeaderName>) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Sends `Timing-Allow-Origin` with this value (`*` or a list of origins).
+    pub fn allow_origin(mut self, value: HeaderValue) -> Self {
+        self.timing_allow_origin = Some(value);
+        self
+    }
+}
+
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else { return false };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', ','])
+}
+
+/// Milliseconds with microsecond precision, as `Server-Timing` and `x-response-time` show them.
+fn millis(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+/// A metric name must be a token; layer names from code may hold anything else.
+fn metric_name(name: &str) -> String {
+    let token: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c) { c } else { '_' })
+        .collect();
+    if token.is_empty() { "_".to_string() } else { token }
+}
+
+impl Middleware<Request, Response> for Timing {
+    async fn handle(&self, req: Request, next: Next) -> Response {
+        let started = Instant::now();
+        let (next, timer) = if self.server_timing && self.per_layer {
+            let (next, timer) = next.timed();
+            (next, Some(timer))
+        } else {
+            (next, None)
+        };
+        let mut res = next.run(req).await;
+        let total = started.elapsed();
+        let headers = res.headers_mut();
+        if let Some(name) = &self.header
+            && let Ok(value) = HeaderValue::try_from(format!("{}ms", millis(total)))
+        {
+            headers.insert(name.clone(), value);
+        }
+        if self.server_timing {
+            let mut metrics = String::new();
+            for (name, spent) in timer.iter().flat_map(|t| t.exclusive()) {
+                metrics.push_str(&format!("{};dur={}, ", metric_name(name), millis(spent)));
+            }
+            metrics.push_str(&format!("total;dur={}", millis(total)));
+            if let Ok(value) = HeaderValue::try_from(metrics) {
+                // Appended: an upstream's own Server-Timing metrics stay beside ours.
+                headers.append(SERVER_TIMING, value);
+            }
+        }
+        if let Some(origin) = &self.timing_allow_origin {
+            headers.insert(TIMING_ALLOW_ORIGIN, origin.clone());
+        }
+        res
+    }
+
+    fn kind(&self) -> &'static str {
+        "timing"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::from_fn;
+    use crate::http::{Body, Stack, response};
+    use http::StatusCode;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
+    }
+
+    fn request() -> Request {
+        http::Request::builder().uri("/").body(Body::empty()).unwrap()
+    }
+
+    fn sleeper(ms: u64) -> impl Middleware<Request, Response> {
+        from_fn(move |req: Request, next: Next| async move {
+            std::thread::sleep(Duration::from_millis(ms));
+            next.run(req).await
+        })
+    }
+
+    /// Parses `a;dur=1.5, b;dur=2` into (name, ms) pairs.
+    fn metrics(value: &str) -> Vec<(String, f64)> {
+        value
+            .split(", ")
+            .map(|m| {
+                let (name, dur) = m.split_once(";dur=").unwrap();
+                (name.to_string(), dur.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn server_timing_lists_each_layer_alone_then_the_app_and_the_total() {
+        let service =
+            Stack::new().with(Timing::default()).with_named("auth", sleeper(20)).with_named("log", sleeper(0)).serve(
+                |_req: Request| async {
+                    std::thread::sleep(Duration::from_millis(10));
+                    response::text(StatusCode::OK, "ok")
+                },
+            );
+        let res = block_on(service.call(request()));
+        let m = metrics(res.headers()[SERVER_TIMING].to_str().unwrap());
+        let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["auth", "log", "app", "total"]);
+        assert!(m[0].1 >= 20.0, "auth alone {:?}", m[0]);
+        assert!(m[1].1 < m[0].1, "log alone is less than auth alone: {m:?}");
+        assert!(m[2].1 >= 10.0, "app {:?}", m[2]);
+        let parts: f64 = m[..3].iter().map(|(_, ms)| ms).sum();
+        assert!(m[3].1 >= parts - 0.01, "total covers the parts: {m:?}");
+        let rt = res.headers()["x-response-time"].to_str().unwrap();
+        let rt: f64 = rt.strip_suffix("ms").unwrap().parse().unwrap();
+        assert!(rt >= 30.0, "{rt}");
+    }
+
+    #[test]
+    fn errors_from_inner_layers_are_timed_too() {
+        let service = Stack::new()
+            .with(Timing::default())
+            .with(from_fn(|_req: Request, _next: Next| async move { response::status(StatusCode::UNAUTHORIZED) }))
+            .serve(|_req: Request| async {
+                if true {
+                    panic!("not reached");
+                }
+                response::status(StatusCode::OK)
+            });
+        let res = block_on(service.call(request()));
+        assert_eq!(res.status(), 401);
+        assert!(res.headers().contains_key("x-response-time"));
+        assert!(res.headers()[SERVER_TIMING].to_str().unwrap().contains("total;dur="));
+        let panicking = Stack::new().with(Timing::default()).serve(|_req: Request| async {
+            if true {
+                panic!("boom");
+            }
+            response::status(StatusCode::OK)
+        });
+        let res = block_on(panicking.call(request()));
+        assert_eq!(res.status(), 500);
+        assert!(res.headers()[SERVER_TIMING].to_str().unwrap().starts_with("app;dur="));
+    }
+
+    #[test]
+    fn upstream_metrics_are_kept_and_options_apply() {
+        let config = TimingConfig {
+            header: "x-took".into(),
+            per_layer: false,
+            timing_allow_origin: vec!["https://a.example".into(), "https://b.example:8443".into()],
+            ..TimingConfig::default()
+        };
+        let service = Stack::new()
+            .with(Timing::new(config, &BuildContext::default()).unwrap())
+            .with_named("inner", sleeper(0))
+            .serve(|_req: Request| async {
+                let mut res = response::status(StatusCode::OK);
+                res.headers_mut().insert(SERVER_TIMING, HeaderValue::from_static("db;dur=4.2"));
+                res
+            });
+        let res = block_on(service.call(request()));
+        let values: Vec<&str> = res.headers().get_all(SERVER_TIMING).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(values.len(), 2);
+        assert_eq!(values[0], "db;dur=4.2");
+        assert!(values[1].starts_with("total;dur="), "only the total without per_layer: {values:?}");
+        assert!(res.headers().contains_key("x-took") && !res.headers().contains_key("x-response-time"));
+        assert_eq!(res.headers()[TIMING_ALLOW_ORIGIN], "https://a.example, https://b.example:8443");
+    }
+
+    #[test]
+    fn layer_names_become_tokens() {
+        assert_eq!(metric_name("log"), "log");
+        assert_eq!(metric_name("my layer/1"), "my_layer_1");
+        assert_eq!(metric_name(""), "_");
+    }
+
+    #[test]
+    fn bad_config_is_rejected_with_the_field() {
+        let bad_header = TimingConfig { header: "bad header".into(), ..TimingConfig::default() };
+        assert_eq!(Timing::new(bad_header, &BuildContext::default()).unwrap_err().field, Some("header"));
+        let bad_origin = TimingConfig { timing_allow_origin: vec!["example.com".into()], ..TimingConfig::default() };
+        assert_eq!(Timing::new(bad_origin, &BuildContext::default()).unwrap_err().field, Some("timing_allow_origin"));
+        let off = TimingConfig { header: String::new(), server_timing: false, ..TimingConfig::default() };
+        let service = Stack::new()
+            .with(Timing::new(off, &BuildContext::default()).unwrap())
+            .serve(|_req: Request| async { response::status(StatusCode::OK) });
+        let res = block_on(service.call(request()));
+        assert!(res.headers().is_empty(), "{:?}", res.headers());
+    }
+}
