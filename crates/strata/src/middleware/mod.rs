@@ -8,6 +8,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod cors;
+pub use cors::{Cors, CorsBuilder, CorsConfig};
+pub mod basic_auth;
+pub use basic_auth::{BasicAuth, BasicAuthBuilder, BasicAuthConfig, HashScheme};
+
 pub mod access_log;
 pub mod request_id;
 pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
