@@ -88,6 +88,9 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    for diagnostic in &gateway.layer_diagnostics {
+        tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
+    }
     for (prefix, diagnostic) in gateway.diagnostics() {
         tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
     }
@@ -134,7 +137,9 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
         Err(code) => return code,
     };
     let name = config.as_ref().map_or("<embedded default>".to_string(), |p| p.display().to_string());
-    let diagnostics = gateway.diagnostics();
+    let mut diagnostics: Vec<(String, strata::Diagnostic)> =
+        gateway.layer_diagnostics.iter().map(|d| (String::new(), d.clone())).collect();
+    diagnostics.extend(gateway.diagnostics());
     let mut errors = 0;
     let mut warnings = 0;
     for (prefix, d) in &diagnostics {
@@ -142,7 +147,11 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
             Severity::Error => errors += 1,
             Severity::Warning => warnings += 1,
         }
-        println!("route {prefix}: {d}\n");
+        if prefix.is_empty() {
+            println!("middleware {}: {d}\n", d.layer);
+        } else {
+            println!("route {prefix}: {d}\n");
+        }
     }
     for route in gateway.routes.iter().filter(|r| r.is_upstream) {
         warnings += 1;

@@ -32,6 +32,8 @@ kinds! {
     "request_id" => mw::RequestId::new,
     "access_log" => mw::AccessLog::new,
     "timing" => mw::Timing::new,
+    "cors" => mw::Cors::new,
+    "basic_auth" => mw::BasicAuth::new,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -55,6 +55,9 @@ pub struct Gateway {
     pub routes: Vec<RoutePlan>,
     /// Middlewares declared but used by no stack.
     pub unused: Vec<String>,
+    /// What the middlewares reported about their own configuration (e.g. weak password hashes),
+    /// once per middleware whatever the number of stacks using it.
+    pub layer_diagnostics: Vec<Diagnostic>,
 }
 
 impl Gateway {
@@ -125,6 +128,9 @@ impl Gateway {
         }
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
+        let mut named: Vec<&Layer> = layers.values().collect();
+        named.sort_by(|a, b| a.name().cmp(b.name()));
+        let layer_diagnostics = named.iter().flat_map(|l| l.diagnostics().iter().cloned()).collect();
         // Longest prefix first, so the first match is the most specific one.
         entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         Ok(Gateway {
@@ -133,6 +139,7 @@ impl Gateway {
             router: Arc::new(Router { routes: entries, not_found: server_stack.serve(not_found) }),
             routes,
             unused,
+            layer_diagnostics,
         })
     }
 

@@ -61,6 +61,13 @@ pub trait Middleware<Req, Res>: Send + Sync + 'static {
     fn facts(&self) -> Facts {
         Facts::NONE
     }
+
+    /// Problems with this layer's own configuration that do not stop it from working (a weak
+    /// password hash, say), reported by [`Stack::check`] and `strata check`. The `layer` field of each
+    /// diagnostic is filled in with the layer's name.
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        Vec::new()
+    }
 }
 
 /// Builds a response out of a caught panic. The stack needs one for its response type.
@@ -124,6 +131,7 @@ pub struct Layer<Req, Res> {
     name: Arc<str>,
     kind: &'static str,
     facts: Facts,
+    diagnostics: Arc<[Diagnostic]>,
     inner: Arc<dyn DynMiddleware<Req, Res>>,
 }
 
@@ -161,9 +169,12 @@ where
     /// Names a middleware. The name is what `explain`, diagnostics and per-layer timing show.
     pub fn new<M: Middleware<Req, Res>>(name: impl Into<Arc<str>>, middleware: M) -> Self {
         let name = name.into();
+        let diagnostics =
+            middleware.diagnostics().into_iter().map(|d| Diagnostic { layer: name.to_string(), ..d }).collect();
         Layer {
             kind: middleware.kind(),
             facts: middleware.facts(),
+            diagnostics,
             inner: Arc::new(Named { name: name.clone(), middleware }),
             name,
         }
@@ -186,6 +197,11 @@ impl<Req, Res> Layer<Req, Res> {
         self.facts
     }
 
+    /// What the layer reported about its own configuration (see [`Middleware::diagnostics`]).
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
     /// The description used by ordering checks and `explain`.
     pub fn info(&self) -> LayerInfo {
         LayerInfo { name: self.name.to_string(), kind: self.kind, facts: self.facts }
@@ -194,7 +210,13 @@ impl<Req, Res> Layer<Req, Res> {
 
 impl<Req, Res> Clone for Layer<Req, Res> {
     fn clone(&self) -> Self {
-        Layer { name: self.name.clone(), kind: self.kind, facts: self.facts, inner: self.inner.clone() }
+        Layer {
+            name: self.name.clone(),
+            kind: self.kind,
+            facts: self.facts,
+            diagnostics: self.diagnostics.clone(),
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -281,9 +303,12 @@ where
         self.layers.iter().map(Layer::info).collect()
     }
 
-    /// Runs the ordering rules over this stack: each diagnostic says what is wrong, why, and the fix.
+    /// Runs the ordering rules over this stack, after each layer's report on its own configuration:
+    /// each diagnostic says what is wrong, why, and the fix.
     pub fn check(&self) -> Vec<Diagnostic> {
-        check::check(&self.infos())
+        let mut all: Vec<Diagnostic> = self.layers.iter().flat_map(|l| l.diagnostics.iter().cloned()).collect();
+        all.extend(check::check(&self.infos()));
+        all
     }
 
     /// Wraps `endpoint` in this stack. The result answers requests and can itself be an endpoint.

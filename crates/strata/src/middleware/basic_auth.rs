@@ -84,7 +84,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::check::{Fact, Facts};
+use crate::check::{Diagnostic, Fact, Facts, Severity};
 use crate::http::{AuthenticatedUser, Next, Request, Response, response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
@@ -480,6 +480,21 @@ impl Middleware<Request, Response> for BasicAuth {
 
     fn facts(&self) -> Facts {
         Facts::of(&[Fact::ShortCircuits])
+    }
+
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.weak_hashes()
+            .into_iter()
+            .map(|(user, scheme)| Diagnostic {
+                severity: Severity::Warning,
+                rule: "weak-password-hash",
+                layer: String::new(),
+                message: format!("user `{user}` has a {} password entry", scheme.name()),
+                why: "a leaked config or htpasswd file with such entries is cracked in seconds; argon2id and bcrypt take years"
+                    .to_string(),
+                fix: "replace it with the output of `strata hash-password` (argon2id) or `htpasswd -B` (bcrypt)".to_string(),
+            })
+            .collect()
     }
 }
 
