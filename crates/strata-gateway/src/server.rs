@@ -12,22 +12,41 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::Arc;
 
-use strata::http::{Body, ConnectionInfo};
+use strata::Run;
+use strata::http::{Body, ConnectionInfo, Request, Response, Service};
 use tokio::net::TcpListener;
 
 use crate::config::Server;
 use crate::routes::Router;
 
+/// What a listener hands each request to: a gateway's [`Router`] or any library [`Service`].
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, req: Request) -> Run<Response>;
+}
+
+impl Handler for Router {
+    fn handle(&self, req: Request) -> Run<Response> {
+        self.call(req)
+    }
+}
+
+impl Handler for Service {
+    fn handle(&self, req: Request) -> Run<Response> {
+        self.call(req)
+    }
+}
+
 /// hyper refuses HTTP/1 read buffers smaller than this.
 const MIN_HTTP1_BUFFER: usize = 8 * 1024;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and gives in-flight
+/// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and gives in-flight
 /// requests up to `settings.shutdown_grace` to finish.
 ///
 /// Returns whether every connection finished within the grace period.
-pub async fn serve(
+pub async fn serve<H: Handler>(
     listener: TcpListener,
-    router: Arc<Router>,
+    handler: Arc<H>,
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
@@ -51,11 +70,11 @@ pub async fn serve(
         // Small responses go out at once instead of waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         let info = ConnectionInfo { peer, local };
-        let router = router.clone();
+        let handler = handler.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let mut req = req.map(Body::from);
             req.extensions_mut().insert(info);
-            let response = router.call(req);
+            let response = handler.handle(req);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();

@@ -178,3 +178,25 @@ fn credentials_with_any_origin_is_a_located_config_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("{path}:")) && stderr.contains("middleware `cors` (cors):"), "{stderr}");
 }
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/classic.toml");
+
+#[test]
+fn the_classic_example_config_passes_a_strict_check() {
+    let out = run(&["check", "--strict", "--config", EXAMPLE], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("0 error(s), 0 warning(s)"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_classic_example_serves_tasks_to_alice_only() {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let strata = Strata::start(Some(&text));
+    let http = client();
+    let anonymous = http.get(strata.url("/tasks")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let alice = http.get(strata.url("/tasks")).basic_auth("alice", Some("wonderland")).send().await.unwrap();
+    assert_eq!(alice.status(), 200);
+    assert_eq!(alice.text().await.unwrap(), "[]");
+}
