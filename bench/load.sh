@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Load comparison: the strata gateway against other servers answering the same requests.
+#
+# Every contender serves the built-in `echo` app's `/status/200` on its own loopback port. Contenders
+# take turns (A B, then B A, ...), each run preceded by a short warm-up, so that noise from the
+# shared machine lands on all of them alike. The script prints req/s and p99 latency per round,
+# the median per contender, and each contender's ratio to the baseline (bare hyper).
+#
+# Usage: bash bench/load.sh
+#   DURATION=8      seconds measured per round
+#   ROUNDS=2        rounds per contender
+#   CONNECTIONS=32  concurrent keep-alive connections
+#   THREADS=1       load-generator threads (the client shares the machine's cores with the server)
+#   WARMUP=2        seconds of unmeasured load before each round
+#   CONTENDERS="strata-empty bare-hyper"   which contenders to run, in this order
+#   SKIP_BUILD=1    use the binaries already in target/release
+#
+# Adding a contender: write a `contender_NAME` function (dashes in NAME become underscores) that
+# starts the server with `start_server NAME PORT COMMAND...`, then add NAME to CONTENDERS below.
+# The servers are stopped on exit, whatever the outcome.
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+WARMUP=${WARMUP:-2}
+URL_PATH=/status/200
+# The contender every ratio is taken against.
+BASELINE=bare-hyper
+read -r -a CONTENDERS <<<"${CONTENDERS:-strata-empty bare-hyper}"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-load.XXXXXX")
+
+declare -a SERVER_PIDS=()
+declare -A URL=()     # contender -> URL under load
+declare -A RPS=()     # contender -> space-separated req/s, one per round
+declare -A P99=()     # contender -> space-separated p99 in ms, one per round
+
+cleanup() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${SERVER_PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() {
+    echo "load.sh: $*" >&2
+    exit 1
+}
+
+# --- helpers -------------------------------------------------------------------------------------
+
+# Prints a loopback port nobody is listening on. The kernel picks it when python3 is around;
+# otherwise random ports are probed. Either way another process could take it before the server
+# binds; start_server then fails with the server's own message.
+free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        return
+    fi
+    local port
+    for _ in $(seq 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free loopback port found"
+}
+
+# start_server NAME PORT COMMAND... : starts COMMAND in the background, logs to $WORK/NAME.log,
+# waits (at most 20 s) until PORT accepts connections and checks that the load URL answers 200.
+start_server() {
+    local name=$1 port=$2
+    shift 2
+    "$@" >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    SERVER_PIDS+=("$pid")
+    local deadline=$((SECONDS + 20))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$WORK/$name.log" >&2
+            die "$name exited before listening on port $port"
+        fi
+        if ((SECONDS >= deadline)); then
+            cat "$WORK/$name.log" >&2
+            die "$name did not listen on port $port within 20 s"
+        fi
+        sleep 0.1
+    done
+    local status
+    status=$(http_status "$port" "$URL_PATH")
+    [[ $status == 200 ]] || die "$name answered GET $URL_PATH with '$status' instead of 200"
+    URL[$name]="http://127.0.0.1:$port$URL_PATH"
+    echo "started $name (pid $pid) on ${URL[$name]}"
+}
+
+# http_status PORT PATH : the status code of one GET, with bash's /dev/tcp so that no HTTP client
+# needs to be installed.
+http_status() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+    read -r -t 5 line <&3 || true
+    exec 3<&-
+    line=${line%$'\r'}
+    echo "${line#* }" | cut -d' ' -f1
+}
+
+# to_ms VALUE UNIT : a latency in milliseconds.
+to_ms() {
+    awk -v v="$1" -v u="$2" 'BEGIN {
+        f = 1
+        if (u ~ /^(s|sec|secs)$/) f = 1000
+        else if (u ~ /^(us|µs)$/) f = 0.001
+        else if (u == "ns") f = 0.000001
+        printf "%.3f", v * f
+    }'
+}
+
+# median of the numbers on stdin (one per line); the mean of the middle two for an even count.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
+}
+
+# --- load tool -----------------------------------------------------------------------------------
+
+# oha if installed, else wrk; wrk is installed from Debian when neither is present and we are root
+# (oha would need a several-minute `cargo install oha --locked`).
+pick_tool() {
+    if command -v oha >/dev/null; then
+        TOOL=oha
+    elif command -v wrk >/dev/null; then
+        TOOL=wrk
+    elif [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "installing wrk (apt-get install -y wrk)"
+        apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+        TOOL=wrk
+    else
+        die "no load tool: install wrk (apt-get install wrk) or oha (cargo install oha --locked)"
+    fi
+}
+
+# load URL SECONDS : runs the load tool and prints "REQ_PER_SEC P99_MS" (P99 "-" if unknown).
+# Non-2xx answers or socket errors mean the numbers are not comparable: warned about on stderr.
+load() {
+    local url=$1 seconds=$2 out=$WORK/load.out
+    case $TOOL in
+        wrk)
+            wrk -t "$THREADS" -c "$CONNECTIONS" -d "${seconds}s" --latency "$url" >"$out" 2>&1 || {
+                cat "$out" >&2
+                die "wrk failed against $url"
+            }
+            if grep -qE 'Non-2xx|Socket errors' "$out"; then
+                echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | paste -sd';')" >&2
+            fi
+            local rps p99
+            rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+            # wrk prints e.g. "     99%    1.23ms"; split the number from its unit.
+            p99=$(awk '$1 == "99%" { print $2 }' "$out" | sed -E 's/^([0-9.]+)([a-zµ]+)$/\1 \2/')
+            echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi)"
+            ;;
+        oha)
+            # oha has no thread option; it uses a small tokio runtime of its own.
+            oha --no-tui -z "${seconds}s" -c "$CONNECTIONS" "$url" 2>&1 | sed -E 's/\x1b\[[0-9;]*m//g' >"$out" || {
+                cat "$out" >&2
+                die "oha failed against $url"
+            }
+            local rps p99
+            rps=$(awk -F'\t' '/Requests\/sec:/ { gsub(/ /, "", $2); print $2 }' "$out")
+            p99=$(awk '$1 == "99.00%" && $2 == "in" { print $3, $4 }' "$out" | head -n1)
+            echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi)"
+            ;;
+    esac
+}
+
+# --- contenders ----------------------------------------------------------------------------------
+
+# The gateway with an empty stack: what strata costs before any middleware (router, the onion's
+# panic boundaries, connection info) over the same app as bare-hyper.
+contender_strata_empty() {
+    local port config=$WORK/strata-empty.toml
+    port=$(free_port)
+    printf '[server]\nlisten = "127.0.0.1:%s"\nstack = []\n\n[[route]]\nprefix = "/"\nstack = []\napp = "echo"\n' \
+        "$port" >"$config"
+    start_server strata-empty "$port" "$TARGET/release/strata" serve --config "$config"
+}
+
+# hyper + hyper-util serving the same echo endpoint with the same connection settings: the floor.
+contender_bare_hyper() {
+    local port
+    port=$(free_port)
+    start_server bare-hyper "$port" "$TARGET/release/examples/bare_hyper" "127.0.0.1:$port"
+}
+
+# run_contender NAME : one round against NAME: a warm-up, then a measured run whose req/s and p99
+# are appended to NAME's results.
+run_contender() {
+    local name=$1 round=$2 result rps p99
+    load "${URL[$name]}" "$WARMUP" >/dev/null
+    # Assigned apart from `local` so that a failed run stops the script (set -e).
+    result=$(load "${URL[$name]}" "$DURATION")
+    read -r rps p99 <<<"$result"
+    RPS[$name]+="$rps "
+    P99[$name]+="$p99 "
+    printf '  round %d  %-16s %12.0f req/s   p99 %s ms\n' "$round" "$name" "$rps" "$p99"
+}
+
+# --- main ----------------------------------------------------------------------------------------
+
+cd "$ROOT"
+if [[ -z ${SKIP_BUILD:-} ]]; then
+    echo "building: cargo build --release --bin strata --example bare_hyper"
+    cargo build --release --bin strata --example bare_hyper
+fi
+pick_tool
+for name in "${CONTENDERS[@]}"; do
+    declare -F "contender_${name//-/_}" >/dev/null || die "unknown contender '$name'"
+    "contender_${name//-/_}"
+done
+
+echo
+echo "load: $TOOL, $CONNECTIONS connections, $THREADS client thread(s), ${WARMUP}s warm-up + ${DURATION}s per round," \
+    "$ROUNDS round(s), GET $URL_PATH, loopback"
+# Even rounds run the contenders in reverse (A B, B A, A B ...): a machine that gets busier or
+# quieter during the run then favours nobody, where A B A B would always give A the earlier slot.
+for round in $(seq "$ROUNDS"); do
+    order=("${CONTENDERS[@]}")
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#CONTENDERS[@]} - 1; i >= 0; i--)); do order+=("${CONTENDERS[i]}"); done
+    fi
+    for name in "${order[@]}"; do
+        run_contender "$name" "$round"
+    done
+done
+
+declare -A MEDIAN=()
+for name in "${CONTENDERS[@]}"; do
+    MEDIAN[$name]=$(tr ' ' '\n' <<<"${RPS[$name]}" | grep . | median)
+done
+
+echo
+printf '%-16s %14s %14s %16s\n' contender "median req/s" "median p99 ms" "vs $BASELINE"
+for name in "${CONTENDERS[@]}"; do
+    p99=$(tr ' ' '\n' <<<"${P99[$name]}" | grep -E '^[0-9.]+$' | median)
+    if [[ -n ${MEDIAN[$BASELINE]:-} ]]; then
+        ratio=$(awk -v a="${MEDIAN[$name]}" -v b="${MEDIAN[$BASELINE]}" 'BEGIN { printf "%.3f", a / b }')
+    else
+        ratio=-
+    fi
+    printf '%-16s %14.0f %14s %16s\n' "$name" "${MEDIAN[$name]}" "$p99" "$ratio"
+done
+echo "target: strata-empty / $BASELINE >= 0.97 (ratios from one run; absolute req/s depend on the machine's load)"
