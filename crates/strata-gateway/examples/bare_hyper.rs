@@ -2,10 +2,11 @@
 //! `bench/load.sh` compares the `strata` gateway against.
 //!
 //! The handler is the very endpoint strata mounts for `app = "echo"`, and the connection settings
-//! mirror the gateway's defaults (hyper-util's auto builder, HTTP/1.1 keep-alive, a 10 s header-read
-//! timeout, `TCP_NODELAY`, a multi-thread runtime). What differs is exactly what strata adds per
-//! request: its router, the (here empty) stack with its panic boundaries, and the connection info
-//! extension. The load ratio strata/bare therefore prices that, and nothing else.
+//! that touch an HTTP/1.1 request mirror the gateway's defaults (hyper-util's auto builder, keep-alive,
+//! a 10 s header-read timeout, `TCP_NODELAY`, a multi-thread runtime). Left out as not per-request
+//! costs: graceful shutdown, upgrades, the header-buffer limit and HTTP/2 tuning. What differs is then
+//! what strata adds per request: its router, the (here empty) stack with its panic boundaries, and
+//! the connection info extension. The load ratio strata/bare prices that.
 //!
 //! ```text
 //! cargo run --release -p strata-gateway --example bare_hyper -- 127.0.0.1:3000
