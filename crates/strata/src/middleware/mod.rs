@@ -8,6 +8,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod compression;
+pub use compression::{Compression, CompressionConfig};
+
+pub mod errors;
+pub use errors::{Errors, ErrorsConfig, GeneratedError};
+
 pub mod cors;
 pub use cors::{Cors, CorsBuilder, CorsConfig};
 pub mod basic_auth;
