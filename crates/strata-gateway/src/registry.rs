@@ -34,6 +34,8 @@ kinds! {
     "timing" => mw::Timing::new,
     "cors" => mw::Cors::new,
     "basic_auth" => mw::BasicAuth::new,
+    "errors" => mw::Errors::new,
+    "compression" => mw::Compression::new,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -114,7 +114,7 @@ async fn the_default_stack_times_every_layer_in_server_timing() {
     assert!(res.headers().contains_key("x-request-id"));
     let timing = res.headers()["server-timing"].to_str().unwrap().to_string();
     let names: Vec<&str> = timing.split(", ").map(|m| m.split(';').next().unwrap()).collect();
-    assert_eq!(names, ["request_id", "log", "app", "total"], "{timing}");
+    assert_eq!(names, ["request_id", "log", "errors", "app", "total"], "{timing}");
 }
 
 #[test]

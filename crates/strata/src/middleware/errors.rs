@@ -315,7 +315,7 @@ impl Middleware<Request, Response> for Errors {
     }
 
     fn facts(&self) -> Facts {
-        Facts::of(&[Fact::RecoversErrors])
+        Facts::of(&[Fact::RecoversErrors, Fact::ReadsRequestId])
     }
 }
 
@@ -878,5 +878,7 @@ mod tests {
         let errors = Errors::default();
         assert_eq!(errors.kind(), "errors");
         assert!(errors.facts().has(Fact::RecoversErrors));
+        // It puts the request id in problem bodies, so `strata check` wants it inside `request_id`.
+        assert!(errors.facts().has(Fact::ReadsRequestId));
     }
 }
