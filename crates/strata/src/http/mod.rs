@@ -1,6 +1,7 @@
 //! HTTP as one instantiation of the core: [`Request`], [`Response`], [`Body`] and response helpers.
 
 mod body;
+pub mod headers;
 pub mod response;
 
 pub use body::{Body, BodyError, BoxError};

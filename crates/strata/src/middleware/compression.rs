@@ -31,6 +31,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::{BuildContext, ConfigError};
 use crate::check::{Fact, Facts};
+use crate::http::headers::{add_vary, is_ows, is_tchar, parse_qvalue};
 use crate::http::{Body, BoxError, Next, Request, Response};
 use crate::stack::Middleware;
 
@@ -571,36 +572,6 @@ fn negotiate(headers: &HeaderMap, algorithms: &[(Algorithm, i32)]) -> Option<(Al
     if identity_q > q { None } else { Some(choice) }
 }
 
-/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )`, in thousandths.
-pub(crate) fn parse_qvalue(s: &str) -> Option<u16> {
-    let (int, frac) = match s.split_once('.') {
-        Some((int, frac)) => (int, frac),
-        None => (s, ""),
-    };
-    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut thousandths: u16 = 0;
-    for (i, digit) in frac.bytes().enumerate() {
-        thousandths += u16::from(digit - b'0') * [100, 10, 1][i];
-    }
-    match int {
-        "0" => Some(thousandths),
-        "1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-/// RFC 9110 token characters.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Optional whitespace: space and horizontal tab.
-pub(crate) fn is_ows(c: char) -> bool {
-    c == ' ' || c == '\t'
-}
-
 /// `type/subtype` of a Content-Type value, without parameters or surrounding whitespace.
 fn media_essence(value: &str) -> &str {
     value.split(';').next().unwrap_or_default().trim_matches(is_ows)
@@ -610,40 +581,6 @@ fn has_no_transform(value: &HeaderValue) -> bool {
     value.to_str().is_ok_and(|v| {
         v.split(',').any(|d| d.split('=').next().unwrap_or_default().trim().eq_ignore_ascii_case("no-transform"))
     })
-}
-
-/// Adds `name` to the response's `Vary`, merging the existing lines into one and dropping
-/// duplicates. `Vary: *` already covers every header and is left alone.
-pub(crate) fn add_vary(headers: &mut HeaderMap, name: &'static str) {
-    let mut tokens: Vec<&str> = Vec::new();
-    for value in headers.get_all(header::VARY) {
-        let Ok(value) = value.to_str() else {
-            // A line we cannot read cannot be merged; keep it and add ours beside it.
-            headers.append(header::VARY, HeaderValue::from_static(name));
-            return;
-        };
-        for token in value.split(',').map(|t| t.trim_matches(is_ows)).filter(|t| !t.is_empty()) {
-            if token == "*" || token.eq_ignore_ascii_case(name) {
-                return;
-            }
-            if !tokens.iter().any(|t| t.eq_ignore_ascii_case(token)) {
-                tokens.push(token);
-            }
-        }
-    }
-    if tokens.is_empty() {
-        headers.insert(header::VARY, HeaderValue::from_static(name));
-        return;
-    }
-    tokens.push(name);
-    match HeaderValue::from_str(&tokens.join(", ")) {
-        Ok(merged) => {
-            headers.insert(header::VARY, merged);
-        }
-        Err(_) => {
-            headers.append(header::VARY, HeaderValue::from_static(name));
-        }
-    }
 }
 
 /// A strong validator names exact bytes, which compression changes: `"x"` becomes `W/"x"`.

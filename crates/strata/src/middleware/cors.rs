@@ -59,6 +59,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use serde::Deserialize;
 
 use crate::check::{Fact, Facts};
+use crate::http::headers::add_vary;
 use crate::http::{Next, Request, Response, response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
@@ -670,33 +671,6 @@ fn mirror(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
         joined.extend_from_slice(v.as_bytes());
     }
     HeaderValue::from_bytes(&joined).ok()
-}
-
-/// Adds `name` to the response's `Vary` list, keeping what is there: never a duplicate (compared
-/// case-insensitively), and nothing at all when `Vary: *` already says "varies on everything".
-fn add_vary(headers: &mut HeaderMap, name: &str) {
-    let mut tokens: Vec<&[u8]> = Vec::new();
-    for value in headers.get_all(header::VARY) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token == b"*" || token.eq_ignore_ascii_case(name.as_bytes()) {
-                return;
-            }
-            if !token.is_empty() {
-                tokens.push(token);
-            }
-        }
-    }
-    let mut merged = tokens.join(&b", "[..]);
-    if !merged.is_empty() {
-        merged.extend_from_slice(b", ");
-    }
-    merged.extend_from_slice(name.as_bytes());
-    // Every part came from a valid header value or a header name, so this cannot fail; if it
-    // somehow did, leaving Vary as it was beats panicking on the request path.
-    if let Ok(value) = HeaderValue::from_bytes(&merged) {
-        headers.insert(header::VARY, value);
-    }
 }
 
 #[cfg(test)]

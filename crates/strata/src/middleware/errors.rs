@@ -27,9 +27,9 @@ use http::{Method, StatusCode, Uri};
 use http_body::Body as _;
 use serde::{Deserialize, Serialize};
 
-use super::compression::{add_vary, is_ows, is_tchar, parse_qvalue};
 use super::{BuildContext, ConfigError};
 use crate::check::{Fact, Facts};
+use crate::http::headers::{add_vary, is_ows, is_tchar, parse_qvalue};
 use crate::http::{Body, Next, Request, RequestId, Response};
 use crate::stack::{FromPanic, Middleware, Panic};
 

@@ -1,0 +1,96 @@
+//! Header helpers shared by the middlewares: list merging and RFC 9110 grammar pieces.
+
+use http::{HeaderMap, HeaderValue, header};
+
+/// Adds `name` to the response's `Vary` list, keeping what is there as one merged line: no
+/// duplicate (compared case-insensitively), and nothing at all when `Vary: *` already says "varies
+/// on everything".
+pub fn add_vary(headers: &mut HeaderMap, name: &str) {
+    let mut tokens: Vec<&[u8]> = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token == b"*" || token.eq_ignore_ascii_case(name.as_bytes()) {
+                return;
+            }
+            if !token.is_empty() && !tokens.iter().any(|t| t.eq_ignore_ascii_case(token)) {
+                tokens.push(token);
+            }
+        }
+    }
+    let mut merged = tokens.join(&b", "[..]);
+    if !merged.is_empty() {
+        merged.extend_from_slice(b", ");
+    }
+    merged.extend_from_slice(name.as_bytes());
+    // Every part came from a valid header value or a header name, so this cannot fail; if it
+    // somehow did, leaving Vary as it was beats panicking on the request path.
+    if let Ok(value) = HeaderValue::from_bytes(&merged) {
+        headers.insert(header::VARY, value);
+    }
+}
+
+/// `qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )` (RFC 9110 §12.4.2), in thousandths.
+pub fn parse_qvalue(s: &str) -> Option<u16> {
+    let (int, frac) = match s.split_once('.') {
+        Some((int, frac)) => (int, frac),
+        None => (s, ""),
+    };
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut thousandths: u16 = 0;
+    for (i, digit) in frac.bytes().enumerate() {
+        thousandths += u16::from(digit - b'0') * [100, 10, 1][i];
+    }
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// RFC 9110 token characters.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Optional whitespace (RFC 9110 §5.6.3): space and horizontal tab.
+pub fn is_ows(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vary(lines: &[&'static str], add: &str) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for line in lines {
+            headers.append(header::VARY, HeaderValue::from_static(line));
+        }
+        add_vary(&mut headers, add);
+        headers.get_all(header::VARY).iter().map(|v| v.to_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn vary_lists_merge_without_duplicates() {
+        assert_eq!(vary(&[], "Origin"), ["Origin"]);
+        assert_eq!(vary(&["Accept-Encoding"], "Origin"), ["Accept-Encoding, Origin"]);
+        assert_eq!(vary(&["accept, origin", "Cookie"], "Origin"), ["accept, origin", "Cookie"]);
+        assert_eq!(vary(&["Accept", "accept, Cookie"], "Origin"), ["Accept, Cookie, Origin"]);
+        assert_eq!(vary(&["*"], "Origin"), ["*"]);
+    }
+
+    #[test]
+    fn qvalues_follow_the_grammar() {
+        assert_eq!(parse_qvalue("1"), Some(1000));
+        assert_eq!(parse_qvalue("1.000"), Some(1000));
+        assert_eq!(parse_qvalue("0.5"), Some(500));
+        assert_eq!(parse_qvalue("0.125"), Some(125));
+        assert_eq!(parse_qvalue("0"), Some(0));
+        for bad in ["1.5", "2", "0.1234", "-1", "", ".5", "0.x"] {
+            assert_eq!(parse_qvalue(bad), None, "{bad}");
+        }
+    }
+}
