@@ -20,9 +20,49 @@ pub type Service = crate::stack::Service<Request, Response>;
 pub type Layer = crate::stack::Layer<Request, Response>;
 
 impl crate::stack::FromPanic for Response {
-    /// A bare 500: the panic message stays in the logs, never in the response.
+    /// A bare 500 marked [`GeneratedError`]: the panic message stays in the logs, never in the
+    /// response.
     fn from_panic(_panic: &crate::stack::Panic<'_>) -> Self {
-        response::text(http::StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+        let mut res = response::text(http::StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+        res.extensions_mut().insert(GeneratedError::new());
+        res
+    }
+}
+
+/// Marks a response as an error strata made (not the application), so the `errors` middleware may
+/// replace its body. The core marks the 500 it answers a panic with.
+///
+/// Layers that answer with an error of their own (a proxy's 502, a timeout's 504, a rate limit's
+/// 429) insert it in the response's extensions:
+///
+/// ```
+/// use strata::http::GeneratedError;
+///
+/// let mut res = strata::http::response::status(http::StatusCode::BAD_GATEWAY);
+/// res.extensions_mut().insert(GeneratedError::with_detail("The upstream server did not answer."));
+/// ```
+///
+/// The detail is `&'static str` on purpose: it is shown to clients, so it must be a fixed sentence
+/// written for them, never text built from a request, an upstream or an error value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GeneratedError {
+    detail: Option<&'static str>,
+}
+
+impl GeneratedError {
+    /// A marker with the generic detail for the response's status.
+    pub const fn new() -> Self {
+        GeneratedError { detail: None }
+    }
+
+    /// A marker with a fixed, client-safe sentence to use as the problem's `detail`.
+    pub const fn with_detail(detail: &'static str) -> Self {
+        GeneratedError { detail: Some(detail) }
+    }
+
+    /// The client-safe detail, if the layer gave one.
+    pub const fn detail(&self) -> Option<&'static str> {
+        self.detail
     }
 }
 

@@ -17,11 +17,9 @@
 //! See `docs/middleware/errors.md` for every option and rule.
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_body::Body as _;
@@ -31,7 +29,7 @@ use super::{BuildContext, ConfigError};
 use crate::check::{Fact, Facts};
 use crate::http::headers::{add_vary, is_ows, is_tchar, parse_qvalue};
 use crate::http::{Body, Next, Request, RequestId, Response};
-use crate::stack::{FromPanic, Middleware, Panic};
+use crate::stack::Middleware;
 
 /// Which error statuses `errors` formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -72,41 +70,7 @@ pub struct ErrorsConfig {
     pub pages: BTreeMap<String, PathBuf>,
 }
 
-/// Marks a response as an error strata made (not the application), so `errors` may replace its body.
-///
-/// Layers that answer with an error of their own (a proxy's 502, a timeout's 504, a rate limit's
-/// 429) insert it in the response's extensions:
-///
-/// ```
-/// use strata::middleware::GeneratedError;
-///
-/// let mut res = strata::http::response::status(http::StatusCode::BAD_GATEWAY);
-/// res.extensions_mut().insert(GeneratedError::with_detail("The upstream server did not answer."));
-/// ```
-///
-/// The detail is `&'static str` on purpose: it is shown to clients, so it must be a fixed sentence
-/// written for them, never text built from a request, an upstream or an error value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GeneratedError {
-    detail: Option<&'static str>,
-}
-
-impl GeneratedError {
-    /// A marker with the generic detail for the response's status.
-    pub const fn new() -> Self {
-        GeneratedError { detail: None }
-    }
-
-    /// A marker with a fixed, client-safe sentence to use as the problem's `detail`.
-    pub const fn with_detail(detail: &'static str) -> Self {
-        GeneratedError { detail: Some(detail) }
-    }
-
-    /// The client-safe detail, if the layer gave one.
-    pub const fn detail(&self) -> Option<&'static str> {
-        self.detail
-    }
-}
+pub use crate::http::GeneratedError;
 
 /// The `errors` middleware. Build it with [`Errors::new`] from an [`ErrorsConfig`], or take
 /// [`Errors::default`] (5xx only, text unless JSON is preferred, no pages).
@@ -126,8 +90,6 @@ pub struct Errors {
     replace_app_errors: bool,
     default_format: ErrorFormat,
     pages: HashMap<StatusCode, Bytes>,
-    /// The body the core answers a panic with (see `FromPanic for Response`), to recognise it.
-    panic_body: Bytes,
 }
 
 impl Errors {
@@ -146,13 +108,11 @@ impl Errors {
     }
 
     fn from_parts(config: &ErrorsConfig) -> Self {
-        let bare = <Response as FromPanic>::from_panic(&Panic { layer: "", message: "" });
         Errors {
             statuses: config.statuses,
             replace_app_errors: config.replace_app_errors,
             default_format: config.default_format,
             pages: HashMap::new(),
-            panic_body: Bytes::copy_from_slice(bare.body().as_bytes().unwrap_or_default()),
         }
     }
 
@@ -175,12 +135,10 @@ impl Errors {
         status.is_server_error() || (self.statuses == ErrorStatuses::All && status.is_client_error())
     }
 
-    /// Whether the response is an error strata made, as opposed to one the application wrote.
+    /// Whether the response is an error strata made (a panic's 500 is marked by the core), as
+    /// opposed to one the application wrote.
     fn made_by_strata(&self, res: &Response) -> bool {
-        res.extensions().get::<GeneratedError>().is_some()
-            || res.body().size_hint().exact() == Some(0)
-            || (res.status() == StatusCode::INTERNAL_SERVER_ERROR
-                && res.body().as_bytes().is_some_and(|b| b == self.panic_body))
+        res.extensions().get::<GeneratedError>().is_some() || res.body().size_hint().exact() == Some(0)
     }
 
     /// Formats (or leaves alone) the response that came back from inside this layer.
@@ -220,7 +178,7 @@ impl Errors {
         let page = self.pages.get(&status);
         let format = choose_format(&preferences(seen.accept.as_ref()), self.default_format, page.is_some());
         let title = title(status);
-        let detail = marker.and_then(|m| m.detail).unwrap_or_else(|| generic_detail(status));
+        let detail = marker.and_then(|m| m.detail()).unwrap_or_else(|| generic_detail(status));
         let request_id = seen.request_id();
 
         let (content_type, body): (&'static str, Bytes) = match (format, page) {
@@ -290,23 +248,9 @@ impl Seen {
 impl Middleware<Request, Response> for Errors {
     async fn handle(&self, req: Request, next: Next) -> Response {
         let seen = Seen::of(&req);
-        // `Next::run` already turns panics into the core's bare 500; catching here too keeps this
-        // layer's promise even if that ever changes.
-        let res = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
-            Ok(res) => res,
-            Err(payload) => {
-                let message = payload
-                    .downcast_ref::<&'static str>()
-                    .copied()
-                    .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("<non-string panic payload>");
-                tracing::error!(panic = message, "a layer inside `errors` panicked");
-                let mut res = Response::new(Body::empty());
-                *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                res.extensions_mut().insert(GeneratedError::new());
-                res
-            }
-        };
+        // A panic inside is already a 500 marked `GeneratedError` when it gets here: `Next::run`
+        // catches it at the panicking layer's boundary (see `FromPanic for Response`).
+        let res = next.run(req).await;
         self.finish(res, &seen)
     }
 
