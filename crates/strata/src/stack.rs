@@ -719,6 +719,33 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), ["A in", "A out"]);
     }
 
+    /// A middleware whose `handle` panics before returning a future (not an `async fn`).
+    struct PanicsSynchronously;
+
+    impl Middleware<String, Reply> for PanicsSynchronously {
+        #[allow(clippy::manual_async_fn)]
+        fn handle(&self, _req: String, _next: Next<String, Reply>) -> impl Future<Output = Reply> + Send {
+            if true {
+                panic!("before any future exists");
+            }
+            async { Reply(String::new()) }
+        }
+    }
+
+    #[test]
+    fn a_layer_panicking_before_its_future_exists_still_becomes_a_response() {
+        let log: Log = Default::default();
+        let service = Stack::new().with(PanicsSynchronously).serve(app(log.clone()));
+        // Caught by the `Run` around the layer's future, which does not know the layer's name.
+        assert_eq!(block_on(service.call("r".into())), Reply("panic in stack".into()));
+        let outer = Stack::new()
+            .with(Record { label: "A", log: log.clone() })
+            .with(PanicsSynchronously)
+            .serve(app(log.clone()));
+        assert_eq!(block_on(outer.call("r".into())), Reply("panic in stack".into()));
+        assert_eq!(*log.lock().unwrap(), ["A in", "A out"]);
+    }
+
     #[test]
     fn the_stack_knows_its_layers_in_order() {
         let log: Log = Default::default();
