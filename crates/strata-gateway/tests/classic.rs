@@ -128,11 +128,14 @@ async fn preflights_pass_and_errors_carry_cors_request_id_and_timing_headers() {
 }
 
 #[test]
-fn check_warns_about_auth_outside_cors_logging_inside_auth_and_weak_hashes() {
+fn check_warns_about_auth_outside_cors_logging_and_errors_inside_auth_and_weak_hashes() {
     let cfg = write_config(
         r#"
 [server]
-stack = ["auth", "cors", "log"]
+stack = ["auth", "cors", "log", "errors"]
+
+[middleware.errors]
+kind = "errors"
 
 [middleware.auth]
 kind = "basic_auth"
@@ -162,6 +165,10 @@ app = "tasks"
     );
     assert!(
         stdout.contains("middleware auth: warning[weak-password-hash]: user `bob` has a {SHA} password entry"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning[errors-not-outermost]: `auth` (basic_auth) can fail but sits outside `errors`"),
         "{stdout}"
     );
     assert!(!stdout.contains("W6ph5Mm5"), "check never prints a hash: {stdout}");

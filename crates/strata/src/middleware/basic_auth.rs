@@ -85,7 +85,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::check::{Diagnostic, Fact, Facts, Severity};
-use crate::http::{AuthenticatedUser, Next, Request, Response, response};
+use crate::http::{AuthenticatedUser, GeneratedError, Next, Request, Response, response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
@@ -451,11 +451,14 @@ impl Middleware<Request, Response> for BasicAuth {
                 let mut res =
                     response::text(StatusCode::SERVICE_UNAVAILABLE, "Too many logins at once, retry shortly\n");
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                res.extensions_mut().insert(GeneratedError::with_detail("Too many logins at once; retry shortly."));
                 return res;
             }
             Err(Rejection::Lost) => {
                 tracing::error!(user = %user, "password verification failed unexpectedly");
-                return response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+                let mut res = response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+                res.extensions_mut().insert(GeneratedError::new());
+                return res;
             }
         };
         drop(password);
@@ -479,7 +482,8 @@ impl Middleware<Request, Response> for BasicAuth {
     }
 
     fn facts(&self) -> Facts {
-        Facts::of(&[Fact::ShortCircuits])
+        // It can fail: a saturated verification pool answers 503, which `errors` should format.
+        Facts::of(&[Fact::ShortCircuits, Fact::CanFail])
     }
 
     fn diagnostics(&self) -> Vec<Diagnostic> {
@@ -1509,6 +1513,6 @@ mod tests {
     fn kind_and_facts() {
         let auth = auth_with(sha_hash("x"));
         assert_eq!(Middleware::kind(&auth), "basic_auth");
-        assert_eq!(auth.facts(), Facts::of(&[Fact::ShortCircuits]));
+        assert_eq!(auth.facts(), Facts::of(&[Fact::ShortCircuits, Fact::CanFail]));
     }
 }
