@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # Load comparison: the strata gateway against other servers answering the same requests.
 #
-# Every contender serves the built-in `echo` app's `/status/200` on its own loopback port. Contenders
-# take turns (A B, then B A, ...), each run preceded by a short warm-up, so that noise from the
-# shared machine lands on all of them alike. The script prints req/s and p99 latency per round,
-# the median per contender, and each contender's ratio to the baseline (bare hyper).
+# Every contender serves the built-in `echo` app's `/status/200` on its own loopback port, and every
+# request carries the same `Authorization: Basic` (alice / wonderland) and allowed `Origin` headers,
+# so the classic stacks' CORS and auth layers do real work and all contenders parse the same bytes.
+# Contenders take turns (A B, then B A, ...), each run preceded by a short warm-up, so that noise
+# from the shared machine lands on all of them alike. The script prints req/s and p99 latency per
+# round, the median per contender, each contender's ratio to the baseline (bare hyper), and the
+# ratios with a target (strata-empty/bare, strata-classic/bare, strata-classic/axum-classic).
+#
+# Contenders:
+#   strata-empty    the gateway, empty stack, over the echo app
+#   bare-hyper      hyper + hyper-util serving the same echo endpoint (crates/strata-gateway/examples)
+#   strata-classic  the gateway with examples/classic.toml's stack (timing, request_id, JSON
+#                   access_log to a file, cors, basic_auth with an argon2id hash) over the echo app
+#   axum-classic    axum + tower-http with the equivalent stack (bench/axum-classic/, built outside
+#                   the workspace); it verifies argon2 on every request, strata caches verified
+#                   credentials
+# and, not run by default, pieces of strata-classic: strata-classic-nolog (without the access log),
+# strata-log (the access log alone).
 #
 # Usage: bash bench/load.sh
 #   DURATION=8      seconds measured per round
@@ -12,8 +26,8 @@
 #   CONNECTIONS=32  concurrent keep-alive connections
 #   THREADS=1       load-generator threads (the client shares the machine's cores with the server)
 #   WARMUP=2        seconds of unmeasured load before each round
-#   CONTENDERS="strata-empty bare-hyper"   which contenders to run, in this order
-#   SKIP_BUILD=1    use the binaries already in target/release
+#   CONTENDERS="strata-empty bare-hyper strata-classic axum-classic"   which to run, in this order
+#   SKIP_BUILD=1    use the binaries already built (target/release, bench/axum-classic/target/release)
 #
 # Adding a contender: write a `contender_NAME` function (dashes in NAME become underscores) that
 # starts the server with `start_server NAME PORT COMMAND...`, then add NAME to CONTENDERS below.
@@ -28,16 +42,32 @@ WARMUP=${WARMUP:-2}
 URL_PATH=/status/200
 # The contender every ratio is taken against.
 BASELINE=bare-hyper
-read -r -a CONTENDERS <<<"${CONTENDERS:-strata-empty bare-hyper}"
+read -r -a CONTENDERS <<<"${CONTENDERS:-strata-empty bare-hyper strata-classic axum-classic}"
+# The classic stacks' user, and a request header set every contender gets: credentials for
+# basic_auth and an origin cors allows (examples/classic.toml's). Same bytes for everyone, so a ratio
+# prices what a server does with them, not how many bytes it parsed.
+AUTH_USER=alice
+AUTH_PASSWORD=wonderland
+REQUEST_HEADERS=(
+    "Authorization: Basic $(printf '%s:%s' "$AUTH_USER" "$AUTH_PASSWORD" | base64)"
+    "Origin: http://localhost:5173"
+)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# The axum contender is its own cargo project with its own target directory, whatever
+# CARGO_TARGET_DIR says, so its binary is always found at the same place.
+AXUM_DIR=$ROOT/bench/axum-classic
+AXUM_TARGET=$AXUM_DIR/target
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-load.XXXXXX")
 
 declare -a SERVER_PIDS=()
 declare -A URL=()     # contender -> URL under load
 declare -A RPS=()     # contender -> space-separated req/s, one per round
 declare -A P99=()     # contender -> space-separated p99 in ms, one per round
+declare -A SENT=()    # contender -> requests completed in all its runs, warm-ups included
+declare -A ACCESS_LOG=()  # contender -> its access log file, for the lines-vs-requests check
+ALICE_HASH=""         # the argon2id hash of AUTH_PASSWORD, made once by `strata hash-password`
 
 cleanup() {
     local pid
@@ -105,12 +135,16 @@ start_server() {
     echo "started $name (pid $pid) on ${URL[$name]}"
 }
 
-# http_status PORT PATH : the status code of one GET, with bash's /dev/tcp so that no HTTP client
-# needs to be installed.
+# http_status PORT PATH : the status code of one GET carrying REQUEST_HEADERS, with bash's
+# /dev/tcp so that no HTTP client needs to be installed.
 http_status() {
-    local line
+    local line header
     exec 3<>"/dev/tcp/127.0.0.1/$1"
-    printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+    {
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n' "$2"
+        for header in "${REQUEST_HEADERS[@]}"; do printf '%s\r\n' "$header"; done
+        printf '\r\n'
+    } >&3
     read -r -t 5 line <&3 || true
     exec 3<&-
     line=${line%$'\r'}
@@ -154,35 +188,46 @@ pick_tool() {
     fi
 }
 
-# load URL SECONDS : runs the load tool and prints "REQ_PER_SEC P99_MS" (P99 "-" if unknown).
-# Non-2xx answers or socket errors mean the numbers are not comparable: warned about on stderr.
+# load URL SECONDS : runs the load tool and prints "REQ_PER_SEC P99_MS REQUESTS" (P99 "-" if
+# unknown), REQUESTS being the number of responses received. Non-2xx answers or socket errors mean
+# the numbers are not comparable: warned about on stderr.
 load() {
-    local url=$1 seconds=$2 out=$WORK/load.out
+    local url=$1 seconds=$2 out=$WORK/load.out header
+    local -a header_args=()
+    for header in "${REQUEST_HEADERS[@]}"; do header_args+=(-H "$header"); done
     case $TOOL in
         wrk)
-            wrk -t "$THREADS" -c "$CONNECTIONS" -d "${seconds}s" --latency "$url" >"$out" 2>&1 || {
+            # A 10 s timeout rather than wrk's 2 s: a contender that verifies a password hash per
+            # request answers slowly under 32 connections, and its slow answers must count as
+            # answers, not vanish as timeouts.
+            wrk -t "$THREADS" -c "$CONNECTIONS" -d "${seconds}s" --timeout 10s --latency "${header_args[@]}" "$url" \
+                >"$out" 2>&1 || {
                 cat "$out" >&2
                 die "wrk failed against $url"
             }
             if grep -qE 'Non-2xx|Socket errors' "$out"; then
                 echo "warning: $url: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | paste -sd';')" >&2
             fi
-            local rps p99
+            local rps p99 requests
             rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
             # wrk prints e.g. "     99%    1.23ms"; split the number from its unit.
             p99=$(awk '$1 == "99%" { print $2 }' "$out" | sed -E 's/^([0-9.]+)([a-zµ]+)$/\1 \2/')
-            echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi)"
+            requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
+            echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
             ;;
         oha)
             # oha has no thread option; it uses a small tokio runtime of its own.
-            oha --no-tui -z "${seconds}s" -c "$CONNECTIONS" "$url" 2>&1 | sed -E 's/\x1b\[[0-9;]*m//g' >"$out" || {
+            oha --no-tui -z "${seconds}s" -c "$CONNECTIONS" "${header_args[@]}" "$url" 2>&1 |
+                sed -E 's/\x1b\[[0-9;]*m//g' >"$out" || {
                 cat "$out" >&2
                 die "oha failed against $url"
             }
-            local rps p99
+            local rps p99 requests
             rps=$(awk -F'\t' '/Requests\/sec:/ { gsub(/ /, "", $2); print $2 }' "$out")
             p99=$(awk '$1 == "99.00%" && $2 == "in" { print $3, $4 }' "$out" | head -n1)
-            echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi)"
+            # The status code distribution: "  [200] 12345 responses".
+            requests=$(awk '$1 ~ /^\[[0-9]+\]$/ && $3 == "responses" { n += $2 } END { print n + 0 }' "$out")
+            echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
             ;;
     esac
 }
@@ -206,17 +251,104 @@ contender_bare_hyper() {
     start_server bare-hyper "$port" "$TARGET/release/examples/bare_hyper" "127.0.0.1:$port"
 }
 
+# alice_hash : sets ALICE_HASH to an argon2id hash of AUTH_PASSWORD, made once by the gateway's own
+# `strata hash-password` at its full default cost (the cost a real config would carry).
+alice_hash() {
+    if [[ -z $ALICE_HASH ]]; then
+        ALICE_HASH=$(printf '%s\n' "$AUTH_PASSWORD" | "$TARGET/release/strata" hash-password)
+        [[ $ALICE_HASH == '$argon2id$'* ]] || die "strata hash-password printed '$ALICE_HASH'"
+    fi
+}
+
+# start_strata_stack NAME STACK : the gateway over the echo app with the server stack STACK (a TOML
+# array body such as '"timing", "log"'), every middleware of examples/classic.toml defined, the
+# access log (when used) writing JSON to a file in $WORK.
+start_strata_stack() {
+    local name=$1 stack=$2 port config=$WORK/$1.toml log=$WORK/$1-access.log
+    port=$(free_port)
+    alice_hash
+    cat >"$config" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+stack = [$stack]
+
+[middleware.timing]
+kind = "timing"
+
+[middleware.request_id]
+kind = "request_id"
+
+[middleware.log]
+kind = "access_log"
+format = "json"
+output = "$log"
+
+[middleware.cors]
+kind = "cors"
+allow_origins = ["http://localhost:5173", "https://*.example.com"]
+allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+allow_headers = ["content-type", "authorization"]
+expose_headers = ["x-request-id", "x-response-time"]
+allow_credentials = true
+max_age = 600
+
+[middleware.auth]
+kind = "basic_auth"
+realm = "tasks"
+users = { $AUTH_USER = "$ALICE_HASH" }
+
+[[route]]
+prefix = "/"
+stack = []
+app = "echo"
+EOF
+    if [[ $stack == *'"log"'* ]]; then ACCESS_LOG[$name]=$log; fi
+    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+}
+
+# The gateway with the classic stack of examples/classic.toml (timing → request_id → access_log →
+# cors → basic_auth), over the echo app instead of tasks so that it serves the same handler as the
+# others. The access log is JSON in a file, as a production server would keep it.
+contender_strata_classic() {
+    start_strata_stack strata-classic '"timing", "request_id", "log", "cors", "auth"'
+}
+
+# Not in the default list; they say where strata-classic's time goes (docs/benchmarks.md).
+# The classic stack without its access log:
+contender_strata_classic_nolog() {
+    start_strata_stack strata-classic-nolog '"timing", "request_id", "cors", "auth"'
+}
+
+# The access log alone:
+contender_strata_log() {
+    start_strata_stack strata-log '"log"'
+}
+
+# axum + tower-http with the equivalent stack (bench/axum-classic/src/main.rs), same hash, same
+# echo endpoint, its JSON access log in a file too.
+contender_axum_classic() {
+    local port log=$WORK/axum-classic-access.log
+    port=$(free_port)
+    alice_hash
+    ACCESS_LOG[axum-classic]=$log
+    start_server axum-classic "$port" "$AXUM_TARGET/release/axum-classic" "127.0.0.1:$port" "$log" \
+        "$AUTH_USER:$ALICE_HASH"
+}
+
 # run_contender NAME : one round against NAME: a warm-up, then a measured run whose req/s and p99
 # are appended to NAME's results.
 run_contender() {
-    local name=$1 round=$2 result rps p99
-    load "${URL[$name]}" "$WARMUP" >/dev/null
+    local name=$1 round=$2 result rps p99 requests
     # Assigned apart from `local` so that a failed run stops the script (set -e).
+    result=$(load "${URL[$name]}" "$WARMUP")
+    read -r _ _ requests <<<"$result"
+    SENT[$name]=$((${SENT[$name]:-0} + requests))
     result=$(load "${URL[$name]}" "$DURATION")
-    read -r rps p99 <<<"$result"
+    read -r rps p99 requests <<<"$result"
+    SENT[$name]=$((${SENT[$name]:-0} + requests))
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
-    printf '  round %d  %-16s %12.0f req/s   p99 %s ms\n' "$round" "$name" "$rps" "$p99"
+    printf '  round %d  %-22s %12.0f req/s   p99 %s ms\n' "$round" "$name" "$rps" "$p99"
 }
 
 # --- main ----------------------------------------------------------------------------------------
@@ -225,6 +357,12 @@ cd "$ROOT"
 if [[ -z ${SKIP_BUILD:-} ]]; then
     echo "building: cargo build --release --bin strata --example bare_hyper"
     cargo build --release --bin strata --example bare_hyper
+    if [[ " ${CONTENDERS[*]} " == *" axum-classic "* ]]; then
+        # Outside the workspace, so `cargo test --workspace` never builds axum; the first build takes
+        # a few minutes, later ones are no-ops.
+        echo "building: cargo build --release --manifest-path bench/axum-classic/Cargo.toml"
+        CARGO_TARGET_DIR=$AXUM_TARGET cargo build --release --manifest-path "$AXUM_DIR/Cargo.toml"
+    fi
 fi
 pick_tool
 for name in "${CONTENDERS[@]}"; do
@@ -235,6 +373,11 @@ done
 echo
 echo "load: $TOOL, $CONNECTIONS connections, $THREADS client thread(s), ${WARMUP}s warm-up + ${DURATION}s per round," \
     "$ROUNDS round(s), GET $URL_PATH, loopback"
+echo "every request carries: $(printf '%s; ' "${REQUEST_HEADERS[@]}" | sed 's/; $//')"
+# The run's own threads push the load average up as it goes (load generator, server workers, and
+# axum-classic's blocking pool of up to one argon2 thread per connection): the start is the
+# figure that says how busy the machine was.
+echo "load average (1, 5, 15 min) at the start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 # Even rounds run the contenders in reverse (A B, B A, A B ...): a machine that gets busier or
 # quieter during the run then favours nobody, where A B A B would always give A the earlier slot.
 for round in $(seq "$ROUNDS"); do
@@ -254,7 +397,7 @@ for name in "${CONTENDERS[@]}"; do
 done
 
 echo
-printf '%-16s %14s %14s %16s\n' contender "median req/s" "median p99 ms" "vs $BASELINE"
+printf '%-22s %14s %14s %16s\n' contender "median req/s" "median p99 ms" "vs $BASELINE"
 for name in "${CONTENDERS[@]}"; do
     p99=$(tr ' ' '\n' <<<"${P99[$name]}" | grep -E '^[0-9.]+$' | median)
     if [[ -n ${MEDIAN[$BASELINE]:-} ]]; then
@@ -262,6 +405,37 @@ for name in "${CONTENDERS[@]}"; do
     else
         ratio=-
     fi
-    printf '%-16s %14.0f %14s %16s\n' "$name" "${MEDIAN[$name]}" "$p99" "$ratio"
+    printf '%-22s %14.0f %14s %16s\n' "$name" "${MEDIAN[$name]}" "$p99" "$ratio"
 done
-echo "target: strata-empty / $BASELINE >= 0.97 (ratios from one run; absolute req/s depend on the machine's load)"
+
+# ratio A B TARGET : "A / B = R (target >= T) ok|BELOW", when both ran.
+ratio() {
+    local a=$1 b=$2 target=$3
+    [[ -n ${MEDIAN[$a]:-} && -n ${MEDIAN[$b]:-} ]] || return 0
+    awk -v a="${MEDIAN[$a]}" -v b="${MEDIAN[$b]}" -v t="$target" -v an="$a" -v bn="$b" 'BEGIN {
+        r = (b > 0) ? a / b : 0
+        printf "  %-32s %8.3f   target >= %s  %s\n", an " / " bn, r, t, (r >= t) ? "ok" : "BELOW"
+    }'
+}
+echo
+echo "ratios of median req/s (from this run only; absolute req/s depend on the machine's load):"
+ratio strata-empty "$BASELINE" 0.97
+ratio strata-classic "$BASELINE" 0.93
+ratio strata-classic axum-classic 1.15
+
+# A log line dropped under load would be work a contender skipped: compare lines with responses.
+# Lines are written after the response, so give the writers a moment to drain.
+if ((${#ACCESS_LOG[@]} > 0)); then
+    sleep 1
+    echo
+    echo "access logs (every response should have its line; +1 for the start-up check):"
+    for name in "${CONTENDERS[@]}"; do
+        [[ -n ${ACCESS_LOG[$name]:-} ]] || continue
+        lines=$(wc -l <"${ACCESS_LOG[$name]}" 2>/dev/null || echo 0)
+        printf '  %-22s %10s lines for %10s responses\n' "$name" "$lines" "$((${SENT[$name]:-0} + 1))"
+        if grep -qi 'dropped' "$WORK/$name.log"; then
+            echo "  warning: $name reported dropped log lines: $(grep -i dropped "$WORK/$name.log" | tail -n1)" >&2
+        fi
+    done
+fi
+echo "load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
