@@ -318,13 +318,16 @@ where
 
     /// Like [`Stack::serve`], for an endpoint that is already shared.
     pub fn serve_arc(self, endpoint: Arc<dyn Endpoint<Req, Res>>) -> Service<Req, Res> {
-        Service { chain: Arc::new(Chain { layers: self.layers.into_boxed_slice(), endpoint }) }
+        let names = self.layers.iter().map(|l| l.name.clone()).chain(std::iter::once(Arc::from("app"))).collect();
+        Service { chain: Arc::new(Chain { layers: self.layers.into_boxed_slice(), endpoint, names }) }
     }
 }
 
 struct Chain<Req, Res> {
     layers: Box<[Layer<Req, Res>]>,
     endpoint: Arc<dyn Endpoint<Req, Res>>,
+    // The layers' names then "app", shared by every LayerTimer of this chain.
+    names: Arc<[Arc<str>]>,
 }
 
 /// A stack wrapped around its endpoint: call it with a request to get a response.
@@ -420,11 +423,11 @@ where
     /// each remaining layer took until it returned its response (the response head: streaming a body
     /// happens later). A timing middleware uses it to report per-layer `Server-Timing`.
     pub fn timed(mut self) -> (Self, Arc<LayerTimer>) {
-        let remaining = &self.chain.layers[self.index..];
+        let remaining = self.chain.layers.len() - self.index;
         let timer = Arc::new(LayerTimer {
             base: self.index,
-            names: remaining.iter().map(|l| l.name.clone()).chain(std::iter::once(Arc::from("app"))).collect(),
-            inclusive_nanos: (0..=remaining.len()).map(|_| AtomicU64::new(0)).collect(),
+            names: self.chain.names.clone(),
+            inclusive_nanos: (0..=remaining).map(|_| AtomicU64::new(0)).collect(),
         });
         self.timer = Some(timer.clone());
         (self, timer)
@@ -435,7 +438,8 @@ where
 #[derive(Debug)]
 pub struct LayerTimer {
     base: usize,
-    names: Box<[Arc<str>]>,
+    // Every name of the chain; this timer's layers are `names[base..]`.
+    names: Arc<[Arc<str>]>,
     // Time from entering a layer until its response came back, inner layers included. Atomics,
     // because a layer may run its inner layers on another task.
     inclusive_nanos: Box<[AtomicU64]>,
@@ -450,16 +454,12 @@ impl LayerTimer {
 
     /// Each timed layer (outermost first, then `"app"` for the endpoint) with the time spent in it
     /// alone: its own time minus the time of the layers inside it.
-    pub fn exclusive(&self) -> Vec<(&str, Duration)> {
-        let inclusive: Vec<u64> = self.inclusive_nanos.iter().map(|n| n.load(Ordering::Relaxed)).collect();
-        self.names
+    pub fn exclusive(&self) -> impl Iterator<Item = (&str, Duration)> {
+        let nanos = |i: usize| self.inclusive_nanos.get(i).map_or(0, |n| n.load(Ordering::Relaxed));
+        self.names[self.base..]
             .iter()
             .enumerate()
-            .map(|(i, name)| {
-                let inner = inclusive.get(i + 1).copied().unwrap_or(0);
-                (&**name, Duration::from_nanos(inclusive[i].saturating_sub(inner)))
-            })
-            .collect()
+            .map(move |(i, name)| (&**name, Duration::from_nanos(nanos(i).saturating_sub(nanos(i + 1)))))
     }
 
     /// The time of the first timed layer, everything inside it included.
@@ -783,7 +783,7 @@ mod tests {
                         let (next, timer) = next.timed();
                         let res = next.run(req).await;
                         let mut seen = seen.lock().unwrap();
-                        *seen = timer.exclusive().into_iter().map(|(n, d)| (n.to_string(), d)).collect();
+                        *seen = timer.exclusive().map(|(n, d)| (n.to_string(), d)).collect();
                         seen.push(("total".into(), timer.total()));
                         res
                     }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::{BuildContext, ConfigError};
 use crate::Middleware;
+use crate::http::headers::is_tchar;
 use crate::http::{Next, Request, Response};
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
@@ -117,17 +118,21 @@ fn is_origin(text: &str) -> bool {
 }
 
 /// Milliseconds with microsecond precision, as `Server-Timing` and `x-response-time` show them.
-fn millis(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1000.0)
+fn write_millis(out: &mut String, d: Duration) {
+    use std::fmt::Write;
+    let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
 }
 
-/// A metric name must be a token; layer names from code may hold anything else.
-fn metric_name(name: &str) -> String {
-    let token: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c) { c } else { '_' })
-        .collect();
-    if token.is_empty() { "_".to_string() } else { token }
+/// A metric name must be a token; layer names from code may hold anything else (names from a
+/// config are tokens already, and are copied as they are).
+fn push_metric_name(out: &mut String, name: &str) {
+    if name.is_empty() {
+        out.push('_');
+    } else if name.bytes().all(is_tchar) {
+        out.push_str(name);
+    } else {
+        out.extend(name.chars().map(|c| if c.is_ascii() && is_tchar(c as u8) { c } else { '_' }));
+    }
 }
 
 impl Middleware<Request, Response> for Timing {
@@ -142,17 +147,25 @@ impl Middleware<Request, Response> for Timing {
         let mut res = next.run(req).await;
         let total = started.elapsed();
         let headers = res.headers_mut();
-        if let Some(name) = &self.header
-            && let Ok(value) = HeaderValue::try_from(format!("{}ms", millis(total)))
-        {
-            headers.insert(name.clone(), value);
+        if let Some(name) = &self.header {
+            let mut value = String::with_capacity(16);
+            write_millis(&mut value, total);
+            value.push_str("ms");
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name.clone(), value);
+            }
         }
         if self.server_timing {
-            let mut metrics = String::new();
+            // One buffer for the whole header: this runs on every response.
+            let mut metrics = String::with_capacity(128);
             for (name, spent) in timer.iter().flat_map(|t| t.exclusive()) {
-                metrics.push_str(&format!("{};dur={}, ", metric_name(name), millis(spent)));
+                push_metric_name(&mut metrics, name);
+                metrics.push_str(";dur=");
+                write_millis(&mut metrics, spent);
+                metrics.push_str(", ");
             }
-            metrics.push_str(&format!("total;dur={}", millis(total)));
+            metrics.push_str("total;dur=");
+            write_millis(&mut metrics, total);
             if let Ok(value) = HeaderValue::try_from(metrics) {
                 // Appended: an upstream's own Server-Timing metrics stay beside ours.
                 headers.append(SERVER_TIMING, value);
@@ -278,9 +291,15 @@ mod tests {
 
     #[test]
     fn layer_names_become_tokens() {
-        assert_eq!(metric_name("log"), "log");
-        assert_eq!(metric_name("my layer/1"), "my_layer_1");
-        assert_eq!(metric_name(""), "_");
+        let token = |name: &str| {
+            let mut out = String::new();
+            push_metric_name(&mut out, name);
+            out
+        };
+        assert_eq!(token("log"), "log");
+        assert_eq!(token("my layer/1"), "my_layer_1");
+        assert_eq!(token("é"), "_");
+        assert_eq!(token(""), "_");
     }
 
     #[test]
