@@ -174,6 +174,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// Every fact a layer of any route declares.
+    pub fn facts(&self) -> Facts {
+        self.routes.iter().fold(self.not_found.facts(), |all, r| all.union(r.service.facts()))
+    }
+
     /// Runs a request through its route's onion (or the server stack's 404).
     pub fn call(&self, req: Request) -> Run<Response> {
         let path = req.uri().path();

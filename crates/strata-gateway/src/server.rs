@@ -12,8 +12,8 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::sync::Arc;
 
-use strata::Run;
 use strata::http::{Body, ConnectionInfo, Request, Response, Service};
+use strata::{Fact, Facts, Run};
 use tokio::net::TcpListener;
 
 use crate::config::Server;
@@ -23,17 +23,28 @@ use crate::routes::Router;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request.
     fn handle(&self, req: Request) -> Run<Response>;
+
+    /// What its layers declare (the server sets [`ConnectionInfo`] only when one reads it).
+    fn facts(&self) -> Facts;
 }
 
 impl Handler for Router {
     fn handle(&self, req: Request) -> Run<Response> {
         self.call(req)
     }
+
+    fn facts(&self) -> Facts {
+        Router::facts(self)
+    }
 }
 
 impl Handler for Service {
     fn handle(&self, req: Request) -> Run<Response> {
         self.call(req)
+    }
+
+    fn facts(&self) -> Facts {
+        Service::facts(self)
     }
 }
 
@@ -53,6 +64,8 @@ pub async fn serve<H: Handler>(
     let builder = connection_builder(settings);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr()?;
+    // Inserting into a request's extensions allocates: only for stacks that read the address.
+    let set_connection_info = handler.facts().has(Fact::ReadsClientAddress);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -73,7 +86,9 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let mut req = req.map(Body::from);
-            req.extensions_mut().insert(info);
+            if set_connection_info {
+                req.extensions_mut().insert(info);
+            }
             let response = handler.handle(req);
             async move { Ok::<_, Infallible>(response.await) }
         });

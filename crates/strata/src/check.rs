@@ -31,11 +31,14 @@ pub enum Fact {
     FlushesEvents,
     /// Streams `text/event-stream` responses (an app or upstream).
     StreamsEvents,
+    /// Reads the client's address ([`crate::http::ConnectionInfo`]); servers set it only for stacks
+    /// that have such a layer.
+    ReadsClientAddress,
 }
 
 impl Fact {
     /// Every fact, in a stable order (for display).
-    pub const ALL: [Fact; 10] = [
+    pub const ALL: [Fact; 11] = [
         Fact::ShortCircuits,
         Fact::SeesEveryRequest,
         Fact::AnswersPreflight,
@@ -46,6 +49,7 @@ impl Fact {
         Fact::RewritesBody,
         Fact::FlushesEvents,
         Fact::StreamsEvents,
+        Fact::ReadsClientAddress,
     ];
 
     const fn bit(self) -> u32 {
@@ -65,6 +69,7 @@ impl Fact {
             Fact::RewritesBody => "rewrites response bodies",
             Fact::FlushesEvents => "flushes each server-sent event",
             Fact::StreamsEvents => "streams server-sent events",
+            Fact::ReadsClientAddress => "uses the client's address",
         }
     }
 }
@@ -91,6 +96,11 @@ impl Facts {
     /// This set plus `fact`.
     pub const fn with(self, fact: Fact) -> Facts {
         Facts(self.0 | fact.bit())
+    }
+
+    /// Every fact in either set.
+    pub const fn union(self, other: Facts) -> Facts {
+        Facts(self.0 | other.0)
     }
 
     /// Whether `fact` is in the set.

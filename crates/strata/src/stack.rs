@@ -365,6 +365,11 @@ where
     pub fn layers(&self) -> &[Layer<Req, Res>] {
         &self.chain.layers
     }
+
+    /// Every fact any of the layers declares.
+    pub fn facts(&self) -> Facts {
+        self.chain.layers.iter().fold(Facts::NONE, |all, l| all.union(l.facts))
+    }
 }
 
 impl<Req, Res> Endpoint<Req, Res> for Service<Req, Res>

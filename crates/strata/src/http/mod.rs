@@ -66,7 +66,11 @@ impl GeneratedError {
     }
 }
 
-/// Where a request came from: set by the server on every request it accepts.
+/// Where a request came from, in the request's extensions.
+///
+/// The gateway's server sets it for stacks with a layer declaring
+/// [`Fact::ReadsClientAddress`](crate::Fact::ReadsClientAddress) (an access log, a rate limit): a
+/// middleware that reads it must declare that fact, and stacks without one save the cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// The address of the TCP peer (a client, or a proxy in front of strata).

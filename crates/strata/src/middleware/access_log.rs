@@ -186,7 +186,7 @@ impl Middleware<Request, Response> for AccessLog {
     }
 
     fn facts(&self) -> Facts {
-        Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId])
+        Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId, Fact::ReadsClientAddress])
     }
 }
 
@@ -1066,7 +1066,10 @@ mod tests {
                 .unwrap();
         assert!(Arc::ptr_eq(&stderr.sink, &again.sink));
         assert_eq!((stderr.kind(), stderr.format()), ("access_log", LogFormat::Combined));
-        assert_eq!(stderr.facts(), Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId]));
+        assert_eq!(
+            stderr.facts(),
+            Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId, Fact::ReadsClientAddress])
+        );
         assert_eq!(AccessLog::json().format(), LogFormat::Json);
     }
 
