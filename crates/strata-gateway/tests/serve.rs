@@ -135,10 +135,10 @@ fn a_slow_client_is_cut_off_after_the_header_read_timeout() {
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_zero() {
     let mut strata = Strata::start(Some(ECHO_AND_TASKS));
-    let url = strata.url("/delay/1500");
+    let url = strata.url("/delay/2500");
     let in_flight = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
-    // Let the request reach the app before the signal.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Let the request reach the app before the signal (generously: CI machines can be busy).
+    tokio::time::sleep(Duration::from_millis(900)).await;
     strata.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(TcpStream::connect(strata.addr).is_err(), "new connections are refused during shutdown");
