@@ -54,7 +54,6 @@ pub fn build_layer(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildCont
     })
 }
 
-#[allow(dead_code)] // Used by every entry of `kinds!`.
 fn build<C, M>(
     decl: MiddlewareDecl<'_>,
     source: Source<'_>,
