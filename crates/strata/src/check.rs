@@ -34,11 +34,14 @@ pub enum Fact {
     /// Reads the client's address ([`crate::http::ConnectionInfo`]); servers set it only for stacks
     /// that have such a layer.
     ReadsClientAddress,
+    /// Groups requests by client address (a rate limit keyed on it): wrong client addresses merge
+    /// clients.
+    KeysOnClientAddress,
 }
 
 impl Fact {
     /// Every fact, in a stable order (for display).
-    pub const ALL: [Fact; 11] = [
+    pub const ALL: [Fact; 12] = [
         Fact::ShortCircuits,
         Fact::SeesEveryRequest,
         Fact::AnswersPreflight,
@@ -50,6 +53,7 @@ impl Fact {
         Fact::FlushesEvents,
         Fact::StreamsEvents,
         Fact::ReadsClientAddress,
+        Fact::KeysOnClientAddress,
     ];
 
     const fn bit(self) -> u32 {
@@ -70,6 +74,7 @@ impl Fact {
             Fact::FlushesEvents => "flushes each server-sent event",
             Fact::StreamsEvents => "streams server-sent events",
             Fact::ReadsClientAddress => "uses the client's address",
+            Fact::KeysOnClientAddress => "groups requests by client address",
         }
     }
 }
@@ -123,6 +128,8 @@ impl fmt::Debug for Facts {
 /// How serious a diagnostic is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Worth knowing (a mode in force), not a problem: `--strict` does not fail on it.
+    Note,
     /// Probably a mistake; the stack still works as written.
     Warning,
     /// The configuration cannot work as intended.
@@ -149,6 +156,7 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let level = match self.severity {
+            Severity::Note => "note",
             Severity::Warning => "warning",
             Severity::Error => "error",
         };

@@ -1,6 +1,7 @@
 //! HTTP as one instantiation of the core: [`Request`], [`Response`], [`Body`] and response helpers.
 
 mod body;
+pub mod client_ip;
 pub mod headers;
 pub mod response;
 
@@ -71,12 +72,48 @@ impl GeneratedError {
 /// The gateway's server sets it for stacks with a layer declaring
 /// [`Fact::ReadsClientAddress`](crate::Fact::ReadsClientAddress) (an access log, a rate limit): a
 /// middleware that reads it must declare that fact, and stacks without one save the cost.
+///
+/// A library user serving a stack with their own server inserts it the same way, resolving the
+/// client once per request with [`client_ip::client_ip`] (or [`ConnectionInfo::resolve`]):
+///
+/// ```
+/// use strata::http::ConnectionInfo;
+/// use strata::http::client_ip::TrustedProxies;
+///
+/// let trusted = TrustedProxies::parse(["127.0.0.1/32"]).unwrap();
+/// let mut req = http::Request::new(strata::http::Body::default());
+/// req.headers_mut().insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+/// let info = ConnectionInfo::resolve("127.0.0.1:50000".parse().unwrap(), "127.0.0.1:8080".parse().unwrap(), req.headers(), &trusted);
+/// assert_eq!(info.client.to_string(), "203.0.113.9");
+/// req.extensions_mut().insert(info);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionInfo {
     /// The address of the TCP peer (a client, or a proxy in front of strata).
     pub peer: std::net::SocketAddr,
     /// The local address the connection was accepted on.
     pub local: std::net::SocketAddr,
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the one its
+    /// forwarding header names (see [`client_ip`]). What rate limits key on and access logs show.
+    pub client: std::net::IpAddr,
+}
+
+impl ConnectionInfo {
+    /// A connection with no trusted proxy in front: the peer is the client.
+    pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Self {
+        ConnectionInfo { peer, local, client: peer.ip().to_canonical() }
+    }
+
+    /// A connection whose client is resolved from the request's forwarding header when `peer` is
+    /// one of the `trusted` proxies.
+    pub fn resolve(
+        peer: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+        headers: &http::HeaderMap,
+        trusted: &client_ip::TrustedProxies,
+    ) -> Self {
+        ConnectionInfo { peer, local, client: client_ip::client_ip(peer.ip(), headers, trusted) }
+    }
 }
 
 /// The request id of the current request, set by the `request_id` middleware in the request's

@@ -233,7 +233,7 @@ impl PendingLine {
         let entry = Entry {
             time: SystemTime::now(),
             started: Instant::now(),
-            remote: req.extensions().get::<ConnectionInfo>().map(|c| c.peer.ip().to_canonical()),
+            remote: req.extensions().get::<ConnectionInfo>().map(|c| c.client),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -723,7 +723,7 @@ mod tests {
     fn request(method: &str, uri: &str) -> Request {
         let mut req = http::Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
         let peer: SocketAddr = "203.0.113.7:51234".parse().unwrap();
-        req.extensions_mut().insert(ConnectionInfo { peer, local: "127.0.0.1:8080".parse().unwrap() });
+        req.extensions_mut().insert(ConnectionInfo::new(peer, "127.0.0.1:8080".parse().unwrap()));
         req
     }
 

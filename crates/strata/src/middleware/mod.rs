@@ -25,6 +25,8 @@ pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
 pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
 pub mod timing;
 pub use timing::{Timing, TimingConfig};
+pub mod rate_limit;
+pub use rate_limit::{RateLimit, RateLimitConfig};
 
 /// What a constructor may need besides its own config.
 #[derive(Clone, Debug, Default)]
