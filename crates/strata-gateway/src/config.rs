@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use strata::http::client_ip::{ForwardedHeader, TrustedProxies};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -118,6 +120,25 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Whether HTTP/2 (prior-knowledge h2c) is accepted beside HTTP/1.1.
     pub http2: bool,
+    /// Proxies whose forwarding header names the client (`trusted_proxies`, `client_ip_header`).
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// `behind_proxy`, when set; otherwise inferred from `listen` (see [`Server::deployment`]).
+    pub behind_proxy: Option<bool>,
+}
+
+impl Server {
+    /// Where this server runs, for the rules that depend on it: behind a proxy when
+    /// `behind_proxy = true`, or when unset and `listen` is a loopback address (only local
+    /// processes, in practice a reverse proxy, can connect); the proxy is trusted when it is
+    /// explicitly declared behind one and `trusted_proxies` is not empty, or when the loopback
+    /// address listened on is trusted.
+    pub fn deployment(&self) -> strata::check::Deployment {
+        let loopback = self.listen.ip().is_loopback();
+        let behind_proxy = self.behind_proxy.unwrap_or(loopback);
+        let proxy_trusted =
+            if loopback { self.trusted_proxies.contains(self.listen.ip()) } else { !self.trusted_proxies.is_empty() };
+        strata::check::Deployment { behind_proxy, proxy_trusted }
+    }
 }
 
 impl Default for Server {
@@ -129,6 +150,8 @@ impl Default for Server {
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
             http2: true,
+            trusted_proxies: Arc::new(TrustedProxies::none()),
+            behind_proxy: None,
         }
     }
 }
@@ -191,6 +214,10 @@ struct ServerSection {
     max_header_bytes: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<String>>,
     http2: Option<bool>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    client_ip_header: Option<Spanned<String>>,
+    behind_proxy: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -425,6 +452,21 @@ fn parse_server(
     if let Some(h2) = s.http2 {
         server.http2 = h2;
     }
+    let mut trusted = TrustedProxies::parse(s.trusted_proxies.iter().map(|c| c.get_ref().as_str()));
+    if let Err(e) = &trusted {
+        errors.push(source.error(s.trusted_proxies[e.index].span(), format!("`trusted_proxies`: {e}")));
+    }
+    if let Some(h) = s.client_ip_header {
+        match ForwardedHeader::parse(h.get_ref()) {
+            Some(header) => trusted = trusted.map(|t| t.reading(header)),
+            None => errors.push(source.error(
+                h.span(),
+                format!("`client_ip_header = \"{}\"`: expected \"x-forwarded-for\" or \"forwarded\"", h.get_ref()),
+            )),
+        }
+    }
+    server.trusted_proxies = Arc::new(trusted.unwrap_or_default());
+    server.behind_proxy = s.behind_proxy;
     server
 }
 
@@ -641,6 +683,39 @@ upstream = "http://127.0.0.1:8000"
         assert_eq!(did_you_mean("lisen", &["listen", "stack"]), "; did you mean `listen`?");
         assert_eq!(did_you_mean("zzz", &["log", "cors"]), "");
         assert_eq!(did_you_mean("x", &[]), "");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_a_bad_cidr_is_located() {
+        let c = parse("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nclient_ip_header = \"forwarded\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n").unwrap();
+        assert!(c.server.trusted_proxies.contains("10.2.3.4".parse().unwrap()));
+        assert_eq!(c.server.trusted_proxies.header(), ForwardedHeader::Forwarded);
+        let e = first_error(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n",
+        );
+        assert_eq!((e.line, e.column), (2, 34), "{e}");
+        assert!(e.message.contains("`10.0.0.0/40` is not an IP address or CIDR block"), "{e}");
+        let e = first_error("[server]\nclient_ip_header = \"x-real-ip\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert!(e.message.contains("expected \"x-forwarded-for\" or \"forwarded\""), "{e}");
+    }
+
+    #[test]
+    fn a_loopback_listener_is_behind_a_proxy_unless_told_otherwise() {
+        let deployment = |server: &str| {
+            let text = format!("[server]\n{server}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+            let c = Config::parse("t.toml", &text, APPS).unwrap().server.deployment();
+            (c.behind_proxy, c.proxy_trusted)
+        };
+        assert_eq!(deployment("listen = \"127.0.0.1:1\""), (true, false));
+        assert_eq!(deployment("listen = \"127.0.0.1:1\"\ntrusted_proxies = [\"127.0.0.0/8\"]"), (true, true));
+        assert_eq!(deployment("listen = \"127.0.0.1:1\"\ntrusted_proxies = [\"10.0.0.0/8\"]"), (true, false));
+        assert_eq!(deployment("listen = \"127.0.0.1:1\"\nbehind_proxy = false"), (false, false));
+        assert_eq!(deployment("listen = \"0.0.0.0:1\""), (false, false));
+        assert_eq!(deployment("listen = \"0.0.0.0:1\"\nbehind_proxy = true"), (true, false));
+        assert_eq!(
+            deployment("listen = \"0.0.0.0:1\"\nbehind_proxy = true\ntrusted_proxies = [\"10.0.0.0/8\"]"),
+            (true, true)
+        );
     }
 
     #[test]

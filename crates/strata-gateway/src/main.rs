@@ -89,7 +89,11 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         return ExitCode::from(2);
     }
     for diagnostic in &gateway.layer_diagnostics {
-        tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
+        if diagnostic.severity == Severity::Note {
+            tracing::info!("{}", diagnostic.to_string().replace('\n', " "));
+        } else {
+            tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
+        }
     }
     for (prefix, diagnostic) in gateway.diagnostics() {
         tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
@@ -146,6 +150,7 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
         match d.severity {
             Severity::Error => errors += 1,
             Severity::Warning => warnings += 1,
+            Severity::Note => {}
         }
         if prefix.is_empty() {
             println!("middleware {}: {d}\n", d.layer);

@@ -36,6 +36,7 @@ kinds! {
     "basic_auth" => mw::BasicAuth::new,
     "errors" => mw::Errors::new,
     "compression" => mw::Compression::new,
+    "rate_limit" => mw::RateLimit::new,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -154,9 +154,15 @@ impl Gateway {
 
     /// The ordering diagnostics of every route, with the route's prefix.
     pub fn diagnostics(&self) -> Vec<(String, Diagnostic)> {
+        let deployment = self.server.deployment();
         self.routes
             .iter()
-            .flat_map(|route| strata::check::check(&self.onion(route)).into_iter().map(|d| (route.prefix.clone(), d)))
+            .flat_map(|route| {
+                let onion = self.onion(route);
+                let mut found = strata::check::check(&onion);
+                found.extend(strata::check::check_deployment(&onion, &deployment));
+                found.into_iter().map(|d| (route.prefix.clone(), d))
+            })
             .collect()
     }
 }

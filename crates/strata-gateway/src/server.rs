@@ -82,11 +82,13 @@ pub async fn serve<H: Handler>(
         };
         // Small responses go out at once instead of waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let info = ConnectionInfo { peer, local };
         let handler = handler.clone();
+        let trusted = settings.trusted_proxies.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let mut req = req.map(Body::from);
             if set_connection_info {
+                // Per request, not per connection: a proxy multiplexes many clients on one connection.
+                let info = ConnectionInfo::resolve(peer, local, req.headers(), &trusted);
                 req.extensions_mut().insert(info);
             }
             let response = handler.handle(req);

@@ -186,6 +186,39 @@ pub fn check(layers: &[LayerInfo]) -> Vec<Diagnostic> {
     out
 }
 
+/// What the ordering rules cannot see in a stack: where it is deployed.
+///
+/// A server knows whether it sits behind a proxy only from its configuration. The gateway decides
+/// as follows (see `docs/config.md`): `[server] behind_proxy` when set; otherwise it is behind a
+/// proxy when it listens on a loopback address only, since then every peer is a local process (in
+/// practice a reverse proxy on the same host) and would be "the client" of every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deployment {
+    /// Requests arrive through a proxy, so the TCP peer is the proxy, not the client.
+    pub behind_proxy: bool,
+    /// The proxy's address is among the trusted proxies, so the client address is resolved from
+    /// its forwarding header.
+    pub proxy_trusted: bool,
+}
+
+/// The rules that need to know the [`Deployment`], over one onion (outermost first).
+pub fn check_deployment(layers: &[LayerInfo], deployment: &Deployment) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if deployment.behind_proxy && !deployment.proxy_trusted {
+        for l in layers.iter().filter(|l| l.facts.has(Fact::KeysOnClientAddress)) {
+            out.push(Diagnostic {
+                severity: Severity::Warning,
+                rule: "client-ip-behind-untrusted-proxy",
+                layer: l.name.clone(),
+                message: format!("{} groups requests by client address, but the proxy in front of strata is not trusted", label(l)),
+                why: "every request then comes from the proxy's address: all clients share one bucket, and one client can exhaust it for everyone".to_string(),
+                fix: "list the proxy's address in `[server] trusted_proxies` (e.g. [\"127.0.0.1/32\"]), or set `[server] behind_proxy = false` if clients connect directly".to_string(),
+            });
+        }
+    }
+    out
+}
+
 /// Each pair (outer, inner) where `outer` has `outer_fact` and sits outside `inner`, which has `inner_fact`.
 fn pairs(layers: &[LayerInfo], outer_fact: Fact, inner_fact: Fact) -> impl Iterator<Item = (&LayerInfo, &LayerInfo)> {
     layers.iter().enumerate().filter(move |(_, l)| l.facts.has(outer_fact)).flat_map(move |(i, outer)| {
@@ -221,7 +254,7 @@ fn preflight_inside_short_circuit(layers: &[LayerInfo], out: &mut Vec<Diagnostic
             layer: inner.name.clone(),
             message: format!("{} is inside {}, which can answer by itself", label(inner), label(outer)),
             why: format!(
-                "browsers send preflights without credentials: {} rejects them before {} can answer, and its error responses carry no CORS headers, so scripts cannot read them",
+                "{} can reject preflights (they carry no credentials and count against rate limits) before {} answers them, and its error responses (401, 429…) carry no CORS headers, so scripts cannot read them",
                 outer.name, inner.name
             ),
             fix: format!("move {} before {} in the stack", inner.name, outer.name),
@@ -337,6 +370,28 @@ mod tests {
         let flushing =
             [layer("gzip", &[Fact::RewritesBody, Fact::FlushesEvents]), layer("app", &[Fact::StreamsEvents])];
         assert!(rules(&flushing).is_empty());
+    }
+
+    #[test]
+    fn rate_limit_outside_cors_is_reported_by_the_preflight_rule() {
+        let limit = layer("limit", &[Fact::ShortCircuits, Fact::CanFail, Fact::KeysOnClientAddress]);
+        let cors = layer("cors", &[Fact::AnswersPreflight, Fact::ShortCircuits]);
+        assert_eq!(rules(&[limit.clone(), cors.clone()]), [("cors-inside-short-circuit", "cors".to_string())]);
+        assert!(rules(&[cors, limit]).is_empty());
+    }
+
+    #[test]
+    fn client_address_keys_behind_an_untrusted_proxy_are_reported() {
+        let layers = [layer("log", &[Fact::ReadsClientAddress]), layer("limit", &[Fact::KeysOnClientAddress])];
+        let found = |d: Deployment| -> Vec<(&'static str, String)> {
+            check_deployment(&layers, &d).into_iter().map(|d| (d.rule, d.layer)).collect()
+        };
+        assert_eq!(
+            found(Deployment { behind_proxy: true, proxy_trusted: false }),
+            [("client-ip-behind-untrusted-proxy", "limit".to_string())]
+        );
+        assert!(found(Deployment { behind_proxy: true, proxy_trusted: true }).is_empty());
+        assert!(found(Deployment { behind_proxy: false, proxy_trusted: false }).is_empty());
     }
 
     #[test]
