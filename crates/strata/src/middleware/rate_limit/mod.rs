@@ -239,7 +239,15 @@ enum KeySource {
 
 enum Store {
     Memory(MemoryStore),
-    Redis { redis: RedisStore, on_error: OnStoreError, fallback: MemoryStore, url: String },
+    // Boxed: the Redis client is large and this variant is the rarer one.
+    Redis(Box<RedisBacked>),
+}
+
+struct RedisBacked {
+    redis: RedisStore,
+    on_error: OnStoreError,
+    fallback: MemoryStore,
+    url: String,
 }
 
 /// The `rate_limit` middleware (see the module docs).
@@ -344,12 +352,12 @@ impl RateLimit {
                 Duration::from_millis(config.store_retry_ms),
             )
             .map_err(|e| ConfigError::field("store", redact(&e)))?;
-            Store::Redis {
+            Store::Redis(Box::new(RedisBacked {
                 redis,
                 on_error: config.on_store_error,
                 fallback: MemoryStore::new(config.max_keys, clock),
                 url: redact(&config.store),
-            }
+            }))
         } else {
             return Err(ConfigError::field(
                 "store",
@@ -465,16 +473,14 @@ impl RateLimit {
     async fn decide(&self, key: &ClientKey<'_>) -> Decision {
         match &self.store {
             Store::Memory(m) => Decision::Checked(m.check(self.memory_key(key), &self.quotas)),
-            Store::Redis { redis, on_error, fallback, .. } => {
-                match redis.check(&self.redis_key(key), &self.quotas).await {
-                    Ok(outcome) => Decision::Checked(outcome),
-                    Err(_) => match on_error {
-                        OnStoreError::Local => Decision::Checked(fallback.check(self.memory_key(key), &self.quotas)),
-                        OnStoreError::Allow => Decision::Unchecked,
-                        OnStoreError::Deny => Decision::StoreDown,
-                    },
-                }
-            }
+            Store::Redis(r) => match r.redis.check(&self.redis_key(key), &self.quotas).await {
+                Ok(outcome) => Decision::Checked(outcome),
+                Err(_) => match r.on_error {
+                    OnStoreError::Local => Decision::Checked(r.fallback.check(self.memory_key(key), &self.quotas)),
+                    OnStoreError::Allow => Decision::Unchecked,
+                    OnStoreError::Deny => Decision::StoreDown,
+                },
+            },
         }
     }
 
@@ -610,7 +616,6 @@ impl Middleware<Request, Response> for RateLimit {
             }
             self.note_shadow_rejection(&key);
         }
-        drop(key);
         let mut res = next.run(req).await;
         self.quota_fields(&outcome, res.headers_mut());
         res
@@ -633,7 +638,8 @@ impl Middleware<Request, Response> for RateLimit {
 
     fn diagnostics(&self) -> Vec<Diagnostic> {
         let mut out = Vec::new();
-        if let Store::Redis { on_error, url, .. } = &self.store {
+        if let Store::Redis(r) = &self.store {
+            let (on_error, url) = (r.on_error, &r.url);
             out.push(Diagnostic {
                 severity: Severity::Note,
                 rule: "rate-limit-store-error-mode",
