@@ -18,7 +18,11 @@
 #                   the workspace); it verifies argon2 on every request, strata caches verified
 #                   credentials
 # and, not run by default, pieces of strata-classic: strata-classic-nolog (without the access log),
-# strata-log (the access log alone).
+# strata-log (the access log alone); and the rate limiter: strata-ratelimit-memory and
+# strata-ratelimit-redis (a rate_limit layer keyed on the client address, limits high enough to
+# admit everything, memory store or a redis-server the script starts on a free loopback port), to
+# compare with strata-empty (no limiter):
+#   CONTENDERS="strata-empty strata-ratelimit-memory strata-ratelimit-redis" bash bench/load.sh
 #
 # Usage: bash bench/load.sh
 #   DURATION=8      seconds measured per round
@@ -324,6 +328,58 @@ contender_strata_log() {
     start_strata_stack strata-log '"log"'
 }
 
+# start_redis : starts one redis-server for the run (no persistence) on a free loopback port and
+# sets REDIS_PORT; stopped on exit with the servers.
+REDIS_PORT=""
+start_redis() {
+    [[ -z $REDIS_PORT ]] || return 0
+    command -v redis-server >/dev/null || die "redis-server is needed: apt-get install redis-server"
+    REDIS_PORT=$(free_port)
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+    SERVER_PIDS+=("$!")
+    local deadline=$((SECONDS + 10))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; do
+        ((SECONDS < deadline)) || die "redis-server did not listen on port $REDIS_PORT"
+        sleep 0.1
+    done
+    echo "started redis-server on 127.0.0.1:$REDIS_PORT"
+}
+
+# start_strata_ratelimit NAME STORE : the gateway over the echo app with one rate_limit layer on
+# STORE, keyed on the client address, 1 000 000 requests per second admitted (every request).
+start_strata_ratelimit() {
+    local name=$1 store=$2 port config=$WORK/$1.toml
+    port=$(free_port)
+    cat >"$config" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+stack = ["limit"]
+
+[middleware.limit]
+kind = "rate_limit"
+rate = "1000000/s"
+store = "$store"
+on_store_error = "deny"
+
+[[route]]
+prefix = "/"
+stack = []
+app = "echo"
+EOF
+    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+}
+
+contender_strata_ratelimit_memory() {
+    start_strata_ratelimit strata-ratelimit-memory memory
+}
+
+# on_store_error = "deny": a Redis failure during the run shows up as non-2xx answers, never as a
+# silently faster contender.
+contender_strata_ratelimit_redis() {
+    start_redis
+    start_strata_ratelimit strata-ratelimit-redis "redis://127.0.0.1:$REDIS_PORT"
+}
+
 # axum + tower-http with the equivalent stack (bench/axum-classic/src/main.rs), same hash, same
 # echo endpoint, its JSON access log in a file too.
 contender_axum_classic() {
@@ -422,6 +478,8 @@ echo "ratios of median req/s (from this run only; absolute req/s depend on the m
 ratio strata-empty "$BASELINE" 0.97
 ratio strata-classic "$BASELINE" 0.93
 ratio strata-classic axum-classic 1.15
+ratio strata-ratelimit-memory strata-empty 0.9
+ratio strata-ratelimit-redis strata-ratelimit-memory 0.7
 
 # A log line dropped under load would be work a contender skipped: compare lines with responses.
 # Lines are written after the response, so give the writers a moment to drain.
