@@ -348,6 +348,7 @@ impl RateLimit {
             quotas = quotas.into_iter().map(Gcra::in_micros).collect();
             let redis = RedisStore::new(
                 &config.store,
+                &quotas,
                 Duration::from_millis(config.store_timeout_ms),
                 Duration::from_millis(config.store_retry_ms),
             )
@@ -473,7 +474,7 @@ impl RateLimit {
     async fn decide(&self, key: &ClientKey<'_>) -> Decision {
         match &self.store {
             Store::Memory(m) => Decision::Checked(m.check(self.memory_key(key), &self.quotas)),
-            Store::Redis(r) => match r.redis.check(&self.redis_key(key), &self.quotas).await {
+            Store::Redis(r) => match r.redis.check(self.redis_key(key)).await {
                 Ok(outcome) => Decision::Checked(outcome),
                 Err(_) => match r.on_error {
                     OnStoreError::Local => Decision::Checked(r.fallback.check(self.memory_key(key), &self.quotas)),
