@@ -301,3 +301,25 @@ app = "echo"
     assert!(!out.contains("client-ip-behind-untrusted-proxy"), "{out}");
     assert!(out.contains("warning[cors-inside-short-circuit]") && out.contains("429"), "{out}");
 }
+
+#[tokio::test]
+async fn several_limits_in_redis_are_all_enforced_and_reported() {
+    let redis = Redis::start();
+    let limits = format!(
+        "limits = [{{ rate = \"3/min\" }}, {{ rate = \"2/h\", name = \"hourly\" }}]\nstore = \"{}\"\non_store_error = \"deny\"",
+        redis.url()
+    );
+    let strata = Strata::start(Some(&config(&limits, "")));
+    let results = futures_util::future::join_all((0..6).map(|_| get(&strata, None))).await;
+    let admitted = results.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(admitted, 2, "the hourly limit bites first");
+    for (status, h) in &results {
+        assert_eq!(text(h, "ratelimit-policy"), "\"3/min\";q=3;w=60, \"hourly\";q=2;w=3600");
+        let fields: Vec<(String, u64, u64)> = text(h, "ratelimit").split(", ").map(parse_ratelimit).collect();
+        assert_eq!(fields.len(), 2, "{status}: {fields:?}");
+        assert_eq!((fields[0].0.as_str(), fields[1].0.as_str()), ("3/min", "hourly"));
+        if *status == 429 {
+            assert_eq!(fields[1].1, 0, "hourly exhausted");
+        }
+    }
+}

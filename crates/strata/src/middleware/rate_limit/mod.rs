@@ -36,8 +36,8 @@
 //!
 //! - `memory` (default): [`memory_store::MemoryStore`], sharded maps, idle keys evicted, bounded by
 //!   `max_keys`. Each gateway instance limits on its own.
-//! - `redis://host:port[/db]`: [`redis_store::RedisStore`], one atomic Lua script per check with
-//!   Redis's clock: instances sharing a Redis share the limit. When Redis fails (down, slow beyond
+//! - `redis://host:port[/db]`: [`redis_store::RedisStore`], atomic Lua checks on Redis's clock
+//!   (concurrent checks batched into one script call): instances sharing a Redis share the limit. When Redis fails (down, slow beyond
 //!   `store_timeout_ms`), `on_store_error` decides: `"local"` (default: a local memory limiter with
 //!   the same quotas takes over, so each instance still limits on its own), `"allow"` (fail open:
 //!   requests pass, without quota fields) or `"deny"` (`503` with `Retry-After`). Redis is retried

@@ -29,36 +29,36 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::gcra::{self, Gcra, MAX_LIMITS, Outcome};
 
-/// KEYS: one key per check (a hash: field i holds limit i's TAT in µs). ARGV: n, then T and τ (µs)
-/// per limit. Returns {now, then per key: allowed, tat1..tatn} (µs; the TATs after the decision).
-/// The same key twice in one call is decided twice, in order, the second seeing the first's write.
+/// KEYS: `n` keys per check, one per limit (a string holding that limit's TAT in µs), check after
+/// check. ARGV: n, then T and τ (µs) per limit. Returns {now, then per check: allowed,
+/// tat1..tatn} (µs; the TATs after the decision). All the batch's state is read with one `MGET`,
+/// and an admitted check writes each of its keys with one `SET … PX` (value and expiry at once):
+/// per check, Redis does one command per limit, no more. A key seen earlier in the same batch is
+/// taken from `written`, so the same client twice in one call is decided twice, in order.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
-local fields = {1, 2, 3, 4}
+local stored = redis.call('MGET', unpack(KEYS))
+local written = {}
 local out = {now}
-for k = 1, #KEYS do
-  local stored = redis.call('HMGET', KEYS[k], unpack(fields, 1, n))
+for c = 0, #KEYS / n - 1 do
   local tats = {}
   local allowed = 1
   for i = 1, n do
-    local tat = tonumber(stored[i]) or 0
+    local j = c * n + i
+    local tat = written[KEYS[j]] or tonumber(stored[j]) or 0
     if tat < now then tat = now end
     tats[i] = tat
     if now < tat - tonumber(ARGV[2 * i + 1]) then allowed = 0 end
   end
   if allowed == 1 then
-    local pairs = {}
-    local idle = 0
     for i = 1, n do
+      local j = c * n + i
       tats[i] = tats[i] + tonumber(ARGV[2 * i])
-      pairs[2 * i - 1] = i
-      pairs[2 * i] = string.format('%.0f', tats[i])
-      if tats[i] - now > idle then idle = tats[i] - now end
+      written[KEYS[j]] = tats[i]
+      redis.call('SET', KEYS[j], string.format('%.0f', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1)
     end
-    redis.call('HSET', KEYS[k], unpack(pairs))
-    redis.call('PEXPIRE', KEYS[k], math.ceil(idle / 1000) + 1)
   end
   out[#out + 1] = allowed
   for i = 1, n do out[#out + 1] = tats[i] end
@@ -250,7 +250,13 @@ async fn eval(shared: &Shared, connection: &mut ConnectionManager, batch: &[Job]
     let quotas = &shared.quotas;
     let mut invocation = shared.script.prepare_invoke();
     for job in batch {
-        invocation.key(job.key.as_str());
+        if quotas.len() == 1 {
+            invocation.key(job.key.as_str());
+        } else {
+            for i in 0..quotas.len() {
+                invocation.key(format!("{}:{i}", job.key));
+            }
+        }
     }
     invocation.arg(quotas.len());
     for q in quotas.iter() {
