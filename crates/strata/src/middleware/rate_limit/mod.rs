@@ -493,7 +493,8 @@ impl RateLimit {
             let _ = write!(text, "{sep}\"{name}\";r={};t={}", status.remaining, ceil_secs(status.until_full));
         }
         headers.insert(HeaderName::from_static("ratelimit-policy"), policy.clone());
-        if let Ok(v) = HeaderValue::from_str(&text) {
+        // The string's buffer becomes the header's bytes: validated, not copied.
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(text)) {
             headers.insert(HeaderName::from_static("ratelimit"), v);
         }
     }
