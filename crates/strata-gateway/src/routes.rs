@@ -100,7 +100,7 @@ impl Gateway {
             let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) =
                 match &route.target {
                     Target::App(name) => {
-                        let app = apps::by_name(name).ok_or_else(|| {
+                        let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
                             ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
                         })?;
                         (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
