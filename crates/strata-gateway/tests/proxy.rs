@@ -371,3 +371,69 @@ fn check_and_explain_accept_upstream_routes_and_their_options() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(":4:13: error:") && stderr.contains("did you mean `x-forwarded`?"), "{stderr}");
 }
+
+/// A one-connection upstream that answers an upgrade request with `101` and then echoes every byte
+/// back upper-cased, so the test can tell the upstream's bytes from its own. Returns its address
+/// and the request head it received.
+fn upgrading_upstream() -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        stream.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        String::from_utf8(head).unwrap()
+    });
+    (addr, handle)
+}
+
+#[test]
+fn connection_upgrades_pass_through_both_ways() {
+    let (upstream, seen) = upgrading_upstream();
+    let strata = Strata::start(Some(&format!(
+        "[middleware.rid]\nkind = \"request_id\"\n[server]\nstack = [\"rid\"]\n[[route]]\nprefix = \"/\"\nupstream = \"http://{upstream}\"\n"
+    )));
+    let mut client = TcpStream::connect(strata.addr).unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    client
+        .write_all(b"GET /socket HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: shout\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        client.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: shout") && head.contains("connection: upgrade"), "{head}");
+    assert!(head.contains("x-request-id: "), "the 101 is decorated like any response: {head}");
+    for word in ["hello", "again"] {
+        client.write_all(word.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; word.len()];
+        client.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
+    }
+    drop(client);
+    let request = seen.join().unwrap().to_ascii_lowercase();
+    assert!(request.contains("upgrade: shout") && request.contains("connection: upgrade"), "{request}");
+    assert!(!request.contains("keep-alive"), "the client's other connection options stay here: {request}");
+    assert!(request.contains("x-forwarded-for: 127.0.0.1"), "{request}");
+}
