@@ -117,6 +117,8 @@ impl Proxy {
     /// Turns the client's request into the upstream's: URI, version, Host, hop-by-hop and
     /// forwarding headers. The body is moved, not read. `None` when the path cannot be forwarded.
     fn outgoing(&self, req: Request, upgrade: bool) -> Option<Request> {
+        // The TCP peer, even once ConnectionInfo also carries a client address resolved through
+        // trusted proxies: each hop appends the address it saw, and the list stays verifiable.
         let peer = req.extensions().get::<ConnectionInfo>().map(|c| c.peer);
         let (mut parts, body) = req.into_parts();
         let uri = self.upstream_uri(&parts.uri)?;
