@@ -437,3 +437,25 @@ fn connection_upgrades_pass_through_both_ways() {
     assert!(!request.contains("keep-alive"), "the client's other connection options stay here: {request}");
     assert!(request.contains("x-forwarded-for: 127.0.0.1"), "{request}");
 }
+
+#[tokio::test]
+async fn http2_clients_reach_an_http1_upstream_with_their_host_and_forwarded_headers() {
+    let app = Gunicorn::start();
+    let config = format!(
+        "[[route]]\nprefix = \"/app\"\nupstream = \"{}\"\nstrip_prefix = true\nforwarded = \"both\"\npreserve_host = false\n",
+        app.url()
+    );
+    let strata = Strata::start(Some(&config));
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let res = h2.get(strata.url("/app/headers?q=2")).send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let seen: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(seen["path"], "/headers", "the prefix is stripped");
+    assert_eq!(seen["query"], "q=2");
+    let headers = &seen["headers"];
+    assert_eq!(headers["host"], app.addr.to_string(), "Host rewritten to the upstream's");
+    assert_eq!(headers["x-forwarded-host"], strata.addr.to_string(), "the client's host, from HTTP/2's authority");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["forwarded"], format!("for=127.0.0.1;proto=http;host=\"{}\"", strata.addr));
+}
