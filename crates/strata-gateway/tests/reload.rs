@@ -178,7 +178,7 @@ async fn sigterm_under_load_lets_every_in_flight_request_finish() {
     let done = Arc::new(AtomicUsize::new(0));
     let requests: Vec<_> = (0..12)
         .map(|_| {
-            let url = strata.url("/slow?ms=1500");
+            let url = strata.url("/slow?ms=2500");
             let done = done.clone();
             tokio::spawn(async move {
                 let res = client().get(url).send().await;
@@ -191,7 +191,7 @@ async fn sigterm_under_load_lets_every_in_flight_request_finish() {
         })
         .collect();
     // Let them reach gunicorn (generously: the machine may be busy), then ask strata to stop.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(done.load(Ordering::Relaxed), 0, "the requests are still in flight");
     strata.signal("TERM");
     for request in requests {
