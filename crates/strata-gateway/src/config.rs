@@ -739,6 +739,29 @@ upstream = "http://127.0.0.1:8000"
     }
 
     #[test]
+    fn upstream_routes_take_proxy_options_and_app_routes_refuse_them() {
+        let c = parse(
+            "[[route]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:8000/base\"\nstrip_prefix = true\n\
+             preserve_host = false\nforwarded = \"forwarded\"\ntimeout = \"2s\"\nidle_timeout = \"0s\"\nhttp2 = true\n",
+        )
+        .unwrap();
+        let options = &c.routes[0].proxy;
+        assert!(options.strip_prefix && !options.preserve_host && options.http2);
+        assert_eq!(options.forwarded, ForwardedHeaders::Forwarded);
+        assert_eq!(options.timeout, Duration::from_secs(2));
+        assert_eq!(options.idle_timeout, Duration::ZERO, "zero turns pooling of idle connections off");
+        assert_eq!(options.connect_timeout, ProxyOptions::default().connect_timeout);
+
+        let e = first_error("[[route]]\nprefix = \"/\"\napp = \"echo\"\nstrip_prefix = true\n");
+        assert_eq!((e.line, e.column), (4, 16), "{e}");
+        assert!(e.message.contains("`strip_prefix` is an option of upstream routes"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\ntimeout = \"0s\"\n");
+        assert!(e.message.contains("`timeout`: expected a duration above zero"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nforwarded = \"both!\"\n");
+        assert!(e.message.contains("expected one of `x-forwarded`, `forwarded`, `both`, `none`"), "{e}");
+    }
+
+    #[test]
     fn duplicate_prefixes_are_rejected() {
         let e =
             first_error("[[route]]\nprefix = \"/a\"\napp = \"echo\"\n[[route]]\nprefix = \"/a/\"\napp = \"tasks\"\n");

@@ -71,12 +71,17 @@ impl Proxy {
         connector.set_connect_timeout(Some(options.connect_timeout));
         // Small requests go out at once instead of waiting for Nagle's algorithm.
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(options.idle_timeout)
-            .http2_only(options.http2)
-            .build(connector);
+            .http2_only(options.http2);
+        if options.idle_timeout.is_zero() {
+            // For upstreams that close every connection after one response: keep none idle.
+            builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build(connector);
         let authority = upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
         let upstream_host = HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
         Proxy {
