@@ -20,6 +20,11 @@
 # by a warm-up. Printed: req/s and p99 per round, the medians, and the two target ratios:
 # strata / nginx-plain ≥ 1.0 and strata / nginx-hashed ≥ 3.
 #
+# Also printed: the CPU time each contender's processes (strata's threads, nginx's workers) spent
+# per request during the measured runs, from /proc/PID/stat. On a machine shared with other work,
+# req/s mostly says how much CPU the scheduler gave each contender; CPU per request says what each
+# request cost, and moves much less from run to run.
+#
 # Usage: bash bench/proxy-load.sh
 #   DURATION=8      seconds measured per round
 #   ROUNDS=2        rounds per contender
@@ -48,7 +53,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-proxy-load.XXXXXX")
 chmod 755 "$WORK"
 
 declare -a SERVER_PIDS=()
-declare -A URL=() RPS=() P99=() SENT=() ACCESS_LOG=()
+declare -A URL=() RPS=() P99=() SENT=() ACCESS_LOG=() PIDS_OF=() CPU_US=()
+CLK_TCK=$(getconf CLK_TCK)
 
 cleanup() {
     local pid
@@ -90,7 +96,18 @@ start_server() {
         ((SECONDS < deadline)) || { cat "$WORK/$name.log" >&2; die "$name did not listen on $port"; }
         sleep 0.1
     done
+    PIDS_OF[$name]=$pid
     echo "started $name (pid $pid) on port $port"
+}
+
+# cpu_ticks NAME : user + system CPU ticks used so far by NAME's processes (nginx: its workers).
+cpu_ticks() {
+    local pid total=0 pids=${PIDS_OF[$1]}
+    if [[ $1 == nginx* ]]; then pids=$(pgrep -P "${PIDS_OF[$1]}" | tr '\n' ' '); fi
+    for pid in $pids; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
 }
 
 # check NAME PORT : one authenticated request must be a 200 with CORS and request-id headers, and
@@ -288,12 +305,17 @@ run_contender() {
     result=$(load "${URL[$name]}" "$WARMUP")
     read -r _ _ requests <<<"$result"
     SENT[$name]=$((${SENT[$name]:-0} + requests))
+    local before after cpu
+    before=$(cpu_ticks "$name")
     result=$(load "${URL[$name]}" "$DURATION")
+    after=$(cpu_ticks "$name")
     read -r rps p99 requests <<<"$result"
+    cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }')
     SENT[$name]=$((${SENT[$name]:-0} + requests))
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
-    printf '  round %d  %-14s %12.0f req/s   p99 %s ms\n' "$round" "$name" "$rps" "$p99"
+    CPU_US[$name]+="$cpu "
+    printf '  round %d  %-14s %12.0f req/s   p99 %8s ms   %7s µs CPU/request\n' "$round" "$name" "$rps" "$p99" "$cpu"
 }
 
 # --- main ----------------------------------------------------------------------------------------
@@ -323,13 +345,14 @@ for round in $(seq "$ROUNDS"); do
     for name in "${order[@]}"; do run_contender "$name" "$round"; done
 done
 
-declare -A MEDIAN=()
+declare -A MEDIAN=() MEDIAN_CPU=()
 echo
-printf '%-14s %14s %14s\n' contender "median req/s" "median p99 ms"
+printf '%-14s %14s %14s %22s\n' contender "median req/s" "median p99 ms" "median µs CPU/request"
 for name in "${CONTENDERS[@]}"; do
     MEDIAN[$name]=$(tr ' ' '\n' <<<"${RPS[$name]}" | grep . | median)
+    MEDIAN_CPU[$name]=$(tr ' ' '\n' <<<"${CPU_US[$name]}" | grep . | median)
     p99=$(tr ' ' '\n' <<<"${P99[$name]}" | grep -E '^[0-9.]+$' | median)
-    printf '%-14s %14.0f %14s\n' "$name" "${MEDIAN[$name]}" "$p99"
+    printf '%-14s %14.0f %14s %22s\n' "$name" "${MEDIAN[$name]}" "$p99" "${MEDIAN_CPU[$name]}"
 done
 
 ratio() {
@@ -342,6 +365,9 @@ echo
 echo "ratios of median req/s (this run only):"
 ratio strata nginx-plain 1.0
 ratio strata nginx-hashed 3
+echo "CPU per request, the other way round (how many of strata's requests cost what one of theirs does):"
+awk -v a="${MEDIAN_CPU[nginx-plain]}" -v b="${MEDIAN_CPU[strata]}" 'BEGIN { printf "  %-26s %8.3f\n", "nginx-plain / strata", (b > 0) ? a / b : 0 }'
+awk -v a="${MEDIAN_CPU[nginx-hashed]}" -v b="${MEDIAN_CPU[strata]}" 'BEGIN { printf "  %-26s %8.3f\n", "nginx-hashed / strata", (b > 0) ? a / b : 0 }'
 
 # Each contender must have logged every response (+2: the start-up checks).
 sleep 2
