@@ -160,9 +160,16 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Entries are pushed in time order and taken from the end, so the expired ones are the
+        // first few: drop them here, or under steady traffic they would never be reached.
+        let expired = idle.iter().take_while(|e| e.since.elapsed() >= self.idle_timeout).count();
+        let stale: Vec<Idle> = idle.drain(..expired).collect();
         if idle.len() < MAX_IDLE {
             idle.push(Idle { link, since: Instant::now() });
         }
+        drop(idle);
+        // Closing sockets outside the lock.
+        drop(stale);
     }
 
     async fn connect(&self) -> Result<Link, PoolError> {
@@ -303,6 +310,24 @@ mod tests {
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         // The body of the first was never read (not even its end): its connection was not reused.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_even_under_steady_traffic() {
+        let (addr, _) = upstream(true).await;
+        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_millis(400));
+        let get = || async { pool.send(request(&addr)).await.unwrap().into_body().collect().await.unwrap() };
+        // Two connections in use at once, then both idle.
+        tokio::join!(get(), get());
+        assert_eq!(pool.idle.lock().unwrap().len(), 2);
+        // One request at a time from now on: each reuses the most recent connection, so the other
+        // one is never taken; it goes once expired, when a connection is returned.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        get().await;
+        assert_eq!(pool.idle.lock().unwrap().len(), 2, "nothing expired yet");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        get().await;
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "the unused connection expired and was closed");
     }
 
     #[tokio::test]
