@@ -189,6 +189,56 @@ pub struct Route {
     pub target: Target,
     /// Where the target (`app` or `upstream`) is written.
     pub target_span: Range<usize>,
+    /// How an upstream route forwards (defaults for app routes, which reject these keys).
+    pub proxy: ProxyOptions,
+}
+
+/// Which headers tell an upstream where a request came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedHeaders {
+    /// `X-Forwarded-For` (the peer appended), `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=…;proto=…;host=…` (appended).
+    Forwarded,
+    /// Both sets.
+    Both,
+    /// Neither: the upstream sees only the gateway.
+    None,
+}
+
+/// The per-route options of an upstream route (keys of its `[[route]]` table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyOptions {
+    /// Whether the route's prefix is removed from the path sent upstream (`/api/x` → `/x`).
+    pub strip_prefix: bool,
+    /// Whether the client's `Host` is sent upstream (else the upstream's own authority).
+    pub preserve_host: bool,
+    /// Which forwarding headers are added.
+    pub forwarded: ForwardedHeaders,
+    /// How long the upstream may take to send its response head → 504.
+    pub timeout: Duration,
+    /// How long connecting to the upstream may take → 502.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection to the upstream is kept. Shorter than the upstream's own
+    /// keep-alive timeout, so the gateway never reuses a connection the upstream is closing.
+    pub idle_timeout: Duration,
+    /// Whether the upstream speaks HTTP/2 (prior knowledge) instead of HTTP/1.1.
+    pub http2: bool,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            strip_prefix: false,
+            preserve_host: true,
+            forwarded: ForwardedHeaders::XForwarded,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            // gunicorn closes idle keep-alive connections after 2 s by default.
+            idle_timeout: Duration::from_secs(1),
+            http2: false,
+        }
+    }
 }
 
 /// A whole config, checked for structure and references; middleware tables not yet built.
@@ -228,6 +278,82 @@ struct RouteSection {
     stack: Vec<Spanned<String>>,
     app: Option<Spanned<String>>,
     upstream: Option<Spanned<String>>,
+    strip_prefix: Option<Spanned<bool>>,
+    preserve_host: Option<Spanned<bool>>,
+    forwarded: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    connect_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    http2: Option<Spanned<bool>>,
+}
+
+impl RouteSection {
+    /// The upstream options, or errors located at the keys at fault. An app route may not set them.
+    fn proxy_options(&self, source: Source<'_>, is_upstream: bool, errors: &mut Vec<ConfigError>) -> ProxyOptions {
+        let mut options = ProxyOptions::default();
+        let mut spans = Vec::new();
+        if let Some(v) = &self.strip_prefix {
+            options.strip_prefix = *v.get_ref();
+            spans.push(("strip_prefix", v.span()));
+        }
+        if let Some(v) = &self.preserve_host {
+            options.preserve_host = *v.get_ref();
+            spans.push(("preserve_host", v.span()));
+        }
+        if let Some(v) = &self.http2 {
+            options.http2 = *v.get_ref();
+            spans.push(("http2", v.span()));
+        }
+        if let Some(v) = &self.forwarded {
+            spans.push(("forwarded", v.span()));
+            options.forwarded = match v.get_ref().as_str() {
+                "x-forwarded" => ForwardedHeaders::XForwarded,
+                "forwarded" => ForwardedHeaders::Forwarded,
+                "both" => ForwardedHeaders::Both,
+                "none" => ForwardedHeaders::None,
+                other => {
+                    const CHOICES: &[&str] = &["x-forwarded", "forwarded", "both", "none"];
+                    errors.push(source.error(
+                        v.span(),
+                        format!(
+                            "`forwarded = \"{other}\"`: expected one of {}{}",
+                            quoted_list(CHOICES),
+                            did_you_mean(other, CHOICES)
+                        ),
+                    ));
+                    options.forwarded
+                }
+            };
+        }
+        let durations = [
+            ("timeout", &self.timeout, &mut options.timeout),
+            ("connect_timeout", &self.connect_timeout, &mut options.connect_timeout),
+            ("idle_timeout", &self.idle_timeout, &mut options.idle_timeout),
+        ];
+        for (key, value, target) in durations {
+            if let Some(v) = value {
+                spans.push((key, v.span()));
+                match parse_duration(v.get_ref()) {
+                    Ok(d) if d.is_zero() && key != "idle_timeout" => {
+                        errors.push(source.error(v.span(), format!("`{key}`: expected a duration above zero")));
+                    }
+                    Ok(d) => *target = d,
+                    Err(msg) => errors.push(source.error(v.span(), format!("`{key}`: {msg}"))),
+                }
+            }
+        }
+        if !is_upstream {
+            for (key, span) in spans {
+                errors.push(
+                    source.error(
+                        span,
+                        format!("`{key}` is an option of upstream routes; this route serves a built-in app"),
+                    ),
+                );
+            }
+        }
+        options
+    }
 }
 
 /// Deserializes a typed section from a subtree, keeping serde's error span.
@@ -295,14 +421,15 @@ impl<'a> Config<'a> {
         let mut prefixes: BTreeMap<String, Range<usize>> = BTreeMap::new();
         for value in route_values {
             let span = value.span();
-            let section = match from_value::<RouteSection>(source, value) {
+            let mut section = match from_value::<RouteSection>(source, value) {
                 Ok(s) => s,
                 Err(e) => {
                     errors.push(e);
                     continue;
                 }
             };
-            let stack = check_refs(section.stack, &mut errors);
+            let stack = check_refs(std::mem::take(&mut section.stack), &mut errors);
+            let proxy = section.proxy_options(source, section.upstream.is_some(), &mut errors);
             let prefix_span = section.prefix.span();
             let prefix = match normalize_prefix(section.prefix.get_ref()) {
                 Ok(p) => p,
@@ -353,7 +480,7 @@ impl<'a> Config<'a> {
                     continue;
                 }
             };
-            config.routes.push(Route { prefix, stack, target, target_span });
+            config.routes.push(Route { prefix, stack, target, target_span, proxy });
         }
         if config.routes.is_empty() && errors.is_empty() {
             errors.push(
@@ -651,6 +778,29 @@ upstream = "http://127.0.0.1:8000"
         let e = first_error("[middleware.log]\nformat = \"json\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
         assert!(e.message.contains("has no `kind`"), "{e}");
         assert_eq!(e.line, 1, "{e}");
+    }
+
+    #[test]
+    fn upstream_routes_take_proxy_options_and_app_routes_refuse_them() {
+        let c = parse(
+            "[[route]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:8000/base\"\nstrip_prefix = true\n\
+             preserve_host = false\nforwarded = \"forwarded\"\ntimeout = \"2s\"\nidle_timeout = \"0s\"\nhttp2 = true\n",
+        )
+        .unwrap();
+        let options = &c.routes[0].proxy;
+        assert!(options.strip_prefix && !options.preserve_host && options.http2);
+        assert_eq!(options.forwarded, ForwardedHeaders::Forwarded);
+        assert_eq!(options.timeout, Duration::from_secs(2));
+        assert_eq!(options.idle_timeout, Duration::ZERO, "zero turns pooling of idle connections off");
+        assert_eq!(options.connect_timeout, ProxyOptions::default().connect_timeout);
+
+        let e = first_error("[[route]]\nprefix = \"/\"\napp = \"echo\"\nstrip_prefix = true\n");
+        assert_eq!((e.line, e.column), (4, 16), "{e}");
+        assert!(e.message.contains("`strip_prefix` is an option of upstream routes"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\ntimeout = \"0s\"\n");
+        assert!(e.message.contains("`timeout`: expected a duration above zero"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nforwarded = \"both!\"\n");
+        assert!(e.message.contains("expected one of `x-forwarded`, `forwarded`, `both`, `none`"), "{e}");
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! - [`config`]: TOML → typed config, with file:line:column errors.
 //! - [`registry`]: middleware kind name → constructor.
 //! - [`routes`]: the router (longest prefix wins) and the per-route onions.
-//! - [`server`]: listeners, HTTP/1.1 and HTTP/2, limits, graceful shutdown.
+//! - [`proxy`]: the reverse proxy behind `upstream` routes; [`pool`]: its HTTP/1.1 connections.
+//! - [`server`]: listeners, HTTP/1.1 and HTTP/2, limits, graceful shutdown, hot reload.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod apps;
 pub mod config;
+pub mod pool;
+pub mod proxy;
 pub mod registry;
 pub mod routes;
 pub mod server;

@@ -4,6 +4,8 @@ use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use strata::Severity;
@@ -27,6 +29,9 @@ enum Command {
         /// Listen here instead of the config's `[server] listen`, e.g. 127.0.0.1:9000.
         #[arg(long, short)]
         listen: Option<SocketAddr>,
+        /// Reload the config when the file changes (SIGHUP always reloads it).
+        #[arg(long, requires = "config")]
+        watch: bool,
     },
     /// Load and validate a config, then report ordering problems. Exit 1 on errors.
     Check {
@@ -55,7 +60,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
-        Command::Serve { config, listen } => serve(config, listen),
+        Command::Serve { config, listen, watch } => serve(config, listen, watch),
         Command::Check { config, strict } => check(config, strict),
         Command::Explain { config } => explain(config),
         Command::HashPassword => hash_password(),
@@ -76,28 +81,15 @@ fn load_or_report(config: Option<&PathBuf>) -> Result<Gateway, ExitCode> {
     })
 }
 
-fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+/// How often `--watch` looks at the config file's modification time.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> ExitCode {
     let gateway = match load_or_report(config.as_ref()) {
         Ok(g) => g,
         Err(code) => return code,
     };
-    if let Some(route) = gateway.routes.iter().find(|r| r.is_upstream) {
-        eprintln!(
-            "error: route `{}` proxies to an {}: upstream routes are checked but not served by this version",
-            route.prefix, route.target.description
-        );
-        return ExitCode::from(2);
-    }
-    for diagnostic in &gateway.layer_diagnostics {
-        if diagnostic.severity == Severity::Note {
-            tracing::info!("{}", diagnostic.to_string().replace('\n', " "));
-        } else {
-            tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
-        }
-    }
-    for (prefix, diagnostic) in gateway.diagnostics() {
-        tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
-    }
+    gateway.log_warnings();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -106,6 +98,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before the listener exists: an unhandled SIGHUP would end the process.
+        let hangup = server::Hangup::register();
         let addr = listen.unwrap_or(gateway.server.listen);
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -119,7 +113,28 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         for route in &gateway.routes {
             println!("  {} -> {}", route.prefix, route.target.description);
         }
-        let served = server::serve(listener, gateway.router.clone(), &gateway.server, server::shutdown_signal()).await;
+        let live = Arc::new(server::LiveRouter::new(gateway.router.clone()));
+        let reloader = match config {
+            Some(path) => {
+                let reloader = server::Reloader {
+                    path,
+                    live: live.clone(),
+                    running: gateway.server.clone(),
+                    listen_overridden: listen.is_some(),
+                };
+                tokio::spawn(reloader.run(hangup, watch.then_some(WATCH_INTERVAL)))
+            }
+            // The embedded default cannot change; SIGHUP is still caught, and says so.
+            None => tokio::spawn(async move {
+                let mut hangup = hangup;
+                loop {
+                    hangup.recv().await;
+                    tracing::info!("received SIGHUP: serving the embedded default, nothing to reload");
+                }
+            }),
+        };
+        let served = server::serve(listener, live, &gateway.server, server::shutdown_signal()).await;
+        reloader.abort();
         // The last requests' log lines are still queued to the writer threads.
         strata::middleware::access_log::flush_all();
         match served {
@@ -157,13 +172,6 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
         } else {
             println!("route {prefix}: {d}\n");
         }
-    }
-    for route in gateway.routes.iter().filter(|r| r.is_upstream) {
-        warnings += 1;
-        println!(
-            "route {}: warning[upstream-not-served]: {} is checked but not served by this version\n",
-            route.prefix, route.target.description
-        );
     }
     for unused in &gateway.unused {
         warnings += 1;

@@ -36,6 +36,8 @@ kinds! {
     "basic_auth" => mw::BasicAuth::new,
     "errors" => mw::Errors::new,
     "compression" => mw::Compression::new,
+    "timeout" => mw::Timeout::new,
+    "body_limit" => mw::BodyLimit::new,
     "rate_limit" => mw::RateLimit::new,
 }
 

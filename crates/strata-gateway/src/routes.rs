@@ -18,7 +18,8 @@ use strata::middleware::BuildContext;
 use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
 
 use crate::apps;
-use crate::config::{Config, ConfigErrors, NameRef, Target};
+use crate::config::{Config, ConfigErrors, ForwardedHeaders, NameRef, Target};
+use crate::proxy::Proxy;
 use crate::registry;
 
 /// What a route serves, as `explain` and `check` describe it.
@@ -92,6 +93,8 @@ impl Gateway {
         };
 
         let server_stack = stack_of(&config.server.stack);
+        let not_found = server_stack.clone().serve(not_found);
+        let mut facts = not_found.facts();
         let mut routes = Vec::new();
         let mut entries = Vec::new();
         for route in &config.routes {
@@ -100,30 +103,33 @@ impl Gateway {
             let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) =
                 match &route.target {
                     Target::App(name) => {
-                        let app = apps::by_name(name).ok_or_else(|| {
+                        let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
                             ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
                         })?;
                         (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
                     }
-                    Target::Upstream(uri) => (
-                        Arc::new(UpstreamUnavailable),
+                    Target::Upstream(uri) => {
                         // An upstream may fail and may stream events: rules must assume both.
-                        TargetInfo {
-                            description: format!("upstream {uri}"),
-                            facts: Facts::of(&[Fact::CanFail, Fact::StreamsEvents]),
-                        },
-                        true,
-                    ),
+                        let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
+                        if route.proxy.forwarded != ForwardedHeaders::None {
+                            // The forwarding headers carry the peer's address.
+                            facts = facts.with(Fact::ReadsClientAddress);
+                        }
+                        (
+                            Arc::new(Proxy::new(uri, &route.prefix, &route.proxy)),
+                            TargetInfo { description: format!("upstream {uri}"), facts },
+                            true,
+                        )
+                    }
                 };
             let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && route.prefix != "/" {
                 Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
             } else {
                 endpoint
             };
-            entries.push(RouteEntry {
-                prefix: route.prefix.clone(),
-                service: server_stack.clone().then(stack).serve_arc(endpoint),
-            });
+            let service = server_stack.clone().then(stack).serve_arc(endpoint);
+            facts = facts.union(service.facts()).union(target.facts);
+            entries.push(RouteEntry { prefix: route.prefix.clone(), service });
             routes.push(RoutePlan { prefix: route.prefix.clone(), layers: layer_infos, target, is_upstream });
         }
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
@@ -136,7 +142,7 @@ impl Gateway {
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),
-            router: Arc::new(Router { routes: entries, not_found: server_stack.serve(not_found) }),
+            router: Arc::new(Router { routes: entries, not_found, facts }),
             routes,
             unused,
             layer_diagnostics,
@@ -150,6 +156,22 @@ impl Gateway {
         all.extend(route.layers.iter().cloned());
         all.push(LayerInfo { name: route.target.description.clone(), kind: "app", facts: route.target.facts });
         all
+    }
+
+    /// Logs what `check` would warn about: each layer's own configuration problems, then each
+    /// route's ordering problems (at startup and after every reload).
+    pub fn log_warnings(&self) {
+        for diagnostic in &self.layer_diagnostics {
+            // A note (a mode in force) is information, not a warning.
+            if diagnostic.severity == strata::Severity::Note {
+                tracing::info!("{}", diagnostic.to_string().replace('\n', " "));
+            } else {
+                tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
+            }
+        }
+        for (prefix, diagnostic) in self.diagnostics() {
+            tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
+        }
     }
 
     /// The ordering diagnostics of every route, with the route's prefix.
@@ -177,12 +199,14 @@ pub struct Router {
     // Longest prefix first, so the first match is the most specific one.
     routes: Vec<RouteEntry>,
     not_found: Service,
+    // Every layer's and target's facts, computed once: the server asks for every connection.
+    facts: Facts,
 }
 
 impl Router {
-    /// Every fact a layer of any route declares.
+    /// Every fact a layer or target of any route declares.
     pub fn facts(&self) -> Facts {
-        self.routes.iter().fold(self.not_found.facts(), |all, r| all.union(r.service.facts()))
+        self.facts
     }
 
     /// Runs a request through its route's onion (or the server stack's 404).
@@ -226,15 +250,6 @@ impl Endpoint<Request, Response> for StripPrefix {
             *req.uri_mut() = uri;
         }
         self.inner.call(req)
-    }
-}
-
-/// Stands in for upstream routes until the proxy serves them; `serve` refuses such configs.
-struct UpstreamUnavailable;
-
-impl Endpoint<Request, Response> for UpstreamUnavailable {
-    fn call(&self, _req: Request) -> BoxFuture<Response> {
-        Box::pin(async { response::json_error(StatusCode::BAD_GATEWAY, "this route's upstream is not served") })
     }
 }
 

@@ -1,5 +1,16 @@
 //! Listeners and connections: HTTP/1.1 with keep-alive and HTTP/2 (prior-knowledge h2c) on one port,
-//! header size limits, a header-read timeout, and graceful shutdown.
+//! header size limits, a header-read timeout, graceful shutdown, and hot reload.
+//!
+//! # Reload
+//!
+//! The listener serves a [`LiveRouter`]: the current [`Router`] behind an atomic pointer
+//! ([`arc_swap`]), read once per request without a lock. A [`Reloader`] rebuilds the whole gateway
+//! from the config file (on SIGHUP, or when `--watch` sees the file change) and swaps the new router
+//! in. A request holds the onion it started on (its future owns a reference to that route's chain),
+//! so in-flight requests finish on the old stack while new ones get the new stack, and no
+//! connection is touched. An invalid file is logged with its `file:line:column` errors and the
+//! running config stays. Listener settings (`listen`, header limits, HTTP/2) belong to the socket
+//! and connections: a change to them is logged as needing a restart.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -10,8 +21,10 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use strata::http::{Body, ConnectionInfo, Request, Response, Service};
 use strata::{Fact, Facts, Run};
 use tokio::net::TcpListener;
@@ -19,32 +32,60 @@ use tokio::net::TcpListener;
 use crate::config::Server;
 use crate::routes::Router;
 
-/// What a listener hands each request to: a gateway's [`Router`] or any library [`Service`].
+/// What a listener hands each request to: a gateway's [`Router`] (live or fixed) or any library
+/// [`Service`].
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request.
-    fn handle(&self, req: Request) -> Run<Response>;
+    /// Answers one request that arrived on `connection`.
+    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response>;
+}
 
-    /// What its layers declare (the server sets [`ConnectionInfo`] only when one reads it).
-    fn facts(&self) -> Facts;
+/// Inserting into a request's extensions allocates: only for stacks with a layer (or an upstream
+/// target) that reads the client's address.
+fn with_connection_info(mut req: Request, facts: Facts, connection: &ConnectionInfo) -> Request {
+    if facts.has(Fact::ReadsClientAddress) {
+        req.extensions_mut().insert(*connection);
+    }
+    req
 }
 
 impl Handler for Router {
-    fn handle(&self, req: Request) -> Run<Response> {
-        self.call(req)
-    }
-
-    fn facts(&self) -> Facts {
-        Router::facts(self)
+    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response> {
+        self.call(with_connection_info(req, self.facts(), connection))
     }
 }
 
 impl Handler for Service {
-    fn handle(&self, req: Request) -> Run<Response> {
-        self.call(req)
+    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response> {
+        self.call(with_connection_info(req, self.facts(), connection))
+    }
+}
+
+/// The router currently served, swapped atomically by a reload.
+pub struct LiveRouter {
+    current: ArcSwap<Router>,
+}
+
+impl LiveRouter {
+    /// Serves `router` until the first reload.
+    pub fn new(router: Arc<Router>) -> Self {
+        LiveRouter { current: ArcSwap::new(router) }
     }
 
-    fn facts(&self) -> Facts {
-        Service::facts(self)
+    /// The router new requests go to.
+    pub fn current(&self) -> Arc<Router> {
+        self.current.load_full()
+    }
+
+    /// Sends new requests to `router`; requests already running finish on the one they started on.
+    pub fn replace(&self, router: Arc<Router>) {
+        self.current.store(router);
+    }
+}
+
+impl Handler for LiveRouter {
+    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response> {
+        // The returned future owns its route's chain: the guard (and the router) may go at once.
+        self.current.load().handle(req, connection)
     }
 }
 
@@ -64,8 +105,6 @@ pub async fn serve<H: Handler>(
     let builder = connection_builder(settings);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr()?;
-    // Inserting into a request's extensions allocates: only for stacks that read the address.
-    let set_connection_info = handler.facts().has(Fact::ReadsClientAddress);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -85,13 +124,11 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         let trusted = settings.trusted_proxies.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let mut req = req.map(Body::from);
-            if set_connection_info {
-                // Per request, not per connection: a proxy multiplexes many clients on one connection.
-                let info = ConnectionInfo::resolve(peer, local, req.headers(), &trusted);
-                req.extensions_mut().insert(info);
-            }
-            let response = handler.handle(req);
+            let req = req.map(Body::from);
+            // Per request, not per connection: a proxy multiplexes many clients on one connection.
+            // Cheap unless the peer is a trusted proxy (then its forwarding header is read).
+            let info = ConnectionInfo::resolve(peer, local, req.headers(), &trusted);
+            let response = handler.handle(req, &info);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();
@@ -153,5 +190,150 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("received SIGINT"),
         () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Rebuilds the gateway from its config file and swaps the new router into a [`LiveRouter`].
+pub struct Reloader {
+    /// The config file.
+    pub path: PathBuf,
+    /// What the listener serves.
+    pub live: Arc<LiveRouter>,
+    /// The `[server]` settings the listener was started with (what a reload cannot change).
+    pub running: Server,
+    /// Whether `--listen` overrides the config's `listen` (then a changed `listen` is not news).
+    pub listen_overridden: bool,
+}
+
+impl Reloader {
+    /// Loads the config again. A valid one replaces the running router; an invalid one is logged
+    /// and the running one stays. Returns whether the new config was swapped in.
+    pub async fn reload(&self) -> bool {
+        let path = self.path.clone();
+        // Reading the file and building the layers (opening logs, reading password files) blocks.
+        let built = tokio::task::spawn_blocking(move || crate::load(Some(&path))).await;
+        let gateway = match built {
+            Ok(Ok(gateway)) => gateway,
+            Ok(Err(error)) => {
+                tracing::error!("config rejected, still serving the previous one:\n{error}");
+                return false;
+            }
+            Err(error) => {
+                tracing::error!(%error, "config reload failed, still serving the previous one");
+                return false;
+            }
+        };
+        for setting in self.restart_only_changes(&gateway.server) {
+            tracing::warn!("`{setting}` changed: it applies to the listener, restart strata to use it");
+        }
+        gateway.log_warnings();
+        let routes = gateway.routes.len();
+        self.live.replace(gateway.router);
+        tracing::info!(config = %self.path.display(), routes, "config reloaded");
+        true
+    }
+
+    fn restart_only_changes(&self, new: &Server) -> Vec<&'static str> {
+        let old = &self.running;
+        let mut changed = Vec::new();
+        if new.listen != old.listen && !self.listen_overridden {
+            changed.push("listen");
+        }
+        if new.header_read_timeout != old.header_read_timeout {
+            changed.push("header_read_timeout");
+        }
+        if new.max_header_bytes != old.max_header_bytes {
+            changed.push("max_header_bytes");
+        }
+        if new.shutdown_grace != old.shutdown_grace {
+            changed.push("shutdown_grace");
+        }
+        if new.http2 != old.http2 {
+            changed.push("http2");
+        }
+        // The listener resolves client addresses with the proxies it was started with.
+        if new.trusted_proxies != old.trusted_proxies {
+            changed.push("trusted_proxies");
+        }
+        changed
+    }
+
+    /// Reloads on every SIGHUP and, with `watch`, whenever the file's modification time or size
+    /// changes (checked every `watch` interval). Runs until the task is dropped.
+    ///
+    /// Watching polls the file's metadata instead of using inotify: one `stat` a second costs
+    /// nothing, needs no dependency, and sees every way of saving a file (in place, or an editor's
+    /// write-and-rename, which an inotify watch on the old inode misses).
+    pub async fn run(self, mut hangup: Hangup, watch: Option<Duration>) {
+        let mut seen = file_stamp(&self.path);
+        let mut tick = watch.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let poll = async {
+                match tick.as_mut() {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = hangup.recv() => {
+                    tracing::info!("received SIGHUP: reloading the config");
+                    seen = file_stamp(&self.path);
+                    self.reload().await;
+                }
+                () = poll => {
+                    let now = file_stamp(&self.path);
+                    // A missing file is a save in progress (or a mistake): keep serving, look again.
+                    if now.is_some() && now != seen {
+                        seen = now;
+                        tracing::info!(config = %self.path.display(), "config file changed: reloading");
+                        self.reload().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// SIGHUP, registered before the server announces itself: the default action of an unhandled
+/// SIGHUP is to terminate the process.
+pub struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    /// Starts listening for SIGHUP (inside a Tokio runtime).
+    pub fn register() -> Hangup {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+            if let Err(error) = &signal {
+                tracing::warn!(%error, "cannot listen for SIGHUP: reload by signal is off");
+            }
+            Hangup { signal: signal.ok() }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// Resolves at the next SIGHUP (never, where there are none).
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
     }
 }

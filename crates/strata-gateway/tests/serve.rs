@@ -55,6 +55,12 @@ async fn routes_pick_the_longest_prefix_and_apps_see_paths_below_it() {
     let tasks = http.get(strata.url("/api/tasks")).send().await.unwrap();
     assert_eq!(tasks.status(), 200);
     assert_eq!(tasks.text().await.unwrap(), "[]");
+    // A created task's Location is the path the client uses, prefix included, and it resolves.
+    let created = http.post(strata.url("/api/tasks")).json(&serde_json::json!({"title": "t"})).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(location, "/api/tasks/1");
+    assert_eq!(http.get(strata.url(&location)).send().await.unwrap().status(), 200);
     let echo: serde_json::Value = http.get(strata.url("/anything/x?q=1")).send().await.unwrap().json().await.unwrap();
     assert_eq!(echo["path"], "/anything/x");
     // `/apix` is not under `/api`: the echo app answers (404 from echo, not the tasks app).

@@ -46,12 +46,20 @@ impl fmt::Debug for App {
 /// The names of the built-in apps, for "did you mean" and docs.
 pub const NAMES: &[&str] = &["tasks", "echo"];
 
-/// A fresh instance of the named app (each call gets its own state), or `None`.
+/// A fresh instance of the named app (each call gets its own state) mounted at `/`, or `None`.
 ///
 /// Two routes mounting `tasks` therefore hold two separate task lists.
 pub fn by_name(name: &str) -> Option<App> {
+    mounted(name, "/")
+}
+
+/// A fresh instance of the named app mounted under a route's `prefix` (`/api`, or `/`), or `None`.
+///
+/// The app still sees paths below the prefix; the prefix only serves to build links the client can
+/// follow, such as the `Location` of a created task (`/api/tasks/1`).
+pub fn mounted(name: &str, prefix: &str) -> Option<App> {
     match name {
-        "tasks" => Some(tasks::app()),
+        "tasks" => Some(tasks::app(prefix)),
         "echo" => Some(echo::app()),
         _ => None,
     }

@@ -3,7 +3,7 @@
 //! | Request                | Answer                                                        |
 //! |------------------------|---------------------------------------------------------------|
 //! | `GET /tasks`           | 200, every task as a JSON array ordered by id                 |
-//! | `POST /tasks`          | 201, the new task, `Location: /tasks/{id}`                    |
+//! | `POST /tasks`          | 201, the new task, `Location: /tasks/{id}` (under the mount prefix); 507 when the list holds 10,000 tasks |
 //! | `GET /tasks/{id}`      | 200 the task, or 404                                          |
 //! | `PUT /tasks/{id}`      | 200 the replaced task (`title` required, `done` defaults to false), or 404 |
 //! | `PATCH /tasks/{id}`    | 200 the updated task (`title` and/or `done`), or 404          |
@@ -40,13 +40,18 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// The longest title accepted, in characters (not bytes, so every script gets the same limit).
 const MAX_TITLE_CHARS: usize = 1000;
 
-/// A fresh `tasks` app with an empty list.
-pub(super) fn app() -> App {
+/// The most tasks the list holds. The list lives in memory, so without a bound any client could
+/// grow the gateway's memory without limit; past it a create is refused with 507.
+pub(crate) const MAX_TASKS: usize = 10_000;
+
+/// A fresh `tasks` app with an empty list, mounted at `mount` (`/` or a route's prefix such as
+/// `/api`): the `Location` of a created task names the path the client sees.
+pub(super) fn app(mount: &str) -> App {
     App {
         name: "tasks",
         description: "in-memory JSON tasks API: /tasks, /tasks/{id}",
         facts: Facts::NONE,
-        endpoint: Arc::new(Tasks::default()),
+        endpoint: Arc::new(Tasks::mounted_at(mount)),
     }
 }
 
@@ -107,6 +112,15 @@ impl Default for Store {
 #[derive(Clone, Debug, Default)]
 struct Tasks {
     store: Arc<RwLock<Store>>,
+    /// What the client's paths start with before `/tasks`: empty at `/`, `/api` under that prefix.
+    /// Known when the route is built, so locating a new task costs nothing per request.
+    mount: Arc<str>,
+}
+
+impl Tasks {
+    fn mounted_at(mount: &str) -> Tasks {
+        Tasks { store: Arc::default(), mount: Arc::from(mount.trim_end_matches('/')) }
+    }
 }
 
 impl Endpoint<Request, Response> for Tasks {
@@ -181,6 +195,12 @@ impl Tasks {
         }
         let task = {
             let mut store = self.write();
+            if store.tasks.len() >= MAX_TASKS {
+                return response::json_error(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    format!("the task list is full ({MAX_TASKS} tasks): delete some first"),
+                );
+            }
             let id = store.next_id;
             let Some(next) = id.checked_add(1) else {
                 // Unreachable in practice (2^64 creates), but reusing ids is the one thing not allowed.
@@ -192,7 +212,7 @@ impl Tasks {
             task
         };
         let mut res = response::json(StatusCode::CREATED, &task);
-        if let Ok(location) = HeaderValue::try_from(format!("/tasks/{}", task.id)) {
+        if let Ok(location) = HeaderValue::try_from(format!("{}/tasks/{}", self.mount, task.id)) {
             res.headers_mut().insert(header::LOCATION, location);
         }
         res
@@ -338,6 +358,35 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {uri} {body}: {value}");
         let error = value["error"].as_str().unwrap_or_default();
         assert!(error.contains(needle), "{method} {uri} {body}: error {error:?} should mention {needle:?}");
+    }
+
+    #[tokio::test]
+    async fn location_names_the_path_the_client_sees_under_a_prefix() {
+        for (mount, expected) in [("/api", "/api/tasks/1"), ("/api/v1/", "/api/v1/tasks/1"), ("/", "/tasks/1")] {
+            let app = Tasks::mounted_at(mount);
+            let (status, headers, _) = send(&app, req(Method::POST, "/tasks", r#"{"title":"x"}"#)).await;
+            assert_eq!(status, StatusCode::CREATED);
+            assert_eq!(headers[header::LOCATION], expected, "mounted at {mount}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_list_is_bounded_and_frees_room_on_delete() {
+        let app = tasks();
+        {
+            let mut store = app.write();
+            for id in 1..=MAX_TASKS as u64 {
+                store.tasks.insert(id, Task { id, title: String::new(), done: false });
+            }
+            store.next_id = MAX_TASKS as u64 + 1;
+        }
+        let (status, value) = call(&app, Method::POST, "/tasks", r#"{"title":"one too many"}"#).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{value}");
+        assert!(value["error"].as_str().unwrap().contains("full"), "{value}");
+        assert_eq!(call(&app, Method::DELETE, "/tasks/1", "").await.0, StatusCode::NO_CONTENT);
+        let (status, value) = call(&app, Method::POST, "/tasks", r#"{"title":"fits again"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(value["id"], MAX_TASKS as u64 + 1);
     }
 
     #[tokio::test]

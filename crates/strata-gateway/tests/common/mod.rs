@@ -53,14 +53,26 @@ impl Strata {
     pub fn start(config: Option<&str>) -> Strata {
         let config = config.map(write_config);
         let path = config.as_ref().map(|c| c.path.clone());
-        Self::start_with(path.as_deref(), config)
+        Self::start_with(path.as_deref(), config, &[])
     }
 
-    fn start_with(path: Option<&Path>, keep: Option<ConfigFile>) -> Strata {
+    /// Serves `config` with extra `serve` arguments (e.g. `--watch`).
+    pub fn start_args(config: &str, args: &[&str]) -> Strata {
+        let config = write_config(config);
+        let path = config.path.clone();
+        Self::start_with(Some(&path), Some(config), args)
+    }
+
+    /// The config file it serves, to rewrite before a reload.
+    pub fn config_path(&self) -> &Path {
+        &self._config.as_ref().expect("started with a config file").path
+    }
+
+    fn start_with(path: Option<&Path>, keep: Option<ConfigFile>, args: &[&str]) -> Strata {
         let logs = tempfile::tempdir().expect("tempdir");
         let stderr_path = logs.path().join("stderr.log");
         let mut cmd = Command::new(strata_bin());
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").args(args);
         if let Some(path) = path {
             cmd.arg("--config").arg(path);
         }
@@ -125,4 +137,33 @@ impl Drop for Strata {
 /// An HTTP/1.1 client with no proxy (tests talk to loopback only).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+pub mod gunicorn;
+
+/// A port nothing listens on right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts connections on `addr`, up to `limit`.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The peak resident memory of a process, in KiB (`VmHWM` in /proc/PID/status).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
 }

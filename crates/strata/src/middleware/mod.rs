@@ -25,6 +25,10 @@ pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
 pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
 pub mod timing;
 pub use timing::{Timing, TimingConfig};
+pub mod timeout;
+pub use timeout::{Timeout, TimeoutConfig};
+pub mod body_limit;
+pub use body_limit::{BodyLimit, BodyLimitConfig};
 pub mod rate_limit;
 pub use rate_limit::{RateLimit, RateLimitConfig};
 

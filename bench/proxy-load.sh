@@ -1,0 +1,380 @@
+#!/usr/bin/env bash
+# Reverse-proxy comparison: the strata gateway against nginx, both in front of the same upstream,
+# both with the same stack (request id, CORS, Basic auth, JSON access log to a file).
+#
+# Contenders (each its own process on its own loopback port, proxying to one shared upstream):
+#   strata          `strata serve`, stack request_id → access_log → cors → basic_auth, the user's
+#                   password an argon2id hash at full default cost (`strata hash-password`)
+#   nginx-plain     Debian's nginx, the same stack in nginx terms, htpasswd entry `{PLAIN}wonderland`
+#   nginx-hashed    the same nginx config with an `openssl passwd -6` (SHA-512 crypt, 5000 rounds)
+#                   entry: the strongest scheme both openssl and nginx's crypt() support here (nginx
+#                   has no argon2)
+#
+# The upstream is one more nginx answering `return 200` on every path: the cheapest server on the
+# machine, so the figures price the proxies, not the app (gunicorn would be the bottleneck; strata's
+# own echo app would share the runtime code under test). Both proxies keep a pool of keep-alive
+# connections to it.
+#
+# Every request carries `Authorization: Basic` (alice / wonderland) and an allowed `Origin`, so
+# auth and CORS do real work. Contenders take turns (A B C, then C B A, ...), each round preceded
+# by a warm-up. Printed: req/s and p99 per round, the medians, and the two target ratios:
+# strata / nginx-plain ≥ 1.0 and strata / nginx-hashed ≥ 3.
+#
+# Also printed: the CPU time each contender's processes (strata's threads, nginx's workers) spent
+# per request during the measured runs, from /proc/PID/stat. On a machine shared with other work,
+# req/s mostly says how much CPU the scheduler gave each contender; CPU per request says what each
+# request cost, and moves much less from run to run.
+#
+# Usage: bash bench/proxy-load.sh
+#   DURATION=8      seconds measured per round
+#   ROUNDS=2        rounds per contender
+#   CONNECTIONS=32  concurrent keep-alive connections
+#   THREADS=1       wrk threads (the client shares the machine's cores with the servers)
+#   WARMUP=2        seconds of unmeasured load before each round
+#   SKIP_BUILD=1    use target/release/strata as it is
+set -euo pipefail
+
+DURATION=${DURATION:-8}
+ROUNDS=${ROUNDS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+WARMUP=${WARMUP:-2}
+URL_PATH=/tasks
+CONTENDERS=(strata nginx-plain nginx-hashed)
+AUTH_USER=alice
+AUTH_PASSWORD=wonderland
+ORIGIN=http://localhost:5173
+AUTHORIZATION="Basic $(printf '%s:%s' "$AUTH_USER" "$AUTH_PASSWORD" | base64)"
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-proxy-load.XXXXXX")
+# nginx's workers drop root privileges: they must be able to read the htpasswd files.
+chmod 755 "$WORK"
+
+declare -a SERVER_PIDS=()
+declare -A URL=() RPS=() P99=() SENT=() ACCESS_LOG=() PIDS_OF=() CPU_US=()
+CLK_TCK=$(getconf CLK_TCK)
+
+cleanup() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${SERVER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() {
+    echo "proxy-load.sh: $*" >&2
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing and we are root.
+need() {
+    command -v "$1" >/dev/null && return 0
+    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || die "$1 is missing: apt-get install $2"
+    echo "installing $2"
+    apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+}
+
+# start_server NAME PORT COMMAND... : runs COMMAND in the background (log in $WORK/NAME.log) and
+# waits up to 20 s for PORT to accept connections.
+start_server() {
+    local name=$1 port=$2
+    shift 2
+    "$@" >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    SERVER_PIDS+=("$pid")
+    local deadline=$((SECONDS + 20))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited before listening"; }
+        ((SECONDS < deadline)) || { cat "$WORK/$name.log" >&2; die "$name did not listen on $port"; }
+        sleep 0.1
+    done
+    PIDS_OF[$name]=$pid
+    echo "started $name (pid $pid) on port $port"
+}
+
+# cpu_ticks NAME : user + system CPU ticks used so far by NAME's processes (nginx: its workers).
+cpu_ticks() {
+    local pid total=0 pids=${PIDS_OF[$1]}
+    if [[ $1 == nginx* ]]; then pids=$(pgrep -P "${PIDS_OF[$1]}" | tr '\n' ' '); fi
+    for pid in $pids; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}
+
+# check NAME PORT : one authenticated request must be a 200 with CORS and request-id headers, and
+# one anonymous request a 401: the stack is really in place before it is measured.
+check() {
+    local name=$1 port=$2 ok anonymous
+    ok=$(curl -s -o /dev/null -D - -H "Authorization: $AUTHORIZATION" -H "Origin: $ORIGIN" "http://127.0.0.1:$port$URL_PATH")
+    grep -q '^HTTP/1.1 200' <<<"$ok" || die "$name: authenticated request: $(head -n1 <<<"$ok")"
+    grep -qi '^access-control-allow-origin: http://localhost:5173' <<<"$ok" || die "$name: no CORS header"
+    grep -qi '^x-request-id: ' <<<"$ok" || die "$name: no x-request-id"
+    anonymous=$(curl -s -o /dev/null -w '%{http_code}' -H "Origin: $ORIGIN" "http://127.0.0.1:$port$URL_PATH")
+    [[ $anonymous == 401 ]] || die "$name: anonymous request got $anonymous, not 401"
+    URL[$name]="http://127.0.0.1:$port$URL_PATH"
+}
+
+to_ms() {
+    awk -v v="$1" -v u="$2" 'BEGIN { f = 1; if (u == "s") f = 1000; else if (u == "us") f = 0.001; printf "%.3f", v * f }'
+}
+
+median() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
+}
+
+# load URL SECONDS : prints "REQ_PER_SEC P99_MS REQUESTS"; non-2xx answers or socket errors are
+# reported (the figures would not compare like with like).
+load() {
+    local out=$WORK/wrk.out
+    wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --timeout 10s --latency \
+        -H "Authorization: $AUTHORIZATION" -H "Origin: $ORIGIN" "$1" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed"; }
+    if grep -qE 'Non-2xx|Socket errors' "$out"; then
+        echo "warning: $1: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | paste -sd';')" >&2
+    fi
+    local rps p99 requests
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' "$out" | sed -E 's/^([0-9.]+)([a-z]+)$/\1 \2/')
+    requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
+    echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
+}
+
+# nginx_conf DIR PORT BODY : a self-contained nginx config (its own pid, logs and temp paths under
+# DIR, no daemon) serving BODY (the inside of a `server` block) on PORT.
+nginx_conf() {
+    local dir=$1 port=$2 body=$3
+    mkdir -p "$dir/logs" "$dir/tmp"
+    chmod -R a+rwX "$dir"
+    local user=""
+    [[ $(id -u) == 0 ]] && user="user nobody nogroup;"
+    cat >"$dir/nginx.conf" <<EOF
+$user
+worker_processes auto;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    access_log off;
+    keepalive_requests 1000000;
+    $body
+}
+EOF
+}
+
+start_nginx() {
+    local name=$1 dir=$2 port=$3
+    start_server "$name" "$port" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
+}
+
+# --- the upstream --------------------------------------------------------------------------------
+
+start_upstream() {
+    UPSTREAM_PORT=$(free_port)
+    nginx_conf "$WORK/upstream" "$UPSTREAM_PORT" "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location / { default_type application/json; return 200 '[]'; }
+    }"
+    start_nginx upstream "$WORK/upstream" "$UPSTREAM_PORT"
+}
+
+# --- contenders ----------------------------------------------------------------------------------
+
+contender_strata() {
+    local port config=$WORK/strata.toml log=$WORK/strata-access.log hash
+    port=$(free_port)
+    hash=$(printf '%s\n' "$AUTH_PASSWORD" | "$TARGET/release/strata" hash-password)
+    [[ $hash == '$argon2id$'* ]] || die "strata hash-password printed '$hash'"
+    cat >"$config" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+stack = ["request_id", "log", "cors", "auth"]
+
+[middleware.request_id]
+kind = "request_id"
+
+[middleware.log]
+kind = "access_log"
+format = "json"
+output = "$log"
+
+[middleware.cors]
+kind = "cors"
+allow_origins = ["$ORIGIN"]
+allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+allow_headers = ["content-type", "authorization"]
+expose_headers = ["x-request-id"]
+allow_credentials = true
+max_age = 600
+
+[middleware.auth]
+kind = "basic_auth"
+realm = "tasks"
+users = { $AUTH_USER = "$hash" }
+forward_user_header = "x-forwarded-user"
+
+[[route]]
+prefix = "/"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+EOF
+    ACCESS_LOG[strata]=$log
+    start_server strata "$port" "$TARGET/release/strata" serve --config "$config"
+    check strata "$port"
+}
+
+# nginx_contender NAME HTPASSWD_ENTRY : nginx with the equivalent stack:
+# - request id: nginx's $request_id, sent upstream and to the client;
+# - access log: one JSON line per request, to a file, buffered as strata's writer thread is;
+# - CORS: preflights answered 204 before auth, the allow headers on every response (`always`: 401s too);
+# - Basic auth from an htpasswd file, the user sent upstream;
+# - proxying with a keep-alive pool and the same forwarding headers as strata.
+nginx_contender() {
+    local name=$1 entry=$2 dir=$WORK/$1 port
+    port=$(free_port)
+    mkdir -p "$dir"
+    printf '%s:%s\n' "$AUTH_USER" "$entry" >"$dir/htpasswd"
+    chmod 644 "$dir/htpasswd"
+    ACCESS_LOG[$name]=$dir/logs/access.log
+    nginx_conf "$dir" "$port" "
+    log_format json escape=json '{\"time\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",'
+        '\"client\":\"\$remote_addr\",\"method\":\"\$request_method\",\"path\":\"\$uri\",'
+        '\"status\":\$status,\"bytes_sent\":\$body_bytes_sent,\"user\":\"\$remote_user\",'
+        '\"duration_ms\":\$request_time}';
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+    map \$http_origin \$cors_origin { default \"\"; \"$ORIGIN\" \$http_origin; }
+    server {
+        listen 127.0.0.1:$port;
+        access_log $dir/logs/access.log json buffer=64k flush=1s;
+        add_header Access-Control-Allow-Origin \$cors_origin always;
+        add_header Access-Control-Allow-Credentials true always;
+        add_header Access-Control-Expose-Headers x-request-id always;
+        add_header Vary Origin always;
+        add_header X-Request-Id \$request_id always;
+        location / {
+            if (\$request_method = OPTIONS) {
+                add_header Access-Control-Allow-Origin \$cors_origin;
+                add_header Access-Control-Allow-Methods 'GET, POST, PUT, PATCH, DELETE';
+                add_header Access-Control-Allow-Headers 'content-type, authorization';
+                add_header Access-Control-Max-Age 600;
+                return 204;
+            }
+            auth_basic tasks;
+            auth_basic_user_file $dir/htpasswd;
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+            proxy_set_header Host \$host;
+            proxy_set_header X-Request-Id \$request_id;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Forwarded-User \$remote_user;
+            proxy_set_header Authorization '';
+        }
+    }"
+    start_nginx "$name" "$dir" "$port"
+    check "$name" "$port"
+}
+
+contender_nginx_plain() {
+    nginx_contender nginx-plain "{PLAIN}$AUTH_PASSWORD"
+}
+
+contender_nginx_hashed() {
+    nginx_contender nginx-hashed "$(openssl passwd -6 "$AUTH_PASSWORD")"
+}
+
+run_contender() {
+    local name=$1 round=$2 result rps p99 requests
+    result=$(load "${URL[$name]}" "$WARMUP")
+    read -r _ _ requests <<<"$result"
+    SENT[$name]=$((${SENT[$name]:-0} + requests))
+    local before after cpu
+    before=$(cpu_ticks "$name")
+    result=$(load "${URL[$name]}" "$DURATION")
+    after=$(cpu_ticks "$name")
+    read -r rps p99 requests <<<"$result"
+    cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }')
+    SENT[$name]=$((${SENT[$name]:-0} + requests))
+    RPS[$name]+="$rps "
+    P99[$name]+="$p99 "
+    CPU_US[$name]+="$cpu "
+    printf '  round %d  %-14s %12.0f req/s   p99 %8s ms   %7s µs CPU/request\n' "$round" "$name" "$rps" "$p99" "$cpu"
+}
+
+# --- main ----------------------------------------------------------------------------------------
+
+cd "$ROOT"
+need wrk wrk
+need nginx nginx
+need curl curl
+need openssl openssl
+if [[ -z ${SKIP_BUILD:-} ]]; then
+    echo "building: cargo build --release --bin strata"
+    cargo build --release --bin strata
+fi
+start_upstream
+for name in "${CONTENDERS[@]}"; do "contender_${name//-/_}"; done
+
+echo
+echo "load: wrk, $CONNECTIONS connections, $THREADS client thread(s), ${WARMUP}s warm-up + ${DURATION}s per round," \
+    "$ROUNDS round(s), GET $URL_PATH through each proxy to one nginx upstream, loopback"
+echo "load average (1, 5, 15 min) at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$ROUNDS"); do
+    order=("${CONTENDERS[@]}")
+    if ((round % 2 == 0)); then
+        order=()
+        for ((i = ${#CONTENDERS[@]} - 1; i >= 0; i--)); do order+=("${CONTENDERS[i]}"); done
+    fi
+    for name in "${order[@]}"; do run_contender "$name" "$round"; done
+done
+
+declare -A MEDIAN=() MEDIAN_CPU=()
+echo
+printf '%-14s %14s %14s %22s\n' contender "median req/s" "median p99 ms" "median µs CPU/request"
+for name in "${CONTENDERS[@]}"; do
+    MEDIAN[$name]=$(tr ' ' '\n' <<<"${RPS[$name]}" | grep . | median)
+    MEDIAN_CPU[$name]=$(tr ' ' '\n' <<<"${CPU_US[$name]}" | grep . | median)
+    p99=$(tr ' ' '\n' <<<"${P99[$name]}" | grep -E '^[0-9.]+$' | median)
+    printf '%-14s %14.0f %14s %22s\n' "$name" "${MEDIAN[$name]}" "$p99" "${MEDIAN_CPU[$name]}"
+done
+
+ratio() {
+    awk -v a="${MEDIAN[$1]}" -v b="${MEDIAN[$2]}" -v t="$3" -v n="$1 / $2" 'BEGIN {
+        r = (b > 0) ? a / b : 0
+        printf "  %-26s %8.3f   target >= %s  %s\n", n, r, t, (r >= t) ? "ok" : "BELOW"
+    }'
+}
+echo
+echo "ratios of median req/s (this run only):"
+ratio strata nginx-plain 1.0
+ratio strata nginx-hashed 3
+echo "CPU per request, the other way round (how many of strata's requests cost what one of theirs does):"
+awk -v a="${MEDIAN_CPU[nginx-plain]}" -v b="${MEDIAN_CPU[strata]}" 'BEGIN { printf "  %-26s %8.3f\n", "nginx-plain / strata", (b > 0) ? a / b : 0 }'
+awk -v a="${MEDIAN_CPU[nginx-hashed]}" -v b="${MEDIAN_CPU[strata]}" 'BEGIN { printf "  %-26s %8.3f\n", "nginx-hashed / strata", (b > 0) ? a / b : 0 }'
+
+# Each contender must have logged every response (+2: the start-up checks).
+sleep 2
+echo
+echo "access logs (every response should have its line; +2 for the start-up checks):"
+for name in "${CONTENDERS[@]}"; do
+    lines=$(wc -l <"${ACCESS_LOG[$name]}" 2>/dev/null || echo 0)
+    printf '  %-14s %10s lines for %10s responses\n' "$name" "$lines" "$((${SENT[$name]:-0} + 2))"
+done
+echo "load average (1, 5, 15 min) at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,340 @@
+//! Keep-alive HTTP/1.1 connections to one upstream, each driven by the request that uses it.
+//!
+//! A general-purpose client drives every connection in a task of its own: the request's task hands
+//! the request over, the connection's task writes it, reads the response and hands it back, and a
+//! third short task puts the connection back in the pool once the body is done. Each hand-off may
+//! wake a thread. Here the request's own task polls the connection — while sending, and then inside
+//! the response body the server streams to the client — so a proxied exchange involves no other
+//! task. An idle connection is not polled at all; the next request using it polls it once first,
+//! which finishes the previous exchange or finds it closed (then the request goes to another
+//! connection: nothing had been sent on it).
+
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use strata::http::{Body, BoxError};
+use tokio::net::TcpStream;
+
+type Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+
+/// The most idle connections kept per upstream; more are closed when their requests end.
+const MAX_IDLE: usize = 512;
+
+/// Why a request could not be sent or answered.
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made (refused, unreachable, timed out).
+    Connect(std::io::Error),
+    /// The connection failed or closed before a complete response head.
+    Exchange(hyper::Error),
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolError::Connect(e) => write!(f, "connect: {e}"),
+            PoolError::Exchange(e) => {
+                write!(f, "{e}")?;
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    write!(f, ": {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Link {
+    sender: http1::SendRequest<Body>,
+    conn: Connection,
+}
+
+impl Link {
+    /// Whether the connection can take a request right now, without waiting.
+    fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
+        if Pin::new(&mut self.conn).poll(cx).is_ready() {
+            return false;
+        }
+        matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(())))
+    }
+}
+
+struct Idle {
+    link: Link,
+    since: Instant,
+}
+
+/// The idle connections to one upstream address.
+pub struct Pool {
+    /// `host:port`, as given to `connect`.
+    addr: String,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    // Locked only to push or pop one entry.
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Pool {
+    /// A pool for `addr` (`host:port`).
+    pub fn new(addr: String, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool { addr, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one, and resolves to
+    /// the response head; the body keeps the connection and returns it to the pool once read.
+    pub async fn send(self: &Arc<Self>, mut req: http::Request<Body>) -> Result<http::Response<Body>, PoolError> {
+        loop {
+            let (mut link, reused) = match self.checkout() {
+                Some(link) => (link, true),
+                None => (self.connect().await?, false),
+            };
+            // A reused connection must be ready now: one poll finishes the previous exchange (or
+            // finds the connection closed). One still busy — say, waiting for the rest of an upload
+            // its upstream already answered — is dropped rather than waited for. A new connection
+            // accepts its first request before it has been polled.
+            if reused && !poll_fn(|cx| Poll::Ready(link.ready_now(cx))).await {
+                continue;
+            }
+            let Link { mut sender, mut conn } = link;
+            let mut conn_done = false;
+            let outcome = {
+                let mut response = pin!(sender.try_send_request(req));
+                poll_fn(|cx| {
+                    if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                        return Poll::Ready(result);
+                    }
+                    if conn_done {
+                        return Poll::Pending;
+                    }
+                    match Pin::new(&mut conn).poll(cx) {
+                        Poll::Pending => Poll::Pending,
+                        // The connection is over: hyper answers the request with an error.
+                        Poll::Ready(_) => {
+                            conn_done = true;
+                            response.as_mut().poll(cx)
+                        }
+                    }
+                })
+                .await
+            };
+            match outcome {
+                Ok(res) => {
+                    let link = if conn_done { None } else { Some(Link { sender, conn }) };
+                    let pool = self.clone();
+                    return Ok(res.map(|incoming| {
+                        Body::wrap(Driven { incoming, link: Mutex::new(link), pool, finished: false })
+                    }));
+                }
+                Err(mut error) => match error.take_message() {
+                    // Never written: safe to send on another connection.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(PoolError::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout(&self) -> Option<Link> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // The most recently used first: the one most likely still open.
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.idle_timeout && !entry.link.sender.is_closed() {
+                return Some(entry.link);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, link: Link) {
+        if self.idle_timeout.is_zero() || link.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // Entries are pushed in time order and taken from the end, so the expired ones are the
+        // first few: drop them here, or under steady traffic they would never be reached.
+        let expired = idle.iter().take_while(|e| e.since.elapsed() >= self.idle_timeout).count();
+        let stale: Vec<Idle> = idle.drain(..expired).collect();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { link, since: Instant::now() });
+        }
+        drop(idle);
+        // Closing sockets outside the lock.
+        drop(stale);
+    }
+
+    async fn connect(&self) -> Result<Link, PoolError> {
+        let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| PoolError::Connect(timed_out()))?
+            .map_err(PoolError::Connect)?;
+        // Small requests go out at once instead of waiting for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Exchange)?;
+        Ok(Link { sender, conn })
+    }
+}
+
+/// A response body that drives its connection while it is read, and returns the connection to the
+/// pool once it has been read to the end.
+struct Driven {
+    incoming: Incoming,
+    // A Mutex only to make the body `Sync` (strata's bodies are): it is never contended, and
+    // `get_mut` takes no lock.
+    link: Mutex<Option<Link>>,
+    pool: Arc<Pool>,
+    finished: bool,
+}
+
+impl http_body::Body for Driven {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match Pin::new(&mut this.incoming).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.map_err(Into::into))),
+                Poll::Pending => {}
+            }
+            let link = this.link.get_mut().unwrap_or_else(PoisonError::into_inner);
+            let Some(active) = link.as_mut() else { return Poll::Pending };
+            match Pin::new(&mut active.conn).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Over: the body has now ended or failed; poll it again to say which.
+                Poll::Ready(_) => *link = None,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        // A body dropped half-read leaves the connection mid-response: it cannot be reused.
+        if self.finished || self.incoming.is_end_stream() {
+            let link = self.link.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(link) = link {
+                self.pool.checkin(link);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A loopback HTTP/1.1 server answering `ok`, counting the connections it accepts; with
+    /// `keep_alive` false it closes each connection after one response.
+    async fn upstream(keep_alive: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_req: http::Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from("ok"))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn request(addr: &str) -> http::Request<Body> {
+        http::Request::builder().uri("/").header(http::header::HOST, addr).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (addr, accepted) = upstream(true).await;
+        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        for _ in 0..20 {
+            let res = pool.send(request(&addr)).await.unwrap();
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_replaced_without_an_error() {
+        let (addr, accepted) = upstream(false).await;
+        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        for _ in 0..10 {
+            let res = pool.send(request(&addr)).await.unwrap();
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+            // Give the upstream's close time to arrive, as between requests in real traffic.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn a_half_read_body_does_not_return_its_connection() {
+        let (addr, accepted) = upstream(true).await;
+        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        drop(pool.send(request(&addr)).await.unwrap());
+        let res = pool.send(request(&addr)).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // The body of the first was never read (not even its end): its connection was not reused.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_even_under_steady_traffic() {
+        let (addr, _) = upstream(true).await;
+        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_millis(400));
+        let get = || async { pool.send(request(&addr)).await.unwrap().into_body().collect().await.unwrap() };
+        // Two connections in use at once, then both idle.
+        tokio::join!(get(), get());
+        assert_eq!(pool.idle.lock().unwrap().len(), 2);
+        // One request at a time from now on: each reuses the most recent connection, so the other
+        // one is never taken; it goes once expired, when a connection is returned.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        get().await;
+        assert_eq!(pool.idle.lock().unwrap().len(), 2, "nothing expired yet");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        get().await;
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "the unused connection expired and was closed");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        assert!(matches!(pool.send(request(&addr)).await, Err(PoolError::Connect(_))));
+    }
+}

@@ -1,0 +1,477 @@
+//! The reverse proxy: the endpoint of an `upstream = "http://…"` route.
+//!
+//! - **Streaming both ways.** The request body goes upstream as it arrives and the upstream's body
+//!   comes back as it arrives (hyper's `Incoming` on both sides): nothing is buffered, so large
+//!   downloads, uploads, server-sent events and long polls pass through at their own pace.
+//! - **Pooled keep-alive connections**: HTTP/1.1 through [`crate::pool`], whose connections are
+//!   driven by the requests using them (no hand-off to another task per request: about a fifth less
+//!   CPU per proxied request than hyper-util's client, measured under load); HTTP/2 upstreams
+//!   (`http2 = true`) and upgrades through hyper-util's client. An idle connection is dropped after
+//!   `idle_timeout`, shorter than the upstream's own keep-alive, so the gateway does not send a
+//!   request on a connection the upstream is closing.
+//! - **Hop-by-hop headers** (RFC 9110 §7.6.1: `Connection` and the headers it names, `Keep-Alive`,
+//!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are removed in both directions;
+//!   an `Upgrade` request (WebSocket) keeps `Connection: upgrade` and `Upgrade`, and once the
+//!   upstream answers `101` the two connections are spliced together.
+//! - **Where the request came from**: `X-Forwarded-For` (the TCP peer appended to any incoming
+//!   list), `X-Forwarded-Proto`, `X-Forwarded-Host`, and/or RFC 7239 `Forwarded`, per the route's
+//!   `forwarded` option. The request id and the authenticated user travel as the request headers
+//!   the `request_id` and `basic_auth` layers set.
+//! - **Failures are responses**: a refused or reset connection is a `502`, an upstream slower than
+//!   the route's `timeout` is a `504`. Both carry a client-safe sentence and are marked
+//!   [`GeneratedError`], so an `errors` layer formats them and every outer layer decorates them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{StatusCode, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use strata::BoxFuture;
+use strata::Endpoint;
+use strata::http::{Body, ConnectionInfo, GeneratedError, Request, Response, response};
+
+use crate::config::{ForwardedHeaders, ProxyOptions};
+use crate::pool::{Pool, PoolError};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// The client-safe sentences of the proxy's own error responses.
+const UNREACHABLE: &str = "The upstream server could not be reached.";
+const NO_ANSWER: &str = "The upstream server closed the connection without a complete answer.";
+const TOO_SLOW: &str = "The upstream server did not answer in time.";
+const BAD_TARGET: &str = "The request's path cannot be forwarded.";
+
+/// Forwards requests to one upstream server. One per route: each route has its own pool and options.
+pub struct Proxy {
+    /// HTTP/1.1 exchanges, driven by the requests' own tasks.
+    pool: Option<Arc<Pool>>,
+    /// HTTP/2 upstreams and upgrades (whose connections outlive the request).
+    client: Client<HttpConnector, Body>,
+    scheme: Scheme,
+    authority: Authority,
+    /// The upstream URL's path without its trailing slash (`""` for none): prepended to every path.
+    base_path: String,
+    /// The route's prefix, removed from paths when `strip_prefix` is set.
+    prefix: String,
+    upstream_host: HeaderValue,
+    options: ProxyOptions,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("upstream", &self.authority).field("options", &self.options).finish()
+    }
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (an `http://host:port[/base]` URL, checked by the config) for the route
+    /// at `prefix`.
+    pub fn new(upstream: &Uri, prefix: &str, options: &ProxyOptions) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(options.connect_timeout));
+        // Small requests go out at once instead of waiting for Nagle's algorithm.
+        connector.set_nodelay(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(options.idle_timeout)
+            .http2_only(options.http2);
+        if options.idle_timeout.is_zero() {
+            // For upstreams that close every connection after one response: keep none idle.
+            builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build(connector);
+        let port = upstream.port_u16().unwrap_or(80);
+        let pool = (!options.http2).then(|| {
+            let host = upstream.host().unwrap_or("127.0.0.1");
+            Pool::new(
+                format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']')),
+                options.connect_timeout,
+                options.idle_timeout,
+            )
+        });
+        let authority = upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
+        let upstream_host = HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
+        Proxy {
+            pool,
+            client,
+            scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority,
+            base_path: upstream.path().trim_end_matches('/').to_string(),
+            prefix: if prefix == "/" { String::new() } else { prefix.to_string() },
+            upstream_host,
+            options: options.clone(),
+        }
+    }
+
+    /// The URI the upstream is asked for: its base path, then the request's path (below the
+    /// route's prefix when stripping), then the query.
+    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+        let path = uri.path();
+        let path = if self.options.strip_prefix { path.get(self.prefix.len()..).unwrap_or(path) } else { path };
+        let query = uri.query();
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 1);
+        pq.push_str(&self.base_path);
+        if !path.starts_with('/') {
+            pq.push('/');
+        }
+        pq.push_str(path);
+        if let Some(q) = query {
+            pq.push('?');
+            pq.push_str(q);
+        }
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(PathAndQuery::try_from(pq).ok()?)
+            .build()
+            .ok()
+    }
+
+    /// Turns the client's request into the upstream's: URI, version, Host, hop-by-hop and
+    /// forwarding headers. The body is moved, not read. `None` when the path cannot be forwarded.
+    fn outgoing(&self, req: Request, upgrade: bool) -> Option<Request> {
+        // The TCP peer, even once ConnectionInfo also carries a client address resolved through
+        // trusted proxies: each hop appends the address it saw, and the list stays verifiable.
+        let peer = req.extensions().get::<ConnectionInfo>().map(|c| c.peer);
+        let (mut parts, body) = req.into_parts();
+        let uri = self.upstream_uri(&parts.uri)?;
+        // HTTP/2 clients carry the host in the URI, HTTP/1.1 clients in `Host`.
+        let client_host =
+            parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(authority_value));
+        remove_hop_by_hop(&mut parts.headers, upgrade);
+        if upgrade {
+            parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        match (&client_host, self.options.preserve_host) {
+            (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
+            _ => parts.headers.insert(header::HOST, self.upstream_host.clone()),
+        };
+        add_forwarding(&mut parts.headers, self.options.forwarded, peer, client_host.as_ref());
+        parts.uri = uri;
+        parts.version = if self.options.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        // The server's extensions (its upgrade handle, our ConnectionInfo) mean nothing upstream.
+        parts.extensions = http::Extensions::new();
+        Some(Request::from_parts(parts, body))
+    }
+}
+
+impl Endpoint<Request, Response> for Proxy {
+    fn call(&self, mut req: Request) -> BoxFuture<Response> {
+        let upgrade = is_upgrade(req.headers());
+        // Taken before the request is rebuilt: it is how the client's connection is handed over
+        // once the 101 has been sent.
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let Some(outgoing) = self.outgoing(req, upgrade) else {
+            return Box::pin(std::future::ready(failure(StatusCode::BAD_REQUEST, BAD_TARGET)));
+        };
+        let timeout = self.options.timeout;
+        let upstream = self.authority.clone();
+        if let (Some(pool), false) = (&self.pool, upgrade) {
+            let pool = pool.clone();
+            return Box::pin(async move {
+                let mut outgoing = outgoing;
+                // On its own connection, HTTP/1.1 names the target in origin form.
+                if let Some(pq) = outgoing.uri().path_and_query().cloned() {
+                    *outgoing.uri_mut() = Uri::from(pq);
+                }
+                match tokio::time::timeout(timeout, pool.send(outgoing)).await {
+                    Ok(Ok(mut res)) => {
+                        remove_hop_by_hop(res.headers_mut(), false);
+                        res
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%upstream, %error, "upstream request failed");
+                        let connect = matches!(error, PoolError::Connect(_));
+                        failure(StatusCode::BAD_GATEWAY, if connect { UNREACHABLE } else { NO_ANSWER })
+                    }
+                    Err(_) => {
+                        tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
+                        failure(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW)
+                    }
+                }
+            });
+        }
+        let client = self.client.clone();
+        Box::pin(async move {
+            let mut res = match tokio::time::timeout(timeout, client.request(outgoing)).await {
+                Ok(Ok(res)) => res,
+                Ok(Err(error)) => {
+                    let connect = error.is_connect();
+                    // The error names the upstream and the OS error: useful to operators, kept from clients.
+                    tracing::warn!(%upstream, error = %error_chain(&error), "upstream request failed");
+                    return failure(StatusCode::BAD_GATEWAY, if connect { UNREACHABLE } else { NO_ANSWER });
+                }
+                Err(_) => {
+                    tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
+                    return failure(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
+                }
+            };
+            let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+                splice(client_upgrade, hyper::upgrade::on(&mut res), upstream);
+            }
+            remove_hop_by_hop(res.headers_mut(), switching);
+            if switching {
+                res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
+            res.map(Body::from)
+        })
+    }
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections until
+/// either side closes.
+fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, name: Authority) {
+    tokio::spawn(async move {
+        match tokio::try_join!(client, upstream) {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(upstream = %name, %error, "upgraded connection ended with an error");
+                }
+            }
+            Err(error) => tracing::debug!(upstream = %name, %error, "connection upgrade failed"),
+        }
+    });
+}
+
+/// An error response of the proxy's own: a short text body for stacks without an `errors` layer,
+/// marked so that one replaces it with its own format.
+fn failure(status: StatusCode, detail: &'static str) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut res = response::text(status, format!("{} {reason}\n\n{detail}\n", status.as_u16()));
+    res.extensions_mut().insert(GeneratedError::with_detail(detail));
+    res
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+fn authority_value(authority: &Authority) -> Option<HeaderValue> {
+    HeaderValue::from_str(authority.as_str()).ok()
+}
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the headers that describe one connection, not the message (RFC 9110 §7.6.1). With
+/// `keep_upgrade`, `Upgrade` stays (the caller sets `Connection: upgrade` again).
+fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == header::UPGRADE) {
+                headers.remove(name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [KEEP_ALIVE, header::TE, header::TRAILER, header::TRANSFER_ENCODING] {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    // Proxy-Authorization, Proxy-Connection, …: meant for a proxy, which the gateway is.
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Adds the forwarding headers the route asks for.
+///
+/// `X-Forwarded-For` and `Forwarded` are appended to, as every proxy on the way does; the
+/// protocol and host are this hop's own. The peer is the TCP peer: without trusted proxies
+/// configured, an incoming list is the client's claim and is passed on as such.
+fn add_forwarding(
+    headers: &mut HeaderMap,
+    mode: ForwardedHeaders,
+    peer: Option<SocketAddr>,
+    host: Option<&HeaderValue>,
+) {
+    let ip = peer.map(|p| p.ip());
+    if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
+        if let Some(ip) = ip {
+            append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+    }
+    if matches!(mode, ForwardedHeaders::Forwarded | ForwardedHeaders::Both) {
+        append_list(headers, header::FORWARDED, &forwarded_element(ip, host));
+    }
+}
+
+/// One RFC 7239 element: `for=192.0.2.1;proto=http;host=example.com`, IPv6 and ports quoted.
+fn forwarded_element(ip: Option<IpAddr>, host: Option<&HeaderValue>) -> String {
+    let mut element = match ip {
+        Some(IpAddr::V4(v4)) => format!("for={v4};"),
+        Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\";"),
+        None => String::new(),
+    };
+    element.push_str("proto=http");
+    // A host that would need escaping is left out rather than risk breaking the header's syntax.
+    if let Some(host) = host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:[]".contains(&b)))
+    {
+        if host.contains(':') {
+            element.push_str(&format!(";host=\"{host}\""));
+        } else {
+            element.push_str(&format!(";host={host}"));
+        }
+    }
+    element
+}
+
+/// Appends `item` to a comma-separated header, folding repeated headers into one line.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let existing: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let value = if existing.is_empty() { item.to_string() } else { format!("{}, {item}", existing.join(", ")) };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy(upstream: &str, prefix: &str, options: ProxyOptions) -> Proxy {
+        Proxy::new(&upstream.parse().unwrap(), prefix, &options)
+    }
+
+    #[tokio::test]
+    async fn paths_keep_or_lose_the_prefix_and_gain_the_base_path() {
+        let keep = proxy("http://127.0.0.1:9", "/api", ProxyOptions::default());
+        let uri: Uri = "/api/tasks?x=1".parse().unwrap();
+        assert_eq!(keep.upstream_uri(&uri).unwrap().to_string(), "http://127.0.0.1:9/api/tasks?x=1");
+        let strip = proxy("http://127.0.0.1:9/app/", "/api", ProxyOptions { strip_prefix: true, ..Default::default() });
+        assert_eq!(strip.upstream_uri(&uri).unwrap().to_string(), "http://127.0.0.1:9/app/tasks?x=1");
+        assert_eq!(strip.upstream_uri(&"/api".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/app/");
+        let root = proxy("http://127.0.0.1:9", "/", ProxyOptions { strip_prefix: true, ..Default::default() });
+        assert_eq!(root.upstream_uri(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic eA=="));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        remove_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-request-id"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_upgrade_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(!h.contains_key(header::CONNECTION));
+        let mut plain = HeaderMap::new();
+        plain.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!is_upgrade(&plain), "Upgrade without Connection: upgrade is not a request to switch");
+    }
+
+    #[test]
+    fn forwarding_headers_append_the_peer() {
+        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let host = HeaderValue::from_static("app.example:8080");
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=203.0.113.1"));
+        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), Some(&host));
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.1, 198.51.100.2, 192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "app.example:8080");
+        assert_eq!(h[header::FORWARDED], "for=203.0.113.1, for=192.0.2.7;proto=http;host=\"app.example:8080\"");
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        assert_eq!(forwarded_element(Some(v6.ip()), None), "for=\"[::1]\";proto=http");
+        let mut none = HeaderMap::new();
+        add_forwarding(&mut none, ForwardedHeaders::None, Some(peer), Some(&host));
+        assert!(none.is_empty());
+    }
+
+    #[tokio::test]
+    async fn outgoing_requests_get_the_upstream_uri_and_host() {
+        let p = proxy("http://127.0.0.1:9", "/", ProxyOptions::default());
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = "/x".parse().unwrap();
+        req.headers_mut().insert(header::HOST, HeaderValue::from_static("front.example"));
+        let out = p.outgoing(req, false).unwrap();
+        assert_eq!(out.uri(), "http://127.0.0.1:9/x");
+        assert_eq!(out.headers()[header::HOST], "front.example");
+        assert_eq!(out.headers()[X_FORWARDED_HOST], "front.example");
+        let rewrite = proxy("http://127.0.0.1:9", "/", ProxyOptions { preserve_host: false, ..Default::default() });
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = "http://front.example/x".parse().unwrap();
+        *req.version_mut() = Version::HTTP_2;
+        let out = rewrite.outgoing(req, false).unwrap();
+        assert_eq!(out.headers()[header::HOST], "127.0.0.1:9");
+        assert_eq!(out.headers()[X_FORWARDED_HOST], "front.example");
+        assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_marked_502() {
+        // Bind then drop: the port is free and nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let p = proxy(&format!("http://127.0.0.1:{port}"), "/", ProxyOptions::default());
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = "/".parse().unwrap();
+        let res = p.call(req).await;
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(UNREACHABLE));
+    }
+}

@@ -1,0 +1,88 @@
+//! The tests' Python upstream: `tests/upstream/tasks_app.py` under a real gunicorn.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running gunicorn (2 workers, 8 threads each) on a loopback port; stopped on drop.
+pub struct Gunicorn {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    // The SQLite file the workers share, and gunicorn's own log.
+    dir: tempfile::TempDir,
+}
+
+impl Gunicorn {
+    /// Starts the tasks app on a free port and waits until it accepts connections.
+    pub fn start() -> Gunicorn {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
+        let mut g = Gunicorn { child: None, addr, dir };
+        g.restart();
+        g
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts it again on the same port with the same data (after [`Gunicorn::stop`]).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "gunicorn is already running");
+        let app_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/upstream");
+        let log = std::fs::File::create(self.dir.path().join("gunicorn.log")).unwrap();
+        let child = Command::new("gunicorn")
+            .args(["-w", "2", "-k", "gthread", "--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"])
+            .arg("-b")
+            .arg(self.addr.to_string())
+            .arg("--chdir")
+            .arg(&app_dir)
+            .arg("tasks_app:app")
+            .env("TASKS_DB", self.dir.path().join("tasks.db"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("gunicorn must be installed (.ci/run installs it with pip)");
+        self.child = Some(child);
+        if !super::wait_for_port(self.addr, Duration::from_secs(30)) {
+            panic!("gunicorn did not start: {}", self.log());
+        }
+    }
+
+    /// gunicorn's error log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gunicorn.log")).unwrap_or_default()
+    }
+
+    /// Stops gunicorn (SIGTERM, then SIGKILL after 10 s) and waits until the port is closed.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // The workers exit with the master; wait until none accepts any more.
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(10)
+            && std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gunicorn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,204 @@
+//! Hot reload and graceful shutdown under load, through the real binary in front of gunicorn:
+//! SIGHUP swaps the config without failing a request, an invalid config keeps the old one,
+//! `--watch` reloads on save, SIGTERM lets in-flight requests finish.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::gunicorn::Gunicorn;
+use common::{Strata, client};
+
+/// A config whose responses say which version is running: the timing header is named after it.
+fn versioned(upstream: &str, version: u32) -> String {
+    format!(
+        r#"
+[server]
+stack = ["timing", "rid"]
+
+[middleware.timing]
+kind = "timing"
+header = "x-config-v{version}"
+server_timing = false
+
+[middleware.rid]
+kind = "request_id"
+
+[[route]]
+prefix = "/"
+upstream = "{upstream}"
+"#
+    )
+}
+
+/// Which version answered, from the response's headers.
+fn version_of(res: &reqwest::Response) -> Option<u32> {
+    res.headers().keys().find_map(|k| k.as_str().strip_prefix("x-config-v")?.parse().ok())
+}
+
+/// Polls until a response comes from `version`, up to `limit`.
+async fn wait_for_version(strata: &Strata, version: u32, limit: Duration) -> bool {
+    let http = client();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(res) = http.get(strata.url("/headers")).send().await
+            && version_of(&res) == Some(version)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Outcome of a bounded load run: requests by status, failures (transport errors), versions seen.
+#[derive(Debug, Default)]
+struct Load {
+    ok: usize,
+    failed: Vec<String>,
+    versions: std::collections::BTreeSet<u32>,
+}
+
+/// `workers` clients, each with its own keep-alive connection, request `url` until `stop` is set,
+/// at most `max_each` times each and never past `deadline`.
+async fn load(url: String, workers: usize, max_each: usize, stop: Arc<AtomicBool>) -> Load {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let http = client();
+                let mut out = Load::default();
+                for _ in 0..max_each {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                        break;
+                    }
+                    match http.get(&url).send().await {
+                        Ok(res) if res.status() == 200 => {
+                            out.versions.extend(version_of(&res));
+                            match res.bytes().await {
+                                Ok(_) => out.ok += 1,
+                                Err(e) => out.failed.push(format!("body: {e}")),
+                            }
+                        }
+                        Ok(res) => out.failed.push(format!("status {}", res.status())),
+                        Err(e) => out.failed.push(format!("{e:?}")),
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut total = Load::default();
+    for task in tasks {
+        let part = task.await.unwrap();
+        total.ok += part.ok;
+        total.failed.extend(part.failed);
+        total.versions.extend(part.versions);
+    }
+    total
+}
+
+#[tokio::test]
+async fn repeated_sighup_reloads_under_load_fail_no_request() {
+    let app = Gunicorn::start();
+    let strata = Strata::start(Some(&versioned(&app.url(), 0)));
+    assert!(wait_for_version(&strata, 0, Duration::from_secs(10)).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = tokio::spawn(load(strata.url("/headers"), 8, 5_000, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for version in 1..=6 {
+        std::fs::write(strata.config_path(), versioned(&app.url(), version)).unwrap();
+        strata.signal("HUP");
+        assert!(wait_for_version(&strata, version, Duration::from_secs(15)).await, "v{version}: {}", strata.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let result = loader.await.unwrap();
+    eprintln!("{} requests during 6 reloads, versions seen {:?}", result.ok, result.versions);
+    assert!(
+        result.failed.is_empty(),
+        "{} failed: {:?}",
+        result.failed.len(),
+        &result.failed[..result.failed.len().min(5)]
+    );
+    assert!(result.ok >= 50, "the load ran: {result:?}");
+    assert!(result.versions.len() >= 3, "the load saw the reloads: {:?}", result.versions);
+    assert_eq!(strata.stderr().matches("config reloaded").count(), 6, "{}", strata.stderr());
+}
+
+#[tokio::test]
+async fn an_invalid_config_on_sighup_is_logged_and_the_old_one_keeps_serving() {
+    let app = Gunicorn::start();
+    let strata = Strata::start(Some(&versioned(&app.url(), 1)));
+    assert!(wait_for_version(&strata, 1, Duration::from_secs(10)).await);
+    let broken = versioned(&app.url(), 2).replace("kind = \"request_id\"", "kind = \"request_idd\"");
+    std::fs::write(strata.config_path(), broken).unwrap();
+    strata.signal("HUP");
+    let start = Instant::now();
+    while !strata.stderr().contains("config rejected") && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stderr = strata.stderr();
+    assert!(stderr.contains("config rejected, still serving the previous one"), "{stderr}");
+    assert!(stderr.contains("strata.toml:11:8: error: unknown middleware kind `request_idd`"), "{stderr}");
+    let res = client().get(strata.url("/headers")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(version_of(&res), Some(1));
+    // A good config afterwards is taken.
+    std::fs::write(strata.config_path(), versioned(&app.url(), 3)).unwrap();
+    strata.signal("HUP");
+    assert!(wait_for_version(&strata, 3, Duration::from_secs(15)).await, "{}", strata.stderr());
+}
+
+#[tokio::test]
+async fn watch_reloads_when_the_file_changes() {
+    let app = Gunicorn::start();
+    let strata = Strata::start_args(&versioned(&app.url(), 1), &["--watch"]);
+    assert!(wait_for_version(&strata, 1, Duration::from_secs(10)).await);
+    // Save the way editors do: write a new file, rename it over the old one.
+    let fresh = strata.config_path().with_extension("new");
+    std::fs::write(&fresh, versioned(&app.url(), 2)).unwrap();
+    std::fs::rename(&fresh, strata.config_path()).unwrap();
+    assert!(wait_for_version(&strata, 2, Duration::from_secs(15)).await, "{}", strata.stderr());
+    // Listener settings cannot change under a running listener: the rest applies, and that is said.
+    let listener = versioned(&app.url(), 3).replace("[server]", "[server]\nheader_read_timeout = \"3s\"");
+    std::fs::write(strata.config_path(), listener).unwrap();
+    assert!(wait_for_version(&strata, 3, Duration::from_secs(15)).await, "{}", strata.stderr());
+    let stderr = strata.stderr();
+    assert!(stderr.contains("`header_read_timeout` changed: it applies to the listener, restart strata"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_under_load_lets_every_in_flight_request_finish() {
+    let app = Gunicorn::start();
+    let mut strata = Strata::start(Some(&versioned(&app.url(), 1)));
+    let done = Arc::new(AtomicUsize::new(0));
+    let requests: Vec<_> = (0..12)
+        .map(|_| {
+            let url = strata.url("/slow?ms=2500");
+            let done = done.clone();
+            tokio::spawn(async move {
+                let res = client().get(url).send().await;
+                done.fetch_add(1, Ordering::Relaxed);
+                match res {
+                    Ok(res) => (res.status().as_u16(), res.text().await.unwrap_or_default()),
+                    Err(e) => (0, format!("{e:?}")),
+                }
+            })
+        })
+        .collect();
+    // Let them reach gunicorn (generously: the machine may be busy), then ask strata to stop.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(done.load(Ordering::Relaxed), 0, "the requests are still in flight");
+    strata.signal("TERM");
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("slept"), "{body}");
+    }
+    let status = strata.wait_exit(Duration::from_secs(15)).expect("strata exits once drained");
+    assert!(status.success(), "{status:?}: {}", strata.stderr());
+}

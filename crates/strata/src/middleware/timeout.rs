@@ -1,0 +1,168 @@
+//! `timeout`: a deadline for the response head. When the layers inside it (and the app or upstream)
+//! have not answered in time, the request is abandoned and the client gets `504 Gateway Timeout`.
+//!
+//! - The deadline covers the **response head** only. A response that has started streams for as
+//!   long as it needs: a long download or a server-sent events stream is not cut off, and a slow
+//!   body is the client's and upstream's business, not a reason to break a response half sent.
+//! - Abandoning means dropping the inner future: an upstream request in flight is cancelled (its
+//!   connection closed), an app's work stops at its next `.await`.
+//! - The 504 is marked [`GeneratedError`], so an `errors` layer outside formats it, and the layers
+//!   outside decorate it like any other response (CORS, request id, timing).
+//!
+//! Place it inside the layers that must see every request (access log, CORS) so they log and
+//! decorate the 504.
+//!
+//! ```
+//! use std::time::Duration;
+//! use strata::http::{Request, Response, Stack};
+//! use strata::middleware::Timeout;
+//!
+//! let service = Stack::new()
+//!     .with(Timeout::after(Duration::from_secs(5)))
+//!     .serve(|_req: Request| async { Response::new("fast enough".into()) });
+//! # let _ = service;
+//! ```
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Deserialize;
+
+use super::{BuildContext, ConfigError};
+use crate::Middleware;
+use crate::check::{Fact, Facts};
+use crate::http::{GeneratedError, Next, Request, Response, response};
+
+/// What clients are told when the deadline passes.
+const DETAIL: &str = "The server did not answer in time.";
+/// The body for stacks without an `errors` layer (which replaces it).
+const BODY: &str = "504 Gateway Timeout\n\nThe server did not answer in time.\n";
+
+/// The `[middleware.NAME]` table of kind `timeout`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutConfig {
+    /// How long the inner layers may take to produce the response head: `"500ms"`, `"30s"`, `"2m"`.
+    /// Required.
+    pub duration: String,
+}
+
+/// The `timeout` middleware. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Timeout {
+    duration: Duration,
+}
+
+impl Timeout {
+    /// Validates the config: a duration above zero and at most a day.
+    pub fn new(config: TimeoutConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let duration = parse_duration(&config.duration).map_err(|msg| ConfigError::field("duration", msg))?;
+        if duration.is_zero() || duration > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::field("duration", "expected a duration above zero and at most 24h"));
+        }
+        Ok(Timeout { duration })
+    }
+
+    /// A timeout layer with the given deadline.
+    pub fn after(duration: Duration) -> Self {
+        Timeout { duration }
+    }
+
+    /// The deadline.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}
+
+impl Middleware<Request, Response> for Timeout {
+    async fn handle(&self, req: Request, next: Next) -> Response {
+        match tokio::time::timeout(self.duration, next.run(req)).await {
+            Ok(res) => res,
+            Err(_) => {
+                tracing::warn!(timeout = ?self.duration, "no response head in time: answered 504");
+                let mut res = response::text(StatusCode::GATEWAY_TIMEOUT, BODY);
+                res.extensions_mut().insert(GeneratedError::with_detail(DETAIL));
+                res
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "timeout"
+    }
+
+    fn facts(&self) -> Facts {
+        // It answers by itself, with an error of its own making.
+        Facts::of(&[Fact::ShortCircuits, Fact::CanFail])
+    }
+}
+
+/// `"500ms"`, `"10s"`, `"2m"`, `"1h"` → a [`Duration`].
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(expected()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Body, Stack};
+
+    fn config(duration: &str) -> Result<Timeout, ConfigError> {
+        Timeout::new(TimeoutConfig { duration: duration.into() }, &BuildContext::default())
+    }
+
+    fn request() -> Request {
+        Request::new(Body::empty())
+    }
+
+    #[test]
+    fn durations_are_validated_at_build_time() {
+        assert_eq!(config("250ms").unwrap().duration(), Duration::from_millis(250));
+        assert_eq!(config("2m").unwrap().duration(), Duration::from_secs(120));
+        for bad in ["0s", "soon", "10", "25h"] {
+            let e = config(bad).unwrap_err();
+            assert_eq!(e.field, Some("duration"), "{bad}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_inner_layer_gets_a_marked_504() {
+        let service = Stack::new().with(Timeout::after(Duration::from_millis(50))).serve(|_req: Request| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Response::new(Body::from("too late"))
+        });
+        let started = std::time::Instant::now();
+        let res = service.call(request()).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
+    }
+
+    #[tokio::test]
+    async fn a_fast_answer_passes_untouched_and_its_body_may_stream_longer() {
+        let service = Stack::new().with(Timeout::after(Duration::from_millis(100))).serve(|_req: Request| async {
+            type Chunk = Result<http_body::Frame<bytes::Bytes>, std::io::Error>;
+            let (tx, body) = futures_channel::mpsc::unbounded::<Chunk>();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.unbounded_send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"late body"))));
+            });
+            Response::new(Body::wrap(http_body_util::StreamBody::new(body)))
+        });
+        let res = service.call(request()).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect_limited(100).await.unwrap();
+        assert_eq!(body, "late body");
+    }
+}
