@@ -117,10 +117,31 @@ fn is_origin(text: &str) -> bool {
     matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', ','])
 }
 
-/// Milliseconds with microsecond precision, as `Server-Timing` and `x-response-time` show them.
+/// Milliseconds with microsecond precision (rounded to the nearest), as `Server-Timing` and
+/// `x-response-time` show them: `12.345`. Integer arithmetic only: this runs several times per
+/// response, and float formatting costs more than everything else the layer does.
 fn write_millis(out: &mut String, d: Duration) {
-    use std::fmt::Write;
-    let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
+    let micros = (d.as_nanos() + 500) / 1_000;
+    let (whole, frac) = (micros / 1_000, (micros % 1_000) as u32);
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    for digit in [frac % 10, frac / 10 % 10, frac / 100] {
+        at -= 1;
+        digits[at] = b'0' + digit as u8;
+    }
+    at -= 1;
+    digits[at] = b'.';
+    let mut rest = whole;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    // ASCII digits and a point.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// A metric name must be a token; layer names from code may hold anything else (names from a
@@ -287,6 +308,26 @@ mod tests {
         assert!(values[1].starts_with("total;dur="), "only the total without per_layer: {values:?}");
         assert!(res.headers().contains_key("x-took") && !res.headers().contains_key("x-response-time"));
         assert_eq!(res.headers()[TIMING_ALLOW_ORIGIN], "https://a.example, https://b.example:8443");
+    }
+
+    #[test]
+    fn durations_are_milliseconds_rounded_to_the_microsecond() {
+        let millis = |nanos: u64| {
+            let mut out = String::new();
+            write_millis(&mut out, Duration::from_nanos(nanos));
+            out
+        };
+        assert_eq!(millis(0), "0.000");
+        assert_eq!(millis(499), "0.000");
+        assert_eq!(millis(500), "0.001");
+        assert_eq!(millis(12_345_678), "12.346");
+        assert_eq!(millis(1_000_000), "1.000");
+        assert_eq!(millis(999_999_999), "1000.000");
+        assert_eq!(millis(86_400_000_000_000), "86400000.000");
+        // The same figure as `{:.3}` of the float milliseconds, away from rounding ties.
+        for nanos in (0..5_000_000u64).step_by(7_919).filter(|n| n % 1_000 != 500) {
+            assert_eq!(millis(nanos), format!("{:.3}", nanos as f64 / 1e6), "{nanos} ns");
+        }
     }
 
     #[test]
