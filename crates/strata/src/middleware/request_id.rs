@@ -41,6 +41,9 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `tracestate` header of W3C Trace Context.
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
+/// The default request-id header.
+const DEFAULT_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The longest incoming id that is reused; longer ones are replaced. Long enough for any UUID,
 /// ULID or cloud load balancer's trace id, short enough that an id cannot bloat every log line.
 const MAX_ID_LEN: usize = 128;
@@ -104,6 +107,9 @@ impl RequestId {
                 ),
             )
         })?;
+        // The default name as a static one: a name parsed at run time is reference-counted, and
+        // this layer clones it twice per request, from every worker thread.
+        let header = if header == DEFAULT_HEADER { DEFAULT_HEADER } else { header };
         if header == TRACEPARENT || header == TRACESTATE {
             return Err(ConfigError::field(
                 "header",
@@ -134,11 +140,7 @@ impl Default for RequestId {
     /// The defaults: header `x-request-id`, incoming ids trusted, trace context propagated.
     fn default() -> Self {
         let config = RequestIdConfig::default();
-        RequestId {
-            header: HeaderName::from_static("x-request-id"),
-            trust_incoming: config.trust_incoming,
-            trace_context: config.trace_context,
-        }
+        RequestId { header: DEFAULT_HEADER, trust_incoming: config.trust_incoming, trace_context: config.trace_context }
     }
 }
 

@@ -22,6 +22,7 @@ use crate::http::{Next, Request, Response};
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
+const RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
 
 /// The `[middleware.NAME]` table of kind `timing`.
 #[derive(Clone, Debug, Deserialize)]
@@ -68,14 +69,15 @@ impl Default for Timing {
 impl Timing {
     /// Validates the config and prepares the header names and values.
     pub fn new(config: TimingConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let header =
-            if config.header.is_empty() {
-                None
-            } else {
-                Some(HeaderName::try_from(config.header.as_str()).map_err(|_| {
-                    ConfigError::field("header", format!("`{}` is not a valid header name", config.header))
-                })?)
-            };
+        let header = if config.header.is_empty() {
+            None
+        } else {
+            let name = HeaderName::try_from(config.header.as_str())
+                .map_err(|_| ConfigError::field("header", format!("`{}` is not a valid header name", config.header)))?;
+            // The default name as a static one: a name parsed at run time is reference-counted,
+            // and this layer clones it per response, from every worker thread.
+            Some(if name == RESPONSE_TIME { RESPONSE_TIME } else { name })
+        };
         let timing_allow_origin = if config.timing_allow_origin.is_empty() {
             None
         } else {
