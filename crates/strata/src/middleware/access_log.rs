@@ -55,6 +55,8 @@ use crate::stack::Middleware;
 /// How many bytes of lines may wait for the writer thread: ~16k lines of ~250 bytes. Enough to ride
 /// out a slow disk for a moment, small enough that a stuck output cannot eat the memory.
 pub const PENDING_CAPACITY: usize = 4 << 20;
+/// The largest line buffer a thread keeps for its next line.
+const MAX_KEPT_SCRATCH: usize = 16 * 1024;
 /// The status logged when the client went away before the body ended (nginx's convention).
 const CLIENT_CLOSED: u16 = 499;
 
@@ -283,7 +285,10 @@ impl PendingLine {
             let mut line = scratch.take();
             line.clear();
             format(&mut line);
-            scratch.set(line);
+            // A rare huge line (a long URL) must not pin its memory in every worker thread.
+            if line.capacity() <= MAX_KEPT_SCRATCH {
+                scratch.set(line);
+            }
         });
         if reused.is_err() {
             format(&mut Vec::with_capacity(256));
@@ -1521,6 +1526,19 @@ mod tests {
         }
         assert_eq!(capture.lines().len(), 1);
         assert!(capture.lines()[0].contains("\"GET /quiet HTTP/1.1\" 200 5"), "{:?}", capture.lines());
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_kept_buffer_is_written_whole_and_the_next_one_too() {
+        let (log, capture) = captured(LogFormat::Json);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        let long = format!("/{}", "a".repeat(2 * MAX_KEPT_SCRATCH));
+        read_all(svc.call(request("GET", &long)).await).await;
+        read_all(svc.call(request("GET", "/short")).await).await;
+        let lines = json_lines(&log, &capture);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["path"], long.as_str());
+        assert_eq!(lines[1]["path"], "/short");
     }
 
     #[test]
