@@ -550,6 +550,17 @@ fn json_millis(out: &mut Vec<u8>, micros: u128) {
     out.extend_from_slice(&text[3 - digits..]);
 }
 
+/// The bytes a JSON string cannot hold as they are: control characters, `"` and `\\`.
+const JSON_ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
     match value {
         Some(value) => json_str(out, value),
@@ -564,7 +575,7 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
     let bytes = value.as_bytes();
     // Fast path: most values need no escape at all, and are copied in one go.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !bytes.iter().any(|&b| JSON_ESCAPED[usize::from(b)]) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
