@@ -15,8 +15,9 @@
 #   strata-classic  the gateway with examples/classic.toml's stack (timing, request_id, JSON
 #                   access_log to a file, cors, basic_auth with an argon2id hash) over the echo app
 #   axum-classic    axum + tower-http with the equivalent stack (bench/axum-classic/, built outside
-#                   the workspace); it verifies argon2 on every request, strata caches verified
-#                   credentials
+#                   the workspace), with a cache of verified credentials as strata has
+#   axum-classic-nocache  the same without the cache: argon2 verified on every request, as typical
+#                   axum code does
 # and, not run by default, pieces of strata-classic: strata-classic-nolog (without the access log),
 # strata-log (the access log alone); and the rate limiter: strata-ratelimit-memory and
 # strata-ratelimit-redis (a rate_limit layer keyed on the client address, limits high enough to
@@ -30,7 +31,7 @@
 #   CONNECTIONS=32  concurrent keep-alive connections
 #   THREADS=1       load-generator threads (the client shares the machine's cores with the server)
 #   WARMUP=2        seconds of unmeasured load before each round
-#   CONTENDERS="strata-empty bare-hyper strata-classic axum-classic"   which to run, in this order
+#   CONTENDERS="strata-empty bare-hyper strata-classic axum-classic axum-classic-nocache"   which to run
 #   SKIP_BUILD=1    use the binaries already built (target/release, bench/axum-classic/target/release)
 #
 # Adding a contender: write a `contender_NAME` function (dashes in NAME become underscores) that
@@ -46,7 +47,7 @@ WARMUP=${WARMUP:-2}
 URL_PATH=/status/200
 # The contender every ratio is taken against.
 BASELINE=bare-hyper
-read -r -a CONTENDERS <<<"${CONTENDERS:-strata-empty bare-hyper strata-classic axum-classic}"
+read -r -a CONTENDERS <<<"${CONTENDERS:-strata-empty bare-hyper strata-classic axum-classic axum-classic-nocache}"
 # The classic stacks' user, and a request header set every contender gets: credentials for
 # basic_auth and an origin cors allows (examples/classic.toml's). Same bytes for everyone, so a ratio
 # prices what a server does with them, not how many bytes it parsed.
@@ -392,6 +393,16 @@ contender_axum_classic() {
         "$AUTH_USER:$ALICE_HASH"
 }
 
+# The same program without its credential cache: argon2 on every request.
+contender_axum_classic_nocache() {
+    local port log=$WORK/axum-classic-nocache-access.log
+    port=$(free_port)
+    alice_hash
+    ACCESS_LOG[axum-classic-nocache]=$log
+    start_server axum-classic-nocache "$port" "$AXUM_TARGET/release/axum-classic" --no-cache "127.0.0.1:$port" \
+        "$log" "$AUTH_USER:$ALICE_HASH"
+}
+
 # run_contender NAME : one round against NAME: a warm-up, then a measured run whose req/s and p99
 # are appended to NAME's results.
 run_contender() {
@@ -414,7 +425,7 @@ cd "$ROOT"
 if [[ -z ${SKIP_BUILD:-} ]]; then
     echo "building: cargo build --release --bin strata --example bare_hyper"
     cargo build --release --bin strata --example bare_hyper
-    if [[ " ${CONTENDERS[*]} " == *" axum-classic "* ]]; then
+    if [[ " ${CONTENDERS[*]} " == *" axum-classic"* ]]; then
         # Outside the workspace, so `cargo test --workspace` never builds axum; the first build takes
         # a few minutes, later ones are no-ops.
         echo "building: cargo build --release --manifest-path bench/axum-classic/Cargo.toml"
@@ -481,6 +492,7 @@ ratio strata-classic "$BASELINE" 0.93
 ratio strata-classic axum-classic 1.15
 ratio strata-ratelimit-memory strata-empty 0.9
 ratio strata-ratelimit-redis strata-ratelimit-memory 0.7
+ratio strata-classic axum-classic-nocache 1.15
 
 # A log line dropped under load would be work a contender skipped: compare lines with responses.
 # Lines are written after the response, so give the writers a moment to drain.

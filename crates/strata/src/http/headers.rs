@@ -52,8 +52,24 @@ pub fn parse_qvalue(s: &str) -> Option<u16> {
 
 /// RFC 9110 token characters.
 pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// [`is_tchar`] as a table: it runs per character of header values on the request path.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Optional whitespace (RFC 9110 §5.6.3): space and horizontal tab.
 pub fn is_ows(c: char) -> bool {
@@ -80,6 +96,12 @@ mod tests {
         assert_eq!(vary(&["accept, origin", "Cookie"], "Origin"), ["accept, origin", "Cookie"]);
         assert_eq!(vary(&["Accept", "accept, Cookie"], "Origin"), ["Accept, Cookie, Origin"]);
         assert_eq!(vary(&["*"], "Origin"), ["*"]);
+    }
+
+    #[test]
+    fn token_characters_are_rfc_9110s() {
+        let tchars: String = (0u8..=255).filter(|b| is_tchar(*b)).map(char::from).collect();
+        assert_eq!(tchars, "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz|~");
     }
 
     #[test]

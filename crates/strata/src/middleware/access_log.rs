@@ -8,9 +8,13 @@
 //! Two formats: `combined` (the Apache/nginx combined log format, which every log tool reads) and
 //! `json` (one object per line, stable field names). Lines go to stdout, stderr or a file.
 //!
-//! Writing never blocks a request: a line is handed to a bounded queue, and one writer thread per
-//! output drains it into a buffered writer. When the queue is full the line is dropped and counted
-//! ([`AccessLog::dropped_lines`]); the writer thread reports drops through `tracing`.
+//! Writing never blocks a request: a line is formatted into a reused per-thread buffer and appended
+//! to its output's pending bytes (a short, in-memory critical section), and one writer thread per
+//! output takes all the pending bytes at once and writes them with one `write` call. Lines batch
+//! up by themselves under load, and a quiet server's lines are written at once. When more than
+//! [`PENDING_CAPACITY`] bytes wait (a stuck disk), new lines are dropped and counted
+//! ([`AccessLog::dropped_lines`]); the writer thread reports drops through `tracing`. Servers call
+//! [`flush_all`] after their last request, so nothing queued is lost at shutdown.
 //!
 //! The values of `Authorization`, `Proxy-Authorization` and `Cookie` are never logged: the only
 //! headers a line contains are `User-Agent` and `Referer`.
@@ -27,33 +31,32 @@
 //! ```
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::check::{Fact, Facts};
 use crate::http::{AuthenticatedUser, Body, BoxError, ConnectionInfo, Next, Request, RequestId, Response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
-/// How many lines may wait for the writer thread. At 8192 lines of ~300 bytes that is ~2.5 MB: enough
-/// to ride out a slow disk for a moment, small enough that a stuck output cannot eat the memory.
-const QUEUE_CAPACITY: usize = 8192;
-/// Under sustained load the queue is never empty, so the writer also flushes every this many lines,
-/// which bounds how stale the output can get.
-const FLUSH_EVERY: usize = 256;
+/// How many bytes of lines may wait for the writer thread: ~16k lines of ~250 bytes. Enough to ride
+/// out a slow disk for a moment, small enough that a stuck output cannot eat the memory.
+pub const PENDING_CAPACITY: usize = 4 << 20;
+/// The largest line buffer a thread keeps for its next line.
+const MAX_KEPT_SCRATCH: usize = 16 * 1024;
 /// The status logged when the client went away before the body ended (nginx's convention).
 const CLIENT_CLOSED: u16 = 499;
 
@@ -148,7 +151,7 @@ impl AccessLog {
     /// # Panics
     /// If the writer thread cannot be spawned (the process is out of threads), at build time.
     pub fn writing_to(format: LogFormat, writer: impl Write + Send + 'static) -> Self {
-        let sink = Sink::spawn(Box::new(writer), QUEUE_CAPACITY, "writer".into())
+        let sink = Sink::spawn(Box::new(writer), PENDING_CAPACITY, "writer".into())
             .expect("spawning the access log writer thread");
         AccessLog { format, sink: Arc::new(sink) }
     }
@@ -167,7 +170,7 @@ impl AccessLog {
     /// How many lines this layer's output has dropped because its queue was full (shared by every
     /// layer writing to the same output).
     pub fn dropped_lines(&self) -> u64 {
-        self.sink.stats.dropped.load(Ordering::Relaxed)
+        self.sink.shared.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -268,13 +271,28 @@ impl PendingLine {
             (Outcome::ClientGone, _) | (_, None) => CLIENT_CLOSED,
             (_, Some(status)) => status.as_u16(),
         };
-        let mut line = Vec::with_capacity(256);
-        match self.format {
-            LogFormat::Combined => write_combined(&mut line, &entry, status),
-            LogFormat::Json => write_json(&mut line, &entry, status, elapsed.as_nanos()),
+        let format = |line: &mut Vec<u8>| {
+            match self.format {
+                LogFormat::Combined => write_combined(line, &entry, status),
+                LogFormat::Json => write_json(line, &entry, status, elapsed.as_nanos()),
+            }
+            line.push(b'\n');
+            self.sink.send(line);
+        };
+        // A buffer per thread, reused line after line: formatting allocates nothing. A fresh one
+        // while the thread is being torn down (a body dropped by a thread-local's destructor).
+        let reused = SCRATCH.try_with(|scratch| {
+            let mut line = scratch.take();
+            line.clear();
+            format(&mut line);
+            // A rare huge line (a long URL) must not pin its memory in every worker thread.
+            if line.capacity() <= MAX_KEPT_SCRATCH {
+                scratch.set(line);
+            }
+        });
+        if reused.is_err() {
+            format(&mut Vec::with_capacity(256));
         }
-        line.push(b'\n');
-        self.sink.send(line);
     }
 }
 
@@ -282,6 +300,12 @@ impl Drop for PendingLine {
     fn drop(&mut self) {
         self.finish(Outcome::ClientGone);
     }
+}
+
+thread_local! {
+    /// The buffer each thread formats its lines in. Taken out while in use, so it is never borrowed
+    /// twice.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// The response body, wrapped to count bytes and write the line when it ends.
@@ -354,9 +378,7 @@ fn target(uri: &Uri) -> Cow<'_, str> {
 
 fn write_combined(out: &mut Vec<u8>, e: &Entry, status: u16) {
     match e.remote {
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
-        }
+        Some(ip) => write_ip(out, ip),
         None => out.push(b'-'),
     }
     out.extend_from_slice(b" - ");
@@ -367,29 +389,30 @@ fn write_combined(out: &mut Vec<u8>, e: &Entry, status: u16) {
     }
     out.extend_from_slice(b" [");
     let t = Civil::from(e.time);
-    let _ = write!(
-        out,
-        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
-        t.day,
-        t.month_abbr(),
-        t.year,
-        t.hour,
-        t.minute,
-        t.second
-    );
-    out.extend_from_slice(b"] \"");
+    push_2digits(out, t.day);
+    out.push(b'/');
+    out.extend_from_slice(t.month_abbr().as_bytes());
+    out.push(b'/');
+    push_year(out, t.year);
+    out.push(b':');
+    push_2digits(out, t.hour);
+    out.push(b':');
+    push_2digits(out, t.minute);
+    out.push(b':');
+    push_2digits(out, t.second);
+    out.extend_from_slice(b" +0000] \"");
     escape_into(out, e.method.as_str().as_bytes(), false);
     out.push(b' ');
     escape_into(out, target(&e.uri).as_bytes(), false);
     out.push(b' ');
     out.extend_from_slice(protocol(e.version).as_bytes());
-    let _ = write!(out, "\" {status} ");
+    out.extend_from_slice(b"\" ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
     // Apache's %b: "-" rather than 0 when no bytes were sent.
     match e.bytes_sent {
         0 => out.push(b'-'),
-        n => {
-            let _ = write!(out, "{n}");
-        }
+        n => push_u64(out, n),
     }
     for value in [&e.referer, &e.user_agent] {
         out.extend_from_slice(b" \"");
@@ -398,6 +421,54 @@ fn write_combined(out: &mut Vec<u8>, e: &Entry, status: u16) {
             _ => out.push(b'-'),
         }
         out.push(b'"');
+    }
+}
+
+/// A number in decimal, without the formatting machinery (this runs for every line).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn push_2digits(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&[b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8]);
+}
+
+/// A year as at least four digits, as `{:04}` writes it.
+fn push_year(out: &mut Vec<u8>, year: i64) {
+    if (0..10_000).contains(&year) {
+        let y = year as u32;
+        push_2digits(out, y / 100);
+        push_2digits(out, y % 100);
+    } else {
+        let _ = write!(out, "{year:04}");
+    }
+}
+
+/// The client address as `Display` writes it; IPv4, the common case, without the formatting
+/// machinery.
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -414,43 +485,124 @@ fn escape_into(out: &mut Vec<u8>, value: &[u8], escape_space: bool) {
     }
 }
 
-/// The JSON line. Field order and names are part of the format: log pipelines key on them.
-#[derive(Serialize)]
-struct JsonLine<'a> {
-    time: String,
-    remote_addr: Option<String>,
-    method: &'a str,
-    path: &'a str,
-    query: Option<&'a str>,
-    protocol: &'static str,
-    status: u16,
-    bytes_sent: u64,
-    duration_ms: f64,
-    request_id: Option<Cow<'a, str>>,
-    user: Option<&'a str>,
-    user_agent: Option<Cow<'a, str>>,
-    referer: Option<Cow<'a, str>>,
+/// The JSON line, written by hand in exactly the bytes `serde_json` writes (a test holds it to
+/// that): field order and names are part of the format, log pipelines key on them.
+fn write_json(out: &mut Vec<u8>, e: &Entry, status: u16, elapsed_nanos: u128) {
+    out.extend_from_slice(b"{\"time\":\"");
+    Civil::from(e.time).write_rfc3339(out);
+    out.extend_from_slice(b"\",\"remote_addr\":");
+    match e.remote {
+        Some(ip) => {
+            out.push(b'"');
+            write_ip(out, ip);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"method\":");
+    json_str(out, e.method.as_str());
+    out.extend_from_slice(b",\"path\":");
+    json_str(out, e.uri.path());
+    out.extend_from_slice(b",\"query\":");
+    json_opt(out, e.uri.query());
+    out.extend_from_slice(b",\"protocol\":");
+    json_str(out, protocol(e.version));
+    out.extend_from_slice(b",\"status\":");
+    push_u64(out, u64::from(status));
+    out.extend_from_slice(b",\"bytes_sent\":");
+    push_u64(out, e.bytes_sent);
+    out.extend_from_slice(b",\"duration_ms\":");
+    // Microsecond precision: finer is noise, coarser hides fast responses.
+    json_millis(out, elapsed_nanos / 1_000);
+    out.extend_from_slice(b",\"request_id\":");
+    json_opt(out, lossy(&e.request_id).as_deref());
+    out.extend_from_slice(b",\"user\":");
+    json_opt(out, e.user.as_deref());
+    out.extend_from_slice(b",\"user_agent\":");
+    json_opt(out, lossy(&e.user_agent).as_deref());
+    out.extend_from_slice(b",\"referer\":");
+    json_opt(out, lossy(&e.referer).as_deref());
+    out.push(b'}');
 }
 
-fn write_json(out: &mut Vec<u8>, e: &Entry, status: u16, elapsed_nanos: u128) {
-    let line = JsonLine {
-        time: Civil::from(e.time).rfc3339(),
-        remote_addr: e.remote.map(|ip| ip.to_string()),
-        method: e.method.as_str(),
-        path: e.uri.path(),
-        query: e.uri.query(),
-        protocol: protocol(e.version),
-        status,
-        bytes_sent: e.bytes_sent,
-        // Microsecond precision: finer is noise, coarser hides fast responses.
-        duration_ms: (elapsed_nanos / 1_000) as f64 / 1_000.0,
-        request_id: lossy(&e.request_id),
-        user: e.user.as_deref(),
-        user_agent: lossy(&e.user_agent),
-        referer: lossy(&e.referer),
-    };
-    // Serializing strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &line);
+/// `micros / 1000` as the JSON number `serde_json` writes for that `f64`: the shortest decimal
+/// that reads back as the same number, which for a whole count of microseconds is the
+/// millisecond figure with its trailing zeros dropped (and one kept after the point: `3.0`).
+fn json_millis(out: &mut Vec<u8>, micros: u128) {
+    // Past ~30 years the shortest form may use an exponent: leave those to serde_json.
+    if micros >= 1_000_000_000_000_000 {
+        let _ = serde_json::to_writer(&mut *out, &(micros as f64 / 1_000.0));
+        return;
+    }
+    let (whole, mut frac) = ((micros / 1_000) as u64, (micros % 1_000) as u32);
+    push_u64(out, whole);
+    out.push(b'.');
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let mut digits = 3;
+    while frac % 10 == 0 {
+        frac /= 10;
+        digits -= 1;
+    }
+    let text = [b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+    out.extend_from_slice(&text[3 - digits..]);
+}
+
+/// The bytes a JSON string cannot hold as they are: control characters, `"` and `\\`.
+const JSON_ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
+fn json_opt(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => json_str(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON string with `serde_json`'s escapes: `"` and `\\`, the short forms `\\b \\t \\n \\f \\r`, and
+/// `\\u00xx` for the other control characters; everything else, UTF-8 included, as it is.
+fn json_str(out: &mut Vec<u8>, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    // Fast path: most values need no escape at all, and are copied in one go.
+    if !bytes.iter().any(|&b| JSON_ESCAPED[usize::from(b)]) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        if short == b'u' {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.extend_from_slice(&[b'\\', short]);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// A header value as text. Values may hold non-UTF-8 bytes (obs-text): those show as replacement
@@ -496,11 +648,30 @@ impl Civil {
         NAMES[(self.month as usize).saturating_sub(1) % 12]
     }
 
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    fn write_rfc3339(&self, out: &mut Vec<u8>) {
+        push_year(out, self.year);
+        out.push(b'-');
+        push_2digits(out, self.month);
+        out.push(b'-');
+        push_2digits(out, self.day);
+        out.push(b'T');
+        push_2digits(out, self.hour);
+        out.push(b':');
+        push_2digits(out, self.minute);
+        out.push(b':');
+        push_2digits(out, self.second);
+        out.push(b'.');
+        out.push(b'0' + (self.millis / 100 % 10) as u8);
+        push_2digits(out, self.millis % 100);
+        out.push(b'Z');
+    }
+
+    #[cfg(test)]
     fn rfc3339(&self) -> String {
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
-        )
+        let mut out = Vec::new();
+        self.write_rfc3339(&mut out);
+        String::from_utf8(out).expect("digits and punctuation")
     }
 }
 
@@ -529,27 +700,55 @@ enum Target {
     File(PathBuf),
 }
 
-enum Message {
-    Line(Vec<u8>),
-    Flush(mpsc::Sender<()>),
+/// The sending side of one output. Dropping the last one ends its writer thread, after it has
+/// written what was pending.
+#[derive(Debug)]
+struct Sink {
+    shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
-struct SinkStats {
+/// What the request path and the writer thread of one output share.
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer thread waits on it for lines (or for the last `Sink` to go).
+    work: Condvar,
+    /// `flush` waits on it for the writer thread to catch up.
+    caught_up: Condvar,
+    /// The most bytes `Pending::bytes` may hold; a line that does not fit is dropped.
+    capacity: usize,
     dropped: AtomicU64,
 }
 
-/// The sending side of one output. Dropping the last one ends its writer thread, after it has
-/// written what was queued.
-#[derive(Debug)]
-struct Sink {
-    queue: SyncSender<Message>,
-    stats: Arc<SinkStats>,
+#[derive(Debug, Default)]
+struct Pending {
+    /// Whole lines waiting for the writer thread. It swaps this buffer for its empty one, so a
+    /// batch changes hands without copying.
+    bytes: Vec<u8>,
+    /// Lines appended since the output was opened.
+    queued: u64,
+    /// Lines written and flushed (or lost to a failing output) so far.
+    written: u64,
+    /// The writer thread is waiting on `work`: whoever appends a line wakes it.
+    writer_waiting: bool,
+    /// How many `flush` calls wait on `caught_up`: the writer signals only when some do.
+    flushers_waiting: usize,
+    /// The last `Sink` is gone: write what is pending, then stop.
+    closed: bool,
+    /// The writer thread has ended (it can only end early by panicking): `flush` must not wait.
+    writer_gone: bool,
 }
 
 /// The live outputs, so that layers (and reloads) writing to the same place share one writer thread.
 /// Locked only while building a layer.
 static OUTPUTS: Mutex<Vec<(Target, Weak<Sink>)>> = Mutex::new(Vec::new());
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Nothing under this lock can leave `Pending` half-updated, so a poisoned lock is usable.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 impl Sink {
     fn shared(target: Target) -> io::Result<Arc<Sink>> {
@@ -571,46 +770,71 @@ impl Sink {
             (Target::Stderr, _) => (Box::new(io::stderr()), "stderr".into()),
             _ => (Box::new(io::stdout()), "stdout".into()),
         };
-        let sink = Arc::new(Sink::spawn(writer, QUEUE_CAPACITY, name)?);
+        let sink = Arc::new(Sink::spawn(writer, PENDING_CAPACITY, name)?);
         outputs.push((target, Arc::downgrade(&sink)));
         Ok(sink)
     }
 
     fn spawn(writer: Box<dyn Write + Send>, capacity: usize, name: String) -> io::Result<Sink> {
-        let (queue, lines) = mpsc::sync_channel(capacity);
-        let stats = Arc::new(SinkStats::default());
-        let thread_stats = stats.clone();
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            caught_up: Condvar::new(),
+            capacity,
+            dropped: AtomicU64::new(0),
+        });
+        let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("strata-access-log".into())
-            .spawn(move || write_lines(lines, writer, &thread_stats, &name))?;
-        Ok(Sink { queue, stats })
+            .spawn(move || write_lines(&thread_shared, writer, &name))?;
+        Ok(Sink { shared })
     }
 
-    /// Queues a line without ever waiting: a full queue drops the line and counts it.
-    fn send(&self, line: Vec<u8>) {
-        match self.queue.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            // Disconnected means the writer thread is gone (it panicked): the line is lost too.
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+    /// Appends a line without ever waiting on the output: when too much is pending already the
+    /// line is dropped and counted.
+    fn send(&self, line: &[u8]) {
+        let mut pending = self.shared.lock();
+        if pending.bytes.len() + line.len() > self.shared.capacity {
+            drop(pending);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.bytes.extend_from_slice(line);
+        pending.queued += 1;
+        // Woken only when waiting: under load the writer is busy and lines just accumulate.
+        let wake = std::mem::take(&mut pending.writer_waiting);
+        drop(pending);
+        if wake {
+            self.shared.work.notify_one();
         }
     }
 
+    /// Blocks until every line appended so far is written and flushed.
     fn flush(&self) {
-        let (done, wait) = mpsc::channel();
-        // Blocking is fine here: flush is for tests and shutdown, not requests. The flush request
-        // queues behind every line already sent, so the answer means they are all written.
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        let mut pending = self.shared.lock();
+        let target = pending.queued;
+        if std::mem::take(&mut pending.writer_waiting) {
+            self.shared.work.notify_one();
+        }
+        while pending.written < target && !pending.writer_gone {
+            pending.flushers_waiting += 1;
+            pending = self.shared.caught_up.wait(pending).unwrap_or_else(PoisonError::into_inner);
+            pending.flushers_waiting -= 1;
         }
     }
 }
 
-/// Waits until every line queued to any access-log output has been written.
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+    }
+}
+
+/// Waits until every line appended to any access-log output has been written.
 ///
 /// Servers call it after their last request, before exiting: writer threads do not outlive the
-/// process, so lines still queued at exit would be lost.
+/// process, so lines still pending at exit would be lost.
 pub fn flush_all() {
     let sinks: Vec<Arc<Sink>> =
         OUTPUTS.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(|(_, sink)| sink.upgrade()).collect();
@@ -620,48 +844,59 @@ pub fn flush_all() {
     }
 }
 
-/// The writer thread: drains the queue into a buffered writer, flushing whenever the queue is
-/// momentarily empty (so a quiet server's lines appear at once) or every [`FLUSH_EVERY`] lines.
-fn write_lines(lines: Receiver<Message>, writer: Box<dyn Write + Send>, stats: &SinkStats, name: &str) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+/// Tells `flush` the writer thread has ended, however it ends.
+struct WriterGone<'a>(&'a Shared);
+
+impl Drop for WriterGone<'_> {
+    fn drop(&mut self) {
+        self.0.lock().writer_gone = true;
+        self.0.caught_up.notify_all();
+    }
+}
+
+/// The writer thread: takes every pending line at once, writes them in one call and flushes, then
+/// waits for more. Under load a batch holds many lines; on a quiet server each line is written as
+/// soon as it is appended.
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, name: &str) {
+    let _gone = WriterGone(shared);
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut reported = 0;
     let mut failing = false;
-    let mut unflushed = 0;
-    let flush = |out: &mut BufWriter<Box<dyn Write + Send>>, failing: &mut bool| match out.flush() {
-        Ok(()) => *failing = false,
-        Err(error) => {
-            // Once per failure streak, not once per line: a full disk must not flood the logs.
-            if !*failing {
-                tracing::error!(output = name, %error, "cannot write the access log; lines are being lost");
+    loop {
+        let (upto, closed) = {
+            let mut pending = shared.lock();
+            while pending.bytes.is_empty() && !pending.closed {
+                pending.writer_waiting = true;
+                pending = shared.work.wait(pending).unwrap_or_else(PoisonError::into_inner);
             }
-            *failing = true;
+            pending.writer_waiting = false;
+            std::mem::swap(&mut pending.bytes, &mut batch);
+            (pending.queued, pending.closed && batch.is_empty())
+        };
+        if closed {
+            return;
         }
-    };
-    while let Ok(first) = lines.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => {
-                    if out.write_all(&line).is_err() {
-                        flush(&mut out, &mut failing);
-                    }
-                    unflushed += 1;
-                    if unflushed >= FLUSH_EVERY {
-                        flush(&mut out, &mut failing);
-                        unflushed = 0;
-                    }
+        match out.write_all(&batch).and_then(|()| out.flush()) {
+            Ok(()) => failing = false,
+            Err(error) => {
+                // Once per failure streak, not once per batch: a full disk must not flood the logs.
+                if !failing {
+                    tracing::error!(output = name, %error, "cannot write the access log; lines are being lost");
                 }
-                Message::Flush(done) => {
-                    flush(&mut out, &mut failing);
-                    unflushed = 0;
-                    let _ = done.send(());
-                }
+                failing = true;
             }
-            next = lines.try_recv().ok();
         }
-        flush(&mut out, &mut failing);
-        unflushed = 0;
-        let dropped = stats.dropped.load(Ordering::Relaxed);
+        batch.clear();
+        // One burst must not pin its memory for the life of the process.
+        batch.shrink_to(PENDING_CAPACITY / 16);
+        let mut pending = shared.lock();
+        pending.written = upto;
+        let flushers = pending.flushers_waiting > 0;
+        drop(pending);
+        if flushers {
+            shared.caught_up.notify_all();
+        }
+        let dropped = shared.dropped.load(Ordering::Relaxed);
         if dropped > reported {
             tracing::warn!(
                 output = name,
@@ -672,7 +907,6 @@ fn write_lines(lines: Receiver<Message>, writer: Box<dyn Write + Send>, stats: &
             reported = dropped;
         }
     }
-    flush(&mut out, &mut failing);
 }
 
 #[cfg(test)]
@@ -683,6 +917,7 @@ mod tests {
     use crate::middleware::request_id::RequestId as RequestIdLayer;
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
+    use std::sync::mpsc;
     use std::time::Duration;
 
     /// A writer whose bytes the test can read.
@@ -1095,12 +1330,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_drops_and_counts_lines_instead_of_blocking() {
+    async fn a_full_buffer_drops_and_counts_lines_instead_of_blocking() {
         let (entered_tx, entered) = mpsc::channel();
         let (release, release_rx) = mpsc::channel();
         let capture = Capture::default();
         let stalled = Stalled { entered: Some(entered_tx), release: Some(release_rx), out: capture.clone() };
-        let sink = Sink::spawn(Box::new(stalled), 2, "stalled".into()).unwrap();
+        // Room for two of the lines below (`/2` to `/9` are all as long as `/1`), not three.
+        let line_len = "- - [23/Nov/2026:10:00:00 +0000] \"GET /1 HTTP/1.1\" 200 5 \"-\" \"-\"\n".len();
+        let sink = Sink::spawn(Box::new(stalled), 2 * line_len + line_len / 2, "stalled".into()).unwrap();
         let log = AccessLog { format: LogFormat::Combined, sink: Arc::new(sink) };
         let svc = Stack::new().with(log.clone()).serve(hello);
 
@@ -1111,7 +1348,7 @@ mod tests {
             let res = tokio::time::timeout(Duration::from_secs(5), svc.call(request("GET", &format!("/{i}")))).await;
             read_all(res.expect("a full log queue never blocks a request")).await;
         }
-        assert_eq!(log.dropped_lines(), 8, "2 lines fit the queue, 8 do not");
+        assert_eq!(log.dropped_lines(), 8, "2 lines fit the pending buffer, 8 do not");
         release.send(()).unwrap();
         log.flush();
         let lines = capture.lines();
@@ -1145,6 +1382,222 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The JSON line as it was made with `serde_json` before it was written by hand: the format's
+    /// reference, byte for byte.
+    fn reference_json(e: &Entry, status: u16, elapsed_nanos: u128) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct JsonLine<'a> {
+            time: String,
+            remote_addr: Option<String>,
+            method: &'a str,
+            path: &'a str,
+            query: Option<&'a str>,
+            protocol: &'static str,
+            status: u16,
+            bytes_sent: u64,
+            duration_ms: f64,
+            request_id: Option<Cow<'a, str>>,
+            user: Option<&'a str>,
+            user_agent: Option<Cow<'a, str>>,
+            referer: Option<Cow<'a, str>>,
+        }
+        let line = JsonLine {
+            time: Civil::from(e.time).rfc3339(),
+            remote_addr: e.remote.map(|ip| ip.to_string()),
+            method: e.method.as_str(),
+            path: e.uri.path(),
+            query: e.uri.query(),
+            protocol: protocol(e.version),
+            status,
+            bytes_sent: e.bytes_sent,
+            duration_ms: (elapsed_nanos / 1_000) as f64 / 1_000.0,
+            request_id: lossy(&e.request_id),
+            user: e.user.as_deref(),
+            user_agent: lossy(&e.user_agent),
+            referer: lossy(&e.referer),
+        };
+        serde_json::to_vec(&line).unwrap()
+    }
+
+    fn entry(remote: Option<&str>, uri: &str, text: &[u8], user: Option<&str>) -> Entry {
+        let value = HeaderValue::from_bytes(text).unwrap();
+        Entry {
+            time: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            started: Instant::now(),
+            remote: remote.map(|r| r.parse().unwrap()),
+            method: Method::from_bytes(b"PROPFIND").unwrap(),
+            uri: uri.parse().unwrap(),
+            version: Version::HTTP_2,
+            request_id: Some(value.clone()),
+            user: user.map(Arc::from),
+            user_agent: Some(value.clone()),
+            referer: Some(value),
+            status: None,
+            bodiless: false,
+            bytes_sent: 0,
+        }
+    }
+
+    #[test]
+    fn json_lines_are_byte_identical_to_serde_json() {
+        let entries = [
+            entry(Some("203.0.113.7"), "/a/b?x=1&y=%22", b"curl/8.5", Some("alice")),
+            entry(Some("2001:db8::1"), "/", b"tab\there \"quoted\" back\\slash", Some("b\u{f6}b \"x\"\n")),
+            entry(Some("::ffff:10.0.0.1"), "*", b"obs-text \xe9\xff", None),
+            entry(None, "http://example.com:8080/p?q", b"\t\x80\t", Some("")),
+            entry(Some("0.0.0.0"), "/%E2%9C%93", b"\xe2\x9c\x93 utf-8", Some("\u{1}\u{7}\r")),
+        ];
+        for e in &entries {
+            for (status, bytes, nanos) in
+                [(200, 0, 0), (499, 5, 999), (101, 1 << 40, 1_234_567), (599, 7, 86_400_000_000_123)]
+            {
+                let e = Entry { bytes_sent: bytes, ..clone_entry(e) };
+                let mut ours = Vec::new();
+                write_json(&mut ours, &e, status, nanos);
+                assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&reference_json(&e, status, nanos)));
+            }
+        }
+    }
+
+    fn clone_entry(e: &Entry) -> Entry {
+        Entry {
+            time: e.time,
+            started: e.started,
+            remote: e.remote,
+            method: e.method.clone(),
+            uri: e.uri.clone(),
+            version: e.version,
+            request_id: e.request_id.clone(),
+            user: e.user.clone(),
+            user_agent: e.user_agent.clone(),
+            referer: e.referer.clone(),
+            status: e.status,
+            bodiless: e.bodiless,
+            bytes_sent: e.bytes_sent,
+        }
+    }
+
+    #[test]
+    fn durations_are_written_as_serde_json_writes_the_float() {
+        let samples = (0..20_000u128)
+            .chain((0..60).map(|shift| 1u128 << shift))
+            .chain((1..=18).map(|exp| 10u128.pow(exp)))
+            .chain((1..=18).map(|exp| 10u128.pow(exp) - 1))
+            .chain([123_456_789, 1_000_001, 999_999_999_999_999, 1_000_000_000_000_001, 3_600_000_000]);
+        for micros in samples {
+            let mut ours = Vec::new();
+            json_millis(&mut ours, micros);
+            let reference = serde_json::to_vec(&(micros as f64 / 1_000.0)).unwrap();
+            assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&reference), "{micros} µs");
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_as_serde_json_does() {
+        let every_ascii: String = (0u8..128).map(char::from).collect();
+        for text in [every_ascii.as_str(), "", "plain", "é ✓ \u{2028} \u{10ffff}", "\"\\\"\\"] {
+            let mut ours = Vec::new();
+            json_str(&mut ours, text);
+            assert_eq!(ours, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for ip in ["0.0.0.0", "255.255.255.255", "10.0.12.1", "::1", "2001:db8::ff00:42:8329", "::"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
+        for year in [0, 7, 1970, 9999, 10_000, 292_277] {
+            let mut out = Vec::new();
+            push_year(&mut out, year);
+            assert_eq!(out, format!("{year:04}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_line_appended_to_an_idle_writer_is_written_without_a_flush() {
+        let (log, capture) = captured(LogFormat::Combined);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async { read_all(svc.call(request("GET", "/quiet")).await).await });
+        // No flush: a quiet server's line must reach the output by itself, promptly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while capture.lines().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(capture.lines().len(), 1);
+        assert!(capture.lines()[0].contains("\"GET /quiet HTTP/1.1\" 200 5"), "{:?}", capture.lines());
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_kept_buffer_is_written_whole_and_the_next_one_too() {
+        let (log, capture) = captured(LogFormat::Json);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        let long = format!("/{}", "a".repeat(2 * MAX_KEPT_SCRATCH));
+        read_all(svc.call(request("GET", &long)).await).await;
+        read_all(svc.call(request("GET", "/short")).await).await;
+        let lines = json_lines(&log, &capture);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["path"], long.as_str());
+        assert_eq!(lines[1]["path"], "/short");
+    }
+
+    #[test]
+    fn the_last_layer_gone_writes_what_was_pending() {
+        let capture = Capture::default();
+        let log = AccessLog::writing_to(LogFormat::Combined, capture.clone());
+        let shared = log.sink.shared.clone();
+        let svc = Stack::new().with(log).serve(hello);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            for i in 0..100 {
+                read_all(svc.call(request("GET", &format!("/{i}"))).await).await;
+            }
+        });
+        drop(svc);
+        // The writer thread ends once it has written everything, and says so.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !shared.lock().writer_gone && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(shared.lock().writer_gone, "the writer thread ends with its last Sink");
+        assert_eq!(capture.lines().len(), 100);
+    }
+
+    #[test]
+    fn lines_from_many_threads_are_all_written_whole() {
+        let (log, capture) = captured(LogFormat::Json);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let svc = svc.clone();
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                    runtime.block_on(async {
+                        for i in 0..500 {
+                            read_all(svc.call(request("GET", &format!("/{t}/{i}"))).await).await;
+                        }
+                    });
+                });
+            }
+        });
+        let lines = json_lines(&log, &capture);
+        assert_eq!(lines.len(), 2000);
+        let mut paths: Vec<String> = lines.iter().map(|l| l["path"].as_str().unwrap().to_string()).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), 2000, "every line once, none torn");
+        assert_eq!(log.dropped_lines(), 0);
     }
 
     #[test]

@@ -62,6 +62,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -366,30 +367,33 @@ impl BasicAuth {
         res
     }
 
-    async fn authenticate(&self, user: &str, password: &str) -> Result<&Account, Rejection> {
-        let Some(account) = self.accounts.get(user) else {
+    /// The account, when `user` exists and this password was verified for it recently.
+    fn cached(&self, user: &str, password: &str) -> Option<&Account> {
+        let cache = self.cache.as_ref()?;
+        let account = self.accounts.get(user)?;
+        cache.contains(&cache.key(user, password)).then_some(account)
+    }
+
+    /// Verifies the password against the user's hash (or a dummy of the same cost for an unknown
+    /// user), and remembers a match. The cache was checked already.
+    async fn authenticate(&self, user: String, password: String) -> Result<&Account, Rejection> {
+        let Some(account) = self.accounts.get(&user) else {
             // Spend what a known user would, then refuse whatever the dummy said.
-            return match self.verify(&self.dummy, password).await {
+            return match self.verify(&self.dummy, &password).await {
                 Verdict::Busy => Err(Rejection::Busy),
                 _ => Err(Rejection::Unauthorized),
             };
         };
-        let key = self.cache.as_ref().map(|c| c.key(user, password));
-        if let (Some(cache), Some(key)) = (&self.cache, &key)
-            && cache.contains(key)
-        {
-            return Ok(account);
-        }
-        match self.verify(&account.verifier, password).await {
+        match self.verify(&account.verifier, &password).await {
             Verdict::Match => {
-                if let (Some(cache), Some(key)) = (&self.cache, key) {
-                    cache.insert(key);
+                if let Some(cache) = &self.cache {
+                    cache.insert(cache.key(&user, &password));
                 }
                 Ok(account)
             }
             Verdict::Mismatch => Err(Rejection::Unauthorized),
             Verdict::Busy => Err(Rejection::Busy),
-            Verdict::Lost => Err(Rejection::Lost),
+            Verdict::Lost => Err(Rejection::Lost(user)),
         }
     }
 
@@ -438,30 +442,47 @@ impl From<bool> for Verdict {
 enum Rejection {
     Unauthorized,
     Busy,
-    Lost,
+    /// The verification itself failed; the user name is for the log.
+    Lost(String),
 }
 
 impl Middleware<Request, Response> for BasicAuth {
     async fn handle(&self, mut req: Request, next: Next) -> Response {
-        let Some((user, password)) = basic_credentials(req.headers()) else { return self.challenge() };
-        let account = match self.authenticate(&user, &password).await {
-            Ok(account) => account,
-            Err(Rejection::Unauthorized) => return self.challenge(),
-            Err(Rejection::Busy) => {
-                let mut res =
-                    response::text(StatusCode::SERVICE_UNAVAILABLE, "Too many logins at once, retry shortly\n");
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                res.extensions_mut().insert(GeneratedError::with_detail("Too many logins at once; retry shortly."));
-                return res;
-            }
-            Err(Rejection::Lost) => {
-                tracing::error!(user = %user, "password verification failed unexpectedly");
-                let mut res = response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
-                res.extensions_mut().insert(GeneratedError::new());
-                return res;
+        // The common case, a credential verified before, is answered without an await; the
+        // verification is boxed, so its large state does not weigh on every request's future.
+        let (cached, pending) = {
+            let Some(decoded) = Decoded::from_headers(req.headers()) else { return self.challenge() };
+            let Some((user, password)) = decoded.split() else { return self.challenge() };
+            match self.cached(user, password) {
+                Some(account) => (Some(account), None),
+                None => (None, Some((user.to_owned(), password.to_owned()))),
             }
         };
-        drop(password);
+        let verified = match pending {
+            Some((user, password)) => Some(Box::pin(self.authenticate(user, password)).await),
+            None => None,
+        };
+        let account = match (cached, verified) {
+            (Some(account), _) => account,
+            (None, Some(verified)) => match verified {
+                Ok(account) => account,
+                Err(Rejection::Unauthorized) => return self.challenge(),
+                Err(Rejection::Busy) => {
+                    let mut res =
+                        response::text(StatusCode::SERVICE_UNAVAILABLE, "Too many logins at once, retry shortly\n");
+                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    res.extensions_mut().insert(GeneratedError::with_detail("Too many logins at once; retry shortly."));
+                    return res;
+                }
+                Err(Rejection::Lost(user)) => {
+                    tracing::error!(user = %user, "password verification failed unexpectedly");
+                    let mut res = response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
+                    res.extensions_mut().insert(GeneratedError::new());
+                    return res;
+                }
+            },
+            (None, None) => return self.challenge(),
+        };
 
         let who = AuthenticatedUser(account.user.clone());
         if self.strip_authorization {
@@ -626,30 +647,50 @@ fn parse_htpasswd(text: &str, path: &str) -> Result<Vec<Entry>, ConfigError> {
 
 // ---- parsing the request -------------------------------------------------------------------------
 
-/// The user and password of a `Basic` `Authorization` header, or `None` for anything malformed:
-/// missing, repeated, another scheme, bad base64, not UTF-8 (we announce `charset="UTF-8"`), no
-/// colon, or an empty user. Never panics.
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
-        return None;
+/// The decoded `user:password` of a `Basic` `Authorization` header: on the stack when it fits (any
+/// realistic credential), so the request path does not allocate for it.
+enum Decoded {
+    Inline([u8; Decoded::INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl Decoded {
+    const INLINE: usize = 192;
+
+    /// `None` for a header that is missing, repeated, of another scheme, or not base64. Never panics.
+    fn from_headers(headers: &HeaderMap) -> Option<Decoded> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        let value = value.as_bytes().trim_ascii();
+        let split = value.iter().position(|b| *b == b' ')?;
+        let (scheme, token) = value.split_at(split);
+        if !scheme.eq_ignore_ascii_case(b"basic") {
+            return None;
+        }
+        let token = token.trim_ascii();
+        // Padding is optional in practice (some clients drop it); the alphabet is not.
+        if base64::decoded_len_estimate(token.len()) <= Self::INLINE {
+            let mut buf = [0u8; Self::INLINE];
+            let len = STANDARD_PAD_INDIFFERENT.decode_slice(token, &mut buf).ok()?;
+            Some(Decoded::Inline(buf, len))
+        } else {
+            STANDARD_PAD_INDIFFERENT.decode(token).ok().map(Decoded::Heap)
+        }
     }
-    let value = value.as_bytes().trim_ascii();
-    let split = value.iter().position(|b| *b == b' ')?;
-    let (scheme, token) = value.split_at(split);
-    if !scheme.eq_ignore_ascii_case(b"basic") {
-        return None;
+
+    /// The user and password, or `None` when they are not UTF-8 (we announce `charset="UTF-8"`),
+    /// there is no colon, or the user is empty.
+    fn split(&self) -> Option<(&str, &str)> {
+        let bytes = match self {
+            Decoded::Inline(buf, len) => buf.get(..*len)?,
+            Decoded::Heap(vec) => vec,
+        };
+        let (user, password) = std::str::from_utf8(bytes).ok()?.split_once(':')?;
+        (!user.is_empty()).then_some((user, password))
     }
-    let token = token.trim_ascii();
-    // Padding is optional in practice (some clients drop it); the alphabet is not.
-    let decoded = STANDARD_PAD_INDIFFERENT.decode(token).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    if user.is_empty() {
-        return None;
-    }
-    Some((user.to_string(), password.to_string()))
 }
 
 // ---- hashes --------------------------------------------------------------------------------------
@@ -880,7 +921,27 @@ struct CredentialCache {
 }
 
 /// One lock's worth of the cache: credential MAC → expiry.
-type Shard = Mutex<HashMap<[u8; 32], Instant>>;
+type Shard = Mutex<HashMap<[u8; 32], Instant, BuildHasherDefault<MacHasher>>>;
+
+/// Hashes a cache key by taking 8 of its bytes: keys are MAC outputs under a secret key, so they
+/// are uniformly spread and nobody can aim for a collision, and hashing them again (SipHash over
+/// 32 bytes) would cost more than the rest of the lookup. Bytes 8..16, since bytes 0..2 pick the
+/// shard.
+#[derive(Default)]
+struct MacHasher(u64);
+
+impl Hasher for MacHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // The key's bytes arrive in one call (after its length, which is always 32).
+        if let Some(chunk) = bytes.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+            self.0 = u64::from_le_bytes(chunk);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 const CACHE_SHARDS: usize = 16;
 
@@ -892,7 +953,7 @@ impl CredentialCache {
         let shards = capacity.clamp(1, CACHE_SHARDS);
         Ok(CredentialCache {
             mac,
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(HashMap::default())).collect(),
             per_shard: capacity.div_ceil(shards),
             ttl,
         })
@@ -911,7 +972,10 @@ impl CredentialCache {
         mac.finalize().into_bytes().into()
     }
 
-    fn shard(&self, key: &[u8; 32]) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant>> {
+    fn shard(
+        &self,
+        key: &[u8; 32],
+    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant, BuildHasherDefault<MacHasher>>> {
         // The key is a MAC output, so its first bytes are uniformly spread.
         let index = usize::from(u16::from_le_bytes([key[0], key[1]])) % self.shards.len();
         // A panic while holding a shard lock cannot leave the map inconsistent (no user code runs
@@ -1233,6 +1297,18 @@ mod tests {
     async fn passwords_may_contain_colons_and_unicode() {
         let svc = service(auth_with(sha_hash("pä:ss")));
         assert_eq!(call(&svc, Some(&basic("alice", "pä:ss"))).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn credentials_of_every_length_are_decoded() {
+        // Around the size decoded on the stack (192 bytes: "alice:" + the password) and far past it.
+        for len in [0, 1, 185, 186, 187, 188, 189, 190, 4096] {
+            let password = "p".repeat(len);
+            let svc = service(auth_with(sha_hash(&password)));
+            assert_eq!(call(&svc, Some(&basic("alice", &password))).await.status(), 200, "password of {len} bytes");
+            let wrong = "q".repeat(len.max(1));
+            assert_eq!(call(&svc, Some(&basic("alice", &wrong))).await.status(), 401, "wrong password of {len} bytes");
+        }
     }
 
     #[test]

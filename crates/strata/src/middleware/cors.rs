@@ -348,7 +348,12 @@ impl Cors {
         // Also without an Origin: a cache must not hand this origin-less answer (which has no
         // Access-Control-Allow-Origin) to a cross-origin request later.
         if self.vary_origin {
-            add_vary(h, header::ORIGIN.as_str());
+            if h.contains_key(header::VARY) {
+                add_vary(h, header::ORIGIN.as_str());
+            } else {
+                // The usual case, without the merge's parsing and allocations.
+                h.insert(header::VARY, HeaderValue::from_static("origin"));
+            }
         }
         let Some(origin) = origin.filter(|o| self.allows_origin(o)) else { return };
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));

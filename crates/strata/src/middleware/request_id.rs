@@ -41,6 +41,9 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `tracestate` header of W3C Trace Context.
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
+/// The default request-id header.
+const DEFAULT_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The longest incoming id that is reused; longer ones are replaced. Long enough for any UUID,
 /// ULID or cloud load balancer's trace id, short enough that an id cannot bloat every log line.
 const MAX_ID_LEN: usize = 128;
@@ -104,6 +107,9 @@ impl RequestId {
                 ),
             )
         })?;
+        // The default name as a static one: a name parsed at run time is reference-counted, and
+        // this layer clones it twice per request, from every worker thread.
+        let header = if header == DEFAULT_HEADER { DEFAULT_HEADER } else { header };
         if header == TRACEPARENT || header == TRACESTATE {
             return Err(ConfigError::field(
                 "header",
@@ -134,11 +140,7 @@ impl Default for RequestId {
     /// The defaults: header `x-request-id`, incoming ids trusted, trace context propagated.
     fn default() -> Self {
         let config = RequestIdConfig::default();
-        RequestId {
-            header: HeaderName::from_static("x-request-id"),
-            trust_incoming: config.trust_incoming,
-            trace_context: config.trace_context,
-        }
+        RequestId { header: DEFAULT_HEADER, trust_incoming: config.trust_incoming, trace_context: config.trace_context }
     }
 }
 
@@ -180,9 +182,16 @@ pub fn is_valid_request_id(id: &[u8]) -> bool {
 
 fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    // Lowercase hex digits and hyphens are always valid header bytes.
-    HeaderValue::from_str(text).expect("a UUID is a valid header value")
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    shared_header_value(buf)
+}
+
+/// A header value over bytes made on the request path, in one reference-counted allocation: the
+/// request, its extensions and the response then share it (a copied value would allocate again
+/// on its first clone).
+fn shared_header_value<const N: usize>(text: [u8; N]) -> HeaderValue {
+    // Only ever called with hex digits and hyphens, which are always valid header bytes.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).expect("hex digits and hyphens")
 }
 
 /// The W3C trace context of a request, set in its extensions by the `request_id` layer when
@@ -271,9 +280,13 @@ impl TraceContext {
 
     /// The `traceparent` value in the 55-character form (`vv-trace-parent-ff`).
     pub fn to_header_value(&self) -> HeaderValue {
-        let text = format!("{:02x}-{}-{}-{:02x}", self.version, self.trace_id_hex(), self.parent_id_hex(), self.flags);
-        // Hex digits and hyphens are always valid header bytes.
-        HeaderValue::from_str(&text).expect("a traceparent is a valid header value")
+        // Written into a fixed buffer: this runs for every request that arrives without a trace.
+        let mut text = [b'-'; 55];
+        hex_into(&mut text[0..2], &[self.version]);
+        hex_into(&mut text[3..35], &self.trace_id);
+        hex_into(&mut text[36..52], &self.parent_id);
+        hex_into(&mut text[53..55], &[self.flags]);
+        shared_header_value(text)
     }
 }
 
@@ -309,13 +322,18 @@ fn hex_byte(pair: &[u8]) -> Option<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Lowercase hex of `bytes` into `out`, which is twice as long.
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
     }
-    out
 }
 
 /// 128 uniformly random bits from the `uuid` crate's fast thread-local generator.
@@ -561,6 +579,8 @@ mod tests {
         assert_eq!(header.len(), 55);
         let reparsed = TraceContext::parse(header.as_bytes()).unwrap();
         assert_eq!(reparsed, TraceContext { started_here: false, ..a });
+        let expected = format!("{:02x}-{}-{}-{:02x}", a.version, a.trace_id_hex(), a.parent_id_hex(), a.flags);
+        assert_eq!(header.to_str().unwrap(), expected);
         // The fixed UUID bits do not show through: over many ids, the version nibble of a v4 UUID
         // (bits 76..80) is not always 4.
         assert!((0..64).map(|_| (random_u128() >> 76) & 0xf).any(|nibble| nibble != 4));

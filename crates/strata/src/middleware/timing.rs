@@ -22,6 +22,7 @@ use crate::http::{Next, Request, Response};
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
+const RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
 
 /// The `[middleware.NAME]` table of kind `timing`.
 #[derive(Clone, Debug, Deserialize)]
@@ -68,14 +69,15 @@ impl Default for Timing {
 impl Timing {
     /// Validates the config and prepares the header names and values.
     pub fn new(config: TimingConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let header =
-            if config.header.is_empty() {
-                None
-            } else {
-                Some(HeaderName::try_from(config.header.as_str()).map_err(|_| {
-                    ConfigError::field("header", format!("`{}` is not a valid header name", config.header))
-                })?)
-            };
+        let header = if config.header.is_empty() {
+            None
+        } else {
+            let name = HeaderName::try_from(config.header.as_str())
+                .map_err(|_| ConfigError::field("header", format!("`{}` is not a valid header name", config.header)))?;
+            // The default name as a static one: a name parsed at run time is reference-counted,
+            // and this layer clones it per response, from every worker thread.
+            Some(if name == RESPONSE_TIME { RESPONSE_TIME } else { name })
+        };
         let timing_allow_origin = if config.timing_allow_origin.is_empty() {
             None
         } else {
@@ -117,21 +119,42 @@ fn is_origin(text: &str) -> bool {
     matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', ','])
 }
 
-/// Milliseconds with microsecond precision, as `Server-Timing` and `x-response-time` show them.
-fn write_millis(out: &mut String, d: Duration) {
-    use std::fmt::Write;
-    let _ = write!(out, "{:.3}", d.as_secs_f64() * 1000.0);
+/// Milliseconds with microsecond precision (rounded to the nearest), as `Server-Timing` and
+/// `x-response-time` show them: `12.345`. 64-bit integer arithmetic only: this runs several times
+/// per response, and float formatting (or 128-bit division) costs more than everything else the
+/// layer does.
+fn write_millis(out: &mut Vec<u8>, d: Duration) {
+    let micros = d.as_secs().saturating_mul(1_000_000).saturating_add(u64::from(d.subsec_nanos() + 500) / 1_000);
+    let (whole, frac) = (micros / 1_000, micros % 1_000);
+    let mut digits = [0u8; 24];
+    let mut at = digits.len();
+    for digit in [frac % 10, frac / 10 % 10, frac / 100] {
+        at -= 1;
+        digits[at] = b'0' + digit as u8;
+    }
+    at -= 1;
+    digits[at] = b'.';
+    let mut rest = whole;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// A metric name must be a token; layer names from code may hold anything else (names from a
 /// config are tokens already, and are copied as they are).
-fn push_metric_name(out: &mut String, name: &str) {
+fn push_metric_name(out: &mut Vec<u8>, name: &str) {
     if name.is_empty() {
-        out.push('_');
+        out.push(b'_');
     } else if name.bytes().all(is_tchar) {
-        out.push_str(name);
+        out.extend_from_slice(name.as_bytes());
     } else {
-        out.extend(name.chars().map(|c| if c.is_ascii() && is_tchar(c as u8) { c } else { '_' }));
+        out.extend(name.chars().map(|c| if c.is_ascii() && is_tchar(c as u8) { c as u8 } else { b'_' }));
     }
 }
 
@@ -148,23 +171,23 @@ impl Middleware<Request, Response> for Timing {
         let total = started.elapsed();
         let headers = res.headers_mut();
         if let Some(name) = &self.header {
-            let mut value = String::with_capacity(16);
+            let mut value = Vec::with_capacity(16);
             write_millis(&mut value, total);
-            value.push_str("ms");
+            value.extend_from_slice(b"ms");
             if let Ok(value) = HeaderValue::try_from(value) {
                 headers.insert(name.clone(), value);
             }
         }
         if self.server_timing {
             // One buffer for the whole header: this runs on every response.
-            let mut metrics = String::with_capacity(128);
+            let mut metrics = Vec::with_capacity(128);
             for (name, spent) in timer.iter().flat_map(|t| t.exclusive()) {
                 push_metric_name(&mut metrics, name);
-                metrics.push_str(";dur=");
+                metrics.extend_from_slice(b";dur=");
                 write_millis(&mut metrics, spent);
-                metrics.push_str(", ");
+                metrics.extend_from_slice(b", ");
             }
-            metrics.push_str("total;dur=");
+            metrics.extend_from_slice(b"total;dur=");
             write_millis(&mut metrics, total);
             if let Ok(value) = HeaderValue::try_from(metrics) {
                 // Appended: an upstream's own Server-Timing metrics stay beside ours.
@@ -290,11 +313,35 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_milliseconds_rounded_to_the_microsecond() {
+        let millis = |nanos: u64| {
+            let mut out = Vec::new();
+            write_millis(&mut out, Duration::from_nanos(nanos));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(millis(0), "0.000");
+        assert_eq!(millis(499), "0.000");
+        assert_eq!(millis(500), "0.001");
+        assert_eq!(millis(12_345_678), "12.346");
+        assert_eq!(millis(1_000_000), "1.000");
+        assert_eq!(millis(999_999_999), "1000.000");
+        assert_eq!(millis(86_400_000_000_000), "86400000.000");
+        assert_eq!(millis(u64::MAX), "18446744073709.552");
+        let mut longest = Vec::new();
+        write_millis(&mut longest, Duration::MAX);
+        assert_eq!(longest, b"18446744073709551.615", "saturates instead of overflowing");
+        // The same figure as `{:.3}` of the float milliseconds, away from rounding ties.
+        for nanos in (0..5_000_000u64).step_by(7_919).filter(|n| n % 1_000 != 500) {
+            assert_eq!(millis(nanos), format!("{:.3}", nanos as f64 / 1e6), "{nanos} ns");
+        }
+    }
+
+    #[test]
     fn layer_names_become_tokens() {
         let token = |name: &str| {
-            let mut out = String::new();
+            let mut out = Vec::new();
             push_metric_name(&mut out, name);
-            out
+            String::from_utf8(out).unwrap()
         };
         assert_eq!(token("log"), "log");
         assert_eq!(token("my layer/1"), "my_layer_1");
