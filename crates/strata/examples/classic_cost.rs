@@ -80,7 +80,7 @@ fn request() -> Request {
         .expect("a valid request");
     // The gateway's server sets it for stacks with an access log; set it for every variant alike.
     let addr: SocketAddr = "127.0.0.1:40000".parse().expect("an address");
-    req.extensions_mut().insert(ConnectionInfo { peer: addr, local: addr });
+    req.extensions_mut().insert(ConnectionInfo::new(addr, addr));
     req
 }
 
