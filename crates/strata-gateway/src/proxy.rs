@@ -13,7 +13,7 @@
 //!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are removed in both directions;
 //!   an `Upgrade` request (WebSocket) keeps `Connection: upgrade` and `Upgrade`, and once the
 //!   upstream answers `101` the two connections are spliced together.
-//! - **Where the request came from**: `X-Forwarded-For` (the TCP peer appended to any incoming
+//! - **Where the request came from**: `X-Forwarded-For` (the TCP peer appended to a trusted proxy's
 //!   list), `X-Forwarded-Proto`, `X-Forwarded-Host`, and/or RFC 7239 `Forwarded`, per the route's
 //!   `forwarded` option. The request id and the authenticated user travel as the request headers
 //!   the `request_id` and `basic_auth` layers set.
@@ -36,6 +36,7 @@ use strata::http::{Body, ConnectionInfo, GeneratedError, Request, Response, resp
 
 use crate::config::{ForwardedHeaders, ProxyOptions};
 use crate::pool::{Pool, PoolError};
+use strata::http::client_ip::TrustedProxies;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -62,6 +63,8 @@ pub struct Proxy {
     prefix: String,
     upstream_host: HeaderValue,
     options: ProxyOptions,
+    /// Whose forwarding headers are believed (and extended) rather than replaced.
+    trusted: Arc<TrustedProxies>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -73,7 +76,10 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// A proxy to `upstream` (an `http://host:port[/base]` URL, checked by the config) for the route
     /// at `prefix`.
-    pub fn new(upstream: &Uri, prefix: &str, options: &ProxyOptions) -> Proxy {
+    ///
+    /// `trusted` are the `[server] trusted_proxies`: forwarding headers arriving from one of them
+    /// are extended, from anyone else they are the client's own claim and are replaced.
+    pub fn new(upstream: &Uri, prefix: &str, options: &ProxyOptions, trusted: Arc<TrustedProxies>) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(options.connect_timeout));
         // Small requests go out at once instead of waiting for Nagle's algorithm.
@@ -109,6 +115,7 @@ impl Proxy {
             prefix: if prefix == "/" { String::new() } else { prefix.to_string() },
             upstream_host,
             options: options.clone(),
+            trusted,
         }
     }
 
@@ -155,7 +162,8 @@ impl Proxy {
             (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
             _ => parts.headers.insert(header::HOST, self.upstream_host.clone()),
         };
-        add_forwarding(&mut parts.headers, self.options.forwarded, peer, client_host.as_ref());
+        let from_trusted_proxy = peer.is_some_and(|p| self.trusted.contains(p.ip()));
+        add_forwarding(&mut parts.headers, self.options.forwarded, peer, from_trusted_proxy, client_host.as_ref());
         parts.uri = uri;
         parts.version = if self.options.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
         // The server's extensions (its upgrade handle, our ConnectionInfo) mean nothing upstream.
@@ -314,25 +322,35 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Adds the forwarding headers the route asks for.
 ///
-/// `X-Forwarded-For` and `Forwarded` are appended to, as every proxy on the way does; the
-/// protocol and host are this hop's own. The peer is the TCP peer: without trusted proxies
-/// configured, an incoming list is the client's claim and is passed on as such.
+/// From a trusted proxy (`[server] trusted_proxies`), the incoming headers describe the hops before
+/// it: `X-Forwarded-For` and `Forwarded` are appended to, and its `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are kept (a TLS-terminating load balancer says `https`, and the upstream must
+/// build `https` links). From anyone else they are the client's unverifiable claim: all of them are
+/// dropped, so an upstream that believes them cannot be fooled, and this hop's own values replace
+/// them. A route with `forwarded = "none"` sends none at all. The peer is the TCP peer.
 fn add_forwarding(
     headers: &mut HeaderMap,
     mode: ForwardedHeaders,
     peer: Option<SocketAddr>,
+    from_trusted_proxy: bool,
     host: Option<&HeaderValue>,
 ) {
+    if !from_trusted_proxy || mode == ForwardedHeaders::None {
+        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, header::FORWARDED] {
+            headers.remove(name);
+        }
+    }
     let ip = peer.map(|p| p.ip());
     if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
         if let Some(ip) = ip {
             append_list(headers, X_FORWARDED_FOR, &ip.to_string());
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        match host {
-            Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
-            None => headers.remove(X_FORWARDED_HOST),
-        };
+        if !headers.contains_key(X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if let Some(host) = host.filter(|_| !headers.contains_key(X_FORWARDED_HOST)) {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
     }
     if matches!(mode, ForwardedHeaders::Forwarded | ForwardedHeaders::Both) {
         append_list(headers, header::FORWARDED, &forwarded_element(ip, host));
@@ -375,7 +393,7 @@ mod tests {
     use super::*;
 
     fn proxy(upstream: &str, prefix: &str, options: ProxyOptions) -> Proxy {
-        Proxy::new(&upstream.parse().unwrap(), prefix, &options)
+        Proxy::new(&upstream.parse().unwrap(), prefix, &options, Arc::new(TrustedProxies::none()))
     }
 
     #[tokio::test]
@@ -423,24 +441,48 @@ mod tests {
         assert!(!is_upgrade(&plain), "Upgrade without Connection: upgrade is not a request to switch");
     }
 
-    #[test]
-    fn forwarding_headers_append_the_peer() {
-        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
-        let host = HeaderValue::from_static("app.example:8080");
+    /// What a client or a proxy in front of strata might send.
+    fn incoming_forwarding_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("public.example"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=203.0.113.1"));
-        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), Some(&host));
+        h
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_trusted_proxy_are_extended() {
+        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let host = HeaderValue::from_static("app.example:8080");
+        let mut h = incoming_forwarding_headers();
+        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), true, Some(&host));
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.1, 198.51.100.2, 192.0.2.7");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
-        assert_eq!(h[X_FORWARDED_HOST], "app.example:8080");
+        assert_eq!(h[X_FORWARDED_PROTO], "https", "the TLS-terminating proxy's word is kept");
+        assert_eq!(h[X_FORWARDED_HOST], "public.example");
         assert_eq!(h[header::FORWARDED], "for=203.0.113.1, for=192.0.2.7;proto=http;host=\"app.example:8080\"");
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
         assert_eq!(forwarded_element(Some(v6.ip()), None), "for=\"[::1]\";proto=http");
-        let mut none = HeaderMap::new();
-        add_forwarding(&mut none, ForwardedHeaders::None, Some(peer), Some(&host));
-        assert!(none.is_empty());
+        let mut none = incoming_forwarding_headers();
+        add_forwarding(&mut none, ForwardedHeaders::None, Some(peer), true, Some(&host));
+        assert!(none.is_empty(), "forwarded = \"none\" sends none: {none:?}");
+    }
+
+    #[test]
+    fn forwarding_headers_from_anyone_else_are_replaced() {
+        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let host = HeaderValue::from_static("app.example:8080");
+        let mut h = incoming_forwarding_headers();
+        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), false, Some(&host));
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_HOST], "app.example:8080");
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http;host=\"app.example:8080\"");
+        // A route that sends none still drops the client's claims.
+        let mut h = incoming_forwarding_headers();
+        add_forwarding(&mut h, ForwardedHeaders::None, Some(peer), false, Some(&host));
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[tokio::test]

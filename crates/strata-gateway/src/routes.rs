@@ -100,28 +100,29 @@ impl Gateway {
         for route in &config.routes {
             let stack = stack_of(&route.stack);
             let layer_infos = stack.infos();
-            let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) =
-                match &route.target {
-                    Target::App(name) => {
-                        let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
-                            ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
-                        })?;
-                        (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
+            let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) = match &route
+                .target
+            {
+                Target::App(name) => {
+                    let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
+                        ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
+                    })?;
+                    (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
+                }
+                Target::Upstream(uri) => {
+                    // An upstream may fail and may stream events: rules must assume both.
+                    let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
+                    if route.proxy.forwarded != ForwardedHeaders::None {
+                        // The forwarding headers carry the peer's address.
+                        facts = facts.with(Fact::ReadsClientAddress);
                     }
-                    Target::Upstream(uri) => {
-                        // An upstream may fail and may stream events: rules must assume both.
-                        let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
-                        if route.proxy.forwarded != ForwardedHeaders::None {
-                            // The forwarding headers carry the peer's address.
-                            facts = facts.with(Fact::ReadsClientAddress);
-                        }
-                        (
-                            Arc::new(Proxy::new(uri, &route.prefix, &route.proxy)),
-                            TargetInfo { description: format!("upstream {uri}"), facts },
-                            true,
-                        )
-                    }
-                };
+                    (
+                        Arc::new(Proxy::new(uri, &route.prefix, &route.proxy, config.server.trusted_proxies.clone())),
+                        TargetInfo { description: format!("upstream {uri}"), facts },
+                        true,
+                    )
+                }
+            };
             let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && route.prefix != "/" {
                 Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
             } else {

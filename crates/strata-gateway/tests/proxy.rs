@@ -462,3 +462,43 @@ async fn http2_clients_reach_an_http1_upstream_with_their_host_and_forwarded_hea
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["forwarded"], format!("for=127.0.0.1;proto=http;host=\"{}\"", strata.addr));
 }
+
+#[tokio::test]
+async fn forwarding_headers_are_extended_for_trusted_proxies_and_replaced_for_anyone_else() {
+    let app = Gunicorn::start();
+    let http = client();
+    for (trusted, expected_for, expected_proto) in
+        [("[]", "127.0.0.1", "http"), (r#"["127.0.0.1/32"]"#, "203.0.113.9, 127.0.0.1", "https")]
+    {
+        let config = format!(
+            "[server]\ntrusted_proxies = {trusted}\n\n[[route]]\nprefix = \"/\"\nupstream = \"{}\"\nforwarded = \"both\"\n",
+            app.url()
+        );
+        let strata = Strata::start(Some(&config));
+        // What a client could forge, or a TLS-terminating load balancer would truthfully say.
+        let res = http
+            .get(strata.url("/headers"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "public.example")
+            .header("forwarded", "for=203.0.113.9;proto=https")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let seen: serde_json::Value = res.json().await.unwrap();
+        let headers = &seen["headers"];
+        assert_eq!(headers["x-forwarded-for"], expected_for, "trusted_proxies = {trusted}: {headers}");
+        assert_eq!(headers["x-forwarded-proto"], expected_proto, "trusted_proxies = {trusted}: {headers}");
+        let (host, forwarded) = if expected_proto == "https" {
+            (
+                "public.example".to_string(),
+                format!("for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host=\"{}\"", strata.addr),
+            )
+        } else {
+            (strata.addr.to_string(), format!("for=127.0.0.1;proto=http;host=\"{}\"", strata.addr))
+        };
+        assert_eq!(headers["x-forwarded-host"], host.as_str(), "trusted_proxies = {trusted}: {headers}");
+        assert_eq!(headers["forwarded"], forwarded.as_str(), "trusted_proxies = {trusted}: {headers}");
+    }
+}
