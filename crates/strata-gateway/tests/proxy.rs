@@ -502,3 +502,40 @@ async fn forwarding_headers_are_extended_for_trusted_proxies_and_replaced_for_an
         assert_eq!(headers["forwarded"], forwarded.as_str(), "trusted_proxies = {trusted}: {headers}");
     }
 }
+
+#[tokio::test]
+async fn an_http2_upstream_is_spoken_to_in_http2() {
+    // The upstream is another strata serving the echo app: it accepts h2c with prior knowledge and
+    // its access log names the protocol each request arrived in.
+    let logs = tempfile::tempdir().unwrap();
+    let upstream = Strata::start(Some(&format!(
+        "[server]\nstack = [\"log\"]\n\n[middleware.log]\nkind = \"access_log\"\noutput = \"{}\"\n\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n",
+        log_path(&logs)
+    )));
+    let gateway = Strata::start(Some(&format!(
+        "[[route]]\nprefix = \"/\"\nupstream = \"http://{}\"\nhttp2 = true\n",
+        upstream.addr
+    )));
+    let http = client();
+    for i in 0..3 {
+        let res = http.post(gateway.url(&format!("/anything/{i}"))).body("over h2").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let echoed: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(echoed["path"], format!("/anything/{i}"));
+        assert_eq!(echoed["body"], "over h2");
+    }
+    // Lines are written after the response: give the writer a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(logs.path().join("access.log")).unwrap_or_default();
+        if log.lines().count() >= 3 || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for line in lines {
+        assert!(line.contains("HTTP/2.0\""), "the upstream saw HTTP/2: {line}");
+    }
+}
