@@ -15,6 +15,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use strata::http::client_ip::TrustedProxies;
 use strata::http::{Body, ConnectionInfo, Request, Response, Service};
 use strata::{Fact, Facts, Run};
 use tokio::net::TcpListener;
@@ -36,26 +38,40 @@ use crate::routes::Router;
 /// [`Service`].
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request that arrived on `connection`.
-    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response>;
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response>;
 }
 
-/// Inserting into a request's extensions allocates: only for stacks with a layer (or an upstream
-/// target) that reads the client's address.
-fn with_connection_info(mut req: Request, facts: Facts, connection: &ConnectionInfo) -> Request {
+/// The connection a request arrived on, with what it takes to resolve the client's address.
+#[derive(Clone, Copy, Debug)]
+pub struct Connection<'a> {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The local address the connection was accepted on.
+    pub local: SocketAddr,
+    /// The proxies whose forwarding header names the client.
+    pub trusted: &'a TrustedProxies,
+}
+
+/// Resolving the client's address (a header walk behind a trusted proxy) and inserting it into the
+/// request's extensions (an allocation) happen only for stacks with a layer, or an upstream target,
+/// that reads it. Per request, not per connection: a proxy multiplexes many clients on one
+/// connection.
+fn with_connection_info(mut req: Request, facts: Facts, connection: &Connection<'_>) -> Request {
     if facts.has(Fact::ReadsClientAddress) {
-        req.extensions_mut().insert(*connection);
+        let info = ConnectionInfo::resolve(connection.peer, connection.local, req.headers(), connection.trusted);
+        req.extensions_mut().insert(info);
     }
     req
 }
 
 impl Handler for Router {
-    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response> {
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
         self.call(with_connection_info(req, self.facts(), connection))
     }
 }
 
 impl Handler for Service {
-    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response> {
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
         self.call(with_connection_info(req, self.facts(), connection))
     }
 }
@@ -83,7 +99,7 @@ impl LiveRouter {
 }
 
 impl Handler for LiveRouter {
-    fn handle(&self, req: Request, connection: &ConnectionInfo) -> Run<Response> {
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
         // The returned future owns its route's chain: the guard (and the router) may go at once.
         self.current.load().handle(req, connection)
     }
@@ -124,11 +140,8 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         let trusted = settings.trusted_proxies.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let req = req.map(Body::from);
-            // Per request, not per connection: a proxy multiplexes many clients on one connection.
-            // Cheap unless the peer is a trusted proxy (then its forwarding header is read).
-            let info = ConnectionInfo::resolve(peer, local, req.headers(), &trusted);
-            let response = handler.handle(req, &info);
+            let connection = Connection { peer, local, trusted: &trusted };
+            let response = handler.handle(req.map(Body::from), &connection);
             async move { Ok::<_, Infallible>(response.await) }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();
