@@ -65,6 +65,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 AXUM_DIR=$ROOT/bench/axum-classic
 AXUM_TARGET=$AXUM_DIR/target
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-load.XXXXXX")
+# die, free_port, wait_for_port, stop_servers, to_ms, median, classic_config.
+source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
 declare -A URL=()     # contender -> URL under load
@@ -75,43 +77,13 @@ declare -A ACCESS_LOG=()  # contender -> its access log file, for the lines-vs-r
 ALICE_HASH=""         # the argon2id hash of AUTH_PASSWORD, made once by `strata hash-password`
 
 cleanup() {
-    local pid
-    for pid in "${SERVER_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${SERVER_PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_servers
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-die() {
-    echo "load.sh: $*" >&2
-    exit 1
-}
-
 # --- helpers -------------------------------------------------------------------------------------
-
-# Prints a loopback port nobody is listening on. The kernel picks it when python3 is around;
-# otherwise random ports are probed. Either way another process could take it before the server
-# binds; start_server then fails with the server's own message.
-free_port() {
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-        return
-    fi
-    local port
-    for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free loopback port found"
-}
 
 # start_server NAME PORT COMMAND... : starts COMMAND in the background, logs to $WORK/NAME.log,
 # waits (at most 20 s) until PORT accepts connections and checks that the load URL answers 200.
@@ -121,18 +93,7 @@ start_server() {
     "$@" >"$WORK/$name.log" 2>&1 &
     local pid=$!
     SERVER_PIDS+=("$pid")
-    local deadline=$((SECONDS + 20))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            cat "$WORK/$name.log" >&2
-            die "$name exited before listening on port $port"
-        fi
-        if ((SECONDS >= deadline)); then
-            cat "$WORK/$name.log" >&2
-            die "$name did not listen on port $port within 20 s"
-        fi
-        sleep 0.1
-    done
+    wait_for_port "$name" "$port" "$pid"
     local status
     status=$(http_status "$port" "$URL_PATH")
     [[ $status == 200 ]] || die "$name answered GET $URL_PATH with '$status' instead of 200"
@@ -154,25 +115,6 @@ http_status() {
     exec 3<&-
     line=${line%$'\r'}
     echo "${line#* }" | cut -d' ' -f1
-}
-
-# to_ms VALUE UNIT : a latency in milliseconds.
-to_ms() {
-    awk -v v="$1" -v u="$2" 'BEGIN {
-        f = 1
-        if (u ~ /^(s|sec|secs)$/) f = 1000
-        else if (u ~ /^(us|µs)$/) f = 0.001
-        else if (u == "ns") f = 0.000001
-        printf "%.3f", v * f
-    }'
-}
-
-# median of the numbers on stdin (one per line); the mean of the middle two for an even count.
-median() {
-    sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) { print "nan"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
-    }'
 }
 
 # --- load tool -----------------------------------------------------------------------------------
@@ -272,41 +214,7 @@ start_strata_stack() {
     local name=$1 stack=$2 port config=$WORK/$1.toml log=$WORK/$1-access.log
     port=$(free_port)
     alice_hash
-    cat >"$config" <<EOF
-[server]
-listen = "127.0.0.1:$port"
-stack = [$stack]
-
-[middleware.timing]
-kind = "timing"
-
-[middleware.request_id]
-kind = "request_id"
-
-[middleware.log]
-kind = "access_log"
-format = "json"
-output = "$log"
-
-[middleware.cors]
-kind = "cors"
-allow_origins = ["http://localhost:5173", "https://*.example.com"]
-allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-allow_headers = ["content-type", "authorization"]
-expose_headers = ["x-request-id", "x-response-time"]
-allow_credentials = true
-max_age = 600
-
-[middleware.auth]
-kind = "basic_auth"
-realm = "tasks"
-users = { $AUTH_USER = "$ALICE_HASH" }
-
-[[route]]
-prefix = "/"
-stack = []
-app = "echo"
-EOF
+    classic_config "$port" "$stack" "$log" "$AUTH_USER" "$ALICE_HASH" >"$config"
     if [[ $stack == *'"log"'* ]]; then ACCESS_LOG[$name]=$log; fi
     start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
 }

@@ -51,28 +51,19 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-proxy-load.XXXXXX")
 # nginx's workers drop root privileges: they must be able to read the htpasswd files.
 chmod 755 "$WORK"
+# die, free_port, wait_for_port, stop_servers, to_ms, median.
+source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
 declare -A URL=() RPS=() P99=() SENT=() ACCESS_LOG=() PIDS_OF=() CPU_US=()
 CLK_TCK=$(getconf CLK_TCK)
 
 cleanup() {
-    local pid
-    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${SERVER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_servers
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-die() {
-    echo "proxy-load.sh: $*" >&2
-    exit 1
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing and we are root.
 need() {
@@ -90,12 +81,7 @@ start_server() {
     "$@" >"$WORK/$name.log" 2>&1 &
     local pid=$!
     SERVER_PIDS+=("$pid")
-    local deadline=$((SECONDS + 20))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.log" >&2; die "$name exited before listening"; }
-        ((SECONDS < deadline)) || { cat "$WORK/$name.log" >&2; die "$name did not listen on $port"; }
-        sleep 0.1
-    done
+    wait_for_port "$name" "$port" "$pid"
     PIDS_OF[$name]=$pid
     echo "started $name (pid $pid) on port $port"
 }
@@ -121,17 +107,6 @@ check() {
     anonymous=$(curl -s -o /dev/null -w '%{http_code}' -H "Origin: $ORIGIN" "http://127.0.0.1:$port$URL_PATH")
     [[ $anonymous == 401 ]] || die "$name: anonymous request got $anonymous, not 401"
     URL[$name]="http://127.0.0.1:$port$URL_PATH"
-}
-
-to_ms() {
-    awk -v v="$1" -v u="$2" 'BEGIN { f = 1; if (u == "s") f = 1000; else if (u == "us") f = 0.001; printf "%.3f", v * f }'
-}
-
-median() {
-    sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) { print "nan"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
-    }'
 }
 
 # load URL SECONDS : prints "REQ_PER_SEC P99_MS REQUESTS"; non-2xx answers or socket errors are

@@ -34,7 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port, classic_config.
+source "$ROOT/bench/lib.sh"
 
 cat >"$WORK/client.py" <<'EOF'
 import base64, http.client, socket, sys, time
@@ -62,41 +63,7 @@ EOF
 HASH=$(printf 'wonderland\n' | "$TARGET/release/strata" hash-password)
 
 strata_config() { # PORT STACK
-    cat <<EOF
-[server]
-listen = "127.0.0.1:$1"
-stack = [$2]
-
-[middleware.timing]
-kind = "timing"
-
-[middleware.request_id]
-kind = "request_id"
-
-[middleware.log]
-kind = "access_log"
-format = "json"
-output = "$WORK/strata-access.log"
-
-[middleware.cors]
-kind = "cors"
-allow_origins = ["http://localhost:5173", "https://*.example.com"]
-allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-allow_headers = ["content-type", "authorization"]
-expose_headers = ["x-request-id", "x-response-time"]
-allow_credentials = true
-max_age = 600
-
-[middleware.auth]
-kind = "basic_auth"
-realm = "tasks"
-users = { alice = "$HASH" }
-
-[[route]]
-prefix = "/"
-stack = []
-app = "echo"
-EOF
+    classic_config "$1" "$2" "$WORK/strata-access.log" alice "$HASH"
 }
 
 measure() { # NAME PORT COMMAND...

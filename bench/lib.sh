@@ -1,0 +1,111 @@
+# Helpers shared by the load scripts (load.sh, proxy-load.sh, server_instructions.sh); sourced, not
+# run. Each script keeps its own configuration, contenders and reporting.
+
+# die MESSAGE... : prints the message, prefixed with the script's name, and exits 1.
+die() {
+    echo "${0##*/}: $*" >&2
+    exit 1
+}
+
+# Prints a loopback port nobody is listening on. The kernel picks it when python3 is around;
+# otherwise random ports are probed. Either way another process could take it before the server
+# binds; the server then fails with its own message.
+free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+        return
+    fi
+    local port
+    for _ in $(seq 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return
+        fi
+    done
+    die "no free loopback port found"
+}
+
+# wait_for_port NAME PORT PID : waits (at most 20 s) until PORT accepts connections; dies with the
+# server's log ($WORK/NAME.log) when PID exits first or the time runs out.
+wait_for_port() {
+    local name=$1 port=$2 pid=$3 deadline=$((SECONDS + 20))
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$WORK/$name.log" >&2
+            die "$name exited before listening on port $port"
+        fi
+        if ((SECONDS >= deadline)); then
+            cat "$WORK/$name.log" >&2
+            die "$name did not listen on port $port within 20 s"
+        fi
+        sleep 0.1
+    done
+}
+
+# stop_servers : stops every process in SERVER_PIDS and waits for them.
+stop_servers() {
+    local pid
+    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${SERVER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+
+# to_ms VALUE UNIT : a latency in milliseconds.
+to_ms() {
+    awk -v v="$1" -v u="$2" 'BEGIN {
+        f = 1
+        if (u ~ /^(s|sec|secs)$/) f = 1000
+        else if (u ~ /^(us|µs)$/) f = 0.001
+        else if (u == "ns") f = 0.000001
+        printf "%.3f", v * f
+    }'
+}
+
+# median of the numbers on stdin (one per line); the mean of the middle two for an even count.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
+}
+
+# classic_config PORT STACK LOG USER HASH : a gateway config over the echo app on PORT, with the server
+# stack STACK (a TOML array body such as '"timing", "log"') and every middleware of
+# examples/classic.toml defined: the access log writes JSON to LOG, basic_auth knows USER by HASH.
+classic_config() {
+    cat <<CONFIG
+[server]
+listen = "127.0.0.1:$1"
+stack = [$2]
+
+[middleware.timing]
+kind = "timing"
+
+[middleware.request_id]
+kind = "request_id"
+
+[middleware.log]
+kind = "access_log"
+format = "json"
+output = "$3"
+
+[middleware.cors]
+kind = "cors"
+allow_origins = ["http://localhost:5173", "https://*.example.com"]
+allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+allow_headers = ["content-type", "authorization"]
+expose_headers = ["x-request-id", "x-response-time"]
+allow_credentials = true
+max_age = 600
+
+[middleware.auth]
+kind = "basic_auth"
+realm = "tasks"
+users = { $4 = "$5" }
+
+[[route]]
+prefix = "/"
+stack = []
+app = "echo"
+CONFIG
+}
