@@ -19,7 +19,7 @@
 //!   the `request_id` and `basic_auth` layers set.
 //! - **Failures are responses**: a refused or reset connection is a `502`, an upstream slower than
 //!   the route's `timeout` is a `504`. Both carry a client-safe sentence and are marked
-//!   [`GeneratedError`], so an `errors` layer formats them and every outer layer decorates them.
+//!   [`GeneratedError`](strata::http::GeneratedError), so an `errors` layer formats them and every outer layer decorates them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use strata::BoxFuture;
 use strata::Endpoint;
-use strata::http::{Body, ConnectionInfo, GeneratedError, Request, Response, response};
+use strata::http::{Body, ConnectionInfo, Request, Response, response};
 
 use crate::config::{ForwardedHeaders, ProxyOptions};
 use crate::pool::{Pool, PoolError};
@@ -179,7 +179,7 @@ impl Endpoint<Request, Response> for Proxy {
         // once the 101 has been sent.
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let Some(outgoing) = self.outgoing(req, upgrade) else {
-            return Box::pin(std::future::ready(failure(StatusCode::BAD_REQUEST, BAD_TARGET)));
+            return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
         };
         let timeout = self.options.timeout;
         let upstream = self.authority.clone();
@@ -199,11 +199,14 @@ impl Endpoint<Request, Response> for Proxy {
                     Ok(Err(error)) => {
                         tracing::warn!(%upstream, %error, "upstream request failed");
                         let connect = matches!(error, PoolError::Connect(_));
-                        failure(StatusCode::BAD_GATEWAY, if connect { UNREACHABLE } else { NO_ANSWER })
+                        response::generated_error(
+                            StatusCode::BAD_GATEWAY,
+                            if connect { UNREACHABLE } else { NO_ANSWER },
+                        )
                     }
                     Err(_) => {
                         tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
-                        failure(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW)
+                        response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW)
                     }
                 }
             });
@@ -216,11 +219,14 @@ impl Endpoint<Request, Response> for Proxy {
                     let connect = error.is_connect();
                     // The error names the upstream and the OS error: useful to operators, kept from clients.
                     tracing::warn!(%upstream, error = %error_chain(&error), "upstream request failed");
-                    return failure(StatusCode::BAD_GATEWAY, if connect { UNREACHABLE } else { NO_ANSWER });
+                    return response::generated_error(
+                        StatusCode::BAD_GATEWAY,
+                        if connect { UNREACHABLE } else { NO_ANSWER },
+                    );
                 }
                 Err(_) => {
                     tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
-                    return failure(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
+                    return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }
             };
             let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -254,13 +260,6 @@ fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
 
 /// An error response of the proxy's own: a short text body for stacks without an `errors` layer,
 /// marked so that one replaces it with its own format.
-fn failure(status: StatusCode, detail: &'static str) -> Response {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let mut res = response::text(status, format!("{} {reason}\n\n{detail}\n", status.as_u16()));
-    res.extensions_mut().insert(GeneratedError::with_detail(detail));
-    res
-}
-
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -391,6 +390,7 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata::http::GeneratedError;
 
     fn proxy(upstream: &str, prefix: &str, options: ProxyOptions) -> Proxy {
         Proxy::new(&upstream.parse().unwrap(), prefix, &options, Arc::new(TrustedProxies::none()))

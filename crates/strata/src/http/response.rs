@@ -2,7 +2,7 @@
 
 use http::{HeaderValue, StatusCode, header};
 
-use super::{Body, Response};
+use super::{Body, GeneratedError, Response};
 
 /// A `text/plain; charset=utf-8` response.
 pub fn text(status: StatusCode, body: impl Into<Body>) -> Response {
@@ -32,6 +32,17 @@ pub fn with_type(status: StatusCode, content_type: &'static str, body: impl Into
     res
 }
 
+/// An error strata made itself (a proxy's 502, a timeout's 504), in plain text —
+/// `504 Gateway Timeout`, a blank line, then `detail` — and marked [`GeneratedError`] with `detail`,
+/// so an `errors` layer outside reformats it for the client's `Accept`. `detail` is a fixed sentence
+/// written for clients, never text built from a request or an error value.
+pub fn generated_error(status: StatusCode, detail: &'static str) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut res = text(status, format!("{} {reason}\n\n{detail}\n", status.as_u16()));
+    res.extensions_mut().insert(GeneratedError::with_detail(detail));
+    res
+}
+
 /// An empty response with the given status.
 pub fn status(status: StatusCode) -> Response {
     let mut res = Response::new(Body::empty());
@@ -51,5 +62,17 @@ mod tests {
         assert_eq!(r.body().as_bytes().unwrap(), br#"{"error":"missing field `title`"}"#);
         assert_eq!(text(StatusCode::OK, "hi").headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
         assert_eq!(status(StatusCode::NO_CONTENT).status(), 204);
+    }
+
+    #[test]
+    fn generated_errors_carry_their_detail_in_text_and_in_the_marker() {
+        let r = generated_error(StatusCode::BAD_GATEWAY, "The upstream server did not answer.");
+        assert_eq!(r.status(), 502);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert_eq!(r.body().as_bytes().unwrap(), b"502 Bad Gateway\n\nThe upstream server did not answer.\n");
+        assert_eq!(
+            r.extensions().get::<GeneratedError>().and_then(|g| g.detail()),
+            Some("The upstream server did not answer.")
+        );
     }
 }

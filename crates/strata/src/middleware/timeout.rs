@@ -6,7 +6,7 @@
 //!   body is the client's and upstream's business, not a reason to break a response half sent.
 //! - Abandoning means dropping the inner future: an upstream request in flight is cancelled (its
 //!   connection closed), an app's work stops at its next `.await`.
-//! - The 504 is marked [`GeneratedError`], so an `errors` layer outside formats it, and the layers
+//! - The 504 is marked [`GeneratedError`](crate::http::GeneratedError), so an `errors` layer outside formats it, and the layers
 //!   outside decorate it like any other response (CORS, request id, timing).
 //!
 //! Place it inside the layers that must see every request (access log, CORS) so they log and
@@ -31,12 +31,10 @@ use serde::Deserialize;
 use super::{BuildContext, ConfigError};
 use crate::Middleware;
 use crate::check::{Fact, Facts};
-use crate::http::{GeneratedError, Next, Request, Response, response};
+use crate::http::{Next, Request, Response, response};
 
-/// What clients are told when the deadline passes.
+/// What clients are told when the deadline passes (as text, or reformatted by an `errors` layer).
 const DETAIL: &str = "The server did not answer in time.";
-/// The body for stacks without an `errors` layer (which replaces it).
-const BODY: &str = "504 Gateway Timeout\n\nThe server did not answer in time.\n";
 
 /// The `[middleware.NAME]` table of kind `timeout`.
 #[derive(Clone, Debug, Deserialize)]
@@ -80,9 +78,7 @@ impl Middleware<Request, Response> for Timeout {
             Ok(res) => res,
             Err(_) => {
                 tracing::warn!(timeout = ?self.duration, "no response head in time: answered 504");
-                let mut res = response::text(StatusCode::GATEWAY_TIMEOUT, BODY);
-                res.extensions_mut().insert(GeneratedError::with_detail(DETAIL));
-                res
+                response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL)
             }
         }
     }
@@ -116,7 +112,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Body, Stack};
+    use crate::http::{Body, GeneratedError, Stack};
 
     fn config(duration: &str) -> Result<Timeout, ConfigError> {
         Timeout::new(TimeoutConfig { duration: duration.into() }, &BuildContext::default())
@@ -147,6 +143,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
+        assert_eq!(res.body().as_bytes().unwrap(), b"504 Gateway Timeout\n\nThe server did not answer in time.\n");
     }
 
     #[tokio::test]
