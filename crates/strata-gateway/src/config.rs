@@ -597,22 +597,9 @@ fn parse_server(
     server
 }
 
-/// Parses durations like `"10s"`, `"500ms"`, `"2m"`, `"1h"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
-    let n: u64 = number.parse().map_err(|_| expected())?;
-    let d = match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(expected()),
-    };
-    Ok(d)
-}
+/// Parses durations like `"10s"`, `"500ms"`, `"2m"`, `"1h"`: the library's parser, so `[server]`,
+/// route and middleware settings all read durations the same way.
+pub use strata::middleware::parse_duration;
 
 fn normalize_prefix(prefix: &str) -> Result<String, String> {
     if !prefix.starts_with('/') {

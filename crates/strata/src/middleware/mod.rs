@@ -32,6 +32,24 @@ pub use body_limit::{BodyLimit, BodyLimitConfig};
 pub mod rate_limit;
 pub use rate_limit::{RateLimit, RateLimitConfig};
 
+/// Parses a config duration: `"500ms"`, `"10s"`, `"2m"` or `"1h"` (a whole number and a unit).
+/// Shared by every setting that takes one, so they all accept the same forms.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
+    let n: u64 = number.parse().map_err(|_| expected())?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        _ => Err(expected()),
+    }
+}
+
 /// What a constructor may need besides its own config.
 #[derive(Clone, Debug, Default)]
 pub struct BuildContext {

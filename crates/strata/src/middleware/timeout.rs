@@ -28,7 +28,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{BuildContext, ConfigError};
+use super::{BuildContext, ConfigError, parse_duration};
 use crate::Middleware;
 use crate::check::{Fact, Facts};
 use crate::http::{Next, Request, Response, response};
@@ -90,22 +90,6 @@ impl Middleware<Request, Response> for Timeout {
     fn facts(&self) -> Facts {
         // It answers by itself, with an error of its own making.
         Facts::of(&[Fact::ShortCircuits, Fact::CanFail])
-    }
-}
-
-/// `"500ms"`, `"10s"`, `"2m"`, `"1h"` → a [`Duration`].
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
-    let n: u64 = number.parse().map_err(|_| expected())?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(expected()),
     }
 }
 
