@@ -277,26 +277,20 @@ fn authority_value(authority: &Authority) -> Option<HeaderValue> {
 
 /// Whether the request asks to switch protocols (`Connection: upgrade` with an `Upgrade` header).
 fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    headers.contains_key(header::UPGRADE) && connection_options(headers).any(|o| o.eq_ignore_ascii_case("upgrade"))
+}
+
+/// The comma-separated options of every `Connection` header, trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(str::trim)
 }
 
 /// Removes the headers that describe one connection, not the message (RFC 9110 §7.6.1). With
 /// `keep_upgrade`, `Upgrade` stays (the caller sets `Connection: upgrade` again).
 fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
+        let named: Vec<HeaderName> =
+            connection_options(headers).filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()).collect();
         for name in named {
             if !(keep_upgrade && name == header::UPGRADE) {
                 headers.remove(name);
