@@ -20,6 +20,7 @@
 //! timeout), then one request probes it again: when Redis is back, limiting through it resumes with
 //! no restart.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,39 +30,53 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::gcra::{self, Gcra, MAX_LIMITS, Outcome};
 
-/// KEYS: `n` keys per check, one per limit (a string holding that limit's TAT in µs), check after
-/// check. ARGV: n, then T and τ (µs) per limit. Returns {now, then per check: allowed,
-/// tat1..tatn} (µs; the TATs after the decision). All the batch's state is read with one `MGET`,
-/// and an admitted check writes each of its keys with one `SET … PX` (value and expiry at once):
-/// per check, Redis does one command per limit, no more. A key seen earlier in the same batch is
-/// taken from `written`, so the same client twice in one call is decided twice, in order.
+/// KEYS: the batch's distinct clients, `n` keys each (one per limit, a string holding that
+/// limit's TAT in µs). ARGV: n, then T and τ (µs) per limit, then per check (in arrival order) the
+/// 0-based index of its client in KEYS. Returns {now, then per check: allowed, tat1..tatn} (µs;
+/// the TATs after the decision).
+///
+/// Every check is decided in order against the state the checks before it left, and each client's
+/// state is read once (one `MGET` for the batch) and written once (one `SET … PX`, value and expiry
+/// at once, after the last check): a burst from one client costs Redis one write however many of
+/// its requests share the call. Each `redis.call` and `string.format` costs Redis microseconds,
+/// which on a machine it shares with the gateway is throughput taken from both.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
+local interval, tolerance = {}, {}
+for i = 1, n do
+  interval[i] = tonumber(ARGV[2 * i])
+  tolerance[i] = tonumber(ARGV[2 * i + 1])
+end
 local stored = redis.call('MGET', unpack(KEYS))
-local written = {}
+local tat = {}
+for j = 1, #KEYS do tat[j] = tonumber(stored[j]) or 0 end
+local changed = {}
 local out = {now}
-for c = 0, #KEYS / n - 1 do
-  local tats = {}
+for c = 2 * n + 2, #ARGV do
+  local base = tonumber(ARGV[c]) * n
   local allowed = 1
   for i = 1, n do
-    local j = c * n + i
-    local tat = written[KEYS[j]] or tonumber(stored[j]) or 0
-    if tat < now then tat = now end
-    tats[i] = tat
-    if now < tat - tonumber(ARGV[2 * i + 1]) then allowed = 0 end
-  end
-  if allowed == 1 then
-    for i = 1, n do
-      local j = c * n + i
-      tats[i] = tats[i] + tonumber(ARGV[2 * i])
-      written[KEYS[j]] = tats[i]
-      redis.call('SET', KEYS[j], string.format('%.0f', tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1)
-    end
+    local v = tat[base + i]
+    if v < now then v = now end
+    if now < v - tolerance[i] then allowed = 0 end
   end
   out[#out + 1] = allowed
-  for i = 1, n do out[#out + 1] = tats[i] end
+  for i = 1, n do
+    local j = base + i
+    local v = tat[j]
+    if v < now then v = now end
+    if allowed == 1 then
+      v = v + interval[i]
+      tat[j] = v
+      changed[j] = true
+    end
+    out[#out + 1] = v
+  end
+end
+for j in pairs(changed) do
+  redis.call('SET', KEYS[j], string.format('%.0f', tat[j]), 'PX', math.ceil((tat[j] - now) / 1000) + 1)
 end
 return out
 ";
@@ -248,47 +263,183 @@ async fn send_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
 
 async fn eval(shared: &Shared, connection: &mut ConnectionManager, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
     let quotas = &shared.quotas;
+    let decided = decide(shared, connection, batch.iter().map(|job| job.key.as_str())).await?;
+    Ok(decided
+        .checks
+        .iter()
+        .map(|(allowed, tats)| {
+            let tats = tats.map(|tat| tat.saturating_mul(1_000));
+            let now = decided.now.saturating_mul(1_000);
+            // When rejected, the TATs are unchanged: the wait is until the first moment every
+            // quota has room, exactly as the memory store computes it.
+            let retry_after = if *allowed {
+                Duration::ZERO
+            } else {
+                quotas.iter().zip(tats).map(|(q, tat)| q.wait(tat, now)).max().unwrap_or_default()
+            };
+            gcra::outcome(quotas, &tats[..quotas.len()], now, *allowed, retry_after)
+        })
+        .collect())
+}
+
+/// What the script decided for one batch, in Redis's microseconds.
+#[derive(Debug)]
+struct Decided {
+    /// Redis's clock when the batch ran.
+    now: u64,
+    /// Per check, in order: admitted, and each limit's TAT after the decision.
+    checks: Vec<(bool, [u64; MAX_LIMITS])>,
+}
+
+/// Runs the script for `keys` (one per check, repeats allowed), sending each distinct key once.
+async fn decide<'k>(
+    shared: &Shared,
+    connection: &mut ConnectionManager,
+    keys: impl ExactSizeIterator<Item = &'k str>,
+) -> Result<Decided, StoreError> {
+    let quotas = &shared.quotas;
+    let checks = keys.len();
     let mut invocation = shared.script.prepare_invoke();
-    for job in batch {
-        if quotas.len() == 1 {
-            invocation.key(job.key.as_str());
-        } else {
-            for i in 0..quotas.len() {
-                invocation.key(format!("{}:{i}", job.key));
-            }
-        }
-    }
     invocation.arg(quotas.len());
     for q in quotas.iter() {
         invocation.arg(q.interval / 1_000).arg(q.tolerance / 1_000);
+    }
+    let mut distinct: HashMap<&str, usize> = HashMap::with_capacity(checks);
+    for key in keys {
+        let next = distinct.len();
+        let index = *distinct.entry(key).or_insert_with(|| {
+            if quotas.len() == 1 {
+                invocation.key(key);
+            } else {
+                for i in 0..quotas.len() {
+                    invocation.key(format!("{key}:{i}"));
+                }
+            }
+            next
+        });
+        invocation.arg(index);
     }
     let reply: Vec<i64> = tokio::time::timeout(shared.timeout, invocation.invoke_async(connection))
         .await
         .map_err(|_| StoreError::Timeout)?
         .map_err(|e| StoreError::Redis(Arc::new(e)))?;
-    let per_key = 1 + quotas.len();
+    let per_check = 1 + quotas.len();
     let Some((now, rest)) = reply.split_first() else { return Err(StoreError::Unexpected) };
-    if rest.len() != batch.len() * per_key {
+    if rest.len() != checks * per_check {
         return Err(StoreError::Unexpected);
     }
-    let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1_000);
-    let now = micros(*now);
-    Ok(rest
-        .chunks_exact(per_key)
-        .map(|chunk| {
-            let allowed = chunk[0] == 1;
-            let mut tats = [0; MAX_LIMITS];
-            for (slot, tat) in tats.iter_mut().zip(&chunk[1..]) {
-                *slot = micros(*tat);
+    let micros = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(Decided {
+        now: micros(*now),
+        checks: rest
+            .chunks_exact(per_check)
+            .map(|chunk| {
+                let mut tats = [0; MAX_LIMITS];
+                for (slot, tat) in tats.iter_mut().zip(&chunk[1..]) {
+                    *slot = micros(*tat);
+                }
+                (chunk[0] == 1, tats)
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A redis-server of the test's own on a free loopback port, stopped when dropped.
+    struct Redis(Child, u16);
+
+    impl Redis {
+        fn start() -> Redis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH (`.ci/run` installs it)");
+            let redis = Redis(child, port);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not listen on port {port}");
+                std::thread::sleep(Duration::from_millis(20));
             }
-            // When rejected, the TATs are unchanged: the wait is until the first moment every
-            // quota has room, exactly as the memory store computes it.
-            let retry_after = if allowed {
-                Duration::ZERO
-            } else {
-                quotas.iter().zip(tats).map(|(q, tat)| q.wait(tat, now)).max().unwrap_or_default()
-            };
-            gcra::outcome(quotas, &tats[..quotas.len()], now, allowed, retry_after)
-        })
-        .collect())
+            redis
+        }
+    }
+
+    impl Drop for Redis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn commands(connection: &mut ConnectionManager, name: &str) -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await.unwrap();
+        let prefix = format!("cmdstat_{name}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_batch_decides_each_check_in_order_and_writes_each_client_once() {
+        let redis = Redis::start();
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
+        let per_second = Gcra::new(3, Duration::from_secs(1), 3).unwrap().in_micros();
+        let per_minute = Gcra::new(5, Duration::from_secs(60), 4).unwrap().in_micros();
+        let shared = Shared {
+            client: client.clone(),
+            script: redis::Script::new(SCRIPT),
+            quotas: Box::new([per_second, per_minute]),
+            timeout: Duration::from_secs(5),
+            retry: Duration::from_secs(1),
+        };
+        let mut connection = ConnectionManager::new(client).await.unwrap();
+        // The same quotas in microseconds, for the reference decisions made here with gcra::check.
+        let micros: Vec<Gcra> = shared
+            .quotas
+            .iter()
+            .map(|q| Gcra { interval: q.interval / 1_000, tolerance: q.tolerance / 1_000, ..*q })
+            .collect();
+        let mut reference: HashMap<&str, [u64; MAX_LIMITS]> = HashMap::new();
+        let batch = ["a", "b", "a", "a", "a", "c", "b", "a"];
+        let mut admitted = 0;
+        for round in 0..3 {
+            let sets_before = commands(&mut connection, "set").await;
+            let decided = decide(&shared, &mut connection, batch.iter().copied()).await.unwrap();
+            assert_eq!(decided.checks.len(), batch.len());
+            for (i, (key, (allowed, tats))) in batch.iter().zip(&decided.checks).enumerate() {
+                let state = reference.entry(key).or_insert([0; MAX_LIMITS]);
+                let expected = gcra::check(&micros, state, decided.now);
+                assert_eq!(*allowed, expected.allowed, "round {round}, check {i} ({key})");
+                // A rejected check reports its TATs brought up to now, as the script returns them.
+                let want: Vec<u64> = state[..2].iter().map(|t| (*t).max(decided.now)).collect();
+                assert_eq!(tats[..2], want[..], "round {round}, check {i} ({key})");
+                admitted += usize::from(*allowed);
+            }
+            // One write per limit of each client with an admitted check, not one per check.
+            let written =
+                ["a", "b", "c"].iter().filter(|k| decided.checks.iter().zip(&batch).any(|(c, b)| c.0 && b == *k));
+            let writes = commands(&mut connection, "set").await - sets_before;
+            assert_eq!(writes, written.count() as u64 * 2, "round {round}");
+        }
+        // Three per second with a burst of three: `a`'s 5th check of the first round is refused.
+        assert!(admitted > 3 && admitted < 3 * batch.len(), "{admitted} admitted");
+        // What Redis keeps is the state after the last check, with an expiry.
+        for key in ["a", "b", "c"] {
+            for (limit, tat) in reference[key][..2].iter().enumerate() {
+                let stored: u64 =
+                    redis::cmd("GET").arg(format!("{key}:{limit}")).query_async(&mut connection).await.unwrap();
+                assert_eq!(stored, *tat, "{key}:{limit}");
+                let ttl: i64 =
+                    redis::cmd("PTTL").arg(format!("{key}:{limit}")).query_async(&mut connection).await.unwrap();
+                assert!(ttl > 0, "{key}:{limit} expires ({ttl} ms)");
+            }
+        }
+    }
 }
