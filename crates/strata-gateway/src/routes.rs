@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use http::uri::{PathAndQuery, Uri};
+use strata::http::client_ip::TrustedProxies;
 use strata::http::{Layer, Request, Response, Service, Stack, response};
 use strata::middleware::BuildContext;
 use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
@@ -140,10 +141,11 @@ impl Gateway {
         let layer_diagnostics = named.iter().flat_map(|l| l.diagnostics().iter().cloned()).collect();
         // Longest prefix first, so the first match is the most specific one.
         entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
+        let trusted_proxies = config.server.trusted_proxies.clone();
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),
-            router: Arc::new(Router { routes: entries, not_found, facts }),
+            router: Arc::new(Router { routes: entries, not_found, facts, trusted_proxies }),
             routes,
             unused,
             layer_diagnostics,
@@ -202,12 +204,20 @@ pub struct Router {
     not_found: Service,
     // Every layer's and target's facts, computed once: the server asks for every connection.
     facts: Facts,
+    // The config's `trusted_proxies`: the client address is resolved with the same list the
+    // proxies of this router trust, so a reload changes both at once.
+    trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl Router {
     /// Every fact a layer or target of any route declares.
     pub fn facts(&self) -> Facts {
         self.facts
+    }
+
+    /// The proxies whose forwarding headers this router's config trusts.
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.trusted_proxies
     }
 
     /// Runs a request through its route's onion (or the server stack's 404).

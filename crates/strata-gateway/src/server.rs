@@ -48,7 +48,8 @@ pub struct Connection<'a> {
     pub peer: SocketAddr,
     /// The local address the connection was accepted on.
     pub local: SocketAddr,
-    /// The proxies whose forwarding header names the client.
+    /// The proxies whose forwarding header names the client: the listener's, for a [`Service`];
+    /// a [`Router`] resolves with its own config's list instead, so that a reload changes it.
     pub trusted: &'a TrustedProxies,
 }
 
@@ -65,8 +66,11 @@ fn with_connection_info(mut req: Request, facts: Facts, connection: &Connection<
 }
 
 impl Handler for Router {
+    /// Resolves the client with the router's own `trusted_proxies` (its config's), not the
+    /// connection's: after a reload, the resolver and the proxies trust the same list.
     fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
-        self.call(with_connection_info(req, self.facts(), connection))
+        let connection = Connection { trusted: self.trusted_proxies(), ..*connection };
+        self.call(with_connection_info(req, self.facts(), &connection))
     }
 }
 
@@ -263,10 +267,6 @@ impl Reloader {
         }
         if new.http2 != old.http2 {
             changed.push("http2");
-        }
-        // The listener resolves client addresses with the proxies it was started with.
-        if new.trusted_proxies != old.trusted_proxies {
-            changed.push("trusted_proxies");
         }
         changed
     }

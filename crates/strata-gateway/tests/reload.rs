@@ -202,3 +202,65 @@ async fn sigterm_under_load_lets_every_in_flight_request_finish() {
     let status = strata.wait_exit(Duration::from_secs(15)).expect("strata exits once drained");
     assert!(status.success(), "{status:?}: {}", strata.stderr());
 }
+
+/// A config over the echo app whose access log shows the resolved client address.
+fn logging(version: u32, log: &std::path::Path, server_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+stack = ["timing", "log"]
+{server_extra}
+
+[middleware.timing]
+kind = "timing"
+header = "x-config-v{version}"
+server_timing = false
+
+[middleware.log]
+kind = "access_log"
+format = "json"
+output = "{}"
+
+[[route]]
+prefix = "/"
+app = "echo"
+"#,
+        log.display()
+    )
+}
+
+/// The `remote_addr` of the access-log line of the request whose query string is `marker`.
+async fn logged_remote(log: &std::path::Path, marker: &str) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let line = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["query"].as_str() == Some(marker));
+        if let Some(line) = line {
+            return line["remote_addr"].as_str().map(str::to_string);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_reload_changes_trusted_proxies_for_the_client_address_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let strata = Strata::start(Some(&logging(1, &log, "")));
+    assert!(wait_for_version(&strata, 1, Duration::from_secs(10)).await);
+    let http = client();
+    let spoofed = |path: &str| http.get(strata.url(path)).header("x-forwarded-for", "203.0.113.9").send();
+    assert_eq!(spoofed("/status/200?before").await.unwrap().status(), 200);
+    assert_eq!(logged_remote(&log, "before").await.as_deref(), Some("127.0.0.1"), "untrusted peer: header ignored");
+    // Now the loopback peer is a trusted proxy: its X-Forwarded-For names the client.
+    std::fs::write(strata.config_path(), logging(2, &log, "trusted_proxies = [\"127.0.0.1/32\"]")).unwrap();
+    strata.signal("HUP");
+    assert!(wait_for_version(&strata, 2, Duration::from_secs(15)).await, "{}", strata.stderr());
+    assert_eq!(spoofed("/status/200?after").await.unwrap().status(), 200);
+    assert_eq!(logged_remote(&log, "after").await.as_deref(), Some("203.0.113.9"), "{}", strata.stderr());
+    assert!(!strata.stderr().contains("`trusted_proxies` changed"), "{}", strata.stderr());
+}
