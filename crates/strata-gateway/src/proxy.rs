@@ -22,7 +22,7 @@
 //!   [`GeneratedError`](strata::http::GeneratedError), so an `errors` layer formats them and every outer layer decorates them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use strata::BoxFuture;
 use strata::Endpoint;
 use strata::http::{Body, ConnectionInfo, Request, Response, response};
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ForwardedHeaders, ProxyOptions};
 use crate::pool::{Pool, PoolError};
@@ -242,10 +243,20 @@ impl Endpoint<Request, Response> for Proxy {
     }
 }
 
+/// The upgraded connections (WebSocket and the like) of this process, still open.
+///
+/// Once upgraded, a connection has left hyper's server connection, so the graceful shutdown's
+/// connection watch no longer sees it: the server waits for these too, within the same grace
+/// period, and the ones still open when it ends are closed.
+pub fn tunnels() -> &'static TaskTracker {
+    static TUNNELS: OnceLock<TaskTracker> = OnceLock::new();
+    TUNNELS.get_or_init(TaskTracker::new)
+}
+
 /// Copies bytes both ways between the client's and the upstream's upgraded connections until
 /// either side closes.
 fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, name: Authority) {
-    tokio::spawn(async move {
+    tunnels().spawn(async move {
         match tokio::try_join!(client, upstream) {
             Ok((client, upstream)) => {
                 let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));

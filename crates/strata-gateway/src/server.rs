@@ -113,7 +113,8 @@ impl Handler for LiveRouter {
 const MIN_HTTP1_BUFFER: usize = 8 * 1024;
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and gives in-flight
-/// requests up to `settings.shutdown_grace` to finish.
+/// requests, and the proxy's upgraded connections ([`crate::proxy::tunnels`]), up to
+/// `settings.shutdown_grace` to finish. Upgraded connections still open then end with the runtime.
 ///
 /// Returns whether every connection finished within the grace period.
 pub async fn serve<H: Handler>(
@@ -158,12 +159,21 @@ pub async fn serve<H: Handler>(
     }
     drop(listener);
     tracing::info!(grace = ?settings.shutdown_grace, "shutting down: no new connections, waiting for in-flight requests");
-    match tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await {
-        Ok(()) => Ok(true),
-        Err(_) => {
-            tracing::warn!("grace period over: closing the remaining connections");
-            Ok(false)
-        }
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+    let requests_done = tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_ok();
+    // Upgraded connections (WebSocket) left hyper's connections: they get what is left of the grace.
+    let tunnels = crate::proxy::tunnels();
+    tunnels.close();
+    if !tunnels.is_empty() {
+        tracing::info!(open = tunnels.len(), "waiting for upgraded connections to close");
+    }
+    let tunnels_done = tokio::time::timeout_at(deadline, tunnels.wait()).await.is_ok();
+    tunnels.reopen();
+    if requests_done && tunnels_done {
+        Ok(true)
+    } else {
+        tracing::warn!(upgraded = tunnels.len(), "grace period over: closing the remaining connections");
+        Ok(false)
     }
 }
 

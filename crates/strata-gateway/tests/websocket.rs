@@ -79,3 +79,66 @@ upstream = "http://{upstream}"
     }
     assert!(strata.stderr().contains("\"GET /ws/chat HTTP/1.1\" 101"), "{}", strata.stderr());
 }
+
+fn proxy_config(upstream: std::net::SocketAddr, grace: &str) -> String {
+    format!(
+        r#"
+[server]
+shutdown_grace = "{grace}"
+
+[[route]]
+prefix = "/ws"
+upstream = "http://{upstream}"
+"#
+    )
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(strata: &Strata) -> Socket {
+    let url = format!("ws://{}/ws/chat", strata.addr);
+    let (ws, _) = tokio::time::timeout(Duration::from_secs(20), tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake in time")
+        .expect("handshake through the proxy");
+    ws
+}
+
+async fn shout(ws: &mut Socket, text: &str) -> Option<Message> {
+    ws.send(Message::text(text)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(10), ws.next()).await.ok()?.and_then(Result::ok)
+}
+
+// Multi-threaded: `wait_exit` blocks, and the upstream must keep answering meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_open_websocket_finish_within_the_grace_period() {
+    let (upstream, _received) = shouting_upstream().await;
+    let mut strata = Strata::start(Some(&proxy_config(upstream, "20s")));
+    let mut ws = open(&strata).await;
+    assert_eq!(shout(&mut ws, "before").await, Some(Message::text("BEFORE")));
+    strata.signal("TERM");
+    // Not gone at once: the upgraded connection is waited for, and it still works.
+    assert_eq!(strata.wait_exit(Duration::from_millis(500)), None, "{}", strata.stderr());
+    assert_eq!(shout(&mut ws, "during shutdown").await, Some(Message::text("DURING SHUTDOWN")));
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // Once it is closed, strata exits well before the grace period ends.
+    let status = strata.wait_exit(Duration::from_secs(10)).expect("exits once the WebSocket closed");
+    assert!(status.success(), "{status:?}: {}", strata.stderr());
+    assert!(strata.stderr().contains("waiting for upgraded connections to close"), "{}", strata.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_still_open_when_the_grace_period_ends_is_closed() {
+    let (upstream, _received) = shouting_upstream().await;
+    let mut strata = Strata::start(Some(&proxy_config(upstream, "1s")));
+    let mut ws = open(&strata).await;
+    assert_eq!(shout(&mut ws, "hello").await, Some(Message::text("HELLO")));
+    strata.signal("TERM");
+    let status = strata.wait_exit(Duration::from_secs(10)).expect("exits when the grace period ends");
+    assert!(status.success(), "{status:?}: {}", strata.stderr());
+    assert!(strata.stderr().contains("grace period over"), "{}", strata.stderr());
+    // The client sees its connection end.
+    let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("the socket ends");
+    assert!(!matches!(next, Some(Ok(Message::Text(_)))), "{next:?}");
+}
