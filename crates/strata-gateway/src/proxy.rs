@@ -123,6 +123,26 @@ impl Proxy {
     /// The URI the upstream is asked for: its base path, then the request's path (below the
     /// route's prefix when stripping), then the query.
     fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+        let path_and_query = match uri.path_and_query() {
+            // Nothing to change (no base path, no prefix to strip): the parsed value is reused.
+            Some(pq)
+                if self.base_path.is_empty()
+                    && (!self.options.strip_prefix || self.prefix.is_empty())
+                    && pq.as_str().starts_with('/') =>
+            {
+                pq.clone()
+            }
+            _ => self.rewritten_path_and_query(uri)?,
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .ok()
+    }
+
+    fn rewritten_path_and_query(&self, uri: &Uri) -> Option<PathAndQuery> {
         let path = uri.path();
         let path = if self.options.strip_prefix { path.get(self.prefix.len()..).unwrap_or(path) } else { path };
         let query = uri.query();
@@ -136,12 +156,7 @@ impl Proxy {
             pq.push('?');
             pq.push_str(q);
         }
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::try_from(pq).ok()?)
-            .build()
-            .ok()
+        PathAndQuery::try_from(pq).ok()
     }
 
     /// Turns the client's request into the upstream's: URI, version, Host, hop-by-hop and
@@ -298,30 +313,49 @@ fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes the headers that describe one connection, not the message (RFC 9110 §7.6.1). With
 /// `keep_upgrade`, `Upgrade` stays (the caller sets `Connection: upgrade` again).
+///
+/// One walk over the names finds what is there: most messages carry none of these headers, or only
+/// `Connection`, and every `remove` hashes its name whether or not the header is present.
 fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> =
-            connection_options(headers).filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()).collect();
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(name);
+    let mut present: Vec<HeaderName> = Vec::new();
+    let mut connection = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if is_hop_by_hop(name, keep_upgrade) {
+            present.push(name.clone());
+        }
+    }
+    if connection {
+        // The headers it names are hop-by-hop too.
+        // `keep-alive` (its header is in the list already) and `close` are what upstreams send;
+        // skipping them saves parsing a name per response.
+        let named = connection_options(headers)
+            .filter(|o| !o.eq_ignore_ascii_case("keep-alive") && !o.eq_ignore_ascii_case("close"));
+        for option in named {
+            if let Ok(name) = HeaderName::from_bytes(option.as_bytes())
+                && !(keep_upgrade && name == header::UPGRADE)
+                && !present.contains(&name)
+            {
+                present.push(name);
             }
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [KEEP_ALIVE, header::TE, header::TRAILER, header::TRANSFER_ENCODING] {
+    for name in present {
         headers.remove(name);
     }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    }
-    // Proxy-Authorization, Proxy-Connection, …: meant for a proxy, which the gateway is.
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-        for name in proxy {
-            headers.remove(name);
-        }
-    }
+}
+
+/// The hop-by-hop headers every message loses; `Proxy-Authorization`, `Proxy-Connection`, … are
+/// meant for a proxy, which the gateway is.
+fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool) -> bool {
+    *name == KEEP_ALIVE
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || (*name == header::UPGRADE && !keep_upgrade)
+        || name.as_str().starts_with("proxy-")
 }
 
 /// Adds the forwarding headers the route asks for.
@@ -340,14 +374,29 @@ fn add_forwarding(
     host: Option<&HeaderValue>,
 ) {
     if !from_trusted_proxy || mode == ForwardedHeaders::None {
-        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, header::FORWARDED] {
+        // Removed only when present: a clean request (the usual case) costs a walk over the names.
+        let claimed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| {
+                **n == X_FORWARDED_FOR
+                    || **n == X_FORWARDED_PROTO
+                    || **n == X_FORWARDED_HOST
+                    || **n == header::FORWARDED
+            })
+            .cloned()
+            .collect();
+        for name in claimed {
             headers.remove(name);
         }
     }
     let ip = peer.map(|p| p.ip());
     if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
         if let Some(ip) = ip {
-            append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+            if headers.contains_key(&X_FORWARDED_FOR) {
+                append_list(headers, X_FORWARDED_FOR, &ip.to_string());
+            } else {
+                headers.insert(X_FORWARDED_FOR, ip_value(ip));
+            }
         }
         if !headers.contains_key(X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -359,6 +408,28 @@ fn add_forwarding(
     if matches!(mode, ForwardedHeaders::Forwarded | ForwardedHeaders::Both) {
         append_list(headers, header::FORWARDED, &forwarded_element(ip, host));
     }
+}
+
+/// An address as a header value. IPv4, nearly every peer, is written digit by digit: this runs for
+/// every proxied request, and `Display` goes through the formatting machinery.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+    };
+    let mut text = Vec::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push(b'.');
+        }
+        if octet >= 100 {
+            text.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            text.push(b'0' + octet / 10 % 10);
+        }
+        text.push(b'0' + octet % 10);
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// One RFC 7239 element: `for=192.0.2.1;proto=http;host=example.com`, IPv6 and ports quoted.
@@ -411,6 +482,16 @@ mod tests {
         assert_eq!(strip.upstream_uri(&"/api".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/app/");
         let root = proxy("http://127.0.0.1:9", "/", ProxyOptions { strip_prefix: true, ..Default::default() });
         assert_eq!(root.upstream_uri(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for octets in [[0, 0, 0, 0], [127, 0, 0, 1], [9, 10, 99, 100], [255, 254, 200, 101], [192, 0, 2, 7]] {
+            let ip = IpAddr::from(octets);
+            assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(ip_value(v6).to_str().unwrap(), "2001:db8::1");
     }
 
     #[test]
