@@ -11,12 +11,12 @@
 //! Writing never blocks a request: a line is formatted into a reused per-thread buffer and appended
 //! to its output's pending bytes (a short, in-memory critical section), and one writer thread per
 //! output takes all the pending bytes at once and writes them with one `write` call. The writer
-//! lets lines gather for up to 5 ms before writing, so a busy server's lines
-//! go out in batches without waking the writer for each one, and every line reaches its output
-//! within a few milliseconds. When more than
-//! [`PENDING_CAPACITY`] bytes wait (a stuck disk), new lines are dropped and counted
-//! ([`AccessLog::dropped_lines`]); the writer thread reports drops through `tracing`. Servers call
-//! [`flush_all`] after their last request, so nothing queued is lost at shutdown.
+//! lets lines gather for up to 5 ms before writing, so a busy server's lines go out in batches
+//! without waking the writer for each one, and every line reaches its output within a few
+//! milliseconds. When more than [`PENDING_CAPACITY`] bytes wait (a stuck disk), new lines are
+//! dropped and counted ([`AccessLog::dropped_lines`]); the writer thread reports drops through
+//! `tracing`. Servers call [`flush_all`] after their last request, so nothing queued is lost at
+//! shutdown.
 //!
 //! The values of `Authorization`, `Proxy-Authorization` and `Cookie` are never logged: the only
 //! headers a line contains are `User-Agent` and `Referer`.
@@ -815,8 +815,12 @@ impl Sink {
         pending.queued += 1;
         // Woken only when idle or when a batch is full: otherwise the writer is busy or lingering
         // and lines just accumulate, at the price of no system call on the request path.
-        let wake = std::mem::take(&mut pending.writer_waiting)
-            || (pending.writer_lingering && pending.bytes.len() >= BATCH_BYTES);
+        let full = pending.writer_lingering && pending.bytes.len() >= BATCH_BYTES;
+        if full {
+            // One wake-up is enough: the lines after this one need not signal again.
+            pending.writer_lingering = false;
+        }
+        let wake = std::mem::take(&mut pending.writer_waiting) || full;
         drop(pending);
         if wake {
             self.shared.work.notify_one();
