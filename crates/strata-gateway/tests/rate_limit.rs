@@ -19,8 +19,7 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Redis::start_on(port)
+        Redis::start_on(common::free_port())
     }
 
     /// Starts (or restarts) a server on `port`, with no persistence: a restart starts empty.

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The path of the binary under test.
@@ -141,8 +142,27 @@ pub fn client() -> reqwest::Client {
 
 pub mod gunicorn;
 
-/// A port nothing listens on right now (bound, then released).
+/// A loopback port nothing listens on right now, for a server a test starts and must name its
+/// port to (gunicorn, redis-server).
+///
+/// Between this check and the server's own `bind`, the port is free for anyone to take. A port from
+/// the kernel's ephemeral range (32768–60999 by default) could be: by a concurrent test's
+/// `bind(0)`, or as the source port of any outgoing connection. Then the server cannot bind, and a
+/// test that waits for the port may find another test's server there. So ports come from below that
+/// range, never the same one twice in a test process, starting at a point that depends on the
+/// process id so that test binaries run one after another do not retrace each other's steps.
 pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % COUNT).expect("below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

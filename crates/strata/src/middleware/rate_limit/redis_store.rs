@@ -354,7 +354,13 @@ mod tests {
 
     impl Redis {
         fn start() -> Redis {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            // Below the kernel's ephemeral range (32768–60999 by default): no `bind(0)` or outgoing
+            // connection of a concurrent test can take it before redis-server binds it.
+            let offset = std::process::id() % 10_000;
+            let port = (0..10_000)
+                .map(|i| 20_000 + u16::try_from((offset + i) % 10_000).unwrap())
+                .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+                .expect("a free loopback port");
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
