@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ForwardedHeaders, ProxyOptions};
 use crate::pool::{Pool, PoolError};
-use strata::http::client_ip::TrustedProxies;
+use strata::http::client_ip::{TrustedProxies, write_ip};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -410,25 +410,10 @@ fn add_forwarding(
     }
 }
 
-/// An address as a header value. IPv4, nearly every peer, is written digit by digit: this runs for
-/// every proxied request, and `Display` goes through the formatting machinery.
+/// An address as a header value, written without the formatting machinery for IPv4.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    let IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-    };
-    let mut text = Vec::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push(b'.');
-        }
-        if octet >= 100 {
-            text.push(b'0' + octet / 100);
-        }
-        if octet >= 10 {
-            text.push(b'0' + octet / 10 % 10);
-        }
-        text.push(b'0' + octet % 10);
-    }
+    let mut text = Vec::with_capacity(39);
+    write_ip(&mut text, ip);
     HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).unwrap_or(HeaderValue::from_static("unknown"))
 }
 

@@ -50,6 +50,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use serde::Deserialize;
 
 use crate::check::{Fact, Facts};
+use crate::http::client_ip::write_ip;
 use crate::http::{AuthenticatedUser, Body, BoxError, ConnectionInfo, Next, Request, RequestId, Response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
@@ -460,24 +461,6 @@ fn push_year(out: &mut Vec<u8>, year: i64) {
         push_2digits(out, y % 100);
     } else {
         let _ = write!(out, "{year:04}");
-    }
-}
-
-/// The client address as `Display` writes it; IPv4, the common case, without the formatting
-/// machinery.
-fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(octet));
-            }
-        }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
     }
 }
 
