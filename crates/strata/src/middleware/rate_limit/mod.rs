@@ -463,7 +463,14 @@ impl RateLimit {
             s
         };
         match key {
-            ClientKey::Ip(ip) => format!("{}ip:{ip}", self.key_prefix),
+            ClientKey::Ip(ip) => {
+                // Every request of an address-keyed limit builds this: no formatting machinery.
+                let mut key = Vec::with_capacity(self.key_prefix.len() + 3 + 39);
+                key.extend_from_slice(self.key_prefix.as_bytes());
+                key.extend_from_slice(b"ip:");
+                crate::http::client_ip::write_ip(&mut key, *ip);
+                String::from_utf8(key).unwrap_or_default()
+            }
             ClientKey::Header(v) => digest("h", v),
             ClientKey::User(u) => digest("u", u.as_bytes()),
             ClientKey::Global => format!("{}global", self.key_prefix),
@@ -827,6 +834,17 @@ mod tests {
         assert_eq!(d[0].severity, Severity::Note);
         assert!(d[0].message.contains("on_store_error = deny"), "{}", d[0].message);
         assert!(!d[0].message.contains("hunter2"), "credentials never shown: {}", d[0].message);
+    }
+
+    #[test]
+    fn redis_keys_take_the_documented_form() {
+        let c = RateLimitConfig { store: "redis://127.0.0.1:1".into(), burst: Some(200), ..config("100/s") };
+        let limit = RateLimit::new(c, &BuildContext::default()).unwrap();
+        let key = |ip: &str| limit.redis_key(&ClientKey::Ip(ip.parse().unwrap()));
+        assert_eq!(key("203.0.113.9"), "strata:rate_limit:100/1s;b200:ip:203.0.113.9");
+        assert_eq!(key("10.0.100.255"), "strata:rate_limit:100/1s;b200:ip:10.0.100.255");
+        assert_eq!(key("2001:db8::1"), "strata:rate_limit:100/1s;b200:ip:2001:db8::1");
+        assert_eq!(limit.redis_key(&ClientKey::Global), "strata:rate_limit:100/1s;b200:global");
     }
 
     #[tokio::test]
