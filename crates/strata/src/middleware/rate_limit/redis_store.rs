@@ -7,76 +7,84 @@
 //! and concurrent checks from any number of instances are serialised: the limit holds exactly.
 //!
 //! **Batching.** Checks are handed to one task per store that sends them to Redis: when several
-//! wait at the same moment, they travel in one `EVALSHA` (at most 128 per call), each still decided
-//! in arrival order inside the script. At low load a batch is one check and costs one round trip,
+//! wait at the same moment, they travel in one `EVALSHA` (at most 128 per call), each client's
+//! checks still decided in arrival order (see `SCRIPT`). At low load a batch is one check and costs one round trip,
 //! as a call per check would; under load, a batch amortises the round trip, the system calls on both
 //! sides and Redis's command parsing over every check in it — on a small machine that shares its
 //! cores with Redis, that is the difference between Redis being the bottleneck or not.
 //!
-//! The connection is a multiplexed [`ConnectionManager`], made on the first check (building a
-//! layer needs no runtime and no reachable Redis); it reconnects in the background after Redis goes
-//! away. Every call is bounded by `timeout`. After a failure, checks do not touch Redis for `retry`
-//! (the layer's configured fallback answers at once instead of every request waiting out a
-//! timeout), then one request probes it again: when Redis is back, limiting through it resumes with
-//! no restart.
+//! **The connection** belongs to the sender task: it is made on the first check (building a layer
+//! needs no runtime and no reachable Redis), and the task drives it itself — the future that
+//! writes commands and reads replies is polled by the sender task rather than spawned, so a batch
+//! is written and its answer read with no hand-off to another task (each hand-off may wake a
+//! thread, which on a small machine costs more than the batch's own work). While the task waits
+//! for checks it keeps polling that future, so a connection Redis closed is noticed and replaced at
+//! the next batch. A connection that failed or timed out is dropped and made again by the next
+//! batch. Every call, connecting included, is bounded by `timeout`, and a check that waited that
+//! long for the call before it is answered without being sent: every check has its answer within
+//! twice the timeout, with no timer of its own. After a failure, checks do not touch Redis for
+//! `retry` (the layer's configured fallback answers at once instead of every request waiting out
+//! a timeout), then one request probes it again: when Redis is back, limiting through it resumes
+//! with no restart.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::gcra::{self, Gcra, MAX_LIMITS, Outcome};
 
 /// KEYS: the batch's distinct clients, `n` keys each (one per limit, a string holding that
-/// limit's TAT in µs). ARGV: n, then T and τ (µs) per limit, then per check (in arrival order) the
-/// 0-based index of its client in KEYS. Returns {now, then per check: allowed, tat1..tatn} (µs;
-/// the TATs after the decision).
+/// limit's TAT in µs). ARGV: n, then T and τ (µs) per limit, then per client (in KEYS order) how
+/// many checks it has in the batch. Returns {now, then per client: how many of its checks are
+/// admitted, and each limit's TAT brought up to now before them} (µs).
 ///
-/// Every check is decided in order against the state the checks before it left, and each client's
-/// state is read once (one `MGET` for the batch) and written once (one `SET … PX`, value and expiry
-/// at once, after the last check): a burst from one client costs Redis one write however many of
-/// its requests share the call. Each `redis.call` and `string.format` costs Redis microseconds,
-/// which on a machine it shares with the gateway is throughput taken from both.
+/// A client's checks in one batch are decided at one `now`, and only an admission changes the
+/// state, so once one is refused every later one is too: the admitted checks are the first `m`,
+/// `m` being the most that fit under every limit — `⌊(now + τ − max(TAT, now)) / T⌋ + 1` for a
+/// limit, none when that is negative. The script computes `m` per client instead of deciding
+/// every check in turn (the gateway numbers the checks and derives each one's TATs), so a burst
+/// from one client costs Redis the same work however many of its requests share the call: one
+/// `MGET` for the batch and one `SET … PX` (value and expiry at once) per admitted client. Each
+/// `redis.call` and `string.format` costs Redis microseconds, which on a machine it shares with the
+/// gateway is throughput taken from both. Times stay below 2⁵³ µs, so Lua's doubles hold them and
+/// their quotients exactly.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
-local interval, tolerance = {}, {}
+local interval, tolerance, base = {}, {}, {}
 for i = 1, n do
   interval[i] = tonumber(ARGV[2 * i])
   tolerance[i] = tonumber(ARGV[2 * i + 1])
 end
 local stored = redis.call('MGET', unpack(KEYS))
-local tat = {}
-for j = 1, #KEYS do tat[j] = tonumber(stored[j]) or 0 end
-local changed = {}
 local out = {now}
-for c = 2 * n + 2, #ARGV do
-  local base = tonumber(ARGV[c]) * n
-  local allowed = 1
+for c = 0, #KEYS / n - 1 do
+  local admitted = tonumber(ARGV[2 * n + 2 + c])
   for i = 1, n do
-    local v = tat[base + i]
+    local v = tonumber(stored[c * n + i]) or 0
     if v < now then v = now end
-    if now < v - tolerance[i] then allowed = 0 end
+    base[i] = v
+    local room = now + tolerance[i] - v
+    local fits = 0
+    if room >= 0 then fits = math.floor(room / interval[i]) + 1 end
+    if fits < admitted then admitted = fits end
   end
-  out[#out + 1] = allowed
+  out[#out + 1] = admitted
   for i = 1, n do
-    local j = base + i
-    local v = tat[j]
-    if v < now then v = now end
-    if allowed == 1 then
-      v = v + interval[i]
-      tat[j] = v
-      changed[j] = true
+    out[#out + 1] = base[i]
+    if admitted > 0 then
+      local tat = base[i] + admitted * interval[i]
+      redis.call('SET', KEYS[c * n + i], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
     end
-    out[#out + 1] = v
   end
-end
-for j in pairs(changed) do
-  redis.call('SET', KEYS[j], string.format('%.0f', tat[j]), 'PX', math.ceil((tat[j] - now) / 1000) + 1)
 end
 return out
 ";
@@ -117,6 +125,8 @@ impl std::fmt::Display for StoreError {
 struct Job {
     key: String,
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
+    /// When the check was queued: one that waited longer than the timeout is not sent.
+    queued: Instant,
 }
 
 /// What the sender task needs, shared with the store.
@@ -212,41 +222,93 @@ impl RedisStore {
 
     async fn send(&self, key: String) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs().try_send(Job { key, reply }).map_err(|_| StoreError::Overloaded)?;
-        // The sender task bounds each call by the timeout; a check may also wait for the call
-        // before it, hence twice the timeout here.
-        match tokio::time::timeout(self.shared.timeout * 2, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(StoreError::Unexpected),
+        self.jobs().try_send(Job { key, reply, queued: Instant::now() }).map_err(|_| StoreError::Overloaded)?;
+        // The sender task answers every check within twice the timeout — it waits at most for
+        // the call in flight, and bounds its own — so the check needs no timer of its own (each
+        // would be registered in and removed from the runtime's timer wheel).
+        answer.await.unwrap_or(Err(StoreError::Unexpected))
+    }
+}
+
+/// A connection to Redis and the future that drives it: it writes the commands queued on
+/// `connection` and hands each its reply. The sender task polls it (see the module docs).
+struct Link {
+    connection: MultiplexedConnection,
+    driver: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Link {
+    /// Connects to the store's Redis and runs the connection's handshake (AUTH, SELECT), by
+    /// `deadline`.
+    async fn connect(shared: &Shared, deadline: tokio::time::Instant) -> Result<Link, StoreError> {
+        let info = shared.client.get_connection_info();
+        let attempt = async {
+            match info.addr() {
+                ConnectionAddr::Tcp(host, port) => {
+                    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                    // A batch is one small write: send it at once rather than after Nagle's delay.
+                    stream.set_nodelay(true)?;
+                    Link::handshake(info.redis_settings(), stream).await
+                }
+                #[cfg(unix)]
+                ConnectionAddr::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Link::handshake(info.redis_settings(), stream).await
+                }
+                _ => Err(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "TLS connections to Redis are not supported",
+                ))),
+            }
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(link)) => Ok(link),
+            Ok(Err(e)) => Err(StoreError::Redis(Arc::new(e))),
             Err(_) => Err(StoreError::Timeout),
         }
+    }
+
+    async fn handshake<S>(settings: &redis::RedisConnectionInfo, stream: S) -> Result<Link, RedisError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        // Calls are bounded by the store's own timeout, around the whole call.
+        let config = AsyncConnectionConfig::new().set_connection_timeout(None).set_response_timeout(None);
+        let (connection, driver) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
+        Ok(Link { connection, driver: Box::pin(driver) })
     }
 }
 
 /// The sender task: takes every check waiting (up to [`MAX_BATCH`]), runs them in one script call,
 /// hands each its answer, and repeats until the store is dropped.
 async fn send_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(shared.timeout))
-        .set_response_timeout(Some(shared.timeout))
-        // Reconnection is retried by the next probe, not by piling retries inside one call.
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(10))
-        .set_max_delay(shared.retry);
-    let mut connection = match ConnectionManager::new_lazy_with_config(shared.client.clone(), config) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(error = %e, "rate limit: cannot set up the Redis connection");
-            None
-        }
-    };
+    let mut link: Option<Link> = None;
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let results = match connection.as_mut() {
-            Some(c) => eval(&shared, c, &batch).await,
-            None => Err(StoreError::Unexpected),
-        };
-        match results {
+    loop {
+        let received = poll_fn(|cx| {
+            // An idle connection is still driven: when Redis closes it, the driver ends here and
+            // the next batch connects again instead of failing on the dead connection.
+            if let Some(idle) = link.as_mut()
+                && idle.driver.as_mut().poll(cx).is_ready()
+            {
+                link = None;
+            }
+            rx.poll_recv_many(cx, &mut batch, MAX_BATCH)
+        })
+        .await;
+        if received == 0 {
+            return;
+        }
+        // Checks that already waited out the timeout (behind a slow call) are answered now: sent,
+        // they would wait for one more call.
+        let now = Instant::now();
+        for stale in batch.extract_if(.., |job| now.saturating_duration_since(job.queued) > shared.timeout) {
+            let _ = stale.reply.send(Err(StoreError::Timeout));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match run_batch(&shared, &mut link, &batch).await {
             Ok(outcomes) => {
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
@@ -261,7 +323,51 @@ async fn send_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-async fn eval(shared: &Shared, connection: &mut ConnectionManager, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+/// One script call for `batch` on `link` (connected first when there is none), connection
+/// included bounded by the timeout. A connection that failed, closed or did not answer in time is
+/// dropped.
+async fn run_batch(shared: &Shared, link: &mut Option<Link>, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    let deadline = tokio::time::Instant::now() + shared.timeout;
+    if link.is_none() {
+        *link = Some(Link::connect(shared, deadline).await?);
+    }
+    let (result, driving) = {
+        let Some(Link { connection, driver }) = link.as_mut() else { unreachable!("connected above") };
+        let mut call = pin!(tokio::time::timeout_at(deadline, eval(shared, connection, batch)));
+        let mut driving = true;
+        let result = poll_fn(|cx| {
+            // The driver first: it hands over a reply that has just arrived, so the call completes
+            // in this same poll; and again after the call has queued its command, to write it now.
+            if driving && driver.as_mut().poll(cx).is_ready() {
+                driving = false;
+            }
+            let polled = call.as_mut().poll(cx);
+            if polled.is_pending() && driving && driver.as_mut().poll(cx).is_ready() {
+                // The connection is over: the call fails with it (or at its timeout).
+                driving = false;
+            }
+            polled
+        })
+        .await;
+        (result, driving)
+    };
+    let result = result.unwrap_or(Err(StoreError::Timeout));
+    let broken = match &result {
+        Ok(_) => false,
+        Err(StoreError::Redis(e)) => e.is_unrecoverable_error(),
+        Err(_) => true,
+    };
+    if broken || !driving {
+        *link = None;
+    }
+    result
+}
+
+async fn eval(
+    shared: &Shared,
+    connection: &mut MultiplexedConnection,
+    batch: &[Job],
+) -> Result<Vec<Outcome>, StoreError> {
     let quotas = &shared.quotas;
     let decided = decide(shared, connection, batch.iter().map(|job| job.key.as_str())).await?;
     Ok(decided
@@ -291,54 +397,65 @@ struct Decided {
     checks: Vec<(bool, [u64; MAX_LIMITS])>,
 }
 
-/// Runs the script for `keys` (one per check, repeats allowed), sending each distinct key once.
+/// Runs the script for `keys` (one per check, in arrival order, repeats allowed), sending each
+/// distinct key once with its number of checks, and gives each check its decision.
 async fn decide<'k>(
     shared: &Shared,
-    connection: &mut ConnectionManager,
+    connection: &mut MultiplexedConnection,
     keys: impl ExactSizeIterator<Item = &'k str>,
 ) -> Result<Decided, StoreError> {
     let quotas = &shared.quotas;
-    let checks = keys.len();
+    let n = quotas.len();
     let mut invocation = shared.script.prepare_invoke();
-    invocation.arg(quotas.len());
+    invocation.arg(n);
     for q in quotas.iter() {
         invocation.arg(q.interval / 1_000).arg(q.tolerance / 1_000);
     }
-    let mut distinct: HashMap<&str, usize> = HashMap::with_capacity(checks);
+    // Per check: its client's index in KEYS, and how many checks of that client came before it.
+    let mut order: Vec<(usize, u64)> = Vec::with_capacity(keys.len());
+    let mut distinct: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+    let mut counts: Vec<u64> = Vec::new();
     for key in keys {
-        let next = distinct.len();
-        let index = *distinct.entry(key).or_insert_with(|| {
-            if quotas.len() == 1 {
+        let client = *distinct.entry(key).or_insert_with(|| {
+            if n == 1 {
                 invocation.key(key);
             } else {
-                for i in 0..quotas.len() {
+                for i in 0..n {
                     invocation.key(format!("{key}:{i}"));
                 }
             }
-            next
+            counts.push(0);
+            counts.len() - 1
         });
-        invocation.arg(index);
+        order.push((client, counts[client]));
+        counts[client] += 1;
     }
-    let reply: Vec<i64> = tokio::time::timeout(shared.timeout, invocation.invoke_async(connection))
-        .await
-        .map_err(|_| StoreError::Timeout)?
-        .map_err(|e| StoreError::Redis(Arc::new(e)))?;
-    let per_check = 1 + quotas.len();
+    for count in &counts {
+        invocation.arg(*count);
+    }
+    let reply: Vec<i64> = invocation.invoke_async(connection).await.map_err(|e| StoreError::Redis(Arc::new(e)))?;
+    let per_client = 1 + n;
     let Some((now, rest)) = reply.split_first() else { return Err(StoreError::Unexpected) };
-    if rest.len() != checks * per_check {
+    if rest.len() != counts.len() * per_client {
         return Err(StoreError::Unexpected);
     }
     let micros = |v: i64| u64::try_from(v).unwrap_or(0);
+    let clients: Vec<&[i64]> = rest.chunks_exact(per_client).collect();
     Ok(Decided {
         now: micros(*now),
-        checks: rest
-            .chunks_exact(per_check)
-            .map(|chunk| {
+        checks: order
+            .into_iter()
+            .map(|(client, before)| {
+                let [admitted, bases @ ..] = clients[client] else { unreachable!("chunks of 1 + n") };
+                let admitted = micros(*admitted);
+                // An admitted check leaves the TATs one interval further per check up to itself; a
+                // refused one reports them after all the admitted ones.
+                let steps = (before + 1).min(admitted);
                 let mut tats = [0; MAX_LIMITS];
-                for (slot, tat) in tats.iter_mut().zip(&chunk[1..]) {
-                    *slot = micros(*tat);
+                for ((slot, base), q) in tats.iter_mut().zip(bases).zip(quotas.iter()) {
+                    *slot = micros(*base).saturating_add(steps.saturating_mul(q.interval / 1_000));
                 }
-                (chunk[0] == 1, tats)
+                (before < admitted, tats)
             })
             .collect(),
     })
@@ -384,12 +501,39 @@ mod tests {
         }
     }
 
-    async fn commands(connection: &mut ConnectionManager, name: &str) -> u64 {
+    async fn commands(connection: &mut MultiplexedConnection, name: &str) -> u64 {
         let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await.unwrap();
         let prefix = format!("cmdstat_{name}:calls=");
         info.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_that_never_answers_fails_every_check_within_twice_the_timeout() {
+        // Accepted by the kernel's backlog, never read: the handshake gets no answer.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://127.0.0.1:{}", silent.local_addr().unwrap().port());
+        let quota = Gcra::new(100, Duration::from_secs(1), 100).unwrap();
+        let timeout = Duration::from_millis(300);
+        let store = Arc::new(RedisStore::new(&url, &[quota], timeout, Duration::from_secs(5)).unwrap());
+        let started = Instant::now();
+        let checks: Vec<_> = (0..40)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.check(format!("client-{i}")).await })
+            })
+            .collect();
+        for check in checks {
+            let result = check.await.unwrap();
+            assert!(
+                matches!(result, Err(StoreError::Timeout | StoreError::CoolingDown)),
+                "expected a timeout, got {result:?}"
+            );
+        }
+        let took = started.elapsed();
+        assert!(took >= timeout, "answered after {took:?}, before the timeout");
+        assert!(took < timeout * 2 + Duration::from_millis(200), "the last check waited {took:?}");
     }
 
     #[tokio::test]
@@ -405,7 +549,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             retry: Duration::from_secs(1),
         };
-        let mut connection = ConnectionManager::new(client).await.unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
         // The same quotas in microseconds, for the reference decisions made here with gcra::check.
         let micros: Vec<Gcra> = shared
             .quotas
