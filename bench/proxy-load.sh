@@ -9,6 +9,10 @@
 #   nginx-hashed    the same nginx config with an `openssl passwd -6` (SHA-512 crypt, 5000 rounds)
 #                   entry: the strongest scheme both openssl and nginx's crypt() support here (nginx
 #                   has no argon2)
+# and, when asked for in CONTENDERS, the two proxies with no stack at all, which price each one's
+# core (HTTP parsing, the upstream pool, the event loop) apart from its middlewares:
+#   strata-bare     `strata serve` with the same route and an empty stack
+#   nginx-bare      nginx with the same proxy settings and nothing else (no auth, headers or log)
 #
 # The upstream is one more nginx answering `return 200` on every path: the cheapest server on the
 # machine, so the figures price the proxies, not the app (gunicorn would be the bottleneck; strata's
@@ -26,6 +30,8 @@
 # request cost, and moves much less from run to run.
 #
 # Usage: bash bench/proxy-load.sh
+#   CONTENDERS="strata nginx-plain nginx-hashed"   which to run, in this order (add strata-bare and
+#                   nginx-bare for the cores alone)
 #   DURATION=8      seconds measured per round
 #   ROUNDS=2        rounds per contender
 #   CONNECTIONS=32  concurrent keep-alive connections
@@ -40,7 +46,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-2}
 URL_PATH=/tasks
-CONTENDERS=(strata nginx-plain nginx-hashed)
+read -r -a CONTENDERS <<<"${CONTENDERS:-strata nginx-plain nginx-hashed}"
 AUTH_USER=alice
 AUTH_PASSWORD=wonderland
 ORIGIN=http://localhost:5173
@@ -106,6 +112,14 @@ check() {
     grep -qi '^x-request-id: ' <<<"$ok" || die "$name: no x-request-id"
     anonymous=$(curl -s -o /dev/null -w '%{http_code}' -H "Origin: $ORIGIN" "http://127.0.0.1:$port$URL_PATH")
     [[ $anonymous == 401 ]] || die "$name: anonymous request got $anonymous, not 401"
+    URL[$name]="http://127.0.0.1:$port$URL_PATH"
+}
+
+# check_bare NAME PORT : a contender with no stack must still answer 200 through the upstream.
+check_bare() {
+    local name=$1 port=$2 code
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$URL_PATH")
+    [[ $code == 200 ]] || die "$name: request got $code, not 200"
     URL[$name]="http://127.0.0.1:$port$URL_PATH"
 }
 
@@ -211,6 +225,38 @@ EOF
     ACCESS_LOG[strata]=$log
     start_server strata "$port" "$TARGET/release/strata" serve --config "$config"
     check strata "$port"
+}
+
+contender_strata_bare() {
+    local port config=$WORK/strata-bare.toml
+    port=$(free_port)
+    cat >"$config" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+
+[[route]]
+prefix = "/"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+EOF
+    start_server strata-bare "$port" "$TARGET/release/strata" serve --config "$config"
+    check_bare strata-bare "$port"
+}
+
+contender_nginx_bare() {
+    local dir=$WORK/nginx-bare port
+    port=$(free_port)
+    nginx_conf "$dir" "$port" "
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+        }
+    }"
+    start_nginx nginx-bare "$dir" "$port"
+    check_bare nginx-bare "$port"
 }
 
 # nginx_contender NAME HTPASSWD_ENTRY : nginx with the equivalent stack:
@@ -330,25 +376,37 @@ for name in "${CONTENDERS[@]}"; do
     printf '%-14s %14.0f %14s %22s\n' "$name" "${MEDIAN[$name]}" "$p99" "${MEDIAN_CPU[$name]}"
 done
 
+# ratio A B TARGET : A's median req/s over B's, when both ran.
 ratio() {
+    [[ -n ${MEDIAN[$1]:-} && -n ${MEDIAN[$2]:-} ]] || return 0
     awk -v a="${MEDIAN[$1]}" -v b="${MEDIAN[$2]}" -v t="$3" -v n="$1 / $2" 'BEGIN {
         r = (b > 0) ? a / b : 0
+        if (t == "-") { printf "  %-26s %8.3f\n", n, r; exit }
         printf "  %-26s %8.3f   target >= %s  %s\n", n, r, t, (r >= t) ? "ok" : "BELOW"
     }'
+}
+# cpu_ratio A B : A's median CPU per request over B's, when both ran.
+cpu_ratio() {
+    [[ -n ${MEDIAN_CPU[$1]:-} && -n ${MEDIAN_CPU[$2]:-} ]] || return 0
+    awk -v a="${MEDIAN_CPU[$1]}" -v b="${MEDIAN_CPU[$2]}" -v n="$1 / $2" 'BEGIN { printf "  %-26s %8.3f\n", n, (b > 0) ? a / b : 0 }'
 }
 echo
 echo "ratios of median req/s (this run only):"
 ratio strata nginx-plain 1.0
 ratio strata nginx-hashed 3
+ratio strata-bare nginx-bare -
 echo "CPU per request, the other way round (how many of strata's requests cost what one of theirs does):"
-awk -v a="${MEDIAN_CPU[nginx-plain]}" -v b="${MEDIAN_CPU[strata]}" 'BEGIN { printf "  %-26s %8.3f\n", "nginx-plain / strata", (b > 0) ? a / b : 0 }'
-awk -v a="${MEDIAN_CPU[nginx-hashed]}" -v b="${MEDIAN_CPU[strata]}" 'BEGIN { printf "  %-26s %8.3f\n", "nginx-hashed / strata", (b > 0) ? a / b : 0 }'
+cpu_ratio nginx-plain strata
+cpu_ratio nginx-hashed strata
+cpu_ratio nginx-bare strata-bare
+cpu_ratio nginx-plain strata-bare
 
 # Each contender must have logged every response (+2: the start-up checks).
 sleep 2
 echo
 echo "access logs (every response should have its line; +2 for the start-up checks):"
 for name in "${CONTENDERS[@]}"; do
+    [[ -n ${ACCESS_LOG[$name]:-} ]] || continue
     lines=$(wc -l <"${ACCESS_LOG[$name]}" 2>/dev/null || echo 0)
     printf '  %-14s %10s lines for %10s responses\n' "$name" "$lines" "$((${SENT[$name]:-0} + 2))"
 done
