@@ -8,10 +8,11 @@
 //!
 //! **Batching.** Checks are handed to one task per store that sends them to Redis: when several
 //! wait at the same moment, they travel in one `EVALSHA` (at most 128 per call), each client's
-//! checks still decided in arrival order (see `SCRIPT`). At low load a batch is one check and costs one round trip,
-//! as a call per check would; under load, a batch amortises the round trip, the system calls on both
-//! sides and Redis's command parsing over every check in it — on a small machine that shares its
-//! cores with Redis, that is the difference between Redis being the bottleneck or not.
+//! checks still decided in arrival order (see `SCRIPT`). At low load a batch is one check and
+//! costs one round trip, as a call per check would; under load, a batch amortises the round trip,
+//! the system calls on both sides and Redis's command parsing over every check in it — on a small
+//! machine that shares its cores with Redis, that is the difference between Redis being the
+//! bottleneck or not.
 //!
 //! **The connection** belongs to the sender task: it is made on the first check (building a layer
 //! needs no runtime and no reachable Redis), and the task drives it itself — the future that
@@ -328,11 +329,11 @@ async fn send_batches(shared: Arc<Shared>, mut rx: mpsc::Receiver<Job>) {
 /// dropped.
 async fn run_batch(shared: &Shared, link: &mut Option<Link>, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
     let deadline = tokio::time::Instant::now() + shared.timeout;
-    if link.is_none() {
-        *link = Some(Link::connect(shared, deadline).await?);
-    }
     let (result, driving) = {
-        let Some(Link { connection, driver }) = link.as_mut() else { unreachable!("connected above") };
+        let Link { connection, driver } = match link {
+            Some(active) => active,
+            None => link.insert(Link::connect(shared, deadline).await?),
+        };
         let mut call = pin!(tokio::time::timeout_at(deadline, eval(shared, connection, batch)));
         let mut driving = true;
         let result = poll_fn(|cx| {
@@ -478,6 +479,10 @@ mod tests {
                 .map(|i| 20_000 + u16::try_from((offset + i) % 10_000).unwrap())
                 .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
                 .expect("a free loopback port");
+            Redis::start_on(port)
+        }
+
+        fn start_on(port: u16) -> Redis {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
@@ -507,6 +512,55 @@ mod tests {
         info.lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_redis_restarted_while_the_store_is_idle_fails_no_check() {
+        let redis = Redis::start();
+        let port = redis.1;
+        let quota = Gcra::new(100, Duration::from_secs(60), 100).unwrap();
+        let url = format!("redis://127.0.0.1:{port}");
+        let store = RedisStore::new(&url, &[quota], Duration::from_secs(5), Duration::from_secs(60)).unwrap();
+        assert!(store.check("client".into()).await.unwrap().allowed);
+        drop(redis);
+        let _redis = Redis::start_on(port);
+        // The idle connection's end has been seen by the sender task, which connects again for
+        // the next check: no check fails, so no `retry` period (a minute here) begins.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for _ in 0..3 {
+            assert!(store.check("client".into()).await.expect("a check after the restart").allowed);
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_redis_behind_a_unix_socket_limits_as_over_tcp() {
+        let dir = std::env::temp_dir().join(format!("strata-redis-unix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket", socket.to_str().unwrap(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (`.ci/run` installs it)");
+        // Stopped when dropped, even if an assertion fails first (it listens on no port).
+        let redis = Redis(child, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen on {}", socket.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let quota = Gcra::new(2, Duration::from_secs(60), 2).unwrap();
+        let url = format!("redis+unix://{}", socket.display());
+        let store = RedisStore::new(&url, &[quota], Duration::from_secs(5), Duration::from_secs(1)).unwrap();
+        let mut admitted = Vec::new();
+        for _ in 0..3 {
+            admitted.push(store.check("client".into()).await.expect("a check through the socket").allowed);
+        }
+        drop(redis);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(admitted, [true, true, false], "two per minute, then refused");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
