@@ -469,6 +469,7 @@ impl RateLimit {
                 key.extend_from_slice(self.key_prefix.as_bytes());
                 key.extend_from_slice(b"ip:");
                 crate::http::client_ip::write_ip(&mut key, *ip);
+                // ASCII appended to a `str`: always UTF-8.
                 String::from_utf8(key).unwrap_or_default()
             }
             ClientKey::Header(v) => digest("h", v),
