@@ -41,15 +41,7 @@ impl std::fmt::Display for PoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PoolError::Connect(e) => write!(f, "connect: {e}"),
-            PoolError::Exchange(e) => {
-                write!(f, "{e}")?;
-                let mut source = std::error::Error::source(e);
-                while let Some(s) = source {
-                    write!(f, ": {s}")?;
-                    source = s.source();
-                }
-                Ok(())
-            }
+            PoolError::Exchange(e) => f.write_str(&crate::proxy::error_chain(e)),
         }
     }
 }

@@ -284,9 +284,9 @@ fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
     });
 }
 
-/// An error response of the proxy's own: a short text body for stacks without an `errors` layer,
-/// marked so that one replaces it with its own format.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// `error` and each of its sources, joined by `: ` (hyper's errors say what failed only in their
+/// sources): for operators' logs, never for clients.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
