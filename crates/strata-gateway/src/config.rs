@@ -105,6 +105,9 @@ pub struct NameRef {
     pub span: Range<usize>,
 }
 
+/// The most worker threads `[server] workers` accepts.
+pub const MAX_WORKERS: usize = 1024;
+
 /// The `[server]` section.
 #[derive(Clone, Debug)]
 pub struct Server {
@@ -120,6 +123,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Whether HTTP/2 (prior-knowledge h2c) is accepted beside HTTP/1.1.
     pub http2: bool,
+    /// Threads serving connections; `None`: one per CPU the process may use.
+    pub workers: Option<usize>,
     /// Proxies whose forwarding header names the client (`trusted_proxies`, `client_ip_header`).
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `behind_proxy`, when set; otherwise inferred from `listen` (see [`Server::deployment`]).
@@ -150,6 +155,7 @@ impl Default for Server {
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
             http2: true,
+            workers: None,
             trusted_proxies: Arc::new(TrustedProxies::none()),
             behind_proxy: None,
         }
@@ -264,6 +270,7 @@ struct ServerSection {
     max_header_bytes: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<String>>,
     http2: Option<bool>,
+    workers: Option<Spanned<u64>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     client_ip_header: Option<Spanned<String>>,
@@ -579,6 +586,15 @@ fn parse_server(
     if let Some(h2) = s.http2 {
         server.http2 = h2;
     }
+    if let Some(workers) = s.workers {
+        match usize::try_from(*workers.get_ref()) {
+            Ok(n) if (1..=MAX_WORKERS).contains(&n) => server.workers = Some(n),
+            _ => errors.push(
+                source
+                    .error(workers.span(), format!("`workers`: expected a number of threads from 1 to {MAX_WORKERS}")),
+            ),
+        }
+    }
     let mut trusted = TrustedProxies::parse(s.trusted_proxies.iter().map(|c| c.get_ref().as_str()));
     if let Err(e) = &trusted {
         errors.push(source.error(s.trusted_proxies[e.index].span(), format!("`trusted_proxies`: {e}")));
@@ -755,6 +771,22 @@ upstream = "http://127.0.0.1:8000"
         let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"ftp://x\"\n");
         assert!(e.message.contains("expected an http URL"), "{e}");
         let e = first_error("[server]\nhttp2 = \"yes\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn workers_is_a_thread_count_from_one_to_the_maximum() {
+        let with =
+            |workers: &str| format!("[server]\nworkers = {workers}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!(parse(&with("1")).unwrap().server.workers, Some(1));
+        assert_eq!(parse(&with("1024")).unwrap().server.workers, Some(MAX_WORKERS));
+        assert_eq!(parse(GOOD).unwrap().server.workers, None, "unset: one per CPU");
+        for bad in ["0", "1025"] {
+            let e = first_error(&with(bad));
+            assert_eq!((e.line, e.column), (2, 11), "{e}");
+            assert!(e.message.contains("expected a number of threads from 1 to 1024"), "{e}");
+        }
+        let e = first_error(&with("\"two\""));
         assert_eq!(e.line, 2, "{e}");
     }
 

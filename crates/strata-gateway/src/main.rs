@@ -90,13 +90,19 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
         Err(code) => return code,
     };
     gateway.log_warnings();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = gateway.server.workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
+    let workers = runtime.metrics().num_workers();
+    tracing::info!("serving with {workers} worker thread{}", if workers == 1 { "" } else { "s" });
     runtime.block_on(async move {
         // Before the listener exists: an unhandled SIGHUP would end the process.
         let hangup = server::Hangup::register();

@@ -10,7 +10,7 @@
 //! so in-flight requests finish on the old stack while new ones get the new stack, and no
 //! connection is touched. An invalid file is logged with its `file:line:column` errors and the
 //! running config stays. Listener settings (`listen`, header limits, HTTP/2) belong to the socket
-//! and connections: a change to them is logged as needing a restart.
+//! and connections, and `workers` to the runtime: a change to them is logged as needing a restart.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -251,7 +251,7 @@ impl Reloader {
             }
         };
         for setting in self.restart_only_changes(&gateway.server) {
-            tracing::warn!("`{setting}` changed: it applies to the listener, restart strata to use it");
+            tracing::warn!("`{setting}` changed: it is fixed when strata starts, restart strata to use it");
         }
         gateway.log_warnings();
         let routes = gateway.routes.len();
@@ -277,6 +277,9 @@ impl Reloader {
         }
         if new.http2 != old.http2 {
             changed.push("http2");
+        }
+        if new.workers != old.workers {
+            changed.push("workers");
         }
         changed
     }

@@ -163,12 +163,17 @@ async fn watch_reloads_when_the_file_changes() {
     std::fs::write(&fresh, versioned(&app.url(), 2)).unwrap();
     std::fs::rename(&fresh, strata.config_path()).unwrap();
     assert!(wait_for_version(&strata, 2, Duration::from_secs(15)).await, "{}", strata.stderr());
-    // Listener settings cannot change under a running listener: the rest applies, and that is said.
-    let listener = versioned(&app.url(), 3).replace("[server]", "[server]\nheader_read_timeout = \"3s\"");
+    // Listener and runtime settings cannot change while running: the rest applies, and that is said.
+    let listener = versioned(&app.url(), 3).replace("[server]", "[server]\nheader_read_timeout = \"3s\"\nworkers = 1");
     std::fs::write(strata.config_path(), listener).unwrap();
     assert!(wait_for_version(&strata, 3, Duration::from_secs(15)).await, "{}", strata.stderr());
     let stderr = strata.stderr();
-    assert!(stderr.contains("`header_read_timeout` changed: it applies to the listener, restart strata"), "{stderr}");
+    for setting in ["header_read_timeout", "workers"] {
+        assert!(
+            stderr.contains(&format!("`{setting}` changed: it is fixed when strata starts, restart strata")),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

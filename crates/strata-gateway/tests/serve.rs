@@ -162,3 +162,28 @@ fn an_invalid_config_never_starts_the_server() {
     assert!(stderr.contains(":2:10: error:") && stderr.contains("strata did not start"), "{stderr}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
+
+/// The runtime's threads of a running server (tokio names workers and blocking threads alike, `tokio-rt-worker`).
+fn runtime_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim_end() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test]
+async fn workers_sets_how_many_threads_serve() {
+    let http = client();
+    for (workers, said) in [(1, "serving with 1 worker thread\n"), (3, "serving with 3 worker threads\n")] {
+        let strata =
+            Strata::start(Some(&format!("[server]\nworkers = {workers}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n")));
+        // Requests on several connections at once, so that every worker has had the chance to run.
+        let answers =
+            futures_util::future::join_all((0..8).map(|_| client().get(strata.url("/status/200")).send())).await;
+        assert!(answers.into_iter().all(|a| a.unwrap().status() == 200));
+        assert_eq!(http.get(strata.url("/status/204")).send().await.unwrap().status(), 204);
+        assert!(strata.stderr().contains(said), "{}", strata.stderr());
+        assert_eq!(runtime_threads(strata.child.id()), workers, "workers = {workers}");
+    }
+}
