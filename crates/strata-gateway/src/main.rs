@@ -91,6 +91,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
     };
     gateway.log_warnings();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Named for `top -H` and `/proc/PID/task/*/comm` (the runtime's blocking threads share it).
+    builder.thread_name("strata-worker");
     if let Some(workers) = gateway.server.workers {
         builder.worker_threads(workers);
     }

@@ -163,12 +163,13 @@ fn an_invalid_config_never_starts_the_server() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
 
-/// The runtime's threads of a running server (tokio names workers and blocking threads alike, `tokio-rt-worker`).
+/// The runtime's threads of a running server: its workers, and its blocking threads when it has
+/// started any (they share the name; the echo app starts none).
 fn runtime_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
-        .filter(|name| name.trim_end() == "tokio-rt-worker")
+        .filter(|name| name.trim_end() == "strata-worker")
         .count()
 }
 
@@ -178,7 +179,7 @@ async fn workers_sets_how_many_threads_serve() {
     for (workers, said) in [(1, "serving with 1 worker thread\n"), (3, "serving with 3 worker threads\n")] {
         let strata =
             Strata::start(Some(&format!("[server]\nworkers = {workers}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n")));
-        // Requests on several connections at once, so that every worker has had the chance to run.
+        // It serves, on several connections at once.
         let answers =
             futures_util::future::join_all((0..8).map(|_| client().get(strata.url("/status/200")).send())).await;
         assert!(answers.into_iter().all(|a| a.unwrap().status() == 200));
