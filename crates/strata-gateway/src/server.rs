@@ -16,6 +16,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::PoisonError;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -149,6 +152,10 @@ pub async fn serve<H: Handler>(
             let response = handler.handle(req.map(Body::from), &connection);
             async move { Ok::<_, Infallible>(response.await) }
         });
+        // The connection owns a copy of the builder either way (`into_owned`); this one carries
+        // the connection's own header-read timer.
+        let mut builder = builder.clone();
+        builder.http1().timer(HeadTimer::default());
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -181,7 +188,8 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // Replaced by each connection's own `HeadTimer`; set here so that the builder is complete.
+        .timer(HeadTimer::default())
         .keep_alive(true)
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes.max(MIN_HTTP1_BUFFER));
@@ -194,6 +202,59 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
         builder = builder.http1_only();
     }
     builder
+}
+
+/// hyper's timer for one HTTP/1.1 connection, whose only use of it is the header-read timeout:
+/// one deadline per request head, each later than the one before.
+///
+/// hyper asks for a new sleep for every head and drops it once the head is read. With
+/// `TokioTimer`, each is a timer of its own: registered in the runtime's timer wheel when the
+/// connection waits for the head, removed again when the head arrives — two trips through the
+/// wheel's lock and an allocation per request on every keep-alive connection. Here the sleeps
+/// hyper gets are only deadlines; they share one runtime timer per connection, which each new
+/// head moves later. Moving a pending timer later touches no lock (the wheel fires it at the old
+/// time and finds it moved), so the wheel is visited once per `header_read_timeout` of idleness,
+/// not once per request. When it fires early for a head that has since arrived, the connection is
+/// woken once for nothing.
+#[derive(Clone, Default)]
+struct HeadTimer {
+    shared: Arc<std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadDeadline { deadline: deadline.into(), shared: self.shared.clone() })
+    }
+}
+
+/// One head's deadline on its connection's [`HeadTimer`].
+struct HeadDeadline {
+    deadline: tokio::time::Instant,
+    shared: Arc<std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+}
+
+impl hyper::rt::Sleep for HeadDeadline {}
+
+impl Future for HeadDeadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline;
+        if tokio::time::Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        // Only the connection's own task polls it: the lock is never contended.
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let timer = shared.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -361,5 +422,60 @@ impl Hangup {
             return;
         }
         std::future::pending::<()>().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+    use tokio::time::{Instant, advance};
+
+    fn ready(sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>) -> bool {
+        sleep.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())).is_ready()
+    }
+
+    fn head(timer: &HeadTimer, after: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        timer.sleep_until((Instant::now() + after).into_std())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_deadline_resolves_when_it_passes_not_before() {
+        let timer = HeadTimer::default();
+        let mut sleep = head(&timer, Duration::from_secs(10));
+        assert!(!ready(&mut sleep));
+        advance(Duration::from_millis(9_999)).await;
+        assert!(!ready(&mut sleep));
+        advance(Duration::from_millis(2)).await;
+        assert!(ready(&mut sleep));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_head_moves_the_shared_timer_to_its_own_deadline() {
+        let timer = HeadTimer::default();
+        let mut first = head(&timer, Duration::from_secs(10));
+        assert!(!ready(&mut first));
+        drop(first);
+        advance(Duration::from_secs(5)).await;
+        // The next head's deadline is 15 s from the start: the first one's 10 s must not end it.
+        let mut second = head(&timer, Duration::from_secs(10));
+        assert!(!ready(&mut second));
+        advance(Duration::from_secs(6)).await;
+        assert!(!ready(&mut second), "resolved at the previous head's deadline");
+        advance(Duration::from_secs(5)).await;
+        assert!(ready(&mut second));
+        // Fired, the shared timer is armed again for the head after.
+        let mut third = head(&timer, Duration::from_secs(10));
+        assert!(!ready(&mut third));
+        advance(Duration::from_secs(11)).await;
+        assert!(ready(&mut third));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_connection_is_woken_at_its_deadline() {
+        let timer = HeadTimer::default();
+        let started = Instant::now();
+        head(&timer, Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed().as_secs(), 3);
     }
 }
