@@ -51,6 +51,11 @@ struct Link {
     conn: Connection,
 }
 
+/// A [`Link`] where it is kept: boxed once when connected, so that handing it from the pool to a
+/// request, into its response body and back moves a pointer, not the ~700 bytes of hyper's
+/// connection state (several times per request).
+type BoxedLink = Box<Link>;
+
 impl Link {
     /// Whether the connection can take a request right now, without waiting.
     fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
@@ -62,7 +67,7 @@ impl Link {
 }
 
 struct Idle {
-    link: Link,
+    link: BoxedLink,
     since: Instant,
 }
 
@@ -88,7 +93,9 @@ impl Pool {
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and its state would otherwise make every request's
+                // future larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A reused connection must be ready now: one poll finishes the previous exchange (or
             // finds the connection closed). One still busy — say, waiting for the rest of an upload
@@ -97,9 +104,9 @@ impl Pool {
             if reused && !poll_fn(|cx| Poll::Ready(link.ready_now(cx))).await {
                 continue;
             }
-            let Link { mut sender, mut conn } = link;
             let mut conn_done = false;
             let outcome = {
+                let Link { sender, conn } = &mut *link;
                 let mut response = pin!(sender.try_send_request(req));
                 poll_fn(|cx| {
                     if let Poll::Ready(result) = response.as_mut().poll(cx) {
@@ -108,7 +115,7 @@ impl Pool {
                     if conn_done {
                         return Poll::Pending;
                     }
-                    match Pin::new(&mut conn).poll(cx) {
+                    match Pin::new(&mut *conn).poll(cx) {
                         Poll::Pending => Poll::Pending,
                         // The connection is over: hyper answers the request with an error.
                         Poll::Ready(_) => {
@@ -121,7 +128,7 @@ impl Pool {
             };
             match outcome {
                 Ok(res) => {
-                    let link = if conn_done { None } else { Some(Link { sender, conn }) };
+                    let link = if conn_done { None } else { Some(link) };
                     let pool = self.clone();
                     return Ok(res.map(|incoming| {
                         Body::wrap(Driven { incoming, link: Mutex::new(link), pool, finished: false })
@@ -136,7 +143,7 @@ impl Pool {
         }
     }
 
-    fn checkout(&self) -> Option<Link> {
+    fn checkout(&self) -> Option<BoxedLink> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         // The most recently used first: the one most likely still open.
         while let Some(entry) = idle.pop() {
@@ -147,7 +154,7 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, link: Link) {
+    fn checkin(&self, link: BoxedLink) {
         if self.idle_timeout.is_zero() || link.sender.is_closed() {
             return;
         }
@@ -164,7 +171,7 @@ impl Pool {
         drop(stale);
     }
 
-    async fn connect(&self) -> Result<Link, PoolError> {
+    async fn connect(&self) -> Result<BoxedLink, PoolError> {
         let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
             .await
@@ -174,7 +181,7 @@ impl Pool {
         let _ = stream.set_nodelay(true);
         let (sender, conn) =
             http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Exchange)?;
-        Ok(Link { sender, conn })
+        Ok(Box::new(Link { sender, conn }))
     }
 }
 
@@ -184,7 +191,7 @@ struct Driven {
     incoming: Incoming,
     // A Mutex only to make the body `Sync` (strata's bodies are): it is never contended, and
     // `get_mut` takes no lock.
-    link: Mutex<Option<Link>>,
+    link: Mutex<Option<BoxedLink>>,
     pool: Arc<Pool>,
     finished: bool,
 }
