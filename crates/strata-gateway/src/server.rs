@@ -212,10 +212,10 @@ fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
 /// connection waits for the head, removed again when the head arrives — two trips through the
 /// wheel's lock and an allocation per request on every keep-alive connection. Here the sleeps
 /// hyper gets are only deadlines; they share one runtime timer per connection, which each new
-/// head moves later. Moving a pending timer later touches no lock (the wheel fires it at the old
-/// time and finds it moved), so the wheel is visited once per `header_read_timeout` of idleness,
-/// not once per request. When it fires early for a head that has since arrived, the connection is
-/// woken once for nothing.
+/// head moves later. Moving a pending timer later touches no lock: the wheel reaches it at the old
+/// time, finds it moved and files it again, so it handles each connection's timer about once per
+/// `header_read_timeout`, not once per request. When the timer fires for a head that has since
+/// arrived (the connection then busy with its request), the connection is woken once for nothing.
 #[derive(Clone, Default)]
 struct HeadTimer {
     shared: Arc<std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
