@@ -152,8 +152,8 @@ pub async fn serve<H: Handler>(
             let response = handler.handle(req.map(Body::from), &connection);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        // The connection owns a copy of the builder either way (`into_owned`); this one carries
-        // the connection's own header-read timer.
+        // A copy per connection, carrying the connection's own header-read timer (`into_owned`
+        // then copies it once more into the connection: hyper_util takes no owned builder).
         let mut builder = builder.clone();
         builder.http1().timer(HeadTimer::default());
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();
