@@ -22,8 +22,15 @@
 //!   process-wide pool of `strata-verify-N` threads (at most 4, fewer on smaller machines) with a
 //!   bounded queue: when more than 256 verifications are waiting, new ones get
 //!   `503 Service Unavailable` + `Retry-After: 1` instead of growing memory and latency without
-//!   limit (a password-guessing flood then costs a bounded amount of CPU). The cheap schemes
-//!   (apr1, `{SHA}`, plaintext) are verified inline: handing them to a thread costs more than they do.
+//!   limit (a password-guessing flood then costs a bounded amount of CPU). Each thread reuses one
+//!   argon2 memory block array, so argon2 memory is `threads × m_cost` however many attempts come
+//!   (see `pool.rs`). The cheap schemes (apr1, `{SHA}`, plaintext) are verified inline: handing
+//!   them to a thread costs more than they do.
+//! - **Failed attempts are limited per client.** After `max_failures` failures (default 10) within
+//!   `failure_window` (default a minute) from one client address, its attempts get
+//!   `429 Too Many Requests` + `Retry-After` without being verified, until the window that began at
+//!   its first failure ends. Attempts are charged before they are verified and given back on
+//!   success, so concurrent guesses are held to the limit too (see `failures.rs`).
 //! - **A cache of verified credentials**, so a browser sending the same `Authorization` on every
 //!   request does not pay a hash each time. It holds `HMAC-SHA256(key, user ":" password)` → expiry,
 //!   where `key` is 32 random bytes drawn when the layer is built and never stored elsewhere. So the
@@ -60,34 +67,36 @@
 //!
 //! [RFC 7617]: https://www.rfc-editor.org/rfc/rfc7617
 
+mod cache;
+mod failures;
+mod hash;
+mod htpasswd;
+mod pool;
+
+pub use hash::HashScheme;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::panic::{self, AssertUnwindSafe};
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::thread;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use base64::engine::general_purpose::STANDARD_PAD_INDIFFERENT;
 use futures_channel::oneshot;
-use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use md5::{Digest, Md5};
 use serde::Deserialize;
-use sha1::Sha1;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
+use self::cache::CredentialCache;
+use self::failures::{Charge, FailureLimit, Refusal};
+use self::hash::{Argon2Memory, Verifier};
+use self::htpasswd::{Entry, parse_htpasswd};
+use self::pool::{Job, Refused, pool};
 use crate::check::{Diagnostic, Fact, Facts, Severity};
-use crate::http::{AuthenticatedUser, GeneratedError, Next, Request, Response, response};
-use crate::middleware::{BuildContext, ConfigError};
+use crate::http::{AuthenticatedUser, ConnectionInfo, GeneratedError, Next, Request, Response, response};
+use crate::middleware::{BuildContext, ConfigError, parse_duration};
 use crate::stack::Middleware;
 
 /// The configuration of a [`BasicAuth`] layer: the fields of a `kind = "basic_auth"` table.
@@ -123,6 +132,14 @@ pub struct BasicAuthConfig {
     /// How many verified credentials are remembered at most. Default: 10 000; `0` disables the cache.
     #[serde(default = "default_cache_capacity")]
     pub cache_capacity: usize,
+    /// How many failed attempts one client address may make within `failure_window` before its
+    /// further attempts get `429` without being verified. Default: 10; `0` disables the limit.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// The window failures are counted in, from a client's first failure: a duration such as
+    /// `"1m"`, `"30s"` or `"1h"`. Default: `"1m"`; at most a day.
+    #[serde(default = "default_failure_window")]
+    pub failure_window: String,
 }
 
 fn default_realm() -> String {
@@ -137,6 +154,14 @@ fn default_cache_capacity() -> usize {
     10_000
 }
 
+fn default_max_failures() -> u32 {
+    10
+}
+
+fn default_failure_window() -> String {
+    "1m".to_string()
+}
+
 impl Default for BasicAuthConfig {
     /// The documented defaults, with no users yet: [`BasicAuth::new`] requires at least one.
     fn default() -> Self {
@@ -149,6 +174,8 @@ impl Default for BasicAuthConfig {
             strip_authorization: false,
             cache_ttl_secs: default_cache_ttl_secs(),
             cache_capacity: default_cache_capacity(),
+            max_failures: default_max_failures(),
+            failure_window: default_failure_window(),
         }
     }
 }
@@ -166,50 +193,9 @@ impl fmt::Debug for BasicAuthConfig {
             .field("strip_authorization", &self.strip_authorization)
             .field("cache_ttl_secs", &self.cache_ttl_secs)
             .field("cache_capacity", &self.cache_capacity)
+            .field("max_failures", &self.max_failures)
+            .field("failure_window", &self.failure_window)
             .finish()
-    }
-}
-
-/// The password hash scheme of a user's entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HashScheme {
-    /// `$argon2id$`: the recommended scheme (`strata hash-password` makes these).
-    Argon2id,
-    /// `$argon2i$`.
-    Argon2i,
-    /// bcrypt: `$2y$`, `$2b$`, `$2a$`.
-    Bcrypt,
-    /// Apache's `$apr1$` (1 000 rounds of MD5): weak.
-    Apr1,
-    /// `{SHA}`: one unsalted SHA-1: weak.
-    Sha1,
-    /// A plaintext password (`allow_plaintext = true`): weak.
-    Plaintext,
-}
-
-impl HashScheme {
-    /// The scheme's usual name: `argon2id`, `argon2i`, `bcrypt`, `apr1`, `{SHA}`, `plaintext`.
-    pub fn name(self) -> &'static str {
-        match self {
-            HashScheme::Argon2id => "argon2id",
-            HashScheme::Argon2i => "argon2i",
-            HashScheme::Bcrypt => "bcrypt",
-            HashScheme::Apr1 => "apr1",
-            HashScheme::Sha1 => "{SHA}",
-            HashScheme::Plaintext => "plaintext",
-        }
-    }
-
-    /// Whether passwords stored this way are cheap to brute-force from a stolen file.
-    pub fn is_weak(self) -> bool {
-        matches!(self, HashScheme::Apr1 | HashScheme::Sha1 | HashScheme::Plaintext)
-    }
-}
-
-impl fmt::Display for HashScheme {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -222,6 +208,10 @@ pub struct BasicAuth {
     forward_user_header: Option<HeaderName>,
     strip_authorization: bool,
     cache: Option<CredentialCache>,
+    /// `None` when `max_failures = 0`.
+    failures: Option<FailureLimit>,
+    /// Whether the missing client address of library use without a server was logged already.
+    warned_no_client: AtomicBool,
     /// Hash verifications run so far (real and dummy); the tests count re-hashing with it.
     verifications: AtomicU64,
 }
@@ -244,6 +234,7 @@ impl fmt::Debug for BasicAuth {
             .field("forward_user_header", &self.forward_user_header)
             .field("strip_authorization", &self.strip_authorization)
             .field("cache", &self.cache.as_ref().map(|c| (c.ttl, c.capacity())))
+            .field("failures", &self.failures.as_ref().map(|f| (f.max_failures(), f.window())))
             .finish()
     }
 }
@@ -255,12 +246,23 @@ const UNFORWARDABLE: [&str; 5] = ["authorization", "host", "content-length", "tr
 /// The longest `cache_ttl_secs`: a day. Longer would mostly keep credentials alive in memory.
 const MAX_CACHE_TTL_SECS: u64 = 86_400;
 
+/// The longest `failure_window`: a day. Longer would mostly lock out clients who mistyped once.
+const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// The settings [`BasicAuthConfig`] holds as text or seconds, as typed values.
+struct Typed {
+    cache_ttl: Duration,
+    failure_window: Duration,
+}
+
 impl BasicAuth {
     /// Validates `config`, reads the htpasswd file (relative to `ctx.base_dir`), parses every hash
     /// and prepares the challenge header, the dummy hash and the cache.
     pub fn new(config: BasicAuthConfig, ctx: &BuildContext) -> Result<BasicAuth, ConfigError> {
-        let ttl = Duration::from_secs(config.cache_ttl_secs);
-        Self::build(config, ctx, ttl)
+        let cache_ttl = Duration::from_secs(config.cache_ttl_secs);
+        let failure_window = parse_duration(&config.failure_window)
+            .map_err(|why| ConfigError::field("failure_window", format!("{why}; the default is \"1m\"")))?;
+        Self::build(config, ctx, Typed { cache_ttl, failure_window })
     }
 
     /// Starts a [`BasicAuthBuilder`] with the defaults of [`BasicAuthConfig`] and no users.
@@ -268,7 +270,8 @@ impl BasicAuth {
         BasicAuthBuilder::default()
     }
 
-    fn build(config: BasicAuthConfig, ctx: &BuildContext, ttl: Duration) -> Result<BasicAuth, ConfigError> {
+    fn build(config: BasicAuthConfig, ctx: &BuildContext, typed: Typed) -> Result<BasicAuth, ConfigError> {
+        let Typed { cache_ttl: ttl, failure_window } = typed;
         let challenge = challenge_value(&config.realm)?;
         if config.cache_ttl_secs > MAX_CACHE_TTL_SECS {
             return Err(ConfigError::field(
@@ -338,6 +341,14 @@ impl BasicAuth {
             (true, _) | (_, 0) => None,
             (false, capacity) => Some(CredentialCache::new(ttl, capacity)?),
         };
+        if failure_window.is_zero() || failure_window > MAX_FAILURE_WINDOW {
+            return Err(ConfigError::field(
+                "failure_window",
+                "a window from 1ms to a day, such as \"1m\" (set max_failures = 0 to disable the limit)",
+            ));
+        }
+        let failures = (config.max_failures > 0)
+            .then(|| FailureLimit::new(config.max_failures, failure_window, failures::CAPACITY));
 
         Ok(BasicAuth {
             accounts,
@@ -346,6 +357,8 @@ impl BasicAuth {
             forward_user_header,
             strip_authorization: config.strip_authorization,
             cache,
+            failures,
+            warned_no_client: AtomicBool::new(false),
             verifications: AtomicU64::new(0),
         })
     }
@@ -374,9 +387,34 @@ impl BasicAuth {
         cache.contains(&cache.key(user, password)).then_some(account)
     }
 
+    /// Charges the attempt to the client (refusing it when the client used up its failures), then
+    /// checks the password, and gives the charge back unless the password was wrong.
+    async fn authenticate(
+        &self,
+        user: String,
+        password: String,
+        client: Option<IpAddr>,
+    ) -> Result<&Account, Rejection> {
+        let charge: Option<Charge> = match (&self.failures, client) {
+            (Some(limit), Some(ip)) => {
+                Some(limit.charge(ip, Instant::now()).map_err(|refusal| Rejection::TooManyFailures(ip, refusal))?)
+            }
+            _ => None,
+        };
+        let checked = self.check_password(user, password).await;
+        // A client that goes away mid-check keeps its charge: it cannot escape the count by
+        // hanging up. A busy pool or a verifier bug is not the client's failure.
+        if let (Some(limit), Some(charge)) = (&self.failures, charge)
+            && !matches!(checked, Err(Rejection::Unauthorized))
+        {
+            limit.refund(charge);
+        }
+        checked
+    }
+
     /// Verifies the password against the user's hash (or a dummy of the same cost for an unknown
     /// user), and remembers a match. The cache was checked already.
-    async fn authenticate(&self, user: String, password: String) -> Result<&Account, Rejection> {
+    async fn check_password(&self, user: String, password: String) -> Result<&Account, Rejection> {
         let Some(account) = self.accounts.get(&user) else {
             // Spend what a known user would, then refuse whatever the dummy said.
             return match self.verify(&self.dummy, &password).await {
@@ -400,29 +438,63 @@ impl BasicAuth {
     async fn verify(&self, verifier: &Arc<Verifier>, password: &str) -> Verdict {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         if !verifier.is_slow() {
-            return Verdict::from(verifier.verify(password.as_bytes()));
+            // The cheap schemes never touch the argon2 memory: an empty one allocates nothing.
+            return Verdict::from(verifier.verify(password.as_bytes(), &mut Argon2Memory::new()));
         }
-        let Some(jobs) = &pool().jobs else {
-            // No thread could be started: verifying here is slow, but refusing everyone is worse.
-            return Verdict::from(verifier.verify(password.as_bytes()));
-        };
         let (tx, rx) = oneshot::channel();
-        let (verifier, password) = (verifier.clone(), password.to_owned());
-        let job: Job = Box::new(move || {
+        let (job_verifier, job_password) = (verifier.clone(), password.to_owned());
+        let job: Job = Box::new(move |memory: &mut Argon2Memory| {
             // The client may have gone while this waited in the queue: then skip the work.
             if !tx.is_canceled() {
-                let _ = tx.send(verifier.verify(password.as_bytes()));
+                let _ = tx.send(job_verifier.verify(job_password.as_bytes(), memory));
             }
         });
-        match jobs.try_send(job) {
+        match pool().submit(job) {
             Ok(()) => match rx.await {
                 Ok(matched) => Verdict::from(matched),
                 // The verifier panicked (the worker survives it): a bug, not the client's fault.
                 Err(oneshot::Canceled) => Verdict::Lost,
             },
-            Err(TrySendError::Full(_)) => Verdict::Busy,
-            Err(TrySendError::Disconnected(_)) => Verdict::Lost,
+            Err(Refused::Full) => Verdict::Busy,
+            // No thread could be started: verifying here is slow, but refusing everyone is worse.
+            Err(Refused::NoThreads) => Verdict::from(verifier.verify(password.as_bytes(), &mut Argon2Memory::new())),
         }
+    }
+
+    /// The client address failures are counted under, when the limit is on and the server said
+    /// who the client is.
+    fn client(&self, req: &Request) -> Option<IpAddr> {
+        self.failures.as_ref()?;
+        match req.extensions().get::<ConnectionInfo>() {
+            Some(info) => Some(info.client),
+            None => {
+                if !self.warned_no_client.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "basic_auth limits failed logins per client, but requests carry no ConnectionInfo: failures are not limited"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// The 429 a client that used up its failures gets, without its password being checked.
+    fn too_many_failures(&self, client: IpAddr, refusal: Refusal) -> Response {
+        // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
+        let secs = refusal.retry_after.as_secs() + u64::from(refusal.retry_after.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        if refusal.first {
+            // Once per client and window, so a flood of refusals does not become a flood of logs.
+            tracing::warn!(
+                client = %client,
+                retry_after_secs = secs,
+                "too many failed logins from one client; refusing its attempts until its window ends"
+            );
+        }
+        let mut res = response::text(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins, retry later\n");
+        res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        res.extensions_mut().insert(GeneratedError::with_detail("Too many failed logins; retry later."));
+        res
     }
 }
 
@@ -441,6 +513,8 @@ impl From<bool> for Verdict {
 
 enum Rejection {
     Unauthorized,
+    /// The client used up its failures; its address is for the log.
+    TooManyFailures(IpAddr, Refusal),
     Busy,
     /// The verification itself failed; the user name is for the log.
     Lost(String),
@@ -450,6 +524,7 @@ impl Middleware<Request, Response> for BasicAuth {
     async fn handle(&self, mut req: Request, next: Next) -> Response {
         // The common case, a credential verified before, is answered without an await; the
         // verification is boxed, so its large state does not weigh on every request's future.
+        let client = self.client(&req);
         let (cached, pending) = {
             let Some(decoded) = Decoded::from_headers(req.headers()) else { return self.challenge() };
             let Some((user, password)) = decoded.split() else { return self.challenge() };
@@ -458,8 +533,14 @@ impl Middleware<Request, Response> for BasicAuth {
                 None => (None, Some((user.to_owned(), password.to_owned()))),
             }
         };
+        if let (Some(_), Some(limit), Some(ip)) = (cached, &self.failures, client) {
+            // A refused client learns nothing about its password, not even from the cache.
+            if let Err(refusal) = limit.check(ip, Instant::now()) {
+                return self.too_many_failures(ip, refusal);
+            }
+        }
         let verified = match pending {
-            Some((user, password)) => Some(Box::pin(self.authenticate(user, password)).await),
+            Some((user, password)) => Some(Box::pin(self.authenticate(user, password, client)).await),
             None => None,
         };
         let account = match (cached, verified) {
@@ -467,6 +548,7 @@ impl Middleware<Request, Response> for BasicAuth {
             (None, Some(verified)) => match verified {
                 Ok(account) => account,
                 Err(Rejection::Unauthorized) => return self.challenge(),
+                Err(Rejection::TooManyFailures(ip, refusal)) => return self.too_many_failures(ip, refusal),
                 Err(Rejection::Busy) => {
                     let mut res =
                         response::text(StatusCode::SERVICE_UNAVAILABLE, "Too many logins at once, retry shortly\n");
@@ -503,8 +585,15 @@ impl Middleware<Request, Response> for BasicAuth {
     }
 
     fn facts(&self) -> Facts {
-        // It can fail: a saturated verification pool answers 503, which `errors` should format.
-        Facts::of(&[Fact::ShortCircuits, Fact::CanFail])
+        // It can fail: a saturated verification pool answers 503 and the failure limit 429, which
+        // `errors` should format.
+        let facts = Facts::of(&[Fact::ShortCircuits, Fact::CanFail]);
+        match self.failures {
+            // Counting failures per address merges clients whose address is wrong (a proxy that is
+            // not trusted): one of them could then lock everyone out.
+            Some(_) => facts.with(Fact::ReadsClientAddress).with(Fact::KeysOnClientAddress),
+            None => facts,
+        }
     }
 
     fn diagnostics(&self) -> Vec<Diagnostic> {
@@ -529,6 +618,7 @@ impl Middleware<Request, Response> for BasicAuth {
 pub struct BasicAuthBuilder {
     config: BasicAuthConfig,
     cache_ttl: Option<Duration>,
+    failure_window: Option<Duration>,
 }
 
 impl BasicAuthBuilder {
@@ -581,10 +671,31 @@ impl BasicAuthBuilder {
         self
     }
 
+    /// How many failed attempts one client address may make within the
+    /// [`failure_window`](Self::failure_window) before its further attempts get `429` without
+    /// being verified (default 10; `0` disables the limit).
+    pub fn max_failures(mut self, max: u32) -> Self {
+        self.config.max_failures = max;
+        self
+    }
+
+    /// The window failures are counted in, from a client's first failure (default a minute; at
+    /// most a day).
+    pub fn failure_window(mut self, window: Duration) -> Self {
+        self.failure_window = Some(window);
+        self
+    }
+
     /// Validates and builds the layer, as [`BasicAuth::new`] does.
     pub fn build(self) -> Result<BasicAuth, ConfigError> {
-        let ttl = self.cache_ttl.unwrap_or(Duration::from_secs(self.config.cache_ttl_secs));
-        BasicAuth::build(self.config, &BuildContext::default(), ttl)
+        let cache_ttl = self.cache_ttl.unwrap_or(Duration::from_secs(self.config.cache_ttl_secs));
+        let failure_window = match self.failure_window {
+            Some(window) => window,
+            None => {
+                parse_duration(&self.config.failure_window).map_err(|why| ConfigError::field("failure_window", why))?
+            }
+        };
+        BasicAuth::build(self.config, &BuildContext::default(), Typed { cache_ttl, failure_window })
     }
 }
 
@@ -611,38 +722,6 @@ fn validate_user(user: &str) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
-}
-
-/// One `user → hash` line of the config, before parsing.
-struct Entry {
-    user: String,
-    hash: String,
-    /// The config field it came from, for [`ConfigError::field`].
-    field: &'static str,
-    /// Where it was written (`user `x``, `path:line: user `x``), for error messages.
-    place: String,
-}
-
-/// The entries of an htpasswd file, with `path:line` places for error messages.
-fn parse_htpasswd(text: &str, path: &str) -> Result<Vec<Entry>, ConfigError> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let place = format!("{path}:{}", i + 1);
-        let Some((user, hash)) = line.split_once(':') else {
-            return Err(ConfigError::field("htpasswd", format!("{place}: expected `user:hash`")));
-        };
-        out.push(Entry {
-            user: user.to_string(),
-            hash: hash.to_string(),
-            field: "htpasswd",
-            place: format!("{place}: user `{user}`"),
-        });
-    }
-    Ok(out)
 }
 
 // ---- parsing the request -------------------------------------------------------------------------
@@ -693,403 +772,15 @@ impl Decoded {
     }
 }
 
-// ---- hashes --------------------------------------------------------------------------------------
-
-const EXPECTED_FORMATS: &str = "expected $argon2id$…, $argon2i$…, bcrypt ($2y$…, $2b$…, $2a$…), $apr1$… (Apache MD5) or {SHA}… (`strata hash-password` makes argon2id)";
-
-/// A parsed, ready-to-check password entry.
-enum Verifier {
-    /// A PHC string, validated at build; re-parsing it per check costs nothing next to argon2.
-    Argon2(String),
-    /// A bcrypt hash string, validated at build.
-    Bcrypt {
-        hash: String,
-        cost: u32,
-    },
-    Apr1 {
-        salt: String,
-        digest: [u8; 22],
-    },
-    Sha1([u8; 20]),
-    /// SHA-256 of the password, so the comparison is constant-time whatever the lengths.
-    Plain([u8; 32]),
-}
-
-impl Verifier {
-    fn parse(hash: &str, allow_plaintext: bool) -> Result<(Verifier, HashScheme), String> {
-        if hash.starts_with("$argon2") {
-            let parsed =
-                PasswordHash::new(hash).map_err(|e| format!("invalid argon2 hash ({e}); {EXPECTED_FORMATS}"))?;
-            let scheme = match Algorithm::try_from(parsed.algorithm) {
-                Ok(Algorithm::Argon2id) => HashScheme::Argon2id,
-                Ok(Algorithm::Argon2i) => HashScheme::Argon2i,
-                _ => return Err(format!("unsupported argon2 variant `{}`; {EXPECTED_FORMATS}", parsed.algorithm)),
-            };
-            Params::try_from(&parsed).map_err(|e| format!("invalid argon2 parameters ({e})"))?;
-            if parsed.salt.is_none() || parsed.hash.is_none() {
-                return Err(format!("the argon2 hash has no salt or no digest; {EXPECTED_FORMATS}"));
-            }
-            return Ok((Verifier::Argon2(hash.to_string()), scheme));
-        }
-        if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
-            let parts = bcrypt::HashParts::from_str(hash).map_err(|e| format!("invalid bcrypt hash ({e})"))?;
-            return Ok((Verifier::Bcrypt { hash: hash.to_string(), cost: parts.get_cost() }, HashScheme::Bcrypt));
-        }
-        if let Some(rest) = hash.strip_prefix("$apr1$") {
-            let (salt, digest) = rest.split_once('$').ok_or("invalid apr1 hash: expected $apr1$SALT$DIGEST")?;
-            let digest: [u8; 22] = digest
-                .as_bytes()
-                .try_into()
-                .ok()
-                .filter(|d: &[u8; 22]| d.iter().all(|b| CRYPT_ALPHABET.contains(b)))
-                .ok_or("invalid apr1 hash: the digest must be 22 characters of [./0-9A-Za-z]")?;
-            if salt.is_empty() || salt.len() > 8 {
-                return Err("invalid apr1 hash: the salt must be 1 to 8 characters".to_string());
-            }
-            return Ok((Verifier::Apr1 { salt: salt.to_string(), digest }, HashScheme::Apr1));
-        }
-        if let Some(b64) = hash.strip_prefix("{SHA}") {
-            let digest = STANDARD
-                .decode(b64)
-                .ok()
-                .and_then(|d| <[u8; 20]>::try_from(d).ok())
-                .ok_or("invalid {SHA} hash: expected the base64 of a 20-byte SHA-1 digest")?;
-            return Ok((Verifier::Sha1(digest), HashScheme::Sha1));
-        }
-        if hash.starts_with('$') || hash.starts_with('{') {
-            let prefix =
-                hash.char_indices().skip(1).find(|(_, c)| matches!(c, '$' | '}')).map_or(hash, |(i, _)| &hash[..=i]);
-            return Err(format!("unsupported hash format `{prefix}…`; {EXPECTED_FORMATS}"));
-        }
-        if hash.is_empty() {
-            return Err(format!("the password hash is empty; {EXPECTED_FORMATS}"));
-        }
-        // Never echo the entry: it is a password.
-        if !allow_plaintext {
-            return Err(format!(
-                "the entry is not a recognised hash, so it looks like a plaintext password (or an unsupported crypt(3) DES hash); {EXPECTED_FORMATS}, or set allow_plaintext = true"
-            ));
-        }
-        Ok((Verifier::Plain(Sha256::digest(hash.as_bytes()).into()), HashScheme::Plaintext))
-    }
-
-    fn verify(&self, password: &[u8]) -> bool {
-        match self {
-            Verifier::Argon2(phc) => {
-                PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password, &hash).is_ok())
-            }
-            // Truncates at 72 bytes like every bcrypt implementation; an error is a mismatch.
-            Verifier::Bcrypt { hash, .. } => bcrypt::verify(password, hash).unwrap_or(false),
-            Verifier::Apr1 { salt, digest } => apr1_digest(password, salt.as_bytes()).ct_eq(digest).into(),
-            Verifier::Sha1(digest) => Sha1::digest(password).as_slice().ct_eq(digest).into(),
-            Verifier::Plain(digest) => Sha256::digest(password).as_slice().ct_eq(digest).into(),
-        }
-    }
-
-    /// Worth a thread hop: argon2 and bcrypt take milliseconds by design, the rest microseconds.
-    fn is_slow(&self) -> bool {
-        matches!(self, Verifier::Argon2(_) | Verifier::Bcrypt { .. })
-    }
-
-    /// Orders entries by how long they take to check: scheme first, then its cost parameters.
-    fn work(&self) -> (u8, u64) {
-        match self {
-            Verifier::Argon2(phc) => {
-                let cost = PasswordHash::new(phc)
-                    .ok()
-                    .and_then(|h| Params::try_from(&h).ok())
-                    .map_or(0, |p| u64::from(p.m_cost()) * u64::from(p.t_cost()));
-                (4, cost)
-            }
-            Verifier::Bcrypt { cost, .. } => (3, u64::from(*cost)),
-            Verifier::Apr1 { .. } => (2, 0),
-            Verifier::Sha1(_) => (1, 0),
-            Verifier::Plain(_) => (0, 0),
-        }
-    }
-
-    /// A verifier of the same scheme and cost for a random password nobody knows.
-    fn dummy_like(&self) -> Result<Verifier, String> {
-        let password: [u8; 16] = random()?;
-        Ok(match self {
-            Verifier::Argon2(phc) => {
-                let template = PasswordHash::new(phc).map_err(|e| e.to_string())?;
-                let params = Params::try_from(&template).map_err(|e| e.to_string())?;
-                let salt = SaltString::encode_b64(&random::<16>()?).map_err(|e| e.to_string())?;
-                let hash = Argon2::default()
-                    .hash_password_customized(&password, Some(template.algorithm), template.version, params, &salt)
-                    .map_err(|e| e.to_string())?;
-                Verifier::Argon2(hash.to_string())
-            }
-            Verifier::Bcrypt { cost, .. } => {
-                let hash = bcrypt::hash_with_salt(password, *cost, random()?).map_err(|e| e.to_string())?;
-                Verifier::Bcrypt { hash: hash.to_string(), cost: *cost }
-            }
-            Verifier::Apr1 { .. } => {
-                let salt: String = random::<8>()?.iter().map(|b| CRYPT_ALPHABET[usize::from(b % 64)] as char).collect();
-                let digest = apr1_digest(&password, salt.as_bytes());
-                Verifier::Apr1 { salt, digest }
-            }
-            Verifier::Sha1(_) => Verifier::Sha1(Sha1::digest(password).into()),
-            Verifier::Plain(_) => Verifier::Plain(Sha256::digest(password).into()),
-        })
-    }
-}
-
-fn random<const N: usize>() -> Result<[u8; N], String> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| format!("the OS random source failed: {e}"))?;
-    Ok(bytes)
-}
-
-/// The alphabet of crypt(3)-style base64.
-const CRYPT_ALPHABET: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// Apache's `$apr1$` digest: the FreeBSD MD5-crypt algorithm (Poul-Henning Kamp's) with the magic
-/// `$apr1$`. No maintained crate implements it, so here it is, checked against Apache's and
-/// OpenSSL's output in the tests. Returns the 22-character encoded digest.
-fn apr1_digest(password: &[u8], salt: &[u8]) -> [u8; 22] {
-    let salt = &salt[..salt.len().min(8)];
-    let alternate = Md5::new().chain_update(password).chain_update(salt).chain_update(password).finalize();
-
-    let mut ctx = Md5::new().chain_update(password).chain_update(b"$apr1$").chain_update(salt);
-    let mut left = password.len();
-    while left > 0 {
-        let n = left.min(16);
-        ctx.update(&alternate[..n]);
-        left -= n;
-    }
-    // The historical quirk: for each bit of the length, a zero byte or the password's first byte.
-    let mut bits = password.len();
-    while bits > 0 {
-        if bits & 1 == 1 {
-            ctx.update([0u8]);
-        } else {
-            ctx.update(&password[..1]);
-        }
-        bits >>= 1;
-    }
-    let mut digest: [u8; 16] = ctx.finalize().into();
-
-    // 1 000 rounds, to slow down brute force (by 1990s standards).
-    for round in 0..1000 {
-        let mut ctx = Md5::new();
-        if round & 1 == 1 {
-            ctx.update(password);
-        } else {
-            ctx.update(digest);
-        }
-        if round % 3 != 0 {
-            ctx.update(salt);
-        }
-        if round % 7 != 0 {
-            ctx.update(password);
-        }
-        if round & 1 == 1 {
-            ctx.update(digest);
-        } else {
-            ctx.update(password);
-        }
-        digest = ctx.finalize().into();
-    }
-
-    let mut out = [0u8; 22];
-    let mut at = 0;
-    let mut put = |mut v: u32, n: usize| {
-        for _ in 0..n {
-            out[at] = CRYPT_ALPHABET[(v & 0x3f) as usize];
-            at += 1;
-            v >>= 6;
-        }
-    };
-    for (a, b, c) in [(0, 6, 12), (1, 7, 13), (2, 8, 14), (3, 9, 15), (4, 10, 5)] {
-        put(u32::from(digest[a]) << 16 | u32::from(digest[b]) << 8 | u32::from(digest[c]), 4);
-    }
-    put(u32::from(digest[11]), 2);
-    out
-}
-
-// ---- the cache of verified credentials -----------------------------------------------------------
-
-/// Verified `(user, password)` pairs, as keyed MACs only (see the module docs for why).
-struct CredentialCache {
-    /// HMAC-SHA256 keyed once with a random key; cloned per lookup rather than re-keyed.
-    mac: Hmac<Sha256>,
-    shards: Box<[Shard]>,
-    per_shard: usize,
-    ttl: Duration,
-}
-
-/// One lock's worth of the cache: credential MAC → expiry.
-type Shard = Mutex<HashMap<[u8; 32], Instant, BuildHasherDefault<MacHasher>>>;
-
-/// Hashes a cache key by taking 8 of its bytes: keys are MAC outputs under a secret key, so they
-/// are uniformly spread and nobody can aim for a collision, and hashing them again (SipHash over
-/// 32 bytes) would cost more than the rest of the lookup. Bytes 8..16, since bytes 0..2 pick the
-/// shard.
-#[derive(Default)]
-struct MacHasher(u64);
-
-impl Hasher for MacHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // The key's bytes arrive in one call (after its length, which is always 32).
-        if let Some(chunk) = bytes.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-            self.0 = u64::from_le_bytes(chunk);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-const CACHE_SHARDS: usize = 16;
-
-impl CredentialCache {
-    fn new(ttl: Duration, capacity: usize) -> Result<CredentialCache, ConfigError> {
-        let key: [u8; 32] = random().map_err(ConfigError::new)?;
-        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
-            .map_err(|_| ConfigError::new("cannot key the credential cache"))?;
-        let shards = capacity.clamp(1, CACHE_SHARDS);
-        Ok(CredentialCache {
-            mac,
-            shards: (0..shards).map(|_| Mutex::new(HashMap::default())).collect(),
-            per_shard: capacity.div_ceil(shards),
-            ttl,
-        })
-    }
-
-    fn capacity(&self) -> usize {
-        self.per_shard * self.shards.len()
-    }
-
-    /// `user` cannot contain `:`, so `user ":" password` is unambiguous.
-    fn key(&self, user: &str, password: &str) -> [u8; 32] {
-        let mut mac = self.mac.clone();
-        mac.update(user.as_bytes());
-        mac.update(b":");
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
-    fn shard(
-        &self,
-        key: &[u8; 32],
-    ) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Instant, BuildHasherDefault<MacHasher>>> {
-        // The key is a MAC output, so its first bytes are uniformly spread.
-        let index = usize::from(u16::from_le_bytes([key[0], key[1]])) % self.shards.len();
-        // A panic while holding a shard lock cannot leave the map inconsistent (no user code runs
-        // under it), so a poisoned lock is still usable.
-        self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn contains(&self, key: &[u8; 32]) -> bool {
-        let now = Instant::now();
-        let mut shard = self.shard(key);
-        match shard.get(key) {
-            Some(expires) if *expires > now => true,
-            Some(_) => {
-                shard.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn insert(&self, key: [u8; 32]) {
-        let now = Instant::now();
-        let Some(expires) = now.checked_add(self.ttl) else { return };
-        let mut shard = self.shard(&key);
-        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
-            shard.retain(|_, expires| *expires > now);
-            if shard.len() >= self.per_shard {
-                // Only after a full hash verification, and over a shard of capacity / 16 entries.
-                if let Some(oldest) = shard.iter().min_by_key(|(_, expires)| **expires).map(|(k, _)| *k) {
-                    shard.remove(&oldest);
-                }
-            }
-        }
-        shard.insert(key, expires);
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
-    }
-}
-
-// ---- the verification threads --------------------------------------------------------------------
-
-type Job = Box<dyn FnOnce() + Send + 'static>;
-
-/// Verifications waiting beyond this many are refused (503) rather than queued without bound.
-const QUEUE_CAPACITY: usize = 256;
-/// Enough to keep logins flowing without taking every core from the async runtime.
-const MAX_WORKERS: usize = 4;
-
-/// The process-wide verification threads, shared by every `BasicAuth` so that many routes with
-/// their own layer still use a bounded amount of CPU.
-struct VerifyPool {
-    /// `None` when no thread could be started.
-    jobs: Option<SyncSender<Job>>,
-}
-
-fn pool() -> &'static VerifyPool {
-    static POOL: OnceLock<VerifyPool> = OnceLock::new();
-    POOL.get_or_init(VerifyPool::start)
-}
-
-impl VerifyPool {
-    fn start() -> VerifyPool {
-        let workers = thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, MAX_WORKERS);
-        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE_CAPACITY);
-        let rx = Arc::new(Mutex::new(rx));
-        let mut started = 0;
-        for i in 0..workers {
-            let rx = rx.clone();
-            let spawned = thread::Builder::new().name(format!("strata-verify-{i}")).spawn(move || {
-                loop {
-                    // The lock is held only while waiting for a job, never while verifying.
-                    let next = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                    match next {
-                        // A panicking verifier drops its reply channel (the request gets a 500);
-                        // the thread lives on.
-                        Ok(job) => drop(panic::catch_unwind(AssertUnwindSafe(job))),
-                        Err(_) => return,
-                    }
-                }
-            });
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => tracing::warn!(error = %e, "could not start a password verification thread"),
-            }
-        }
-        VerifyPool { jobs: (started > 0).then_some(tx) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::hash::testing::{argon2_hash, bcrypt_hash, sha_hash};
     use super::*;
     use crate::http::{Body, Service, Stack};
-    use argon2::Version;
+    use argon2::Algorithm;
+    use base64::engine::general_purpose::STANDARD;
 
     const CHALLENGE: &str = "Basic realm=\"strata\", charset=\"UTF-8\"";
-
-    /// A cheap argon2 hash (tests run unoptimised): same code path as production parameters.
-    fn argon2_hash(algorithm: Algorithm, password: &str) -> String {
-        let params = Params::new(64, 1, 1, None).unwrap();
-        let salt = SaltString::encode_b64(b"saltsaltsaltsalt").unwrap();
-        Argon2::new(algorithm, Version::V0x13, params).hash_password(password.as_bytes(), &salt).unwrap().to_string()
-    }
-
-    fn bcrypt_hash(password: &str) -> String {
-        bcrypt::hash(password, 4).unwrap()
-    }
-
-    fn sha_hash(password: &str) -> String {
-        format!("{{SHA}}{}", STANDARD.encode(Sha1::digest(password.as_bytes())))
-    }
 
     /// What the endpoint saw, answered as headers so the tests can read it.
     fn service(auth: BasicAuth) -> Service {
@@ -1176,43 +867,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn schemes_are_recognised() {
-        let scheme = |hash: String| Verifier::parse(&hash, false).map(|(_, s)| s).unwrap();
-        assert_eq!(scheme(argon2_hash(Algorithm::Argon2id, "x")), HashScheme::Argon2id);
-        assert_eq!(scheme(argon2_hash(Algorithm::Argon2i, "x")), HashScheme::Argon2i);
-        assert_eq!(scheme(bcrypt_hash("x")), HashScheme::Bcrypt);
-        assert_eq!(scheme(sha_hash("x")), HashScheme::Sha1);
-        assert_eq!(scheme("$apr1$r31.....$HqJZimcKQFAMYayBlzkrA/".into()), HashScheme::Apr1);
-    }
-
-    #[test]
-    fn apr1_matches_apache_and_openssl_vectors() {
-        // `htpasswd -nbm` / `openssl passwd -apr1 -salt SALT PASSWORD` outputs.
-        let vectors = [
-            ("myPassword", "r31.....", "HqJZimcKQFAMYayBlzkrA/"),
-            ("", "saltsalt", "a8ml/vK5HEjiZ5oypDWA7/"),
-            ("secret", "abc", "PZF73YJz5hJ9yyI.7OP.R."),
-            ("pässwörd:with:colons", "x", "H6Eoq3NVDAePPo6GanQIA0"),
-            ("a much longer password that spans several md5 blocks!", "12345678", "IwDOG6ipjywl8tEBYM.qD0"),
-        ];
-        for (password, salt, expected) in vectors {
-            let digest = apr1_digest(password.as_bytes(), salt.as_bytes());
-            assert_eq!(std::str::from_utf8(&digest).unwrap(), expected, "password {password:?}");
-            let (verifier, _) = Verifier::parse(&format!("$apr1${salt}${expected}"), false).unwrap();
-            assert!(verifier.verify(password.as_bytes()));
-            assert!(!verifier.verify(b"nope"));
-        }
-    }
-
-    #[test]
-    fn sha_matches_the_known_vector() {
-        let (verifier, scheme) = Verifier::parse("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", false).unwrap();
-        assert_eq!(scheme, HashScheme::Sha1);
-        assert!(verifier.verify(b"password"));
-        assert!(!verifier.verify(b"Password"));
-    }
-
     #[tokio::test]
     async fn unknown_user_is_refused_after_a_dummy_verification_of_the_same_scheme() {
         let auth = BasicAuth::builder()
@@ -1220,7 +874,8 @@ mod tests {
             .user("alice", argon2_hash(Algorithm::Argon2id, "s3cret"))
             .build()
             .unwrap();
-        assert!(matches!(&*auth.dummy, Verifier::Argon2(phc) if phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$")));
+        // An argon2 dummy of alice's cost (m=64 × t=1); `hash.rs` checks it keeps the variant too.
+        assert!(matches!(&*auth.dummy, Verifier::Argon2(_)) && auth.dummy.work() == (4, 64));
         let (auth, svc) = shared(auth);
         assert_challenged(&call(&svc, Some(&basic("mallory", "s3cret"))).await);
         assert_eq!(verifications(auth), 1, "the unknown user still cost a verification");
@@ -1321,7 +976,8 @@ mod tests {
         let auth = BasicAuth::builder().user("bob", "hunter2").allow_plaintext(true).build().unwrap();
         assert_eq!(auth.weak_hashes(), [("bob".to_string(), HashScheme::Plaintext)]);
         let (verifier, _) = Verifier::parse("hunter2", true).unwrap();
-        assert!(verifier.verify(b"hunter2") && !verifier.verify(b"hunter") && !verifier.verify(b"hunter22"));
+        let verify = |pw: &[u8]| verifier.verify(pw, &mut Argon2Memory::new());
+        assert!(verify(b"hunter2") && !verify(b"hunter") && !verify(b"hunter22"));
     }
 
     #[tokio::test]
@@ -1410,26 +1066,6 @@ mod tests {
         assert_eq!(verifications(auth), 2, "expired: verified again");
     }
 
-    #[test]
-    fn the_cache_stays_bounded_and_keeps_no_plaintext() {
-        let cache = CredentialCache::new(Duration::from_secs(60), 4).unwrap();
-        for i in 0..100 {
-            cache.insert(cache.key("alice", &format!("pw{i}")));
-        }
-        assert!(cache.len() <= 4, "{}", cache.len());
-        let newest = cache.key("alice", "pw99");
-        assert!(cache.contains(&newest), "the newest entry survives eviction");
-        assert!(!cache.contains(&cache.key("alice", "pw0")));
-        // Keyed by a per-instance random key: another cache derives other keys.
-        let other = CredentialCache::new(Duration::from_secs(60), 4).unwrap();
-        assert_ne!(other.key("alice", "pw99"), newest);
-        assert_ne!(cache.key("alice", "pw99")[..], Sha256::digest(b"alice:pw99")[..]);
-
-        let big = CredentialCache::new(Duration::from_secs(60), 10_000).unwrap();
-        assert_eq!(big.shards.len(), CACHE_SHARDS);
-        assert!(big.capacity() >= 10_000 && big.capacity() < 10_000 + CACHE_SHARDS);
-    }
-
     #[tokio::test]
     async fn the_user_reaches_inner_layers_and_the_response() {
         let svc = service(auth_with(sha_hash("pw")));
@@ -1457,19 +1093,6 @@ mod tests {
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["x-seen-forwarded"], "alice", "the client's value is replaced");
         assert_eq!(res.headers()["x-seen-authorization"], "no");
-    }
-
-    #[tokio::test]
-    async fn slow_hashes_are_verified_off_the_calling_thread() {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(thread::current().name().map(str::to_string));
-        });
-        pool().jobs.as_ref().unwrap().try_send(job).map_err(|_| "queue full").unwrap();
-        let name = rx.await.unwrap().unwrap();
-        assert!(name.starts_with("strata-verify-"), "{name}");
-        assert!(Verifier::parse(&bcrypt_hash("x"), false).unwrap().0.is_slow());
-        assert!(!Verifier::parse(&sha_hash("x"), false).unwrap().0.is_slow());
     }
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -1556,6 +1179,134 @@ mod tests {
         }
     }
 
+    /// A request from `client`, as the server sends it to the stack.
+    fn request_from(client: &str, authorization: &str) -> Request {
+        let mut req = request(Some(authorization));
+        let peer = std::net::SocketAddr::new(client.parse().unwrap(), 50_000);
+        req.extensions_mut().insert(ConnectionInfo::new(peer, "127.0.0.1:8080".parse().unwrap()));
+        req
+    }
+
+    fn assert_refused(res: &Response, window_secs: u64) {
+        assert_eq!(res.status(), 429);
+        let retry: u64 = res.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=window_secs).contains(&retry), "Retry-After: {retry}");
+        assert!(res.headers().get(header::WWW_AUTHENTICATE).is_none(), "not a challenge to retry now");
+        assert!(res.extensions().get::<GeneratedError>().is_some(), "an `errors` layer may reformat it");
+        assert!(res.headers().get("x-seen-user").is_none(), "the app must not be reached");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_used_up_its_failures_is_refused_without_verifying() {
+        let auth = BasicAuth::builder()
+            .user("alice", argon2_hash(Algorithm::Argon2id, "s3cret"))
+            .max_failures(3)
+            .failure_window(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let (auth, svc) = shared(auth);
+        for i in 0..3 {
+            assert_challenged(&svc.call(request_from("192.0.2.1", &basic("alice", &format!("guess{i}")))).await);
+        }
+        assert_eq!(verifications(auth), 3);
+        // The fourth attempt, and even the right password, cost no verification now.
+        assert_refused(&svc.call(request_from("192.0.2.1", &basic("alice", "guess3"))).await, 60);
+        assert_refused(&svc.call(request_from("192.0.2.1", &basic("mallory", "x"))).await, 60);
+        assert_refused(&svc.call(request_from("192.0.2.1", &basic("alice", "s3cret"))).await, 60);
+        assert_eq!(verifications(auth), 3);
+        // No credentials at all is still the plain challenge a browser needs to show its prompt.
+        let mut bare = request_from("192.0.2.1", "x");
+        bare.headers_mut().remove(header::AUTHORIZATION);
+        assert_challenged(&svc.call(bare).await);
+
+        // Another client is not affected, and its success does not reset the first one.
+        let res = svc.call(request_from("192.0.2.2", &basic("alice", "s3cret"))).await;
+        assert_eq!(res.status(), 200);
+        assert_challenged(&svc.call(request_from("192.0.2.2", &basic("alice", "nope"))).await);
+        assert_refused(&svc.call(request_from("192.0.2.1", &basic("alice", "s3cret"))).await, 60);
+        // The second client's cached credential is answered from the cache, as before.
+        let before = verifications(auth);
+        assert_eq!(svc.call(request_from("192.0.2.2", &basic("alice", "s3cret"))).await.status(), 200);
+        assert_eq!(verifications(auth), before);
+    }
+
+    #[tokio::test]
+    async fn successes_do_not_count_and_the_window_ends() {
+        let auth = BasicAuth::builder()
+            .user("alice", sha_hash("pw"))
+            .max_failures(2)
+            .failure_window(Duration::from_millis(200))
+            .cache_ttl(Duration::ZERO)
+            .build()
+            .unwrap();
+        let svc = service(auth);
+        // Successes (verified each time: no cache) never count as failures.
+        for _ in 0..5 {
+            assert_eq!(svc.call(request_from("2001:db8::1", &basic("alice", "pw"))).await.status(), 200);
+        }
+        assert_challenged(&svc.call(request_from("2001:db8::1", &basic("alice", "a"))).await);
+        assert_eq!(svc.call(request_from("2001:db8::1", &basic("alice", "pw"))).await.status(), 200);
+        assert_challenged(&svc.call(request_from("2001:db8::1", &basic("alice", "b"))).await);
+        // Same /64: the same client.
+        assert_refused(&svc.call(request_from("2001:db8::2", &basic("alice", "pw"))).await, 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(svc.call(request_from("2001:db8::1", &basic("alice", "pw"))).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn concurrent_guesses_are_held_to_the_limit() {
+        let auth = BasicAuth::builder()
+            .user("alice", argon2_hash(Algorithm::Argon2id, "s3cret"))
+            .max_failures(5)
+            .build()
+            .unwrap();
+        let (auth, svc) = shared(auth);
+        let calls = (0..20).map(|i| svc.call(request_from("198.51.100.7", &basic("alice", &format!("g{i}")))));
+        let statuses: Vec<u16> =
+            futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
+        assert_eq!(verifications(auth), 5);
+    }
+
+    #[tokio::test]
+    async fn without_a_client_address_or_with_max_failures_0_nothing_is_limited() {
+        let limited = BasicAuth::builder().user("alice", sha_hash("pw")).max_failures(1).build().unwrap();
+        let unlimited = BasicAuth::builder().user("alice", sha_hash("pw")).max_failures(0).build().unwrap();
+        assert!(unlimited.failures.is_none());
+        let (limited, unlimited) = (service(limited), service(unlimited));
+        for _ in 0..5 {
+            assert_challenged(&call(&limited, Some(&basic("alice", "wrong"))).await);
+            assert_challenged(&unlimited.call(request_from("192.0.2.1", &basic("alice", "wrong"))).await);
+        }
+    }
+
+    #[test]
+    fn failure_settings_are_validated_and_read_from_config() {
+        let base = || BasicAuth::builder().user("a", sha_hash("x"));
+        for window in [Duration::ZERO, Duration::from_secs(86_401)] {
+            assert_eq!(base().failure_window(window).build().unwrap_err().field, Some("failure_window"), "{window:?}");
+        }
+        base().failure_window(Duration::from_secs(86_400)).build().unwrap();
+        let from = |json: serde_json::Value| {
+            let config: BasicAuthConfig = serde_json::from_value(json).unwrap();
+            BasicAuth::new(config, &BuildContext::default())
+        };
+        for bad in ["", "10", "1 minute", "0s", "2d", "25h"] {
+            let e = from(serde_json::json!({ "users": { "a": sha_hash("x") }, "failure_window": bad })).unwrap_err();
+            assert_eq!(e.field, Some("failure_window"), "{bad:?}: {e}");
+            assert!(e.message.contains("1m"), "says what is expected: {e}");
+        }
+        let auth =
+            from(serde_json::json!({ "users": { "a": sha_hash("x") }, "max_failures": 4, "failure_window": "90s" }))
+                .unwrap();
+        let limit = auth.failures.as_ref().unwrap();
+        assert_eq!((limit.max_failures(), limit.window()), (4, Duration::from_secs(90)));
+        let defaults = auth_with(sha_hash("x"));
+        let limit = defaults.failures.as_ref().unwrap();
+        assert_eq!((limit.max_failures(), limit.window()), (10, Duration::from_secs(60)));
+    }
+
     #[test]
     fn other_config_errors() {
         let base = || BasicAuth::builder().user("a", sha_hash("x"));
@@ -1589,6 +1340,13 @@ mod tests {
     fn kind_and_facts() {
         let auth = auth_with(sha_hash("x"));
         assert_eq!(Middleware::kind(&auth), "basic_auth");
-        assert_eq!(auth.facts(), Facts::of(&[Fact::ShortCircuits, Fact::CanFail]));
+        // Failures are counted per client address by default: the server must resolve it, and
+        // `strata check` warns when an untrusted proxy would merge every client into one.
+        assert_eq!(
+            auth.facts(),
+            Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::ReadsClientAddress, Fact::KeysOnClientAddress])
+        );
+        let unlimited = BasicAuth::builder().user("alice", sha_hash("x")).max_failures(0).build().unwrap();
+        assert_eq!(unlimited.facts(), Facts::of(&[Fact::ShortCircuits, Fact::CanFail]));
     }
 }
