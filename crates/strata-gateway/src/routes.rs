@@ -4,16 +4,32 @@
 //! picks the route first (longest prefix wins, on path-segment boundaries: `/api` matches `/api` and
 //! `/api/x`, not `/apix`) and a path no route matches gets a 404 from the server stack alone, so it is
 //! still decorated by the server's layers. Middleware instances are shared, so a server layer is one
-//! instance across all routes. Flat onions let per-layer timing and `Next::remaining` see every layer,
-//! and every layer sees the path as the client sent it: only a built-in app sees it without the
-//! route's prefix.
+//! instance across all routes. Flat onions let per-layer timing and `Next::remaining` see every layer.
+//!
+//! Before routing, the request target is checked once, and what was authorised is what is served:
+//!
+//! - **Host** (RFC 9112 §3.2, RFC 9110 §7.2): an HTTP/1.1 request needs exactly one valid `Host`
+//!   (`uri-host[:port]`); an absolute-form target (`GET http://h/x`) names the host itself and
+//!   replaces `Host`; over HTTP/2 a `Host` that disagrees with `:authority` is refused (RFC 9113
+//!   §8.3.1).
+//! - **Path**: normalised by the `[server]` [`PathPolicy`] (dot segments, escapes, slashes). Every
+//!   layer, the route's prefix match and the upstream see the normalised path; a built-in app sees
+//!   it without the route's prefix.
+//! - **Path parameters**: a path whose route would change if `;` parameters were dropped from its
+//!   segments (`/admin;x=1/secret` is `/admin/secret` to Tomcat and Spring, but would match `/`
+//!   here) is refused.
+//!
+//! A refused request gets its `400` (or, for `escaped_slashes = "redirect"`, its `308`) from the
+//! server stack, like the `404`, so it is logged and decorated.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::StatusCode;
-use http::uri::{PathAndQuery, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{HeaderValue, StatusCode, Version, header};
 use strata::http::client_ip::TrustedProxies;
+use strata::http::path::{Normalized, PathPolicy};
 use strata::http::{Layer, Request, Response, Service, Stack, response};
 use strata::middleware::BuildContext;
 use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
@@ -94,7 +110,7 @@ impl Gateway {
         };
 
         let server_stack = stack_of(&config.server.stack);
-        let not_found = server_stack.clone().serve(not_found);
+        let not_found = server_stack.clone().serve(fallback);
         let mut facts = not_found.facts();
         let mut routes = Vec::new();
         let mut entries = Vec::new();
@@ -142,10 +158,11 @@ impl Gateway {
         // Longest prefix first, so the first match is the most specific one.
         entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         let trusted_proxies = config.server.trusted_proxies.clone();
+        let path_policy = config.server.path_policy;
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),
-            router: Arc::new(Router { routes: entries, not_found, facts, trusted_proxies }),
+            router: Arc::new(Router { routes: entries, not_found, facts, trusted_proxies, path_policy }),
             routes,
             unused,
             layer_diagnostics,
@@ -201,12 +218,15 @@ struct RouteEntry {
 pub struct Router {
     // Longest prefix first, so the first match is the most specific one.
     routes: Vec<RouteEntry>,
+    // The server stack around `fallback`: the 404, and the answers to refused request targets.
     not_found: Service,
     // Every layer's and target's facts, computed once: the server asks for every connection.
     facts: Facts,
     // The config's `trusted_proxies`: the client address is resolved with the same list the
     // proxies of this router trust, so a reload changes both at once.
     trusted_proxies: Arc<TrustedProxies>,
+    // `[server] merge_slashes` and `escaped_slashes`.
+    path_policy: PathPolicy,
 }
 
 impl Router {
@@ -220,20 +240,215 @@ impl Router {
         &self.trusted_proxies
     }
 
-    /// Runs a request through its route's onion (or the server stack's 404).
-    pub fn call(&self, req: Request) -> Run<Response> {
-        let path = req.uri().path();
-        let service = self.routes.iter().find(|r| matches(&r.prefix, path)).map_or(&self.not_found, |r| &r.service);
-        service.call(req)
+    /// Checks the request's host and normalises its path, then runs it through its route's onion
+    /// (or the server stack's 404, or the server stack's answer to a refused target).
+    pub fn call(&self, mut req: Request) -> Run<Response> {
+        let routed = self.prepare(&mut req).and_then(|()| self.route(req.uri().path()));
+        match routed {
+            Ok(Some(index)) => self.routes[index].service.call(req),
+            Ok(None) => self.not_found.call(req),
+            Err(refused) => {
+                req.extensions_mut().insert(refused);
+                self.not_found.call(req)
+            }
+        }
+    }
+
+    /// The host checks, then the path policy; the request leaves with its normalised path (and,
+    /// for an absolute-form target, the target's authority as its `Host`).
+    fn prepare(&self, req: &mut Request) -> Result<(), Refused> {
+        check_host(req).map_err(Refused::BadRequest)?;
+        let path = match self.path_policy.normalize(req.uri().path()) {
+            Ok(Normalized::Path(Cow::Borrowed(_))) => return Ok(()),
+            Ok(Normalized::Path(Cow::Owned(path))) => path,
+            Ok(Normalized::Redirect(path)) => {
+                let location = match req.uri().query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path,
+                };
+                return Err(HeaderValue::try_from(location).map_or(Refused::BadRequest(UNROUTABLE), Refused::Redirect));
+            }
+            Err(e) => return Err(Refused::BadRequest(e.detail())),
+        };
+        *req.uri_mut() = with_path(req.uri(), &path).ok_or(Refused::BadRequest(UNROUTABLE))?;
+        Ok(())
+    }
+
+    /// The index of the route `path` belongs to. Paths with `;` parameters must belong to the
+    /// same route with and without them: servers that drop parameters (Tomcat, Spring) would
+    /// otherwise serve a route's path on another route's authority.
+    fn route(&self, path: &str) -> Result<Option<usize>, Refused> {
+        let find = |path: &str| self.routes.iter().position(|r| matches(&r.prefix, path));
+        let found = find(path);
+        if path.contains(';') {
+            // Dropping `;x` can leave an empty segment (`/;x/admin` → `//admin`), which those
+            // servers merge whatever this policy says.
+            let plain = without_parameters(path);
+            let same = match self.path_policy.merge_slashes(true).normalize(&plain) {
+                Ok(Normalized::Path(plain)) => find(&plain) == found,
+                _ => false,
+            };
+            if !same {
+                return Err(Refused::BadRequest(PARAMETERS_CHANGE_ROUTE));
+            }
+        }
+        Ok(found)
     }
 }
 
-async fn not_found(_req: Request) -> Response {
-    response::json_error(StatusCode::NOT_FOUND, "no route matches this path")
+const UNROUTABLE: &str = "The request's path cannot be routed.";
+const PARAMETERS_CHANGE_ROUTE: &str = "The path's ';' parameters change which route it belongs to.";
+const NO_HOST: &str = "An HTTP/1.1 request needs a Host header.";
+const TWO_HOSTS: &str = "The request has more than one Host header.";
+const BAD_HOST: &str = "The Host header is not a valid host[:port].";
+const BAD_AUTHORITY: &str = "The request target's authority is not a valid host[:port].";
+const HOST_MISMATCH: &str = "The Host header disagrees with the request's :authority.";
+
+/// Why the router answers a request itself, in the request's extensions for [`fallback`].
+#[derive(Clone, Debug)]
+enum Refused {
+    /// `400`, with a fixed sentence for the client.
+    BadRequest(&'static str),
+    /// `308` to this location (the normalised path and the query).
+    Redirect(HeaderValue),
+}
+
+/// The endpoint of the server stack alone: a refused request's answer, or the 404.
+async fn fallback(req: Request) -> Response {
+    match req.extensions().get::<Refused>() {
+        None => response::json_error(StatusCode::NOT_FOUND, "no route matches this path"),
+        Some(Refused::BadRequest(detail)) => response::generated_error(StatusCode::BAD_REQUEST, detail),
+        Some(Refused::Redirect(location)) => {
+            let mut res = response::text(StatusCode::PERMANENT_REDIRECT, "308 Permanent Redirect\n");
+            res.headers_mut().insert(header::LOCATION, location.clone());
+            res
+        }
+    }
 }
 
 fn matches(prefix: &str, path: &str) -> bool {
     prefix == "/" || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// `/a;x=1/b;y/c` → `/a/b/c`: each segment without its `;` parameters.
+fn without_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split_once(';').map_or(segment, |(kept, _)| kept))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `uri` with its path replaced, keeping the query, the scheme and the authority.
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// RFC 9112 §3.2 and RFC 9113 §8.3.1. HTTP/1.0 may omit `Host`; HTTP/2 carries the host in
+/// `:authority` (the URI's authority here) and may omit both.
+fn check_host(req: &mut Request) -> Result<(), &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(TWO_HOSTS);
+    }
+    if host.is_some_and(|h| !is_valid_host(h.as_bytes())) {
+        return Err(BAD_HOST);
+    }
+    let authority = req.uri().authority();
+    if authority.is_some_and(|a| !is_valid_host(a.as_str().as_bytes())) {
+        return Err(BAD_AUTHORITY);
+    }
+    match (req.version(), authority) {
+        (Version::HTTP_2 | Version::HTTP_3, Some(authority)) => {
+            if host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())) {
+                return Err(HOST_MISMATCH);
+            }
+        }
+        (Version::HTTP_2 | Version::HTTP_3, None) => {}
+        // Absolute form (RFC 9112 §3.2.2): the target's authority is the host, whatever `Host` says,
+        // so every layer and the upstream see the host that was asked for.
+        (_, Some(authority)) => {
+            if host.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes()) {
+                let value = authority_value(authority).ok_or(BAD_AUTHORITY)?;
+                req.headers_mut().insert(header::HOST, value);
+            }
+        }
+        (Version::HTTP_11, None) if host.is_none() => return Err(NO_HOST),
+        (_, None) => {}
+    }
+    Ok(())
+}
+
+fn authority_value(authority: &Authority) -> Option<HeaderValue> {
+    HeaderValue::from_str(authority.as_str()).ok()
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), with a host that is not empty: an
+/// `http` URI may not have an empty host (RFC 9110 §4.2.1). No userinfo.
+fn is_valid_host(value: &[u8]) -> bool {
+    let (host_ok, port) = if let Some(literal) = value.strip_prefix(b"[") {
+        let Some(end) = literal.iter().position(|&b| b == b']') else { return false };
+        let port = match &literal[end + 1..] {
+            [] => None,
+            [b':', port @ ..] => Some(port),
+            _ => return false,
+        };
+        (is_ip_literal(&literal[..end]), port)
+    } else {
+        let (host, port) = match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        };
+        (is_reg_name(host), port)
+    };
+    // `port = *DIGIT`, and at most 65535 when present.
+    let port_ok = port.is_none_or(|p| {
+        p.is_empty()
+            || (p.len() <= 5
+                && p.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(p).ok().and_then(|p| p.parse::<u16>().ok()).is_some())
+    });
+    host_ok && port_ok
+}
+
+/// A DNS name or an IPv4 address: `reg-name` (unreserved, sub-delims, percent-escapes), not empty.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 2;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    !host.is_empty()
+}
+
+/// The inside of `[…]`: an IPv6 address, or `IPvFuture` (`v1.x`).
+fn is_ip_literal(literal: &[u8]) -> bool {
+    if let Some(future) = literal.strip_prefix(b"v").or_else(|| literal.strip_prefix(b"V")) {
+        let Some(dot) = future.iter().position(|&b| b == b'.') else { return false };
+        let (version, rest) = (&future[..dot], &future[dot + 1..]);
+        return !version.is_empty()
+            && version.iter().all(u8::is_ascii_hexdigit)
+            && !rest.is_empty()
+            && rest.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b));
+    }
+    std::str::from_utf8(literal).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 /// `/api/tasks?x=1` under prefix `/api` → `/tasks?x=1`, keeping scheme and authority (HTTP/2).
@@ -275,6 +490,91 @@ mod tests {
         assert!(matches("/api", "/api/tasks"));
         assert!(!matches("/api", "/apix"));
         assert!(!matches("/api", "/"));
+    }
+
+    #[test]
+    fn hosts_are_uri_hosts_with_an_optional_port() {
+        for host in [
+            "example.com",
+            "example.com:8080",
+            "EXAMPLE.com:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]",
+            "[v1.fe80::a+en1]",
+            "a-b_c~d!$&'()*+,;=e",
+            "caf%C3%A9.example",
+        ] {
+            assert!(is_valid_host(host.as_bytes()), "{host}");
+        }
+        for host in [
+            "",
+            ":80",
+            "user@example.com",
+            "example.com:http",
+            "example.com:65536",
+            "example.com:8080:1",
+            "a b",
+            "a/b",
+            "exa%zzmple",
+            "[::1",
+            "[::g]",
+            "[::1]x",
+            "::1",
+            "[v.x]",
+            "ex\u{e9}mple",
+        ] {
+            assert!(!is_valid_host(host.as_bytes()), "{host}");
+        }
+    }
+
+    fn request(version: Version, target: &str, hosts: &[&str]) -> Request {
+        let mut req = Request::new(strata::http::Body::empty());
+        *req.version_mut() = version;
+        *req.uri_mut() = target.parse().unwrap();
+        for host in hosts {
+            req.headers_mut().append(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        req
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_valid_host() {
+        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &["example.com"])), Ok(()));
+        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &[])), Err(NO_HOST));
+        assert_eq!(check_host(&mut request(Version::HTTP_10, "/", &[])), Ok(()), "HTTP/1.0 may omit it");
+        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &["a", "b"])), Err(TWO_HOSTS));
+        assert_eq!(check_host(&mut request(Version::HTTP_10, "/", &["a", "a"])), Err(TWO_HOSTS));
+        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &["a b"])), Err(BAD_HOST));
+        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &[""])), Err(BAD_HOST));
+    }
+
+    #[test]
+    fn an_absolute_form_target_names_the_host() {
+        let mut req = request(Version::HTTP_11, "http://other.example:81/x", &["front.example"]);
+        assert_eq!(check_host(&mut req), Ok(()));
+        assert_eq!(req.headers()[header::HOST], "other.example:81");
+        let mut req = request(Version::HTTP_11, "http://other.example/x", &[]);
+        assert_eq!(check_host(&mut req), Ok(()));
+        assert_eq!(req.headers()[header::HOST], "other.example");
+        let mut req = request(Version::HTTP_11, "http://user@other.example/x", &["other.example"]);
+        assert_eq!(check_host(&mut req), Err(BAD_AUTHORITY));
+    }
+
+    #[test]
+    fn over_http_2_host_must_agree_with_the_authority() {
+        assert_eq!(check_host(&mut request(Version::HTTP_2, "http://a.example/", &["A.example"])), Ok(()));
+        assert_eq!(check_host(&mut request(Version::HTTP_2, "http://a.example/", &["b.example"])), Err(HOST_MISMATCH));
+        assert_eq!(check_host(&mut request(Version::HTTP_2, "/", &[])), Ok(()), "no host at all is allowed");
+        assert_eq!(check_host(&mut request(Version::HTTP_2, "http://a.example/", &[])), Ok(()));
+    }
+
+    #[test]
+    fn parameters_are_dropped_segment_by_segment() {
+        assert_eq!(without_parameters("/admin;x=1/secret"), "/admin/secret");
+        assert_eq!(without_parameters("/a;b;c/d;/e"), "/a/d/e");
+        assert_eq!(without_parameters("/plain"), "/plain");
     }
 
     #[test]

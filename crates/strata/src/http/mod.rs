@@ -3,9 +3,10 @@
 mod body;
 pub mod client_ip;
 pub mod headers;
+pub mod path;
 pub mod response;
 
-pub use body::{Body, BodyError, BoxError};
+pub use body::{Body, BodyError, BodyReadTimeout, BoxError, is_read_timeout};
 
 /// An HTTP request as strata's layers see it.
 pub type Request = http::Request<Body>;
