@@ -110,7 +110,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Rejection> {
         BodyError::TooLarge { limit } => {
             Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {limit} bytes"))
         }
-        // The client went away or sent a broken stream: nothing it sent can be used.
+        // A client that stalled mid-body is told so (it may retry); one that went away or sent a
+        // broken stream gets a 400: nothing it sent can be used.
+        BodyError::Read(e) if strata::http::is_read_timeout(e.as_ref()) => {
+            Rejection::new(StatusCode::REQUEST_TIMEOUT, format!("reading the request body timed out: {e}"))
+        }
         BodyError::Read(e) => Rejection::bad_request(format!("reading the request body failed: {e}")),
     })
 }

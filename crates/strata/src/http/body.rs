@@ -107,6 +107,32 @@ impl std::fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
+/// A request body that stalled: no byte arrived for the given time (the gateway's
+/// `body_read_timeout`). The client's fault, answered `408 Request Timeout`; see
+/// [`is_read_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+impl std::fmt::Display for BodyReadTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no byte of the request body arrived for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyReadTimeout {}
+
+/// Whether a body error, or any error in its source chain, is a [`BodyReadTimeout`].
+pub fn is_read_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<BodyReadTimeout>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 impl Default for Body {
     fn default() -> Self {
         Self::empty()
