@@ -75,6 +75,8 @@ struct Idle {
 pub struct Pool {
     /// `host:port`, as given to `connect`.
     addr: String,
+    /// The route's prefix, for logs.
+    route: Box<str>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     // Locked only to push or pop one entry.
@@ -82,9 +84,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool for `addr` (`host:port`).
-    pub fn new(addr: String, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Pool> {
-        Arc::new(Pool { addr, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) })
+    /// A pool for `addr` (`host:port`), serving the route at `route` (named in logs).
+    pub fn new(addr: String, route: Box<str>, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool { addr, route, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) })
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one, and resolves to
@@ -186,7 +188,9 @@ impl Pool {
 }
 
 /// A response body that drives its connection while it is read, and returns the connection to the
-/// pool once it has been read to the end.
+/// pool once it has been read to the end. When it fails (the upstream reset or closed the
+/// connection mid-body) it says so in a WARN line: the client's response was cut short after its
+/// status was sent, so nothing else records why.
 struct Driven {
     incoming: Incoming,
     // A Mutex only to make the body `Sync` (strata's bodies are): it is never contended, and
@@ -208,7 +212,11 @@ impl http_body::Body for Driven {
                     this.finished = true;
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(frame)) => return Poll::Ready(Some(frame.map_err(Into::into))),
+                Poll::Ready(Some(Err(error))) => {
+                    crate::proxy::log_truncated(&this.pool.route, &this.pool.addr, &error);
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
                 Poll::Pending => {}
             }
             let link = this.link.get_mut().unwrap_or_else(PoisonError::into_inner);
@@ -279,7 +287,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_reuse_one_connection() {
         let (addr, accepted) = upstream(true).await;
-        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_secs(5));
         for _ in 0..20 {
             let res = pool.send(request(&addr)).await.unwrap();
             assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -290,7 +298,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_replaced_without_an_error() {
         let (addr, accepted) = upstream(false).await;
-        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_secs(5));
         for _ in 0..10 {
             let res = pool.send(request(&addr)).await.unwrap();
             assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -303,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn a_half_read_body_does_not_return_its_connection() {
         let (addr, accepted) = upstream(true).await;
-        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_secs(5));
         drop(pool.send(request(&addr)).await.unwrap());
         let res = pool.send(request(&addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -314,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn expired_idle_connections_are_closed_even_under_steady_traffic() {
         let (addr, _) = upstream(true).await;
-        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_millis(400));
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_millis(400));
         let get = || async { pool.send(request(&addr)).await.unwrap().into_body().collect().await.unwrap() };
         // Two connections in use at once, then both idle.
         tokio::join!(get(), get());
@@ -333,7 +341,7 @@ mod tests {
     async fn a_closed_port_is_a_connect_error() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr = format!("127.0.0.1:{port}");
-        let pool = Pool::new(addr.clone(), Duration::from_secs(5), Duration::from_secs(5));
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_secs(5));
         assert!(matches!(pool.send(request(&addr)).await, Err(PoolError::Connect(_))));
     }
 }

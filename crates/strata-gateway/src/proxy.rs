@@ -17,9 +17,20 @@
 //!   list), `X-Forwarded-Proto`, `X-Forwarded-Host`, and/or RFC 7239 `Forwarded`, per the route's
 //!   `forwarded` option. The request id and the authenticated user travel as the request headers
 //!   the `request_id` and `basic_auth` layers set.
+//! - **`Via`** (RFC 9110 §7.6.3): `1.1 strata` (the version of the message received, then the
+//!   `[server] via_pseudonym`) is appended to requests sent upstream and to the upstream's
+//!   responses, unless the route sets `via = false`. A request that already names this gateway in
+//!   its `Via` has come back around a loop of proxies: it is answered `508 Loop Detected`, never
+//!   forwarded again (each pass would add a request until something runs out).
 //! - **Failures are responses**: a refused or reset connection is a `502`, an upstream slower than
 //!   the route's `timeout` is a `504`. Both carry a client-safe sentence and are marked
 //!   [`GeneratedError`](strata::http::GeneratedError), so an `errors` layer formats them and every outer layer decorates them.
+//! - **Each side is blamed for its own failures.** A client whose request body breaks (a malformed
+//!   chunk, a body that stops arriving) gets a `400` (`408` for a timeout) and a DEBUG line: the
+//!   exchange with the upstream failed because of it, and counting it as a `502` would let any client
+//!   raise the gateway's error rate at will. An upstream whose response body fails after its head
+//!   was sent (the client sees a truncated body: the status is gone) is logged as a WARN with the
+//!   route, the upstream and the error.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -49,6 +60,9 @@ const UNREACHABLE: &str = "The upstream server could not be reached.";
 const NO_ANSWER: &str = "The upstream server closed the connection without a complete answer.";
 const TOO_SLOW: &str = "The upstream server did not answer in time.";
 const BAD_TARGET: &str = "The request's path cannot be forwarded.";
+const LOOPED: &str = "The request has already passed through this gateway: the proxies forward it in a loop.";
+const BAD_BODY: &str = "The request body could not be read.";
+const SLOW_BODY: &str = "The request body did not arrive in time.";
 
 /// Forwards requests to one upstream server. One per route: each route has its own pool and options.
 pub struct Proxy {
@@ -66,6 +80,227 @@ pub struct Proxy {
     options: ProxyOptions,
     /// Whose forwarding headers are believed (and extended) rather than replaced.
     trusted: Arc<TrustedProxies>,
+    /// The `Via` values, made once; `None` when the route sets `via = false`.
+    via: Option<Arc<Via>>,
+    /// The route's prefix as configured, for logs.
+    route: Arc<str>,
+}
+
+/// This gateway's `Via` elements, one per protocol version a message can be received in.
+struct Via {
+    pseudonym: Box<str>,
+    /// `0.9`, `1.0`, `1.1`, `2`, `3`, each followed by the pseudonym.
+    values: [HeaderValue; 5],
+}
+
+impl Via {
+    fn new(pseudonym: &str) -> Option<Via> {
+        // The pseudonym was checked to be a token when the config was loaded.
+        let value = |version: &str| HeaderValue::from_str(&format!("{version} {pseudonym}")).ok();
+        Some(Via {
+            pseudonym: pseudonym.into(),
+            values: [value("0.9")?, value("1.0")?, value("1.1")?, value("2")?, value("3")?],
+        })
+    }
+
+    /// The element for a message received in `version` (RFC 9110 §7.6.3: the protocol name is
+    /// omitted for HTTP).
+    fn element(&self, version: Version) -> &HeaderValue {
+        let index = match version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        };
+        &self.values[index]
+    }
+
+    /// Whether a request's `Via` already names this gateway: it has been here before.
+    fn has_looped(&self, headers: &HeaderMap) -> bool {
+        headers.get_all(header::VIA).iter().any(|value| via_names(value.as_bytes(), &self.pseudonym))
+    }
+}
+
+/// Whether one `Via` field value has an element received by `pseudonym`:
+/// `received-protocol RWS received-by [RWS comment]`, elements separated by commas outside comments.
+fn via_names(value: &[u8], pseudonym: &str) -> bool {
+    let mut depth = 0usize;
+    let mut start = 0;
+    for i in 0..=value.len() {
+        match value.get(i) {
+            Some(b'(') => depth += 1,
+            Some(b')') => depth = depth.saturating_sub(1),
+            Some(b',') if depth == 0 => {}
+            None => {}
+            Some(_) => continue,
+        }
+        if depth == 0 && value.get(i).is_none_or(|&b| b == b',') {
+            let mut words = value[start..i].split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty());
+            let received_by = words.nth(1);
+            if received_by.is_some_and(|by| by.eq_ignore_ascii_case(pseudonym.as_bytes())) {
+                return true;
+            }
+            start = i + 1;
+        }
+    }
+    false
+}
+
+/// Appends this hop's element to a message's `Via`: the precomputed value alone when there is
+/// none yet (the usual case, no allocation), else one comma-separated line.
+fn append_via(headers: &mut HeaderMap, element: &HeaderValue) {
+    if !headers.contains_key(header::VIA) {
+        headers.insert(header::VIA, element.clone());
+        return;
+    }
+    let mut line = Vec::new();
+    for value in headers.get_all(header::VIA) {
+        line.extend_from_slice(value.as_bytes());
+        line.extend_from_slice(b", ");
+    }
+    line.extend_from_slice(element.as_bytes());
+    if let Ok(value) = HeaderValue::from_bytes(&line) {
+        headers.insert(header::VIA, value);
+    }
+}
+
+/// The upstream's response as the client gets it: without hop-by-hop headers (but `Upgrade` when
+/// `switching`), with this hop's `Via`.
+fn response_headers<B>(res: &mut http::Response<B>, switching: bool, via: Option<&Via>) {
+    remove_hop_by_hop(res.headers_mut(), switching);
+    if let Some(via) = via {
+        let element = via.element(res.version());
+        append_via(res.headers_mut(), element);
+    }
+}
+
+/// An upstream's response body (from hyper-util's client) that logs its own failure: the client
+/// then sees a truncated body, and only this line tells the operator why.
+struct WatchedResponseBody {
+    inner: hyper::body::Incoming,
+    route: Arc<str>,
+    upstream: Authority,
+}
+
+impl http_body::Body for WatchedResponseBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(error))) = &polled {
+            log_truncated(&this.route, &this.upstream, error);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The WARN line of a response body that failed after its head was sent.
+pub(crate) fn log_truncated(route: &str, upstream: &dyn std::fmt::Display, error: &(dyn std::error::Error + 'static)) {
+    tracing::warn!(
+        route,
+        %upstream,
+        error = %error_chain(error),
+        "upstream response body failed mid-stream; the client got a truncated response"
+    );
+}
+
+/// Why the client's request body failed, recorded by [`WatchedRequestBody`] when it happens.
+struct ClientBodyFailure {
+    timed_out: bool,
+    /// The error and its sources, for the DEBUG line.
+    error: String,
+}
+
+/// The request body as it goes upstream, recording its own failure: a failed exchange is then
+/// known to be the client's doing, whatever error the upstream connection reports for it.
+struct WatchedRequestBody {
+    inner: Body,
+    failure: Arc<OnceLock<ClientBodyFailure>>,
+}
+
+impl http_body::Body for WatchedRequestBody {
+    type Data = bytes::Bytes;
+    type Error = strata::http::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(error))) = &polled {
+            let _ = this
+                .failure
+                .set(ClientBodyFailure { timed_out: is_timeout(error.as_ref()), error: error_chain(error.as_ref()) });
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether an error, or one of its sources, is a timeout: the server's `body_read_timeout`, an
+/// I/O timeout, or hyper's.
+fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    if strata::http::is_read_timeout(error) {
+        return true;
+    }
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// Wraps a request body that has something left to send in a [`WatchedRequestBody`]; a request
+/// without one (most GETs) is left as it is and costs nothing.
+fn watch_request_body(req: Request) -> (Request, Option<Arc<OnceLock<ClientBodyFailure>>>) {
+    if http_body::Body::is_end_stream(req.body()) {
+        return (req, None);
+    }
+    let failure = Arc::new(OnceLock::new());
+    let req = req.map(|inner| Body::wrap(WatchedRequestBody { inner, failure: failure.clone() }));
+    (req, Some(failure))
+}
+
+/// The answer when the client's own body made the exchange fail, if it did.
+fn client_body_failed(
+    failure: Option<&Arc<OnceLock<ClientBodyFailure>>>,
+    route: &str,
+    upstream: &Authority,
+) -> Option<Response> {
+    let failure = failure?.get()?;
+    tracing::debug!(route, %upstream, error = %failure.error, "the client's request body failed; not forwarded");
+    Some(if failure.timed_out {
+        response::generated_error(StatusCode::REQUEST_TIMEOUT, SLOW_BODY)
+    } else {
+        response::generated_error(StatusCode::BAD_REQUEST, BAD_BODY)
+    })
 }
 
 impl std::fmt::Debug for Proxy {
@@ -101,6 +336,7 @@ impl Proxy {
             let host = upstream.host().unwrap_or("127.0.0.1");
             Pool::new(
                 format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']')),
+                prefix.into(),
                 options.connect_timeout,
                 options.idle_timeout,
             )
@@ -117,6 +353,8 @@ impl Proxy {
             upstream_host,
             options: options.clone(),
             trusted,
+            via: if options.via { Via::new(&options.via_pseudonym).map(Arc::new) } else { None },
+            route: prefix.into(),
         }
     }
 
@@ -167,14 +405,22 @@ impl Proxy {
         let peer = req.extensions().get::<ConnectionInfo>().map(|c| c.peer);
         let (mut parts, body) = req.into_parts();
         let uri = self.upstream_uri(&parts.uri)?;
+
         // HTTP/2 clients carry the host in the URI, HTTP/1.1 clients in `Host`.
         let client_host =
             parts.headers.get(header::HOST).cloned().or_else(|| parts.uri.authority().and_then(authority_value));
         remove_hop_by_hop(&mut parts.headers, upgrade);
+        // After the hop-by-hop headers: a `Connection: via` from the client must not remove ours.
+        if let Some(via) = &self.via {
+            append_via(&mut parts.headers, via.element(parts.version));
+        }
         if upgrade {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         match (&client_host, self.options.preserve_host) {
+            // HTTP/2 names the host in `:authority`, which is the upstream's (the connection goes
+            // where the URI points): a `Host` that differs from it is malformed (RFC 9113 §8.3.1).
+            _ if self.options.http2 => parts.headers.remove(header::HOST),
             (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
             _ => parts.headers.insert(header::HOST, self.upstream_host.clone()),
         };
@@ -190,6 +436,11 @@ impl Proxy {
 
 impl Endpoint<Request, Response> for Proxy {
     fn call(&self, mut req: Request) -> BoxFuture<Response> {
+        if self.via.as_ref().is_some_and(|via| via.has_looped(req.headers())) {
+            // Anyone can send this header: a DEBUG line, the 508 shows in the access log.
+            tracing::debug!(route = %self.route, upstream = %self.authority, "request loop refused: Via names this gateway");
+            return Box::pin(std::future::ready(response::generated_error(StatusCode::LOOP_DETECTED, LOOPED)));
+        }
         let upgrade = is_upgrade(req.headers());
         // Taken before the request is rebuilt: it is how the client's connection is handed over
         // once the 101 has been sent.
@@ -197,8 +448,11 @@ impl Endpoint<Request, Response> for Proxy {
         let Some(outgoing) = self.outgoing(req, upgrade) else {
             return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
         };
+        let (outgoing, client_body) = watch_request_body(outgoing);
         let timeout = self.options.timeout;
         let upstream = self.authority.clone();
+        let route = self.route.clone();
+        let via = self.via.clone();
         if let (Some(pool), false) = (&self.pool, upgrade) {
             let pool = pool.clone();
             return Box::pin(async move {
@@ -209,11 +463,14 @@ impl Endpoint<Request, Response> for Proxy {
                 }
                 match tokio::time::timeout(timeout, pool.send(outgoing)).await {
                     Ok(Ok(mut res)) => {
-                        remove_hop_by_hop(res.headers_mut(), false);
+                        response_headers(&mut res, false, via.as_deref());
                         res
                     }
                     Ok(Err(error)) => {
-                        tracing::warn!(%upstream, %error, "upstream request failed");
+                        if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
+                            return res;
+                        }
+                        tracing::warn!(%route, %upstream, %error, "upstream request failed");
                         let connect = matches!(error, PoolError::Connect(_));
                         response::generated_error(
                             StatusCode::BAD_GATEWAY,
@@ -221,7 +478,10 @@ impl Endpoint<Request, Response> for Proxy {
                         )
                     }
                     Err(_) => {
-                        tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
+                        if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
+                            return res;
+                        }
+                        tracing::warn!(%route, %upstream, ?timeout, "upstream did not answer in time");
                         response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW)
                     }
                 }
@@ -232,28 +492,38 @@ impl Endpoint<Request, Response> for Proxy {
             let mut res = match tokio::time::timeout(timeout, client.request(outgoing)).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(error)) => {
+                    if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
+                        return res;
+                    }
                     let connect = error.is_connect();
                     // The error names the upstream and the OS error: useful to operators, kept from clients.
-                    tracing::warn!(%upstream, error = %error_chain(&error), "upstream request failed");
+                    tracing::warn!(%route, %upstream, error = %error_chain(&error), "upstream request failed");
                     return response::generated_error(
                         StatusCode::BAD_GATEWAY,
                         if connect { UNREACHABLE } else { NO_ANSWER },
                     );
                 }
                 Err(_) => {
-                    tracing::warn!(%upstream, ?timeout, "upstream did not answer in time");
+                    if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
+                        return res;
+                    }
+                    tracing::warn!(%route, %upstream, ?timeout, "upstream did not answer in time");
                     return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }
             };
             let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
             if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-                splice(client_upgrade, hyper::upgrade::on(&mut res), upstream);
+                splice(client_upgrade, hyper::upgrade::on(&mut res), upstream.clone());
             }
-            remove_hop_by_hop(res.headers_mut(), switching);
+            response_headers(&mut res, switching, via.as_deref());
             if switching {
                 res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
-            res.map(Body::from)
+            if http_body::Body::is_end_stream(res.body()) {
+                return res.map(Body::from);
+            }
+            // The pool's bodies report their own failures; these are hyper-util's.
+            res.map(|incoming| Body::wrap(WatchedResponseBody { inner: incoming, route, upstream }))
         })
     }
 }
@@ -574,6 +844,97 @@ mod tests {
         assert_eq!(out.headers()[header::HOST], "127.0.0.1:9");
         assert_eq!(out.headers()[X_FORWARDED_HOST], "front.example");
         assert_eq!(out.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn via_elements_are_found_in_any_position_and_not_inside_comments() {
+        assert!(via_names(b"1.1 strata", "strata"));
+        assert!(via_names(b"1.0 fred, 1.1 nginx,1.1 Strata (front)", "strata"));
+        assert!(via_names(b"HTTP/2 strata", "strata"));
+        assert!(!via_names(b"1.1 strata-edge, 1.1 example.com:8080", "strata"));
+        assert!(!via_names(b"1.1 nginx (with, 1.1 strata inside a comment)", "strata"));
+        assert!(!via_names(b"strata", "strata"), "the first word is the protocol, not the name");
+        assert!(!via_names(b"", "strata"));
+    }
+
+    #[test]
+    fn via_is_appended_as_one_list() {
+        let via = Via::new("edge").unwrap();
+        assert_eq!(via.element(Version::HTTP_10), "1.0 edge");
+        assert_eq!(via.element(Version::HTTP_11), "1.1 edge");
+        assert_eq!(via.element(Version::HTTP_2), "2 edge");
+        let mut h = HeaderMap::new();
+        append_via(&mut h, via.element(Version::HTTP_11));
+        assert_eq!(h[header::VIA], "1.1 edge");
+        let mut h = HeaderMap::new();
+        h.append(header::VIA, HeaderValue::from_static("1.0 fred"));
+        h.append(header::VIA, HeaderValue::from_static("1.1 nginx"));
+        append_via(&mut h, via.element(Version::HTTP_2));
+        assert_eq!(h.get_all(header::VIA).iter().collect::<Vec<_>>(), ["1.0 fred, 1.1 nginx, 2 edge"]);
+    }
+
+    #[tokio::test]
+    async fn outgoing_requests_carry_via_unless_the_route_turns_it_off() {
+        let request = || {
+            let mut req = Request::new(Body::empty());
+            *req.uri_mut() = "/x".parse().unwrap();
+            *req.version_mut() = Version::HTTP_10;
+            req.headers_mut().insert(header::VIA, HeaderValue::from_static("1.1 cdn"));
+            // A client naming Via as hop-by-hop does not remove this hop's element.
+            req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("via"));
+            req
+        };
+        let on = proxy("http://127.0.0.1:9", "/", ProxyOptions::default());
+        assert_eq!(on.outgoing(request(), false).unwrap().headers()[header::VIA], "1.0 strata");
+        let off = proxy("http://127.0.0.1:9", "/", ProxyOptions { via: false, ..Default::default() });
+        assert!(off.outgoing(request(), false).unwrap().headers().get(header::VIA).is_none());
+        let mut kept = request();
+        kept.headers_mut().remove(header::CONNECTION);
+        assert_eq!(on.outgoing(kept, false).unwrap().headers()[header::VIA], "1.1 cdn, 1.0 strata");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_names_this_gateway_in_via_is_a_marked_508() {
+        // Nothing listens there: a forwarded request would be a 502, not a 508.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let looped = || {
+            let mut req = Request::new(Body::empty());
+            *req.uri_mut() = "/".parse().unwrap();
+            req.headers_mut().insert(header::VIA, HeaderValue::from_static("1.1 nginx, 1.1 edge"));
+            req
+        };
+        let options = ProxyOptions { via_pseudonym: "edge".into(), ..Default::default() };
+        let res = proxy(&format!("http://127.0.0.1:{port}"), "/", options.clone()).call(looped()).await;
+        assert_eq!(res.status(), StatusCode::LOOP_DETECTED);
+        assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(LOOPED));
+        // Another gateway's name, or Via turned off: forwarded (and refused by the closed port).
+        let other = ProxyOptions { via_pseudonym: "inner".into(), ..Default::default() };
+        let res = proxy(&format!("http://127.0.0.1:{port}"), "/", other).call(looped()).await;
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+        let off = ProxyOptions { via: false, ..options };
+        let res = proxy(&format!("http://127.0.0.1:{port}"), "/", off).call(looped()).await;
+        assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn timeouts_are_found_anywhere_in_an_error_chain() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("reading failed")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out = Wrapper(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"));
+        assert!(is_timeout(&timed_out));
+        assert_eq!(error_chain(&timed_out), "reading failed: slow");
+        assert!(!is_timeout(&Wrapper(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk"))));
+        assert!(is_timeout(&strata::http::BodyReadTimeout(std::time::Duration::from_secs(1))));
     }
 
     #[tokio::test]

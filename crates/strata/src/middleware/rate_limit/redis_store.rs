@@ -28,12 +28,13 @@
 //! twice the timeout, with no timer of its own. After a failure, checks do not touch Redis for
 //! `retry` (the layer's configured fallback answers at once instead of every request waiting out
 //! a timeout), then one request probes it again: when Redis is back, limiting through it resumes
-//! with no restart.
+//! with no restart. An outage is logged twice: a WARN when the first call fails, and an INFO
+//! "Redis store recovered" line, with how long it was down, when the first call succeeds again.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -151,7 +152,9 @@ pub struct RedisStore {
     origin: Instant,
     // Milliseconds since `origin` before which Redis is not tried; 0 when healthy.
     retry_at_ms: AtomicU64,
-    failing: AtomicBool,
+    // One more than the milliseconds since `origin` when the current outage began; 0 when healthy.
+    // Whoever changes it from or to 0 logs the outage's start or end: one line each per outage.
+    failing_since_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -182,7 +185,7 @@ impl RedisStore {
             jobs: OnceLock::new(),
             origin: Instant::now(),
             retry_at_ms: AtomicU64::new(0),
-            failing: AtomicBool::new(false),
+            failing_since_ms: AtomicU64::new(0),
         })
     }
 
@@ -211,14 +214,20 @@ impl RedisStore {
                 if retry_at != 0 {
                     self.retry_at_ms.store(0, Ordering::Relaxed);
                 }
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("rate limit: Redis answers again; limiting through it resumes");
+                // A load, then a swap only during an outage: a healthy store's checks write nothing shared.
+                if self.failing_since_ms.load(Ordering::Relaxed) != 0 {
+                    let since = self.failing_since_ms.swap(0, Ordering::Relaxed);
+                    if since != 0 {
+                        let down_for = Duration::from_millis(self.now_ms().saturating_sub(since - 1));
+                        tracing::info!(?down_for, "rate limit: Redis store recovered; limiting through it resumes");
+                    }
                 }
             }
             Err(e) => {
                 let retry = u64::try_from(self.shared.retry.as_millis()).unwrap_or(u64::MAX).max(1);
                 self.retry_at_ms.store(self.now_ms().saturating_add(retry), Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed) {
+                let began = self.now_ms().saturating_add(1);
+                if self.failing_since_ms.compare_exchange(0, began, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                     tracing::warn!(error = %e, "rate limit: Redis is unavailable; the configured on_store_error applies");
                 }
             }
