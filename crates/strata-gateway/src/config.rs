@@ -3,8 +3,14 @@
 //!
 //! The document is parsed once into a span-preserving tree; each section is then deserialized from
 //! its own subtree, so serde's errors (unknown key, wrong type, missing field) carry the exact span of
-//! the key or value at fault. Middleware tables are kept as subtrees: the registry deserializes each
-//! into its kind's config struct the same way.
+//! the key or value at fault. Middleware tables are kept as subtrees: parsing checks each against its
+//! kind's config struct (through the registry), and building deserializes it again for the kind's
+//! constructor.
+//!
+//! Loading goes on after an error, to report every one in a single run: a key whose value is
+//! rejected is reported and left out of its section, and the rest of the section is still read
+//! (see [`from_table`]). The constructors' own checks run when the gateway is built, once parsing
+//! found nothing wrong.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -16,6 +22,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use strata::http::client_ip::{ForwardedHeader, TrustedProxies};
+use strata::http::headers::is_tchar;
+use strata::http::path::{EscapedSlashes, PathPolicy};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -81,12 +89,13 @@ impl Source<'_> {
         let before = &self.text[..offset];
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let line_end = self.text[offset..].find('\n').map_or(self.text.len(), |i| offset + i);
+        // Errors are printed and logged: a URL's password written in the config must not be.
         ConfigError {
             file: self.file.to_string(),
             line: before.matches('\n').count() + 1,
             column: before[line_start..].chars().count() + 1,
-            message: message.into(),
-            source_line: self.text[line_start..line_end].trim_end_matches('\r').to_string(),
+            message: redact_userinfo(&message.into()).into_owned(),
+            source_line: redact_userinfo(self.text[line_start..line_end].trim_end_matches('\r')).into_owned(),
         }
     }
 
@@ -115,8 +124,20 @@ pub struct Server {
     pub listen: SocketAddr,
     /// Layers wrapping every route (and the 404 for unmatched paths), outermost first.
     pub stack: Vec<NameRef>,
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's head: from the accept for a connection's
+    /// first request, from the head's first byte for the requests after it.
     pub header_read_timeout: Duration,
+    /// How long a connection with no request in progress stays open between requests (HTTP/1.1
+    /// keep-alive, and HTTP/2 connections with no open stream).
+    pub keepalive_timeout: Duration,
+    /// How long a request body may go without a byte arriving before the request fails.
+    pub body_read_timeout: Duration,
+    /// How long writing to a client may stay blocked (the client not reading) before the
+    /// connection is closed.
+    pub send_timeout: Duration,
+    /// The most client connections open at once; `None`: derived from the file-descriptor limit
+    /// (see [`crate::limits::connection_cap`]).
+    pub max_connections: Option<usize>,
     /// Largest accepted request head (HTTP/1.1 buffer, HTTP/2 header list), in bytes.
     pub max_header_bytes: usize,
     /// How long in-flight requests may run after a shutdown signal.
@@ -129,6 +150,11 @@ pub struct Server {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `behind_proxy`, when set; otherwise inferred from `listen` (see [`Server::deployment`]).
     pub behind_proxy: Option<bool>,
+    /// How request paths are normalised before routing (`merge_slashes`, `escaped_slashes`).
+    pub path_policy: PathPolicy,
+    /// The name this gateway gives itself in `Via` (`via_pseudonym`, an RFC 9110 token); a request
+    /// already carrying it has looped. Give chained strata instances different names.
+    pub via_pseudonym: String,
 }
 
 impl Server {
@@ -152,15 +178,24 @@ impl Default for Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             stack: Vec::new(),
             header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
+            max_connections: None,
             max_header_bytes: 64 * 1024,
             shutdown_grace: Duration::from_secs(10),
             http2: true,
             workers: None,
             trusted_proxies: Arc::new(TrustedProxies::none()),
             behind_proxy: None,
+            path_policy: PathPolicy::new(),
+            via_pseudonym: DEFAULT_VIA_PSEUDONYM.to_string(),
         }
     }
 }
+
+/// The `Via` pseudonym when `[server] via_pseudonym` is not set.
+pub const DEFAULT_VIA_PSEUDONYM: &str = "strata";
 
 /// A `[middleware.NAME]` table, kept as a subtree for the registry.
 #[derive(Clone, Debug)]
@@ -230,6 +265,11 @@ pub struct ProxyOptions {
     pub idle_timeout: Duration,
     /// Whether the upstream speaks HTTP/2 (prior knowledge) instead of HTTP/1.1.
     pub http2: bool,
+    /// Whether `Via` is added to requests sent upstream and to the upstream's responses, and a
+    /// request already carrying this gateway's `Via` is refused as a loop (`508`).
+    pub via: bool,
+    /// The name used in `Via` (`[server] via_pseudonym`, the same for every route).
+    pub via_pseudonym: String,
 }
 
 impl Default for ProxyOptions {
@@ -243,6 +283,8 @@ impl Default for ProxyOptions {
             // gunicorn closes idle keep-alive connections after 2 s by default.
             idle_timeout: Duration::from_secs(1),
             http2: false,
+            via: true,
+            via_pseudonym: DEFAULT_VIA_PSEUDONYM.to_string(),
         }
     }
 }
@@ -267,6 +309,10 @@ struct ServerSection {
     #[serde(default)]
     stack: Vec<Spanned<String>>,
     header_read_timeout: Option<Spanned<String>>,
+    keepalive_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    send_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u64>>,
     max_header_bytes: Option<Spanned<u64>>,
     shutdown_grace: Option<Spanned<String>>,
     http2: Option<bool>,
@@ -275,6 +321,9 @@ struct ServerSection {
     trusted_proxies: Vec<Spanned<String>>,
     client_ip_header: Option<Spanned<String>>,
     behind_proxy: Option<bool>,
+    via_pseudonym: Option<Spanned<String>>,
+    merge_slashes: Option<bool>,
+    escaped_slashes: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +341,7 @@ struct RouteSection {
     connect_timeout: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
     http2: Option<Spanned<bool>>,
+    via: Option<Spanned<bool>>,
 }
 
 impl RouteSection {
@@ -310,6 +360,10 @@ impl RouteSection {
         if let Some(v) = &self.http2 {
             options.http2 = *v.get_ref();
             spans.push(("http2", v.span()));
+        }
+        if let Some(v) = &self.via {
+            options.via = *v.get_ref();
+            spans.push(("via", v.span()));
         }
         if let Some(v) = &self.forwarded {
             spans.push(("forwarded", v.span()));
@@ -333,14 +387,14 @@ impl RouteSection {
             };
         }
         let durations = [
-            ("timeout", &self.timeout, &mut options.timeout),
-            ("connect_timeout", &self.connect_timeout, &mut options.connect_timeout),
-            ("idle_timeout", &self.idle_timeout, &mut options.idle_timeout),
+            ("timeout", &self.timeout, &mut options.timeout, MAX_UPSTREAM_TIMEOUT),
+            ("connect_timeout", &self.connect_timeout, &mut options.connect_timeout, MAX_CONNECT_TIMEOUT),
+            ("idle_timeout", &self.idle_timeout, &mut options.idle_timeout, MAX_IDLE_TIMEOUT),
         ];
-        for (key, value, target) in durations {
+        for (key, value, target, max) in durations {
             if let Some(v) = value {
                 spans.push((key, v.span()));
-                match parse_duration(v.get_ref()) {
+                match parse_duration_at_most(v.get_ref(), max) {
                     Ok(d) if d.is_zero() && key != "idle_timeout" => {
                         errors.push(source.error(v.span(), format!("`{key}`: expected a duration above zero")));
                     }
@@ -369,6 +423,57 @@ pub fn from_value<T: DeserializeOwned>(source: Source<'_>, value: Spanned<DeValu
     T::deserialize(ValueDeserializer::from(value)).map_err(|e| source.toml_error(&e, span))
 }
 
+/// Deserializes a table section into `T`, pushing every error to `errors` rather than only the
+/// first: serde stops at the first key it rejects, so that key is reported, left out, and the rest
+/// is deserialized again (at most once per key). `None` when the section cannot be read even
+/// without its bad keys (a required key missing, or not a table); otherwise `T` without them, so
+/// the caller's own checks of the other keys still run.
+pub fn from_table<T: DeserializeOwned>(
+    source: Source<'_>,
+    value: Spanned<DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    if !matches!(value.get_ref(), DeValue::Table(_)) {
+        // Not a table: serde says what it is and what was expected.
+        return from_value(source, value).map_err(|e| errors.push(e)).ok();
+    }
+    let span = value.span();
+    let DeValue::Table(mut table) = value.into_inner() else { return None };
+    let mut left_out: Vec<String> = Vec::new();
+    loop {
+        let attempt = Spanned::new(span.clone(), DeValue::Table(table.clone()));
+        let error = match T::deserialize(ValueDeserializer::from(attempt)) {
+            Ok(section) => return Some(section),
+            Err(e) => e,
+        };
+        let at_fault = error.span().and_then(|at| {
+            table
+                .iter()
+                .find(|(k, v)| within(&k.span(), &at) || within(&v.span(), &at))
+                .map(|(k, _)| k.get_ref().to_string())
+        });
+        match at_fault {
+            Some(key) => {
+                errors.push(source.toml_error(&error, span.clone()));
+                table.remove(key.as_str());
+                left_out.push(key);
+            }
+            None => {
+                // A required key missing because it was left out above is already reported.
+                if !left_out.iter().any(|k| error.message().contains(&format!("`{k}`"))) {
+                    errors.push(source.toml_error(&error, span.clone()));
+                }
+                return None;
+            }
+        }
+    }
+}
+
+/// Whether the span `inner` starts inside `outer`.
+fn within(outer: &Range<usize>, inner: &Range<usize>) -> bool {
+    outer.start <= inner.start && inner.start < outer.end.max(outer.start + 1)
+}
+
 impl<'a> Config<'a> {
     /// Parses and checks a config. `file` is the name used in messages.
     pub fn parse(file: &'a str, text: &'a str, app_names: &[&str]) -> Result<Config<'a>, ConfigErrors> {
@@ -381,10 +486,7 @@ impl<'a> Config<'a> {
 
         for (key, value) in root.into_inner() {
             match key.get_ref().as_ref() {
-                "server" => match from_value::<ServerSection>(source, value) {
-                    Ok(s) => server_section = Some(s),
-                    Err(e) => errors.push(e),
-                },
+                "server" => server_section = from_table::<ServerSection>(source, value, &mut errors),
                 "middleware" => config.parse_middleware(value, &mut errors),
                 "route" => match value.into_inner() {
                     DeValue::Array(items) => route_values = items.into_iter().collect(),
@@ -400,6 +502,10 @@ impl<'a> Config<'a> {
             }
         }
 
+        // Each table's keys and types now, so they are reported beside the other sections' errors.
+        for decl in &config.middleware {
+            crate::registry::check_table(decl, source, &mut errors);
+        }
         let defined: HashSet<&str> = config.middleware.iter().map(|m| m.name.as_str()).collect();
         let defined_names: Vec<&str> = config.middleware.iter().map(|m| m.name.as_str()).collect();
         let check_refs = |stack: Vec<Spanned<String>>, errors: &mut Vec<ConfigError>| -> Vec<NameRef> {
@@ -424,19 +530,16 @@ impl<'a> Config<'a> {
 
         if let Some(s) = server_section {
             config.server = parse_server(source, s, &mut errors, |stack, errors| check_refs(stack, errors));
+            check_duplicates(source, &[], &config.server.stack, &mut errors);
         }
         let mut prefixes: BTreeMap<String, Range<usize>> = BTreeMap::new();
         for value in route_values {
             let span = value.span();
-            let mut section = match from_value::<RouteSection>(source, value) {
-                Ok(s) => s,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
+            let Some(mut section) = from_table::<RouteSection>(source, value, &mut errors) else { continue };
             let stack = check_refs(std::mem::take(&mut section.stack), &mut errors);
-            let proxy = section.proxy_options(source, section.upstream.is_some(), &mut errors);
+            check_duplicates(source, &config.server.stack, &stack, &mut errors);
+            let mut proxy = section.proxy_options(source, section.upstream.is_some(), &mut errors);
+            proxy.via_pseudonym.clone_from(&config.server.via_pseudonym);
             let prefix_span = section.prefix.span();
             let prefix = match normalize_prefix(section.prefix.get_ref()) {
                 Ok(p) => p,
@@ -495,6 +598,8 @@ impl<'a> Config<'a> {
                     .error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"),
             );
         }
+        // In file order, as a compiler lists them: sections are read in turn, not top to bottom.
+        errors.sort_by_key(|e| (e.line, e.column));
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
     }
 
@@ -568,14 +673,43 @@ fn parse_server(
     }
     let mut duration = |value: Option<Spanned<String>>, target: &mut Duration| {
         if let Some(v) = value {
-            match parse_duration(v.get_ref()) {
+            match parse_duration_at_most(v.get_ref(), MAX_SHUTDOWN_GRACE) {
                 Ok(d) => *target = d,
-                Err(msg) => errors.push(source.error(v.span(), msg)),
+                Err(msg) => errors.push(source.error(v.span(), format!("`shutdown_grace`: {msg}"))),
             }
         }
     };
-    duration(s.header_read_timeout, &mut server.header_read_timeout);
     duration(s.shutdown_grace, &mut server.shutdown_grace);
+    // A connection limit of zero would end every connection at once, and one of days would be no
+    // limit: each is above zero and at most an hour (a day for idle keep-alive connections).
+    let mut limit = |key: &str, value: Option<Spanned<String>>, max: Duration, target: &mut Duration| {
+        if let Some(v) = value {
+            match parse_duration_at_most(v.get_ref(), max) {
+                Ok(d) if d.is_zero() => {
+                    errors.push(source.error(v.span(), format!("`{key}`: expected a duration above zero")))
+                }
+                Ok(d) => *target = d,
+                Err(msg) => errors.push(source.error(v.span(), format!("`{key}`: {msg}"))),
+            }
+        }
+    };
+    const HOUR: Duration = Duration::from_secs(3600);
+    limit("header_read_timeout", s.header_read_timeout, HOUR, &mut server.header_read_timeout);
+    limit("keepalive_timeout", s.keepalive_timeout, 24 * HOUR, &mut server.keepalive_timeout);
+    limit("body_read_timeout", s.body_read_timeout, HOUR, &mut server.body_read_timeout);
+    limit("send_timeout", s.send_timeout, HOUR, &mut server.send_timeout);
+    if let Some(max) = s.max_connections {
+        match usize::try_from(*max.get_ref()) {
+            Ok(n) if (1..=crate::limits::MAX_CONNECTIONS).contains(&n) => server.max_connections = Some(n),
+            _ => errors.push(source.error(
+                max.span(),
+                format!(
+                    "`max_connections`: expected a number of connections from 1 to {}",
+                    crate::limits::MAX_CONNECTIONS
+                ),
+            )),
+        }
+    }
     if let Some(max) = s.max_header_bytes {
         match usize::try_from(*max.get_ref()) {
             Ok(n) if (1024..=16 * 1024 * 1024).contains(&n) => server.max_header_bytes = n,
@@ -610,12 +744,123 @@ fn parse_server(
     }
     server.trusted_proxies = Arc::new(trusted.unwrap_or_default());
     server.behind_proxy = s.behind_proxy;
+    if let Some(merge) = s.merge_slashes {
+        server.path_policy = server.path_policy.merge_slashes(merge);
+    }
+    if let Some(v) = s.escaped_slashes {
+        let action = match v.get_ref().as_str() {
+            "reject" => Some(EscapedSlashes::Reject),
+            "keep" => Some(EscapedSlashes::Keep),
+            "redirect" => Some(EscapedSlashes::Redirect),
+            other => {
+                const CHOICES: &[&str] = &["reject", "keep", "redirect"];
+                errors.push(source.error(
+                    v.span(),
+                    format!(
+                        "`escaped_slashes = \"{other}\"`: expected one of {}{}",
+                        quoted_list(CHOICES),
+                        did_you_mean(other, CHOICES)
+                    ),
+                ));
+                None
+            }
+        };
+        if let Some(action) = action {
+            server.path_policy = server.path_policy.escaped_slashes(action);
+        }
+    }
+    if let Some(name) = s.via_pseudonym {
+        // It is sent as the `received-by` of a `Via` element, which is a token or a host.
+        if !name.get_ref().is_empty() && name.get_ref().len() <= 64 && name.get_ref().bytes().all(is_tchar) {
+            server.via_pseudonym = name.into_inner();
+        } else {
+            errors.push(source.error(
+                name.span(),
+                format!(
+                    "`via_pseudonym = \"{}\"`: expected a token of 1 to 64 letters, digits or !#$%&'*+-.^_`|~",
+                    name.get_ref()
+                ),
+            ));
+        }
+    }
     server
 }
 
 /// Parses durations like `"10s"`, `"500ms"`, `"2m"`, `"1h"`: the library's parser, so `[server]`,
 /// route and middleware settings all read durations the same way.
 pub use strata::middleware::parse_duration;
+use strata::middleware::parse_duration_at_most;
+
+/// The longest `shutdown_grace`: a drain longer than an hour is a stuck shutdown, not a grace period.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+/// The longest upstream `timeout`, the same bound as the `timeout` middleware's.
+pub const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The longest `connect_timeout`: the kernel gives up on an unanswered connect after about two
+/// minutes (Linux, six SYN retries), so a longer wait never happens.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The longest `idle_timeout`: upstreams close idle connections far sooner (nginx: 75 s).
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Reports each middleware named a second time in one route's onion — the server stack (`outer`,
+/// empty when `stack` is the server stack itself), then the route's own — at the second reference.
+/// A layer listed twice runs twice per request: a rate limit would count every request twice.
+fn check_duplicates(source: Source<'_>, outer: &[NameRef], stack: &[NameRef], errors: &mut Vec<ConfigError>) {
+    let outer_place = if outer.is_empty() { "" } else { " (the server stack wraps every route)" };
+    for (i, reference) in stack.iter().enumerate() {
+        let first = match outer.iter().find(|r| r.name == reference.name) {
+            Some(r) => Some((r, "`[server] stack`", outer_place)),
+            None => stack[..i].iter().find(|r| r.name == reference.name).map(|r| (r, "this `stack`", "")),
+        };
+        if let Some((first, place, why)) = first {
+            let at = source.error(first.span.clone(), "");
+            errors.push(source.error(
+                reference.span.clone(),
+                format!(
+                    "middleware `{}` is already in this onion: {place} at line {}, column {}{why}; a layer runs \
+                     once per request, so list it once",
+                    reference.name, at.line, at.column
+                ),
+            ));
+        }
+    }
+}
+
+/// `text` with the credentials of every URL in it masked: `http://user:pw@host` →
+/// `http://user:***@host`, `redis://:pw@host` → `redis://:***@host`, `http://token@host` →
+/// `http://***@host`. Config errors echo values and source lines, and a secret must not be among
+/// them. Everything up to the URL's last `@` counts as credentials (a password may hold `/`), so
+/// a rare `@` in a path is masked too: better too much than a password.
+pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        // The URL ends where a quote, a backtick or a space does (config text and messages).
+        let end =
+            tail.find(|c: char| matches!(c, '"' | '\'' | '`' | '<' | '>') || c.is_whitespace()).unwrap_or(tail.len());
+        let url = &tail[..end];
+        match url.rfind('@') {
+            Some(at) => {
+                match url[..at].split_once(':') {
+                    Some((user, _)) if !user.contains('/') => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    _ => out.push_str("***"),
+                }
+                out.push_str(&url[at..]);
+            }
+            None => out.push_str(url),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
 
 fn normalize_prefix(prefix: &str) -> Result<String, String> {
     if !prefix.starts_with('/') {
@@ -628,20 +873,47 @@ fn normalize_prefix(prefix: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
 }
 
+/// An upstream URL: `http://host[:port][/base]` and nothing more. Credentials have no place in it:
+/// they would not be sent, and the URL is shown by `explain`, at start-up and in logs. A query or a
+/// fragment cannot be joined to the forwarded paths.
 fn parse_upstream(text: &str) -> Result<http::Uri, String> {
+    let shown = redact_userinfo(text);
     let expected =
-        || format!("upstream `{text}`: expected an http URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
-    let uri: http::Uri = text.parse().map_err(|_| expected())?;
-    match uri.scheme_str() {
+        || format!("upstream `{shown}`: expected an http URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
+    if text.contains('#') {
+        return Err(format!("upstream `{shown}`: expected no `#fragment` (it is never sent to a server)"));
+    }
+    // The scheme first, from the text: `unix:///path` is not even a URI to `http::Uri`.
+    match text.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()).as_deref() {
         Some("http") => {}
-        Some("https") => return Err(format!("upstream `{text}`: only http:// upstreams are supported")),
+        Some("https") => return Err(format!("upstream `{shown}`: only http:// upstreams are supported")),
+        // Only a real scheme is echoed apart from the (masked) URL: it holds no credentials.
+        Some(other) if other.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) => {
+            return Err(format!(
+                "upstream `{shown}`: scheme `{other}`: expected an http URL, e.g. \"http://127.0.0.1:8000\""
+            ));
+        }
         _ => return Err(expected()),
     }
-    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+    let uri: http::Uri = text.parse().map_err(|_| expected())?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
         return Err(expected());
     }
+    let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else { return Err(expected()) };
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "upstream `{shown}`: expected no user or password in the URL (they are not sent upstream, and \
+             the URL is shown in logs)"
+        ));
+    }
+    // `Uri` takes any digits after the colon and then reports no port at all (so 99999 would
+    // silently become port 80): the port is checked here. The colons of `[::1]` are not a port's.
+    let port = authority.as_str().rsplit_once(':').map(|(_, p)| p).filter(|p| !p.contains(']'));
+    if let Some(port) = port.filter(|p| !matches!(p.parse::<u16>(), Ok(1..))) {
+        return Err(format!("upstream `{shown}`: port `{port}`: expected a port from 1 to 65535"));
+    }
     if uri.query().is_some() {
-        return Err(format!("upstream `{text}`: expected no query string"));
+        return Err(format!("upstream `{shown}`: expected no query string"));
     }
     Ok(uri)
 }
@@ -707,7 +979,7 @@ kind = "timing"
 
 [[route]]
 prefix = "/api/"
-stack = ["log"]
+stack = []
 app = "tasks"
 
 [[route]]
@@ -888,10 +1160,206 @@ upstream = "http://127.0.0.1:8000"
     }
 
     #[test]
+    fn the_path_policy_is_read_from_the_server_section() {
+        let with = |keys: &str| format!("[server]\n{keys}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!(parse(GOOD).unwrap().server.path_policy, PathPolicy::new());
+        let text = with("merge_slashes = false\nescaped_slashes = \"redirect\"");
+        assert_eq!(
+            parse(&text).unwrap().server.path_policy,
+            PathPolicy::new().merge_slashes(false).escaped_slashes(EscapedSlashes::Redirect)
+        );
+        let text = with("escaped_slashes = \"keep\"");
+        assert_eq!(parse(&text).unwrap().server.path_policy.escaped_slash_action(), EscapedSlashes::Keep);
+        let e = first_error(&with("escaped_slashes = \"rejet\""));
+        assert_eq!((e.line, e.column), (2, 19), "{e}");
+        assert!(e.message.contains("expected one of `reject`, `keep`, `redirect`; did you mean `reject`?"), "{e}");
+        let e = first_error(&with("merge_slashes = \"yes\""));
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    const ECHO: &str = "[[route]]\nprefix = \"/\"\napp = \"echo\"\n";
+
+    #[test]
+    fn connection_limits_are_above_zero_and_bounded() {
+        let server = |key: &str, value: &str| format!("[server]\n{key} = \"{value}\"\n{ECHO}");
+        for (key, too_long, bound) in [
+            ("header_read_timeout", "61m", "1h"),
+            ("keepalive_timeout", "25h", "24h"),
+            ("body_read_timeout", "61m", "1h"),
+            ("send_timeout", "61m", "1h"),
+        ] {
+            let e = first_error(&server(key, too_long));
+            assert_eq!((e.line, e.column), (2, key.len() + 4), "{e}");
+            assert_eq!(e.message, format!("`{key}`: `{too_long}`: expected a duration of at most {bound}"), "{e}");
+            let e = first_error(&server(key, "0s"));
+            assert_eq!(e.message, format!("`{key}`: expected a duration above zero"), "{e}");
+            assert!(parse(&server(key, bound)).is_ok(), "{key} = {bound} is allowed");
+        }
+        let text = format!("[server]\nkeepalive_timeout = \"5s\"\nmax_connections = 100\n{ECHO}");
+        let c = parse(&text).unwrap();
+        assert_eq!((c.server.keepalive_timeout, c.server.max_connections), (Duration::from_secs(5), Some(100)));
+        let e = first_error(&format!("[server]\nmax_connections = 0\n{ECHO}"));
+        assert!(e.message.starts_with("`max_connections`: expected a number of connections from 1 to"), "{e}");
+    }
+
+    #[test]
+    fn huge_durations_are_errors_at_the_value_not_panics_later() {
+        for huge in ["99999999999999999h", "99999999999999999999999h", "8761h"] {
+            let text = format!("[server]\nshutdown_grace = \"{huge}\"\n{ECHO}");
+            let e = first_error(&text);
+            assert_eq!((e.line, e.column), (2, 18), "{e}");
+            assert!(
+                e.message.starts_with(&format!("`shutdown_grace`: `{huge}`: expected a duration of at most")),
+                "{e}"
+            );
+        }
+        let e = first_error(&format!("[server]\nshutdown_grace = \"61m\"\n{ECHO}"));
+        assert_eq!(e.message, "`shutdown_grace`: `61m`: expected a duration of at most 1h", "{e}");
+        assert_eq!(
+            parse(&format!("[server]\nshutdown_grace = \"1h\"\n{ECHO}")).unwrap().server.shutdown_grace,
+            MAX_SHUTDOWN_GRACE
+        );
+
+        let route = |key: &str, value: &str| {
+            format!("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\n{key} = \"{value}\"\n")
+        };
+        for (key, too_long, bound) in
+            [("timeout", "25h", "24h"), ("connect_timeout", "6m", "5m"), ("idle_timeout", "61m", "1h")]
+        {
+            let e = first_error(&route(key, too_long));
+            assert_eq!((e.line, e.column), (4, key.len() + 4), "{e}");
+            assert_eq!(e.message, format!("`{key}`: `{too_long}`: expected a duration of at most {bound}"), "{e}");
+            assert!(parse(&route(key, bound)).is_ok(), "{key} = {bound} is allowed");
+        }
+        let e = first_error(&route("timeout", "99999999999999999999999h"));
+        assert!(e.message.contains("expected a duration of at most 24h"), "{e}");
+    }
+
+    #[test]
+    fn upstream_urls_are_strict_and_located() {
+        let with = |url: &str| format!("[[route]]\nprefix = \"/\"\nupstream = \"{url}\"\n");
+        let cases = [
+            ("http://127.0.0.1:99999", "port `99999`: expected a port from 1 to 65535"),
+            ("http://127.0.0.1:0", "port `0`: expected a port from 1 to 65535"),
+            ("http://127.0.0.1:", "port ``: expected a port from 1 to 65535"),
+            ("http://127.0.0.1:8000/#top", "expected no `#fragment`"),
+            ("http://127.0.0.1:8000/?a=1", "expected no query string"),
+            ("ftp://127.0.0.1:21", "scheme `ftp`: expected an http URL"),
+            ("https://127.0.0.1:8443", "only http:// upstreams are supported"),
+            ("127.0.0.1:8000", "expected an http URL with a host and port"),
+            ("http://user:pw@127.0.0.1:8000/", "expected no user or password"),
+        ];
+        for (url, expected) in cases {
+            let e = first_error(&with(url));
+            assert_eq!((e.line, e.column), (3, 12), "{url}: {e}");
+            assert!(e.message.contains(expected), "{url}: {e}");
+        }
+        for good in ["http://127.0.0.1:8000", "http://[::1]:8000/base", "http://localhost/", "http://127.0.0.1:65535"] {
+            assert!(parse(&with(good)).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_password_is_never_shown() {
+        for url in
+            ["http://admin:hunter2@127.0.0.1:8000/", "http://admin:hun/ter2@127.0.0.1:8000", "http://hunter2@h:1"]
+        {
+            let text = format!("[[route]]\nprefix = \"/\"\nupstream = \"{url}\"  # prod\n");
+            let errors = parse(&text).unwrap_err();
+            let shown = errors.to_string();
+            assert!(!shown.contains("hunter2") && !shown.contains("hun/ter2"), "{shown}");
+            assert!(shown.contains(":***@") || shown.contains("//***@"), "{shown}");
+        }
+        // A config that does not even parse as TOML shows its line too.
+        let errors = parse("[[route]]\nprefix = \"/\"\nupstream = \"http://a:hunter2@h:1\n").unwrap_err();
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+    }
+
+    #[test]
+    fn userinfo_is_redacted_in_any_text() {
+        assert_eq!(redact_userinfo("upstream `http://user:pw@host:1/x`"), "upstream `http://user:***@host:1/x`");
+        assert_eq!(
+            redact_userinfo("store = \"redis://:pw@127.0.0.1:6379\""),
+            "store = \"redis://:***@127.0.0.1:6379\""
+        );
+        assert_eq!(redact_userinfo("http://token@h http://u:p@h2"), "http://***@h http://u:***@h2");
+        assert_eq!(redact_userinfo("http://u:p/w@h/a"), "http://u:***@h/a");
+        assert_eq!(redact_userinfo("http://127.0.0.1:8000/path"), "http://127.0.0.1:8000/path");
+        assert_eq!(redact_userinfo("a@b, no URL"), "a@b, no URL");
+    }
+
+    const TWO: &str = "[middleware.limit]\nkind = \"timing\"\n[middleware.log]\nkind = \"access_log\"\n";
+
+    #[test]
+    fn a_middleware_twice_in_one_onion_is_an_error_at_the_second() {
+        let e = first_error(&format!("[server]\nstack = [\"limit\", \"log\", \"limit\"]\n{TWO}{ECHO}"));
+        assert_eq!((e.line, e.column), (2, 26), "{e}");
+        assert!(
+            e.message.contains("middleware `limit` is already in this onion: this `stack` at line 2, column 10"),
+            "{e}"
+        );
+
+        let text = format!(
+            "[server]\nstack = [\"limit\"]\n{TWO}[[route]]\nprefix = \"/\"\napp = \"echo\"\nstack = [\"log\", \"limit\"]\n"
+        );
+        let e = first_error(&text);
+        assert_eq!((e.line, e.column), (10, 17), "{e}");
+        assert!(
+            e.message.contains(
+                "already in this onion: `[server] stack` at line 2, column 10 (the server stack wraps every route)"
+            ),
+            "{e}"
+        );
+
+        let text = format!("{TWO}[[route]]\nprefix = \"/\"\napp = \"echo\"\nstack = [\"log\", \"log\"]\n");
+        let e = first_error(&text);
+        assert_eq!((e.line, e.column), (8, 17), "{e}");
+
+        // One middleware in several routes is one layer in each onion: allowed.
+        let text = format!(
+            "[server]\nstack = [\"log\"]\n{TWO}[[route]]\nprefix = \"/a\"\napp = \"echo\"\nstack = [\"limit\"]\n\
+             [[route]]\nprefix = \"/b\"\napp = \"tasks\"\nstack = [\"limit\"]\n"
+        );
+        assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn type_errors_in_every_section_are_reported_together() {
+        let text = "[server]\nmax_header_bytes = -1\nworkers = \"two\"\nlisten = \"x\"\n\
+                    [middleware.limit]\nkind = \"rate_limit\"\nrate = \"10/s\"\nburst = -5\nnope = 1\n\
+                    [[route]]\nprefix = \"/\"\napp = \"echo\"\nstrip_prefix = \"yes\"\nstack = [\"limit\", \"limit\"]\n";
+        let errors = parse(text).unwrap_err().0;
+        let at: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+        assert_eq!(
+            at,
+            [(2, 20), (3, 11), (4, 10), (8, 9), (9, 1), (13, 16), (14, 19)],
+            "{}",
+            ConfigErrors(errors.clone())
+        );
+        assert!(errors[0].message.contains("invalid value: integer `-1`"), "{}", errors[0]);
+        assert!(errors[2].message.contains("expected an IP address and port"), "{}", errors[2]);
+        assert!(errors[4].message.contains("unknown field `nope`"), "{}", errors[4]);
+        assert!(errors[6].message.contains("already in this onion"), "{}", errors[6]);
+    }
+
+    #[test]
+    fn a_missing_required_key_is_reported_once() {
+        // The bad `prefix` is reported; that it is then missing is not a second error.
+        let errors = parse("[[route]]\nprefix = 1\napp = \"echo\"\n").unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+        assert_eq!((errors[0].line, errors[0].column), (2, 10));
+        let errors = parse("[[route]]\napp = \"echo\"\n").unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
+        assert!(errors[0].message.contains("missing field `prefix`"), "{}", errors[0]);
+        let errors = parse("server = 1\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n").unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{}", ConfigErrors(errors.clone()));
     }
 }

@@ -12,7 +12,7 @@ use strata::middleware::{self as mw, BuildContext};
 use toml::Spanned;
 use toml::de::DeValue;
 
-use crate::config::{ConfigError, MiddlewareDecl, Source, did_you_mean, from_value, quoted_list};
+use crate::config::{ConfigError, MiddlewareDecl, Source, did_you_mean, from_table, from_value, quoted_list};
 
 macro_rules! kinds {
     ($($kind:literal => $constructor:path),* $(,)?) => {
@@ -23,6 +23,16 @@ macro_rules! kinds {
             match decl.kind.as_str() {
                 $($kind => Some(build(decl, source, ctx, $constructor)),)*
                 _ => None,
+            }
+        }
+
+        fn check_kind(decl: &MiddlewareDecl<'_>, source: Source<'_>, errors: &mut Vec<ConfigError>) -> bool {
+            match decl.kind.as_str() {
+                $($kind => {
+                    check(decl, source, errors, $constructor);
+                    true
+                })*
+                _ => false,
             }
         }
     };
@@ -43,18 +53,41 @@ kinds! {
 
 /// Builds the layer a `[middleware.NAME]` table declares.
 pub fn build_layer(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildContext) -> Result<Layer, ConfigError> {
-    let kind_span = decl.kind_span.clone();
-    let kind = decl.kind.clone();
-    build_kind(decl, source, ctx).unwrap_or_else(|| {
-        Err(source.error(
-            kind_span,
-            format!(
-                "unknown middleware kind `{kind}`, expected one of {}{}",
-                quoted_list(KINDS),
-                did_you_mean(&kind, KINDS)
-            ),
-        ))
-    })
+    let unknown = unknown_kind(&decl, source);
+    build_kind(decl, source, ctx).unwrap_or(Err(unknown))
+}
+
+/// Checks a `[middleware.NAME]` table without building its layer: the kind is known, and every
+/// key is one of its config's, with a value of the right type. Every error is pushed, so parsing
+/// reports them beside the other sections' errors; the constructor's own checks run at build.
+pub fn check_table(decl: &MiddlewareDecl<'_>, source: Source<'_>, errors: &mut Vec<ConfigError>) {
+    if !check_kind(decl, source, errors) {
+        errors.push(unknown_kind(decl, source));
+    }
+}
+
+fn unknown_kind(decl: &MiddlewareDecl<'_>, source: Source<'_>) -> ConfigError {
+    source.error(
+        decl.kind_span.clone(),
+        format!(
+            "unknown middleware kind `{}`, expected one of {}{}",
+            decl.kind,
+            quoted_list(KINDS),
+            did_you_mean(&decl.kind, KINDS)
+        ),
+    )
+}
+
+/// Deserializes the table into the constructor's config type, for its errors only.
+fn check<C, M>(
+    decl: &MiddlewareDecl<'_>,
+    source: Source<'_>,
+    errors: &mut Vec<ConfigError>,
+    _constructor: fn(C, &BuildContext) -> Result<M, mw::ConfigError>,
+) where
+    C: DeserializeOwned,
+{
+    let _: Option<C> = from_table(source, decl.table.clone(), errors);
 }
 
 fn build<C, M>(

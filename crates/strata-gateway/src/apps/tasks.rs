@@ -2,7 +2,7 @@
 //!
 //! | Request                | Answer                                                        |
 //! |------------------------|---------------------------------------------------------------|
-//! | `GET /tasks`           | 200, every task as a JSON array ordered by id                 |
+//! | `GET /tasks`           | 200, a page of tasks as a JSON array ordered by id (see below) |
 //! | `POST /tasks`          | 201, the new task, `Location: /tasks/{id}` (under the mount prefix); 507 when the list holds 10,000 tasks |
 //! | `GET /tasks/{id}`      | 200 the task, or 404                                          |
 //! | `PUT /tasks/{id}`      | 200 the replaced task (`title` required, `done` defaults to false), or 404 |
@@ -12,10 +12,17 @@
 //! A task is `{"id": 1, "title": "...", "done": false}`. Ids start at 1 and are never reused, even
 //! after a delete, so a stale link can never point at a different task.
 //!
+//! `GET /tasks` answers one page: `?limit=N` tasks (1 to 1000, default 100), starting after the
+//! task id `?cursor=ID` (default: from the first). The body stays a plain JSON array, so a client
+//! that ignores paging still reads a valid list; when more tasks follow, a `Link` header (RFC 8288)
+//! names the next page: `Link: </tasks?limit=100&cursor=100>; rel="next"`. The cursor is the last
+//! id of the page, so tasks created or deleted meanwhile never shift a page (no task is skipped or
+//! repeated). Pages bound each response: the whole list can be tens of megabytes of titles.
+//!
 //! Errors are JSON `{"error": "..."}` naming the problem:
 //! - 400: a body that is not a JSON object, has wrong types, misses `title`, has unknown fields or
-//!   `null` values, a title that is empty, only whitespace or longer than 1000 characters, or a
-//!   `PATCH` that sets nothing;
+//!   `null` values, a title that is empty, only whitespace or longer than 1000 characters, a
+//!   `PATCH` that sets nothing, or a `limit` or `cursor` that is not one number in range;
 //! - 404: unknown path, unknown id, and an id that is not a plain decimal number or overflows `u64`
 //!   (it cannot name a task, so the resource does not exist; a 400 would suggest the request could
 //!   be fixed by changing its body);
@@ -43,6 +50,12 @@ const MAX_TITLE_CHARS: usize = 1000;
 /// The most tasks the list holds. The list lives in memory, so without a bound any client could
 /// grow the gateway's memory without limit; past it a create is refused with 507.
 pub(crate) const MAX_TASKS: usize = 10_000;
+
+/// Tasks per page of `GET /tasks` when the client gives no `limit`.
+const DEFAULT_PAGE: usize = 100;
+
+/// The largest `limit`: a page of at most ~4 MB (1000 titles of 1000 four-byte characters).
+const MAX_PAGE: usize = 1000;
 
 /// A fresh `tasks` app with an empty list, mounted at `mount` (`/` or a route's prefix such as
 /// `/api`): the `Location` of a created task names the path the client sees.
@@ -158,7 +171,10 @@ impl Tasks {
         };
         let method = req.method().clone();
         match (target, method) {
-            (Target::Collection, Method::GET | Method::HEAD) => self.list(),
+            (Target::Collection, Method::GET | Method::HEAD) => match Page::from_query(req.uri().query()) {
+                Ok(page) => self.list(page),
+                Err(message) => response::json_error(StatusCode::BAD_REQUEST, message),
+            },
             (Target::Collection, Method::POST) => match read_json::<NewTask>(req).await {
                 Ok(new) => self.create(new),
                 Err(rejection) => rejection.into_response(),
@@ -184,9 +200,23 @@ impl Tasks {
         }
     }
 
-    fn list(&self) -> Response {
-        let tasks: Vec<Task> = self.read().tasks.values().cloned().collect();
-        response::json(StatusCode::OK, &tasks)
+    fn list(&self, page: Page) -> Response {
+        // One task beyond the page tells whether a next page exists; only the page is copied.
+        let mut tasks: Vec<Task> = {
+            let store = self.read();
+            let after = (std::ops::Bound::Excluded(page.cursor), std::ops::Bound::Unbounded);
+            store.tasks.range(after).take(page.limit + 1).map(|(_, task)| task.clone()).collect()
+        };
+        let more = tasks.len() > page.limit;
+        tasks.truncate(page.limit);
+        let mut res = response::json(StatusCode::OK, &tasks);
+        if let Some(last) = tasks.last().filter(|_| more) {
+            let next = format!("<{}/tasks?limit={}&cursor={}>; rel=\"next\"", self.mount, page.limit, last.id);
+            if let Ok(link) = HeaderValue::try_from(next) {
+                res.headers_mut().insert(header::LINK, link);
+            }
+        }
+        res
     }
 
     fn create(&self, new: NewTask) -> Response {
@@ -262,6 +292,64 @@ impl Tasks {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
         self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Which page of the list `GET /tasks` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Page {
+    /// At most this many tasks.
+    limit: usize,
+    /// Those with an id above this one (0: from the first, as ids start at 1).
+    cursor: u64,
+}
+
+impl Page {
+    /// Reads `limit` and `cursor` from the query; other parameters are ignored, as before paging.
+    fn from_query(query: Option<&str>) -> Result<Page, String> {
+        let mut limit = None;
+        let mut cursor = None;
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match name {
+                "limit" => &mut limit,
+                "cursor" => &mut cursor,
+                _ => continue,
+            };
+            if slot.replace(value).is_some() {
+                return Err(format!("`{name}` is given more than once; give it once"));
+            }
+        }
+        let limit = match limit {
+            None => DEFAULT_PAGE,
+            Some(text) => match parse_number(text) {
+                Some(n @ 1..) if n <= MAX_PAGE as u64 => n as usize,
+                _ => {
+                    return Err(format!(
+                        "`limit` must be a whole number from 1 to {MAX_PAGE}, got `{}`",
+                        shorten(text)
+                    ));
+                }
+            },
+        };
+        let cursor = match cursor {
+            None => 0,
+            Some(text) => parse_number(text).ok_or_else(|| {
+                format!(
+                    "`cursor` must be a task id (from the `Link: rel=\"next\"` of the previous page), got `{}`",
+                    shorten(text)
+                )
+            })?,
+        };
+        Ok(Page { limit, cursor })
+    }
+}
+
+/// A query value as echoed in an error: at most 32 characters, so a huge one is not sent back.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(32) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -640,6 +728,98 @@ mod tests {
         }
         // HEAD is GET without a body (the server drops the body); the app answers it the same way.
         assert_eq!(call(&app, Method::HEAD, "/tasks", "").await.0, StatusCode::OK);
+    }
+
+    /// A store of tasks 1..=n with short titles.
+    fn filled(mount: &str, n: u64) -> Tasks {
+        let app = Tasks::mounted_at(mount);
+        let mut store = app.write();
+        for id in 1..=n {
+            store.tasks.insert(id, Task { id, title: format!("t{id}"), done: false });
+        }
+        store.next_id = n + 1;
+        drop(store);
+        app
+    }
+
+    fn ids(body: &Value) -> Vec<u64> {
+        body.as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_list_is_paged_with_a_link_to_the_next_page() {
+        let app = filled("/", 250);
+        let (status, headers, body) = send(&app, req(Method::GET, "/tasks", "")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ids(&body), (1..=100).collect::<Vec<_>>(), "default page: the first 100");
+        assert_eq!(headers[header::LINK], r#"</tasks?limit=100&cursor=100>; rel="next""#);
+
+        // Following the links visits every task once, and the last page has no link.
+        let mut seen = Vec::new();
+        let mut next = Some("/tasks?limit=60".to_string());
+        for _ in 0..10 {
+            let Some(uri) = next.take() else { break };
+            let (status, headers, body) = send(&app, req(Method::GET, &uri, "")).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            seen.extend(ids(&body));
+            next = headers.get(header::LINK).map(|l| {
+                let l = l.to_str().unwrap();
+                l.strip_prefix('<').and_then(|l| l.strip_suffix(r#">; rel="next""#)).unwrap().to_string()
+            });
+        }
+        assert_eq!(next, None, "the walk ended on a page without a next link");
+        assert_eq!(seen, (1..=250).collect::<Vec<_>>());
+
+        // A page that ends exactly at the last task has no next link.
+        let (_, headers, body) = send(&app, req(Method::GET, "/tasks?cursor=200&limit=50", "")).await;
+        assert_eq!(ids(&body), (201..=250).collect::<Vec<_>>());
+        assert!(headers.get(header::LINK).is_none());
+        // Past the end: an empty array, still 200.
+        assert_eq!(call(&app, Method::GET, "/tasks?cursor=999", "").await, (StatusCode::OK, json!([])));
+    }
+
+    #[tokio::test]
+    async fn a_cursor_is_stable_when_tasks_come_and_go() {
+        let app = filled("/api", 5);
+        let (_, headers, body) = send(&app, req(Method::GET, "/tasks?limit=2", "")).await;
+        assert_eq!(ids(&body), [1, 2]);
+        assert_eq!(headers[header::LINK], r#"</api/tasks?limit=2&cursor=2>; rel="next""#, "under the mount prefix");
+        // The first task is deleted before the next page is read: nothing is skipped.
+        call(&app, Method::DELETE, "/tasks/1", "").await;
+        call(&app, Method::DELETE, "/tasks/3", "").await;
+        let (_, _, body) = send(&app, req(Method::GET, "/tasks?limit=2&cursor=2", "")).await;
+        assert_eq!(ids(&body), [4, 5]);
+    }
+
+    #[tokio::test]
+    async fn the_largest_page_is_a_thousand_tasks() {
+        let app = filled("/", MAX_TASKS as u64);
+        let (_, headers, body) = send(&app, req(Method::GET, "/tasks?limit=1000", "")).await;
+        assert_eq!(ids(&body).len(), MAX_PAGE);
+        assert_eq!(headers[header::LINK], r#"</tasks?limit=1000&cursor=1000>; rel="next""#);
+        let (_, headers, body) = send(&app, req(Method::GET, "/tasks?limit=1000&cursor=9000", "")).await;
+        assert_eq!(ids(&body), (9001..=10_000).collect::<Vec<_>>());
+        assert!(headers.get(header::LINK).is_none());
+    }
+
+    #[tokio::test]
+    async fn bad_limits_and_cursors_are_400_with_the_problem_named() {
+        let app = filled("/", 3);
+        for uri in ["/tasks?limit=0", "/tasks?limit=1001", "/tasks?limit=abc", "/tasks?limit=", "/tasks?limit=-1"] {
+            assert_rejected(&app, Method::GET, uri, "", "`limit` must be a whole number from 1 to 1000").await;
+        }
+        assert_rejected(&app, Method::GET, "/tasks?limit=99999999999999999999999", "", "from 1 to 1000").await;
+        for uri in ["/tasks?cursor=x", "/tasks?cursor=", "/tasks?cursor=1.5", "/tasks?cursor=99999999999999999999999"] {
+            assert_rejected(&app, Method::GET, uri, "", "`cursor` must be a task id").await;
+        }
+        assert_rejected(&app, Method::GET, "/tasks?limit=1&limit=2", "", "`limit` is given more than once").await;
+        assert_rejected(&app, Method::HEAD, "/tasks?cursor=no", "", "`cursor`").await;
+        // A huge value is not echoed whole.
+        let long = format!("/tasks?limit={}", "9".repeat(500));
+        let (_, body) = call(&app, Method::GET, &long, "").await;
+        assert!(body["error"].as_str().unwrap().len() < 200, "{body}");
+        // Other parameters are ignored, as they were before paging.
+        assert_eq!(ids(&call(&app, Method::GET, "/tasks?done=true&limit=2", "").await.1), [1, 2]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

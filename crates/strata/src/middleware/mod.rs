@@ -32,21 +32,60 @@ pub use body_limit::{BodyLimit, BodyLimitConfig};
 pub mod rate_limit;
 pub use rate_limit::{RateLimit, RateLimitConfig};
 
-/// Parses a config duration: `"500ms"`, `"10s"`, `"2m"` or `"1h"` (a whole number and a unit).
-/// Shared by every setting that takes one, so they all accept the same forms.
+/// The longest duration [`parse_duration`] accepts: a year (8760 hours). No timeout or interval
+/// sensibly runs longer, and a deadline computed as `Instant + Duration` panics when the sum
+/// overflows, so an absurd value must stop at load time rather than in a connection.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a config duration: `"500ms"`, `"10s"`, `"2m"` or `"1h"` (a whole number and a unit), at
+/// most [`MAX_DURATION`]. Shared by every setting that takes one, so they all accept the same forms.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    parse_duration_at_most(text, MAX_DURATION)
+}
+
+/// Parses a duration as [`parse_duration`] does, accepting at most `max` (itself capped at
+/// [`MAX_DURATION`]), for settings with a tighter sensible bound.
+pub fn parse_duration_at_most(text: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
     use std::time::Duration;
+    let max = max.min(MAX_DURATION);
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
-    let n: u64 = number.parse().map_err(|_| expected())?;
-    match unit.trim() {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
-        _ => Err(expected()),
+    let too_long = || {
+        let year = if max == MAX_DURATION { " (365 days)" } else { "" };
+        format!("`{text}`: expected a duration of at most {}{year}", describe_duration(max))
+    };
+    let millis_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(expected()),
+    };
+    // All digits by construction: a number that does not fit a u64 is too large, not malformed.
+    let n: u64 = match number.parse() {
+        Ok(n) => n,
+        Err(_) if !number.is_empty() => return Err(too_long()),
+        Err(_) => return Err(expected()),
+    };
+    let millis = n.checked_mul(millis_per_unit).ok_or_else(too_long)?;
+    let duration = Duration::from_millis(millis);
+    if duration > max {
+        return Err(too_long());
+    }
+    Ok(duration)
+}
+
+/// `"24h"`, `"10m"`, `"30s"` or `"500ms"`: the largest whole unit, in the syntax configs use.
+pub fn describe_duration(duration: std::time::Duration) -> String {
+    let millis = duration.as_millis();
+    match millis {
+        0 => "0s".to_string(),
+        m if m % 3_600_000 == 0 => format!("{}h", m / 3_600_000),
+        m if m % 60_000 == 0 => format!("{}m", m / 60_000),
+        m if m % 1_000 == 0 => format!("{}s", m / 1_000),
+        m => format!("{m}ms"),
     }
 }
 
@@ -95,3 +134,65 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::http::{Body, Request, Response, Stack};
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["10", "-1s", "1.5s", "s", "", "1d", "1 h x"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("expected a duration such as"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_are_bounded_by_a_year_and_overflow_is_an_error() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("31536000000ms"), Ok(MAX_DURATION));
+        for huge in ["8761h", "525601m", "99999999999999999h", "99999999999999999999999h", "18446744073709551615ms"] {
+            let e = parse_duration(huge).unwrap_err();
+            assert_eq!(e, format!("`{huge}`: expected a duration of at most 8760h (365 days)"), "{huge}");
+        }
+    }
+
+    #[test]
+    fn a_tighter_bound_is_named_in_its_unit() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(parse_duration_at_most("60m", hour), Ok(hour));
+        assert_eq!(parse_duration_at_most("61m", hour).unwrap_err(), "`61m`: expected a duration of at most 1h");
+        let e = parse_duration_at_most("2s", Duration::from_millis(1500)).unwrap_err();
+        assert!(e.ends_with("at most 1500ms"), "{e}");
+        // A bound above the global one is capped by it.
+        assert!(parse_duration_at_most("9000h", Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn durations_are_described_in_their_largest_whole_unit() {
+        assert_eq!(describe_duration(Duration::from_secs(24 * 3600)), "24h");
+        assert_eq!(describe_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(describe_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(describe_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(describe_duration(Duration::ZERO), "0s");
+    }
+
+    // A typed builder takes any Duration: the deadline must not be computed with a panicking `+`.
+    #[tokio::test]
+    async fn a_timeout_of_duration_max_answers_instead_of_panicking() {
+        let service = Stack::new()
+            .with(Timeout::after(Duration::MAX))
+            .serve(|_req: Request| async { Response::new(Body::from("in time")) });
+        let res = service.call(Request::new(Body::empty())).await;
+        assert_eq!(res.status(), http::StatusCode::OK);
+        assert_eq!(res.into_body().collect_limited(100).await.unwrap(), "in time");
+    }
+}
