@@ -5,18 +5,22 @@
 //! - [`registry`]: middleware kind name → constructor.
 //! - [`routes`]: the router (longest prefix wins) and the per-route onions.
 //! - [`proxy`]: the reverse proxy behind `upstream` routes; [`pool`]: its HTTP/1.1 connections.
-//! - [`server`]: listeners, HTTP/1.1 and HTTP/2, limits, graceful shutdown, hot reload.
+//! - [`server`]: listeners, HTTP/1.1 and HTTP/2, graceful shutdown, hot reload; [`limits`]: the
+//!   connection timeouts and the connection cap.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
+//! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod apps;
 pub mod config;
+pub mod limits;
 pub mod pool;
 pub mod proxy;
 pub mod registry;
 pub mod routes;
 pub mod server;
+pub mod systemd;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,19 +1,23 @@
-//! The `strata` command: serve, check, explain, hash-password.
+//! The `strata` command: serve, check, explain, hash-password, init, completions, man.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use strata::Severity;
-use strata_gateway::{Gateway, LoadError, load, server};
+use strata_gateway::{Gateway, LoadError, load, server, systemd};
+
+/// The version and the git revision it was built from (`-dirty` when the work tree differed from
+/// it; `unknown` outside a checkout), set by build.rs.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("STRATA_GIT_REVISION"), ")");
 
 /// strata: HTTP middleware as an onion, in front of a built-in app or any upstream.
 #[derive(Parser)]
-#[command(name = "strata", version, about, propagate_version = true)]
+#[command(name = "strata", version = VERSION, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +33,7 @@ enum Command {
         /// Listen here instead of the config's `[server] listen`, e.g. 127.0.0.1:9000.
         #[arg(long, short)]
         listen: Option<SocketAddr>,
-        /// Reload the config when the file changes (SIGHUP always reloads it).
+        /// Reload the config when the file changes (SIGHUP always reloads it, and reopens log files).
         #[arg(long, requires = "config")]
         watch: bool,
     },
@@ -50,6 +54,26 @@ enum Command {
     },
     /// Read a password from stdin (no echo on a terminal) and print its argon2id hash for configs.
     HashPassword,
+    /// Write a commented starter config: the classic stack in front of an upstream (or a built-in
+    /// app), with a Basic-auth user whose generated password is printed once. Never overwrites.
+    Init {
+        /// Where to write it.
+        #[arg(long, short, default_value = "strata.toml")]
+        output: PathBuf,
+        /// Serve this built-in app instead of the upstream http://127.0.0.1:8000.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(strata_gateway::apps::NAMES))]
+        app: Option<String>,
+    },
+    /// Print a shell completion script to stdout, e.g. `strata completions bash > /etc/bash_completion.d/strata`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print a manual page (roff) to stdout: strata(1), or with a subcommand strata-SUBCOMMAND(1).
+    Man {
+        /// The subcommand whose page to print, e.g. `serve`.
+        subcommand: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +88,12 @@ fn main() -> ExitCode {
         Command::Check { config, strict } => check(config, strict),
         Command::Explain { config } => explain(config),
         Command::HashPassword => hash_password(),
+        Command::Init { output, app } => init(&output, app.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { subcommand } => man(subcommand.as_deref()),
     }
 }
 
@@ -105,9 +135,26 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
     };
     let workers = runtime.metrics().num_workers();
     tracing::info!("serving with {workers} worker thread{}", if workers == 1 { "" } else { "s" });
+    // Each connection holds a descriptor (a proxied one two): the soft limit is often far below
+    // what the system allows.
+    let descriptors = strata_gateway::limits::raise_descriptor_limit();
+    let max_connections = gateway
+        .server
+        .max_connections
+        .unwrap_or_else(|| strata_gateway::limits::connection_cap(descriptors.unwrap_or(1024)));
+    tracing::info!(open_files = descriptors, max_connections, "connection limits");
     runtime.block_on(async move {
         // Before the listener exists: an unhandled SIGHUP would end the process.
         let hangup = server::Hangup::register();
+        // Every SIGHUP also reopens access-log files (logrotate renames them, then signals), whether
+        // or not there is a config to reload, and whether or not it is valid.
+        let mut reopen_signal = server::Hangup::register();
+        let reopener = tokio::spawn(async move {
+            loop {
+                reopen_signal.recv().await;
+                strata::middleware::access_log::reopen_all();
+            }
+        });
         let addr = listen.unwrap_or(gateway.server.listen);
         let listener = match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => l,
@@ -141,8 +188,16 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
                 }
             }),
         };
-        let served = server::serve(listener, live, &gateway.server, server::shutdown_signal()).await;
+        // After the bind: connections made from now on wait in the listen queue, so units ordered
+        // after this one may start.
+        systemd::ready(&format!("serving on http://{bound}"));
+        let shutdown = async {
+            server::shutdown_signal().await;
+            systemd::stopping();
+        };
+        let served = server::serve(listener, live, &gateway.server, shutdown).await;
         reloader.abort();
+        reopener.abort();
         // The last requests' log lines are still queued to the writer threads.
         strata::middleware::access_log::flush_all();
         match served {
@@ -218,8 +273,6 @@ fn explain(config: Option<PathBuf>) -> ExitCode {
 }
 
 fn hash_password() -> ExitCode {
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-    // OsRng needs password-hash's `getrandom` feature, enabled in Cargo.toml.
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ");
         let second = rpassword::prompt_password("Again: ");
@@ -247,8 +300,7 @@ fn hash_password() -> ExitCode {
         eprintln!("error: empty password");
         return ExitCode::from(1);
     }
-    let salt = SaltString::generate(&mut OsRng);
-    match argon2::Argon2::default().hash_password(password.as_bytes(), &salt) {
+    match hash(&password) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS
@@ -258,4 +310,159 @@ fn hash_password() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An argon2id PHC string for `password`, with the argon2 crate's default cost (OWASP's minimum:
+/// 19 MiB, 2 passes) and a random salt.
+fn hash(password: &str) -> Result<String, argon2::password_hash::Error> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    // OsRng needs password-hash's `getrandom` feature, enabled in Cargo.toml.
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
+/// The starter config `strata init` fills in.
+const STARTER: &str = include_str!("starter.toml");
+/// The user `strata init` creates.
+const STARTER_USER: &str = "admin";
+/// The upstream `strata init` puts strata in front of: a common port for app servers (gunicorn's).
+const STARTER_UPSTREAM: &str = "http://127.0.0.1:8000";
+
+fn init(output: &Path, app: Option<&str>) -> ExitCode {
+    let password = random_password();
+    let hash = match hash(&password) {
+        Ok(hash) => hash,
+        Err(e) => {
+            eprintln!("error: hashing the generated password failed: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (summary, route) = match app {
+        Some(app) => (format!("app {app}"), starter_app_route(app)),
+        None => (format!("upstream {STARTER_UPSTREAM}"), starter_upstream_route()),
+    };
+    let file_name = output.file_name().map_or("strata.toml".into(), |n| n.to_string_lossy());
+    let text = STARTER
+        .replace("@FILE@", &file_name)
+        .replace("@TARGET_SUMMARY@", &summary)
+        .replace("@USER@", STARTER_USER)
+        .replace("@HASH@", &hash)
+        .replace("@ROUTE@", &route);
+    // `create_new` refuses an existing file (or symlink) in the same system call that creates it,
+    // so no file is ever overwritten, even one that appears between a check and the write.
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(output) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "error: {} already exists; strata init never overwrites a file (choose another with --output)",
+                output.display()
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: cannot create {}: {e}", output.display());
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = file.write_all(text.as_bytes()).and_then(|()| file.sync_all()) {
+        eprintln!("error: cannot write {}: {e}", output.display());
+        // Half a config is worse than none; this file is ours, made just above.
+        let _ = std::fs::remove_file(output);
+        return ExitCode::from(1);
+    }
+    let shown = output.display();
+    println!("wrote {shown}: timing → request_id → log → errors → cors → auth → {summary}");
+    println!();
+    println!("Basic auth user `{STARTER_USER}`, password (shown this once; the file holds only its hash):");
+    println!();
+    println!("    {password}");
+    println!();
+    println!("Next: set the CORS origins, then");
+    println!("    strata check --config {shown}");
+    println!("    strata serve --config {shown}");
+    ExitCode::SUCCESS
+}
+
+/// 22 letters and digits from the operating system's generator: about 131 random bits.
+fn random_password() -> String {
+    use argon2::password_hash::rand_core::{OsRng, RngCore};
+    // Letters and digits only, so the password needs no quoting in shells and URLs.
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const LENGTH: usize = 22;
+    // The largest multiple of 62 a byte can hold: bytes at or above it are skipped, so that every
+    // letter is equally likely (a plain `% 62` would favour the first eight).
+    const LIMIT: u8 = 62 * 4;
+    let mut password = String::with_capacity(LENGTH);
+    let mut bytes = [0u8; 64];
+    // A buffer of 64 bytes almost always yields 22 letters; each further round skips 1/32 of its bytes.
+    while password.len() < LENGTH {
+        OsRng.fill_bytes(&mut bytes);
+        let letters = bytes.iter().filter(|&&b| b < LIMIT).map(|&b| char::from(ALPHABET[usize::from(b % 62)]));
+        password.extend(letters.take(LENGTH - password.len()));
+    }
+    password
+}
+
+/// The end of the starter config for an upstream: the auth layer's last key, then the route.
+fn starter_upstream_route() -> String {
+    format!(
+        "# Tell the upstream who logged in, in this request header (a value the client sent under this
+# name is replaced, so the upstream can trust it).
+forward_user_header = \"x-forwarded-user\"
+
+[[route]]
+# Every path: the longest matching prefix wins, so more specific routes can be added beside it.
+prefix = \"/\"
+# The app strata protects, e.g. `gunicorn -b 127.0.0.1:8000 app:app`: http://host:port[/base].
+upstream = \"{STARTER_UPSTREAM}\"
+# How long the upstream may take to send its response head (then 504) and to accept a
+# connection (then 502).
+timeout = \"60s\"
+connect_timeout = \"5s\"
+"
+    )
+}
+
+/// The end of the starter config for a built-in app.
+fn starter_app_route(app: &str) -> String {
+    let what = match app {
+        "tasks" => "The built-in tasks API: GET and POST /tasks, GET, PUT, PATCH and DELETE /tasks/{id}",
+        "echo" => "The built-in echo app: /anything, /status/{code}, /delay/{ms}, /sse/{n} and more",
+        _ => "A built-in app",
+    };
+    format!(
+        "
+[[route]]
+# Every path: the longest matching prefix wins, so more specific routes can be added beside it.
+prefix = \"/\"
+# {what}.
+app = \"{app}\"
+"
+    )
+}
+
+/// Prints the manual page strata(1), or strata-SUBCOMMAND(1), from the same definition as `--help`.
+fn man(subcommand: Option<&str>) -> ExitCode {
+    // Built, so that subcommands carry their full names (`strata-serve`, `strata serve`), as
+    // clap_mangen's own page-per-subcommand generator does.
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    let page_of = match subcommand {
+        None => command,
+        Some(name) => match command.find_subcommand(name) {
+            Some(sub) => sub.clone(),
+            None => {
+                let names: Vec<&str> = command.get_subcommands().map(clap::Command::get_name).collect();
+                eprintln!("error: no subcommand `{name}`; expected one of: {}", names.join(", "));
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let mut page = Vec::new();
+    let rendered = clap_mangen::Man::new(page_of).render(&mut page);
+    if let Err(e) = rendered.and_then(|()| std::io::stdout().write_all(&page)) {
+        eprintln!("error: cannot write the manual page: {e}");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }

@@ -17,14 +17,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::PoisonError;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,8 +31,13 @@ use strata::http::client_ip::TrustedProxies;
 use strata::http::{Body, ConnectionInfo, Request, Response, Service};
 use strata::{Fact, Facts, Run};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Server;
+use crate::limits::{
+    self, ConnectionCount, ConnectionLimits, ConnectionState, GuardedIo, LogEvery, TimedBody, TrackedBody,
+};
 use crate::routes::Router;
 
 /// What a listener hands each request to: a gateway's [`Router`] (live or fixed) or any library
@@ -119,6 +122,10 @@ const MIN_HTTP1_BUFFER: usize = 8 * 1024;
 /// requests, and the proxy's upgraded connections ([`crate::proxy::tunnels`]), up to
 /// `settings.shutdown_grace` to finish. Upgraded connections still open then end with the runtime.
 ///
+/// Every connection runs under the limits of [`crate::limits`]: `max_connections` open at once
+/// (beyond it a connection is accepted and closed at once, so that clients fail fast instead of
+/// waiting in the listen queue), and the head, keep-alive, body and send timeouts.
+///
 /// Returns whether every connection finished within the grace period.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
@@ -127,47 +134,78 @@ pub async fn serve<H: Handler>(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
     let builder = connection_builder(settings);
-    let graceful = GracefulShutdown::new();
+    let limits = ConnectionLimits::of(settings);
+    let max_connections =
+        settings.max_connections.unwrap_or_else(|| limits::connection_cap(limits::descriptor_limit().unwrap_or(1024)));
+    let count = ConnectionCount::new(max_connections);
+    let connections = TaskTracker::new();
+    let stop = CancellationToken::new();
     let local = listener.local_addr()?;
+    let mut refused = LogEvery::new(REPORT_INTERVAL);
+    let mut failed = LogEvery::new(REPORT_INTERVAL);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and similar: pause instead of spinning or exiting.
-                    tracing::warn!(error = %e, "accept failed");
+                Err(error) => {
+                    // Out of file descriptors and similar: pause instead of spinning or exiting,
+                    // and say so once per interval, not once per failure.
+                    if let Some(n) = failed.hit(tokio::time::Instant::now()) {
+                        tracing::warn!(%error, failures = n, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = count.admit() else {
+            drop(stream);
+            if let Some(n) = refused.hit(tokio::time::Instant::now()) {
+                tracing::warn!(max_connections, refused = n, "connection limit reached: closing new connections");
+            }
+            continue;
+        };
         // Small responses go out at once instead of waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        let state = ConnectionState::new();
         let handler = handler.clone();
         let trusted = settings.trusted_proxies.clone();
+        let request_state = state.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
             let connection = Connection { peer, local, trusted: &trusted };
-            let response = handler.handle(req.map(Body::from), &connection);
-            async move { Ok::<_, Infallible>(response.await) }
+            let in_flight = request_state.start_request(req.version());
+            let req = req.map(|body| {
+                // Bodies that are already complete (most requests: none at all) need no timer.
+                if body.is_end_stream() {
+                    Body::from(body)
+                } else {
+                    Body::wrap(TimedBody::new(body, limits.body_read_timeout))
+                }
+            });
+            let response = handler.handle(req, &connection);
+            async move { Ok::<_, Infallible>(response.await.map(|body| TrackedBody::new(body, in_flight))) }
         });
-        // A copy per connection, carrying the connection's own header-read timer (`into_owned`
-        // then copies it once more into the connection: hyper_util takes no owned builder).
-        let mut builder = builder.clone();
-        builder.http1().timer(HeadTimer::default());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service).into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let io = TokioIo::new(GuardedIo::new(stream, state.clone()));
+        let connection = builder.serve_connection_with_upgrades(io, hyper_service).into_owned();
+        let stop = stop.child_token();
+        connections.spawn(async move {
+            let _slot = slot;
+            let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+            match limits::watch(connection, graceful, state, limits, stop).await {
+                (Some(expiry), _) => tracing::debug!(%peer, timeout = expiry.key(), "connection timed out"),
+                (None, Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                (None, Ok(())) => {}
             }
         });
     }
     drop(listener);
     tracing::info!(grace = ?settings.shutdown_grace, "shutting down: no new connections, waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-    let requests_done = tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_ok();
+    stop.cancel();
+    connections.close();
+    let requests_done = tokio::time::timeout_at(deadline, connections.wait()).await.is_ok();
     // Upgraded connections (WebSocket) left hyper's connections: they get what is left of the grace.
     let tunnels = crate::proxy::tunnels();
     tunnels.close();
@@ -184,77 +222,32 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// How often refused connections and failed accepts are reported at most.
+const REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
 fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        // Replaced by each connection's own `HeadTimer`; set here so that the builder is complete.
-        .timer(HeadTimer::default())
+        // The connection's watchdog times the head (from the accept, or from a later head's first
+        // byte) and the idle time between requests; hyper's own head timer would start at the end
+        // of each response and so cut keep-alive connections at the head timeout.
+        .header_read_timeout(None)
         .keep_alive(true)
-        .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(settings.max_header_bytes.max(MIN_HTTP1_BUFFER));
+    // Pings find HTTP/2 clients that stopped reading (they never acknowledge): one per half send
+    // timeout, each with the other half to be answered.
+    let half_send = (settings.send_timeout / 2).max(Duration::from_millis(500));
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(half_send))
+        .keep_alive_timeout(half_send);
     if !settings.http2 {
         builder = builder.http1_only();
     }
     builder
-}
-
-/// hyper's timer for one HTTP/1.1 connection, whose only use of it is the header-read timeout:
-/// one deadline per request head, each later than the one before.
-///
-/// hyper asks for a new sleep for every head and drops it once the head is read. With
-/// `TokioTimer`, each is a timer of its own: registered in the runtime's timer wheel when the
-/// connection waits for the head, removed again when the head arrives — two trips through the
-/// wheel's lock and an allocation per request on every keep-alive connection. Here the sleeps
-/// hyper gets are only deadlines; they share one runtime timer per connection, which each new
-/// head moves later. Moving a pending timer later touches no lock: the wheel reaches it at the old
-/// time, finds it moved and files it again, so it handles each connection's timer about once per
-/// `header_read_timeout`, not once per request. When the timer fires for a head that has since
-/// arrived (the connection then busy with its request), the connection is woken once for nothing.
-#[derive(Clone, Default)]
-struct HeadTimer {
-    shared: Arc<std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
-}
-
-impl hyper::rt::Timer for HeadTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(std::time::Instant::now() + duration)
-    }
-
-    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HeadDeadline { deadline: deadline.into(), shared: self.shared.clone() })
-    }
-}
-
-/// One head's deadline on its connection's [`HeadTimer`].
-struct HeadDeadline {
-    deadline: tokio::time::Instant,
-    shared: Arc<std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
-}
-
-impl hyper::rt::Sleep for HeadDeadline {}
-
-impl Future for HeadDeadline {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.deadline;
-        if tokio::time::Instant::now() >= deadline {
-            return Poll::Ready(());
-        }
-        // Only the connection's own task polls it: the lock is never contended.
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        let timer = shared.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        timer.as_mut().poll(cx)
-    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
@@ -296,7 +289,21 @@ pub struct Reloader {
 impl Reloader {
     /// Loads the config again. A valid one replaces the running router; an invalid one is logged
     /// and the running one stays. Returns whether the new config was swapped in.
+    ///
+    /// Under systemd it is announced with `RELOADING=1` and ends with `READY=1` whatever the outcome:
+    /// `systemctl reload` waits for that ([`crate::systemd`]).
     pub async fn reload(&self) -> bool {
+        crate::systemd::reloading();
+        let swapped = self.load_and_swap().await;
+        crate::systemd::ready(if swapped {
+            "serving the reloaded config"
+        } else {
+            "config rejected: serving the previous one"
+        });
+        swapped
+    }
+
+    async fn load_and_swap(&self) -> bool {
         let path = self.path.clone();
         // Reading the file and building the layers (opening logs, reading password files) blocks.
         let built = tokio::task::spawn_blocking(move || crate::load(Some(&path))).await;
@@ -329,6 +336,18 @@ impl Reloader {
         }
         if new.header_read_timeout != old.header_read_timeout {
             changed.push("header_read_timeout");
+        }
+        if new.keepalive_timeout != old.keepalive_timeout {
+            changed.push("keepalive_timeout");
+        }
+        if new.body_read_timeout != old.body_read_timeout {
+            changed.push("body_read_timeout");
+        }
+        if new.send_timeout != old.send_timeout {
+            changed.push("send_timeout");
+        }
+        if new.max_connections != old.max_connections {
+            changed.push("max_connections");
         }
         if new.max_header_bytes != old.max_header_bytes {
             changed.push("max_header_bytes");
@@ -422,60 +441,5 @@ impl Hangup {
             return;
         }
         std::future::pending::<()>().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hyper::rt::Timer;
-    use tokio::time::{Instant, advance};
-
-    fn ready(sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>) -> bool {
-        sleep.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())).is_ready()
-    }
-
-    fn head(timer: &HeadTimer, after: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        timer.sleep_until((Instant::now() + after).into_std())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_head_deadline_resolves_when_it_passes_not_before() {
-        let timer = HeadTimer::default();
-        let mut sleep = head(&timer, Duration::from_secs(10));
-        assert!(!ready(&mut sleep));
-        advance(Duration::from_millis(9_999)).await;
-        assert!(!ready(&mut sleep));
-        advance(Duration::from_millis(2)).await;
-        assert!(ready(&mut sleep));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn each_head_moves_the_shared_timer_to_its_own_deadline() {
-        let timer = HeadTimer::default();
-        let mut first = head(&timer, Duration::from_secs(10));
-        assert!(!ready(&mut first));
-        drop(first);
-        advance(Duration::from_secs(5)).await;
-        // The next head's deadline is 15 s from the start: the first one's 10 s must not end it.
-        let mut second = head(&timer, Duration::from_secs(10));
-        assert!(!ready(&mut second));
-        advance(Duration::from_secs(6)).await;
-        assert!(!ready(&mut second), "resolved at the previous head's deadline");
-        advance(Duration::from_secs(5)).await;
-        assert!(ready(&mut second));
-        // Fired, the shared timer is armed again for the head after.
-        let mut third = head(&timer, Duration::from_secs(10));
-        assert!(!ready(&mut third));
-        advance(Duration::from_secs(11)).await;
-        assert!(ready(&mut third));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_waiting_connection_is_woken_at_its_deadline() {
-        let timer = HeadTimer::default();
-        let started = Instant::now();
-        head(&timer, Duration::from_secs(3)).await;
-        assert_eq!(started.elapsed().as_secs(), 3);
     }
 }

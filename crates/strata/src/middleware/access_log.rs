@@ -18,6 +18,10 @@
 //! `tracing`. Servers call [`flush_all`] after their last request, so nothing queued is lost at
 //! shutdown.
 //!
+//! Log rotation: [`reopen_all`] makes every file output reopen its path (logrotate renames the file,
+//! then signals the server, which calls it). Each writer thread reopens between two batches, so
+//! every line is written once, to the old file or to the new one.
+//!
 //! The values of `Authorization`, `Proxy-Authorization` and `Cookie` are never logged: the only
 //! headers a line contains are `User-Agent` and `Referer`.
 //!
@@ -161,7 +165,7 @@ impl AccessLog {
     /// # Panics
     /// If the writer thread cannot be spawned (the process is out of threads), at build time.
     pub fn writing_to(format: LogFormat, writer: impl Write + Send + 'static) -> Self {
-        let sink = Sink::spawn(Box::new(writer), PENDING_CAPACITY, "writer".into())
+        let sink = Sink::spawn(Box::new(writer), None, PENDING_CAPACITY, "writer".into())
             .expect("spawning the access log writer thread");
         AccessLog { format, sink: Arc::new(sink) }
     }
@@ -735,8 +739,13 @@ struct Pending {
 }
 
 /// The live outputs, so that layers (and reloads) writing to the same place share one writer thread.
-/// Locked only while building a layer.
+/// Locked only while building a layer, and by [`flush_all`] and [`reopen_all`].
 static OUTPUTS: Mutex<Vec<(Target, Weak<Sink>)>> = Mutex::new(Vec::new());
+
+/// How many times [`reopen_all`] has been called. Each file output remembers the value it opened its
+/// file at and reopens when it differs: a counter, unlike a flag, cannot be consumed by one output
+/// and missed by another, and an output created during a reopen at worst reopens once more.
+static REOPEN_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Pending> {
@@ -747,6 +756,8 @@ impl Shared {
 
 impl Sink {
     fn shared(target: Target) -> io::Result<Arc<Sink>> {
+        // Read before the file is opened: a reopen requested meanwhile is then seen as pending.
+        let generation = REOPEN_GENERATION.load(Ordering::SeqCst);
         // Open the file first: it must exist for `canonicalize`, and a failure is reported here, at build time.
         let (target, file) = match target {
             Target::File(path) => {
@@ -760,17 +771,20 @@ impl Sink {
         if let Some(sink) = outputs.iter().find(|(t, _)| *t == target).and_then(|(_, s)| s.upgrade()) {
             return Ok(sink);
         }
-        let (writer, name): (Box<dyn Write + Send>, String) = match (&target, file) {
-            (Target::File(path), Some(file)) => (Box::new(file), path.display().to_string()),
-            (Target::Stderr, _) => (Box::new(io::stderr()), "stderr".into()),
-            _ => (Box::new(io::stdout()), "stdout".into()),
+        let (writer, reopen, name): (Box<dyn Write + Send>, _, String) = match (&target, file) {
+            (Target::File(path), Some(file)) => {
+                (Box::new(file), Some(Reopen { path: path.clone(), generation }), path.display().to_string())
+            }
+            (Target::Stderr, _) => (Box::new(io::stderr()), None, "stderr".into()),
+            _ => (Box::new(io::stdout()), None, "stdout".into()),
         };
-        let sink = Arc::new(Sink::spawn(writer, PENDING_CAPACITY, name)?);
+        let sink = Arc::new(Sink::spawn(writer, reopen, PENDING_CAPACITY, name)?);
         outputs.push((target, Arc::downgrade(&sink)));
         Ok(sink)
     }
 
-    fn spawn(writer: Box<dyn Write + Send>, capacity: usize, name: String) -> io::Result<Sink> {
+    /// A sink and its writer thread; with `reopen`, the thread reopens that file after [`reopen_all`].
+    fn spawn(writer: Box<dyn Write + Send>, reopen: Option<Reopen>, capacity: usize, name: String) -> io::Result<Sink> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             work: Condvar::new(),
@@ -781,7 +795,7 @@ impl Sink {
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("strata-access-log".into())
-            .spawn(move || write_lines(&thread_shared, writer, &name))?;
+            .spawn(move || write_lines(&thread_shared, writer, reopen, &name))?;
         Ok(Sink { shared })
     }
 
@@ -845,6 +859,61 @@ pub fn flush_all() {
     }
 }
 
+/// Makes every access-log file reopen its path, for log rotation: call it when the log files were
+/// renamed (logrotate's `postrotate` step signals the server, and the gateway calls this on SIGHUP).
+///
+/// Returns at once; each writer thread reopens its file before it writes its next batch (an idle one
+/// at once), in append mode, creating it if missing. Lines taken before the reopen go to the old
+/// file, every line after it to the new one: none is lost or written twice. If the path cannot be
+/// opened, the error is logged and the output keeps writing to the file it had. `stdout` and
+/// `stderr` outputs are not affected.
+pub fn reopen_all() {
+    REOPEN_GENERATION.fetch_add(1, Ordering::SeqCst);
+    let sinks: Vec<Arc<Sink>> =
+        OUTPUTS.lock().unwrap_or_else(PoisonError::into_inner).iter().filter_map(|(_, sink)| sink.upgrade()).collect();
+    for sink in sinks {
+        // Taking the lock orders this wake-up after the counter's change: a writer checks the
+        // counter under the lock before it waits, so it either saw the change or is waiting now.
+        drop(sink.shared.lock());
+        sink.shared.work.notify_one();
+    }
+}
+
+/// The file a writer thread reopens after [`reopen_all`].
+#[derive(Debug)]
+struct Reopen {
+    path: PathBuf,
+    /// The [`REOPEN_GENERATION`] the current file was opened at.
+    generation: u64,
+}
+
+impl Reopen {
+    fn due(&self) -> bool {
+        REOPEN_GENERATION.load(Ordering::SeqCst) != self.generation
+    }
+
+    /// Replaces `out` with the file opened again by its path, when a reopen was asked for since it was
+    /// opened. The old file is closed; everything written to it was written whole.
+    fn reopen_if_due(&mut self, out: &mut Box<dyn Write + Send>, name: &str) {
+        let generation = REOPEN_GENERATION.load(Ordering::SeqCst);
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        match OpenOptions::new().create(true).append(true).open(&self.path) {
+            Ok(file) => {
+                *out = Box::new(file);
+                tracing::info!(output = name, "access log reopened");
+            }
+            Err(error) => tracing::error!(
+                output = name,
+                %error,
+                "cannot reopen the access log; still writing to the file opened before"
+            ),
+        }
+    }
+}
+
 /// Tells `flush` the writer thread has ended, however it ends.
 struct WriterGone<'a>(&'a Shared);
 
@@ -857,8 +926,9 @@ impl Drop for WriterGone<'_> {
 
 /// The writer thread: woken by the first line after a quiet spell, lets lines gather for at most
 /// [`LINGER`] (or until [`BATCH_BYTES`] are pending), takes every pending line at once, writes them
-/// in one call and flushes, then waits for more.
-fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, name: &str) {
+/// in one call and flushes, then waits for more. A file output reopens its file between two batches
+/// when [`reopen_all`] asked for it (an idle writer is woken for that).
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, mut reopen: Option<Reopen>, name: &str) {
     let _gone = WriterGone(shared);
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     let mut reported = 0;
@@ -866,13 +936,18 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, name: &str) {
     loop {
         let (upto, closed) = {
             let mut pending = shared.lock();
-            while pending.bytes.is_empty() && !pending.closed {
+            while pending.bytes.is_empty() && !pending.closed && !reopen.as_ref().is_some_and(Reopen::due) {
                 pending.writer_waiting = true;
                 pending = shared.work.wait(pending).unwrap_or_else(PoisonError::into_inner);
             }
             pending.writer_waiting = false;
             let deadline = Instant::now() + LINGER;
-            while pending.bytes.len() < BATCH_BYTES && pending.flushers_waiting == 0 && !pending.closed {
+            // Nothing to gather for when woken only to reopen.
+            while !pending.bytes.is_empty()
+                && pending.bytes.len() < BATCH_BYTES
+                && pending.flushers_waiting == 0
+                && !pending.closed
+            {
                 let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
                     break;
                 };
@@ -886,14 +961,21 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>, name: &str) {
         if closed {
             return;
         }
-        match out.write_all(&batch).and_then(|()| out.flush()) {
-            Ok(()) => failing = false,
-            Err(error) => {
-                // Once per failure streak, not once per batch: a full disk must not flood the logs.
-                if !failing {
-                    tracing::error!(output = name, %error, "cannot write the access log; lines are being lost");
+        // After the batch was taken, before it is written: the batch goes whole to one file.
+        if let Some(reopen) = &mut reopen {
+            reopen.reopen_if_due(&mut out, name);
+        }
+        // Empty when woken only to reopen.
+        if !batch.is_empty() {
+            match out.write_all(&batch).and_then(|()| out.flush()) {
+                Ok(()) => failing = false,
+                Err(error) => {
+                    // Once per failure streak, not once per batch: a full disk must not flood the logs.
+                    if !failing {
+                        tracing::error!(output = name, %error, "cannot write the access log; lines are being lost");
+                    }
+                    failing = true;
                 }
-                failing = true;
             }
         }
         batch.clear();
@@ -1346,7 +1428,7 @@ mod tests {
         let stalled = Stalled { entered: Some(entered_tx), release: Some(release_rx), out: capture.clone() };
         // Room for two of the lines below (`/2` to `/9` are all as long as `/1`), not three.
         let line_len = "- - [23/Nov/2026:10:00:00 +0000] \"GET /1 HTTP/1.1\" 200 5 \"-\" \"-\"\n".len();
-        let sink = Sink::spawn(Box::new(stalled), 2 * line_len + line_len / 2, "stalled".into()).unwrap();
+        let sink = Sink::spawn(Box::new(stalled), None, 2 * line_len + line_len / 2, "stalled".into()).unwrap();
         let log = AccessLog { format: LogFormat::Combined, sink: Arc::new(sink) };
         let svc = Stack::new().with(log.clone()).serve(hello);
 
@@ -1385,7 +1467,7 @@ mod tests {
     #[test]
     fn lines_arriving_one_by_one_are_written_in_batches_and_without_a_flush() {
         let counting = CountingWrites::default();
-        let sink = Sink::spawn(Box::new(counting.clone()), PENDING_CAPACITY, "counting".into()).unwrap();
+        let sink = Sink::spawn(Box::new(counting.clone()), None, PENDING_CAPACITY, "counting".into()).unwrap();
         // A line every half millisecond: a writer woken for each line would write each one alone.
         let started = Instant::now();
         for i in 0..40 {
@@ -1646,6 +1728,96 @@ mod tests {
         paths.sort();
         paths.dedup();
         assert_eq!(paths.len(), 2000, "every line once, none torn");
+        assert_eq!(log.dropped_lines(), 0);
+    }
+
+    /// A directory of its own under the system's temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("strata-{name}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn file_log(dir: &Path) -> AccessLog {
+        let config = AccessLogConfig { format: LogFormat::Combined, output: "access.log".into() };
+        AccessLog::new(config, &BuildContext { base_dir: dir.to_path_buf() }).unwrap()
+    }
+
+    fn paths_in(file: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines()
+            .map(|l| combined_fields(l)[3].trim_start_matches("GET ").trim_end_matches(" HTTP/1.1").into())
+            .collect()
+    }
+
+    async fn send(svc: &Service, range: std::ops::Range<u32>) {
+        for i in range {
+            read_all(svc.call(request("GET", &format!("/{i}"))).await).await;
+        }
+    }
+
+    fn numbered(range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(|i| format!("/{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn reopen_all_moves_the_next_lines_to_a_new_file_at_the_same_path() {
+        let dir = TempDir::new("reopen");
+        let log = file_log(&dir.0);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        send(&svc, 0..50).await;
+        log.flush();
+        // What logrotate does: rename, then signal.
+        std::fs::rename(dir.0.join("access.log"), dir.0.join("access.log.1")).unwrap();
+        send(&svc, 50..60).await;
+        // Written before the signal: they stay in the renamed file (a batch taken after it would not).
+        log.flush();
+        reopen_all();
+        send(&svc, 60..100).await;
+        log.flush();
+        assert_eq!(
+            paths_in(&dir.0.join("access.log.1")),
+            numbered(0..60),
+            "lines before the reopen stay in the old file"
+        );
+        assert_eq!(paths_in(&dir.0.join("access.log")), numbered(60..100), "lines after it go to the new one");
+        // An idle writer reopens at once: the new file exists before any further line.
+        std::fs::rename(dir.0.join("access.log"), dir.0.join("access.log.2")).unwrap();
+        reopen_all();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !dir.0.join("access.log").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(dir.0.join("access.log").exists(), "an idle writer reopens without waiting for a line");
+    }
+
+    #[tokio::test]
+    async fn a_path_that_cannot_be_reopened_keeps_the_old_file() {
+        let dir = TempDir::new("reopen-fail");
+        let logs = dir.0.join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let log = file_log(&logs);
+        let svc = Stack::new().with(log.clone()).serve(hello);
+        send(&svc, 0..10).await;
+        // The directory is gone from the path: reopening it fails, and no line may be lost for that.
+        std::fs::rename(&logs, dir.0.join("moved")).unwrap();
+        reopen_all();
+        send(&svc, 10..20).await;
+        log.flush();
+        assert_eq!(paths_in(&dir.0.join("moved/access.log")), numbered(0..20));
         assert_eq!(log.dropped_lines(), 0);
     }
 
