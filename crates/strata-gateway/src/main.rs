@@ -168,7 +168,9 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
         for route in &gateway.routes {
             println!("  {} -> {}", route.prefix, route.target.description);
         }
-        let live = Arc::new(server::LiveRouter::new(gateway.router.clone()));
+        // Moved, not cloned: after the first reload nothing may keep this router, whose pools would
+        // otherwise hold their upstream connections open (in CLOSE-WAIT) for good.
+        let live = Arc::new(server::LiveRouter::new(gateway.router));
         let reloader = match config {
             Some(path) => {
                 let reloader = server::Reloader {

@@ -7,10 +7,12 @@
 //! the response body the server streams to the client — so a proxied exchange involves no other
 //! task. An idle connection is not polled at all; the next request using it polls it once first,
 //! which finishes the previous exchange or finds it closed (then the request goes to another
-//! connection: nothing had been sent on it).
+//! connection: nothing had been sent on it). A small task per pool closes, once per
+//! `idle_timeout`, the idle connections past it.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -81,17 +83,30 @@ pub struct Pool {
     idle_timeout: Duration,
     // Locked only to push or pop one entry.
     idle: Mutex<Vec<Idle>>,
+    // Whether the task that closes expired idle connections runs (started by the first request,
+    // inside the runtime: a pool is also built by `strata check`, which has none).
+    sweeping: AtomicBool,
 }
 
 impl Pool {
     /// A pool for `addr` (`host:port`), serving the route at `route` (named in logs).
     pub fn new(addr: String, route: Box<str>, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Pool> {
-        Arc::new(Pool { addr, route, connect_timeout, idle_timeout, idle: Mutex::new(Vec::new()) })
+        Arc::new(Pool {
+            addr,
+            route,
+            connect_timeout,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+            sweeping: AtomicBool::new(false),
+        })
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one, and resolves to
     /// the response head; the body keeps the connection and returns it to the pool once read.
     pub async fn send(self: &Arc<Self>, mut req: http::Request<Body>) -> Result<http::Response<Body>, PoolError> {
+        if !self.sweeping.load(Ordering::Relaxed) && !self.idle_timeout.is_zero() {
+            self.start_sweeping();
+        }
         loop {
             let (mut link, reused) = match self.checkout() {
                 Some(link) => (link, true),
@@ -154,6 +169,35 @@ impl Pool {
             }
         }
         None
+    }
+
+    /// Closes the idle connections past `idle_timeout` once per `idle_timeout`, so that a pool
+    /// that goes quiet does not keep connections the upstream has since closed (each a descriptor
+    /// in CLOSE-WAIT) until its next request. The task holds the pool weakly and ends with it.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let every = self.idle_timeout;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                let stale = pool.take_expired();
+                drop(pool);
+                drop(stale);
+            }
+        });
+    }
+
+    /// Removes the expired idle connections (the first entries: they are pushed in time order).
+    fn take_expired(&self) -> Vec<Idle> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let expired = idle.iter().take_while(|e| e.since.elapsed() >= self.idle_timeout).count();
+        idle.drain(..expired).collect()
     }
 
     fn checkin(&self, link: BoxedLink) {
@@ -317,6 +361,18 @@ mod tests {
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         // The body of the first was never read (not even its end): its connection was not reused.
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_pool_closes_its_expired_idle_connections_by_itself() {
+        let (addr, _) = upstream(true).await;
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_millis(200));
+        let get = || async { pool.send(request(&addr)).await.unwrap().into_body().collect().await.unwrap() };
+        tokio::join!(get(), get(), get());
+        assert_eq!(pool.idle.lock().unwrap().len(), 3);
+        // No request comes: the sweeper alone closes them (within two of its periods).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(pool.idle.lock().unwrap().len(), 0);
     }
 
     #[tokio::test]

@@ -82,8 +82,46 @@ pub struct Proxy {
     trusted: Arc<TrustedProxies>,
     /// The `Via` values, made once; `None` when the route sets `via = false`.
     via: Option<Arc<Via>>,
-    /// The route's prefix as configured, for logs.
-    route: Arc<str>,
+    /// The route's prefix as configured, and how often its failures are logged.
+    route: Arc<RouteLog>,
+}
+
+/// A route's name in the proxy's log lines, with the count that keeps an outage from writing a
+/// line per request: the first failure is logged at once, then at most one line per interval
+/// saying how many failed since the last.
+pub(crate) struct RouteLog {
+    prefix: Box<str>,
+    failures: std::sync::Mutex<crate::limits::LogEvery>,
+}
+
+/// How often an upstream's failures are logged at most, after the first.
+const FAILURE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RouteLog {
+    fn new(prefix: &str) -> Arc<RouteLog> {
+        Arc::new(RouteLog {
+            prefix: prefix.into(),
+            failures: std::sync::Mutex::new(crate::limits::LogEvery::new(FAILURE_LOG_INTERVAL)),
+        })
+    }
+
+    /// Counts a failure; `Some(n)` when a line is due, for the `n` failures since the last one.
+    fn failure_due(&self) -> Option<u64> {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hit(tokio::time::Instant::now())
+    }
+}
+
+impl std::ops::Deref for RouteLog {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl std::fmt::Display for RouteLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.prefix)
+    }
 }
 
 /// This gateway's `Via` elements, one per protocol version a message can be received in.
@@ -179,7 +217,7 @@ fn response_headers<B>(res: &mut http::Response<B>, switching: bool, via: Option
 /// then sees a truncated body, and only this line tells the operator why.
 struct WatchedResponseBody {
     inner: hyper::body::Incoming,
-    route: Arc<str>,
+    route: Arc<RouteLog>,
     upstream: Authority,
 }
 
@@ -354,7 +392,7 @@ impl Proxy {
             options: options.clone(),
             trusted,
             via: if options.via { Via::new(&options.via_pseudonym).map(Arc::new) } else { None },
-            route: prefix.into(),
+            route: RouteLog::new(prefix),
         }
     }
 
@@ -470,7 +508,9 @@ impl Endpoint<Request, Response> for Proxy {
                         if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                             return res;
                         }
-                        tracing::warn!(%route, %upstream, %error, "upstream request failed");
+                        if let Some(failures) = route.failure_due() {
+                            tracing::warn!(%route, %upstream, %error, failures, "upstream request failed");
+                        }
                         let connect = matches!(error, PoolError::Connect(_));
                         response::generated_error(
                             StatusCode::BAD_GATEWAY,
@@ -481,7 +521,9 @@ impl Endpoint<Request, Response> for Proxy {
                         if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                             return res;
                         }
-                        tracing::warn!(%route, %upstream, ?timeout, "upstream did not answer in time");
+                        if let Some(failures) = route.failure_due() {
+                            tracing::warn!(%route, %upstream, ?timeout, failures, "upstream did not answer in time");
+                        }
                         response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW)
                     }
                 }
@@ -497,7 +539,9 @@ impl Endpoint<Request, Response> for Proxy {
                     }
                     let connect = error.is_connect();
                     // The error names the upstream and the OS error: useful to operators, kept from clients.
-                    tracing::warn!(%route, %upstream, error = %error_chain(&error), "upstream request failed");
+                    if let Some(failures) = route.failure_due() {
+                        tracing::warn!(%route, %upstream, error = %error_chain(&error), failures, "upstream request failed");
+                    }
                     return response::generated_error(
                         StatusCode::BAD_GATEWAY,
                         if connect { UNREACHABLE } else { NO_ANSWER },
@@ -507,7 +551,9 @@ impl Endpoint<Request, Response> for Proxy {
                     if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                         return res;
                     }
-                    tracing::warn!(%route, %upstream, ?timeout, "upstream did not answer in time");
+                    if let Some(failures) = route.failure_due() {
+                        tracing::warn!(%route, %upstream, ?timeout, failures, "upstream did not answer in time");
+                    }
                     return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }
             };

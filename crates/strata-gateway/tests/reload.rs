@@ -269,3 +269,60 @@ async fn a_reload_changes_trusted_proxies_for_the_client_address_too() {
     assert_eq!(logged_remote(&log, "after").await.as_deref(), Some("203.0.113.9"), "{}", strata.stderr());
     assert!(!strata.stderr().contains("`trusted_proxies` changed"), "{}", strata.stderr());
 }
+
+/// The process's TCP sockets in CLOSE-WAIT: the peer closed them and strata has not, which is a
+/// descriptor held for nothing.
+fn sockets_in_close_wait(pid: u32) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().to_string();
+            Some(target.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| text.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // `st` 08 is CLOSE_WAIT; the tenth field is the socket's inode.
+            fields.get(3) == Some(&"08") && fields.get(9).is_some_and(|inode| inodes.contains(*inode))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn upstream_connections_are_closed_when_the_upstream_closes_them_after_a_reload_or_idle() {
+    let upstream = Gunicorn::start();
+    // Pooled connections kept longer than gunicorn's own 2 s keep-alive: gunicorn closes them first.
+    let config = |idle: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nprefix = \"/\"\nupstream = \"{}\"\nidle_timeout = \"{idle}\"\n",
+            upstream.url()
+        )
+    };
+    let strata = Strata::start(Some(&config("30s")));
+    let http = client();
+    let fill = || async {
+        let requests = (0..8).map(|_| http.get(strata.url("/slow?ms=200")).send());
+        for res in futures_util::future::join_all(requests).await {
+            assert_eq!(res.unwrap().status(), 200);
+        }
+    };
+    fill().await;
+    // Reloaded, the first config's router and its pool must go: nothing serves through them.
+    std::fs::write(strata.config_path(), config("30s")).unwrap();
+    strata.signal("HUP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sockets_in_close_wait(strata.child.id()), 0, "the replaced config's pool kept its connections");
+
+    // A pool that goes quiet closes its idle connections at its own idle_timeout.
+    std::fs::write(strata.config_path(), config("1s")).unwrap();
+    strata.signal("HUP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fill().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sockets_in_close_wait(strata.child.id()), 0, "idle connections outlived idle_timeout");
+}
