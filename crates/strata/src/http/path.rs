@@ -319,7 +319,9 @@ const BYTE_CLASS: [u8; 256] = {
 /// `.`, `..`, or either followed by `;` parameters.
 fn is_dot_like(segment: &[u8]) -> bool {
     let rest = segment.strip_prefix(b"..").or_else(|| segment.strip_prefix(b".")).unwrap_or(segment);
-    rest.len() < segment.len() && (rest.is_empty() || rest[0] == b';')
+    // `..%3B` too (escapes are upper-cased by then): a server that decodes before it drops
+    // parameters sees `..;`.
+    rest.len() < segment.len() && (rest.is_empty() || rest[0] == b';' || rest.starts_with(b"%3B"))
 }
 
 /// RFC 3986 §2.3.
@@ -457,7 +459,15 @@ mod tests {
 
     #[test]
     fn dot_segments_with_parameters_are_refused() {
-        for path in ["/public/..;/admin/secret.txt", "/public/..;x=1/admin", "/.;/admin", "/a/%2e%2e;/b", "/a/..;"] {
+        for path in [
+            "/public/..;/admin/secret.txt",
+            "/public/..;x=1/admin",
+            "/.;/admin",
+            "/a/%2e%2e;/b",
+            "/a/..;",
+            "/public/..%3B/admin",
+            "/public/%2E%2E%3bx/admin",
+        ] {
             assert_eq!(normal(path), Err(PathError::DotSegmentParameter), "{path}");
         }
         // Parameters elsewhere are data.

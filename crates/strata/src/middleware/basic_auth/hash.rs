@@ -84,6 +84,17 @@ pub(super) enum Verifier {
     Plain([u8; 32]),
 }
 
+/// The largest argon2 memory cost accepted, in KiB (256 MiB: more than ten times the usual 19 MiB).
+/// Each verification thread fills this much, and building the layer computes a dummy hash at the
+/// entry's cost: a hash beyond these bounds would stall or exhaust the gateway, not protect it.
+const MAX_ARGON2_KIB: u32 = 256 * 1024;
+/// The largest argon2 time cost (passes) accepted.
+const MAX_ARGON2_PASSES: u32 = 64;
+/// The largest argon2 parallelism (lanes) accepted.
+const MAX_ARGON2_LANES: u32 = 16;
+/// The largest bcrypt cost accepted (2^16 rounds: seconds per check).
+const MAX_BCRYPT_COST: u32 = 16;
+
 impl Verifier {
     /// Recognises `hash`'s scheme and decodes it; the error says what was expected, never the entry.
     pub(super) fn parse(hash: &str, allow_plaintext: bool) -> Result<(Verifier, HashScheme), String> {
@@ -95,10 +106,24 @@ impl Verifier {
                 Ok(Algorithm::Argon2i) => HashScheme::Argon2i,
                 _ => return Err(format!("unsupported argon2 variant `{}`; {EXPECTED_FORMATS}", parsed.algorithm)),
             };
-            return Ok((Verifier::Argon2(Argon2Hash::decode(&parsed)?), scheme));
+            let decoded = Argon2Hash::decode(&parsed)?;
+            let (m, t, p) = (decoded.params.m_cost(), decoded.params.t_cost(), decoded.params.p_cost());
+            if m > MAX_ARGON2_KIB || t > MAX_ARGON2_PASSES || p > MAX_ARGON2_LANES {
+                return Err(format!(
+                    "argon2 cost m={m},t={t},p={p} is beyond what a login may cost (at most m={MAX_ARGON2_KIB} KiB, \
+                     t={MAX_ARGON2_PASSES}, p={MAX_ARGON2_LANES}): each check would take that memory and time"
+                ));
+            }
+            return Ok((Verifier::Argon2(decoded), scheme));
         }
         if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
             let parts = bcrypt::HashParts::from_str(hash).map_err(|e| format!("invalid bcrypt hash ({e})"))?;
+            if parts.get_cost() > MAX_BCRYPT_COST {
+                return Err(format!(
+                    "bcrypt cost {} is beyond what a login may cost (at most {MAX_BCRYPT_COST}: each step doubles the time)",
+                    parts.get_cost()
+                ));
+            }
             return Ok((Verifier::Bcrypt { hash: hash.to_string(), cost: parts.get_cost() }, HashScheme::Bcrypt));
         }
         if let Some(rest) = hash.strip_prefix("$apr1$") {
@@ -408,6 +433,19 @@ mod tests {
         assert_eq!(scheme, HashScheme::Sha1);
         assert!(verifier.verify(b"password", &mut Vec::new()));
         assert!(!verifier.verify(b"Password", &mut Vec::new()));
+    }
+
+    #[test]
+    fn hashes_costlier_than_a_login_may_be_are_refused() {
+        let huge = phc(Algorithm::Argon2id, Version::V0x13, Params::new(MAX_ARGON2_KIB + 8, 1, 1, None).unwrap(), "pw");
+        let e = Verifier::parse(&huge, false).err().unwrap();
+        assert!(e.starts_with("argon2 cost m=262152,t=1,p=1 is beyond"), "{e}");
+        let at_bound =
+            phc(Algorithm::Argon2id, Version::V0x13, Params::new(64, MAX_ARGON2_PASSES, 1, None).unwrap(), "pw");
+        assert!(Verifier::parse(&at_bound, false).is_ok());
+        // A bcrypt cost of 31 would take days per check; the hash string alone says so.
+        let e = Verifier::parse("$2b$31$abcdefghijklmnopqrstuu5nSbJSXhJXNiDp3Kd8Dfz9kEtm8Ku3e", false).err().unwrap();
+        assert!(e.starts_with("bcrypt cost 31 is beyond"), "{e}");
     }
 
     #[test]
