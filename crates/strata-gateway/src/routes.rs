@@ -454,14 +454,7 @@ fn is_ip_literal(literal: &[u8]) -> bool {
 /// `/api/tasks?x=1` under prefix `/api` → `/tasks?x=1`, keeping scheme and authority (HTTP/2).
 fn strip_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
     let rest = &uri.path()[prefix.len()..];
-    let path = if rest.is_empty() { "/" } else { rest };
-    let pq = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
-    Uri::from_parts(parts).ok()
+    with_path(uri, if rest.is_empty() { "/" } else { rest })
 }
 
 /// Shows a built-in app the path below its route's prefix (`/api/tasks` → `/tasks`).
