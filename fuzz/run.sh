@@ -59,6 +59,13 @@ for target in "${targets[@]}"; do
     mkdir -p "corpus/$target" "artifacts/$target"
     log=$(mktemp)
     echo "== $target: ${seconds}s"
+    # Built again outside the timed run: sources changed since the first build would otherwise be
+    # compiled inside the backstop below and eat into the fuzzing time.
+    if ! cargo "+$toolchain" fuzz build --debug-assertions --sanitizer "$sanitizer" "$target" >/dev/null 2>&1; then
+        failed+=("$target")
+        summary+=("$target: did not build")
+        continue
+    fi
     # The whole run is bounded by -max_total_time; `timeout` is a backstop in case libFuzzer hangs
     # (one input stuck longer than its own -timeout is reported, not waited for).
     timeout --kill-after=30 $((seconds + 120)) \
@@ -70,7 +77,11 @@ for target in "${targets[@]}"; do
     if [ "$status" -ne 0 ]; then
         failed+=("$target")
         echo "!! $target: exit $status; reproducer(s) in fuzz/artifacts/$target/, log kept in $log"
-        summary+=("$target: CRASH (exit $status) after ${execs:-?} executions")
+        if [ "$status" -eq 124 ]; then
+            summary+=("$target: stopped by the backstop timeout (exit 124) after ${execs:-?} executions")
+        else
+            summary+=("$target: CRASH (exit $status) after ${execs:-?} executions")
+        fi
     else
         summary+=("$target: ok, ${execs:-?} executions in ${seconds}s")
         rm -f "$log"
