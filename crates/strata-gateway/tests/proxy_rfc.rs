@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gunicorn::Gunicorn;
+use common::redis::Redis;
 use common::{Strata, client, run, wait_for_port, write_config};
 
 /// `tests/upstream/rfc_upstream.py` on a free loopback port; stopped on drop.
@@ -235,31 +236,6 @@ async fn compression_gives_head_and_304_the_metadata_of_the_200() {
         .await
         .unwrap();
     assert_eq!((plain_304.status().as_u16(), header(&plain_304, "etag")), (304, "\"v1\""));
-}
-
-/// A `redis-server` of our own on `port`; stopped on drop.
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    fn start_on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (install Debian's redis-server package)");
-        assert!(wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)), "redis-server");
-        Redis { child }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
