@@ -24,6 +24,8 @@ use serde::de::DeserializeOwned;
 use strata::http::client_ip::{ForwardedHeader, TrustedProxies};
 use strata::http::headers::is_tchar;
 use strata::http::path::{EscapedSlashes, PathPolicy};
+
+use crate::hosts::HostPattern;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
@@ -224,6 +226,8 @@ pub enum Target {
 pub struct Route {
     /// Path prefix (no trailing slash except for `/`); longest prefix wins.
     pub prefix: String,
+    /// The hosts the route serves (empty: any host no other route names); see [`crate::hosts`].
+    pub hosts: Vec<HostPattern>,
     /// The route's own layers, inside the server stack, outermost first.
     pub stack: Vec<NameRef>,
     /// What the route serves.
@@ -330,6 +334,7 @@ struct ServerSection {
 #[serde(deny_unknown_fields)]
 struct RouteSection {
     prefix: Spanned<String>,
+    host: Option<Spanned<OneOrMany>>,
     #[serde(default)]
     stack: Vec<Spanned<String>>,
     app: Option<Spanned<String>>,
@@ -342,6 +347,72 @@ struct RouteSection {
     idle_timeout: Option<Spanned<String>>,
     http2: Option<Spanned<bool>>,
     via: Option<Spanned<bool>>,
+}
+
+/// A string or an array of strings (`host = "a"`, `host = ["a", "b"]`); each string of an array
+/// keeps its own span, a lone string has the value's.
+enum OneOrMany {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl OneOrMany {
+    /// Each string with its span (`span` is the whole value's).
+    fn items(self, span: Range<usize>) -> Vec<(String, Range<usize>)> {
+        match self {
+            OneOrMany::One(s) => vec![(s, span)],
+            OneOrMany::Many(items) => items.into_iter().map(|s| (s.get_ref().clone(), s.span())).collect(),
+        }
+    }
+}
+
+/// A route's `host` patterns, each error located at its entry; a repeated entry is an error too.
+fn parse_hosts(
+    source: Source<'_>,
+    value: Option<Spanned<OneOrMany>>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<HostPattern> {
+    let Some(value) = value else { return Vec::new() };
+    let span = value.span();
+    let items = value.into_inner().items(span.clone());
+    if items.is_empty() {
+        errors.push(source.error(span, "`host = []`: expected at least one host, or no `host` key for any host"));
+        return Vec::new();
+    }
+    let mut hosts: Vec<HostPattern> = Vec::new();
+    for (text, span) in items {
+        match HostPattern::parse(&text) {
+            Ok(pattern) if hosts.contains(&pattern) => {
+                errors.push(source.error(span, format!("host `{text}` is listed twice in this route")));
+            }
+            Ok(pattern) => hosts.push(pattern),
+            Err(msg) => errors.push(source.error(span, msg)),
+        }
+    }
+    hosts
 }
 
 impl RouteSection {
@@ -532,7 +603,8 @@ impl<'a> Config<'a> {
             config.server = parse_server(source, s, &mut errors, |stack, errors| check_refs(stack, errors));
             check_duplicates(source, &[], &config.server.stack, &mut errors);
         }
-        let mut prefixes: BTreeMap<String, Range<usize>> = BTreeMap::new();
+        // Each (host, prefix) pair is one place; `None` is "any host no route names".
+        let mut prefixes: BTreeMap<(Option<HostPattern>, String), Range<usize>> = BTreeMap::new();
         for value in route_values {
             let span = value.span();
             let Some(mut section) = from_table::<RouteSection>(source, value, &mut errors) else { continue };
@@ -548,14 +620,22 @@ impl<'a> Config<'a> {
                     continue;
                 }
             };
-            if let Some(first) = prefixes.get(&prefix) {
-                let first = source.error(first.clone(), "");
-                errors.push(source.error(
-                    prefix_span.clone(),
-                    format!("a route with prefix `{prefix}` is already defined at line {}", first.line),
-                ));
+            let hosts = parse_hosts(source, section.host.take(), &mut errors);
+            let places: Vec<Option<HostPattern>> =
+                if hosts.is_empty() { vec![None] } else { hosts.iter().cloned().map(Some).collect() };
+            for host in places {
+                let key = (host, prefix.clone());
+                if let Some(first) = prefixes.get(&key) {
+                    let first = source.error(first.clone(), "");
+                    let on = key.0.as_ref().map(|h| format!(" for host `{h}`")).unwrap_or_default();
+                    errors.push(source.error(
+                        prefix_span.clone(),
+                        format!("a route with prefix `{prefix}`{on} is already defined at line {}", first.line),
+                    ));
+                    break;
+                }
+                prefixes.insert(key, prefix_span.clone());
             }
-            prefixes.insert(prefix.clone(), prefix_span);
             let (target, target_span) = match (section.app, section.upstream) {
                 (Some(app), None) => {
                     if !app_names.contains(&app.get_ref().as_str()) {
@@ -590,7 +670,7 @@ impl<'a> Config<'a> {
                     continue;
                 }
             };
-            config.routes.push(Route { prefix, stack, target, target_span, proxy });
+            config.routes.push(Route { prefix, hosts, stack, target, target_span, proxy });
         }
         if config.routes.is_empty() && errors.is_empty() {
             errors.push(

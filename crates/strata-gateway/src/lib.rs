@@ -3,7 +3,7 @@
 //!
 //! - [`config`]: TOML → typed config, with file:line:column errors.
 //! - [`registry`]: middleware kind name → constructor.
-//! - [`routes`]: the router (longest prefix wins) and the per-route onions.
+//! - [`routes`]: the router (longest prefix wins) and the per-route onions; [`hosts`]: routing by host.
 //! - [`proxy`]: the reverse proxy behind `upstream` routes; [`pool`]: its HTTP/1.1 connections.
 //! - [`server`]: listeners, HTTP/1.1 and HTTP/2, graceful shutdown, hot reload; [`limits`]: the
 //!   connection timeouts and the connection cap.
@@ -14,6 +14,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod hosts;
 pub mod limits;
 pub mod pool;
 pub mod proxy;

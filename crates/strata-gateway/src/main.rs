@@ -166,7 +166,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
         let bound = listener.local_addr().unwrap_or(addr);
         println!("strata listening on http://{bound}");
         for route in &gateway.routes {
-            println!("  {} -> {}", route.prefix, route.target.description);
+            println!("  {} -> {}", route.name(), route.target.description);
         }
         // Moved, not cloned: after the first reload nothing may keep this router, whose pools would
         // otherwise hold their upstream connections open (in CLOSE-WAIT) for good.
@@ -253,7 +253,7 @@ fn explain(config: Option<PathBuf>) -> ExitCode {
     };
     println!("Each route's onion, outermost first: the request goes down the list, the response comes back up.");
     for route in &gateway.routes {
-        println!("\nroute {}", route.prefix);
+        println!("\nroute {}", route.name());
         let mut n = 0;
         let server = gateway.server_layers.iter().map(|l| ("server", l));
         let own = route.layers.iter().map(|l| ("route", l));

@@ -1,9 +1,11 @@
 //! The router and the onions a config declares.
 //!
 //! Each route is one flat onion: the server stack, then the route's stack, then its target. The router
-//! picks the route first (longest prefix wins, on path-segment boundaries: `/api` matches `/api` and
-//! `/api/x`, not `/apix`) and a path no route matches gets a 404 from the server stack alone, so it is
-//! still decorated by the server's layers. Middleware instances are shared, so a server layer is one
+//! picks the route first: the request's host picks a group of routes ([`crate::hosts`]: the most
+//! specific `host` pattern it matches, else the routes without `host`), then the longest prefix in
+//! that group wins, on path-segment boundaries (`/api` matches `/api` and `/api/x`, not `/apix`). A
+//! request no route matches gets a 404 from the server stack alone, so it is still decorated by the
+//! server's layers. Middleware instances are shared, so a server layer is one
 //! instance across all routes. Flat onions let per-layer timing and `Next::remaining` see every layer.
 //!
 //! Before routing, the request target is checked once, and what was authorised is what is served:
@@ -36,6 +38,7 @@ use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
 
 use crate::apps;
 use crate::config::{Config, ConfigErrors, ForwardedHeaders, NameRef, Target};
+use crate::hosts::{HostPattern, HostTable, request_host};
 use crate::proxy::Proxy;
 use crate::registry;
 
@@ -53,12 +56,26 @@ pub struct TargetInfo {
 pub struct RoutePlan {
     /// The path prefix.
     pub prefix: String,
+    /// The hosts it serves (empty: any host no other route names).
+    pub hosts: Vec<HostPattern>,
     /// The route's own layers, outermost first (inside the server stack).
     pub layers: Vec<LayerInfo>,
     /// What it serves.
     pub target: TargetInfo,
     /// Whether the target is an upstream server (served by the proxy).
     pub is_upstream: bool,
+}
+
+impl RoutePlan {
+    /// How logs, `check` and `explain` name the route: its prefix, after its hosts when it has
+    /// some (`api.example.com/v1`, `a.test,*.b.test/`).
+    pub fn name(&self) -> String {
+        if self.hosts.is_empty() {
+            return self.prefix.clone();
+        }
+        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
+        format!("{}{}", hosts.join(","), self.prefix)
+    }
 }
 
 /// A built gateway: the router to serve and the plan it was built from.
@@ -148,21 +165,30 @@ impl Gateway {
             let service = server_stack.clone().then(stack).serve_arc(endpoint);
             facts = facts.union(service.facts()).union(target.facts);
             entries.push(RouteEntry { prefix: route.prefix.clone(), service });
-            routes.push(RoutePlan { prefix: route.prefix.clone(), layers: layer_infos, target, is_upstream });
+            routes.push(RoutePlan {
+                prefix: route.prefix.clone(),
+                hosts: route.hosts.clone(),
+                layers: layer_infos,
+                target,
+                is_upstream,
+            });
         }
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
         let mut named: Vec<&Layer> = layers.values().collect();
         named.sort_by(|a, b| a.name().cmp(b.name()));
         let layer_diagnostics = named.iter().flat_map(|l| l.diagnostics().iter().cloned()).collect();
-        // Longest prefix first, so the first match is the most specific one.
-        entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
+        let (hosts, mut groups) = HostTable::build(config.routes.iter().map(|r| r.hosts.as_slice()));
+        for group in &mut groups {
+            // Longest prefix first, so the first match is the most specific one.
+            group.sort_by_key(|&i| std::cmp::Reverse(entries[i].prefix.len()));
+        }
         let trusted_proxies = config.server.trusted_proxies.clone();
         let path_policy = config.server.path_policy;
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),
-            router: Arc::new(Router { routes: entries, not_found, facts, trusted_proxies, path_policy }),
+            router: Arc::new(Router { routes: entries, hosts, groups, not_found, facts, trusted_proxies, path_policy }),
             routes,
             unused,
             layer_diagnostics,
@@ -194,7 +220,7 @@ impl Gateway {
         }
     }
 
-    /// The ordering diagnostics of every route, with the route's prefix.
+    /// The ordering diagnostics of every route, with the route's [name](RoutePlan::name).
     pub fn diagnostics(&self) -> Vec<(String, Diagnostic)> {
         let deployment = self.server.deployment();
         self.routes
@@ -203,7 +229,8 @@ impl Gateway {
                 let onion = self.onion(route);
                 let mut found = strata::check::check(&onion);
                 found.extend(strata::check::check_deployment(&onion, &deployment));
-                found.into_iter().map(|d| (route.prefix.clone(), d))
+                let name = route.name();
+                found.into_iter().map(move |d| (name.clone(), d))
             })
             .collect()
     }
@@ -214,10 +241,15 @@ struct RouteEntry {
     service: Service,
 }
 
-/// Dispatches each request to the onion of the route with the longest matching prefix.
+/// Dispatches each request to the onion of the route its host and longest matching prefix pick.
 pub struct Router {
-    // Longest prefix first, so the first match is the most specific one.
+    // In config order; `groups` index them.
     routes: Vec<RouteEntry>,
+    // Which group a request's host belongs to.
+    hosts: HostTable,
+    // Per group, its routes, longest prefix first, so the first match is the most specific one.
+    // Without any `host` in the config, one group of every route.
+    groups: Vec<Vec<usize>>,
     // The server stack around `fallback`: the 404, and the answers to refused request targets.
     not_found: Service,
     // Every layer's and target's facts, computed once: the server asks for every connection.
@@ -243,7 +275,10 @@ impl Router {
     /// Checks the request's host and normalises its path, then runs it through its route's onion
     /// (or the server stack's 404, or the server stack's answer to a refused target).
     pub fn call(&self, mut req: Request) -> Run<Response> {
-        let routed = self.prepare(&mut req).and_then(|()| self.route(req.uri().path()));
+        let routed = self.prepare(&mut req).and_then(|()| match self.group(&req) {
+            Some(group) => self.route(&self.groups[group], req.uri().path()),
+            None => Ok(None),
+        });
         match routed {
             Ok(Some(index)) => self.routes[index].service.call(req),
             Ok(None) => self.not_found.call(req),
@@ -274,11 +309,25 @@ impl Router {
         Ok(())
     }
 
-    /// The index of the route `path` belongs to. Paths with `;` parameters must belong to the
-    /// same route with and without them: servers that drop parameters (Tomcat, Spring) would
-    /// otherwise serve a route's path on another route's authority.
-    fn route(&self, path: &str) -> Result<Option<usize>, Refused> {
-        let find = |path: &str| self.routes.iter().position(|r| matches(&r.prefix, path));
+    /// The group of routes the request's host picks: the one group when no route names a host.
+    /// The host is `Host` (checked by [`Router::prepare`]), else the URI's authority (HTTP/2).
+    fn group(&self, req: &Request) -> Option<usize> {
+        if self.hosts.is_empty() {
+            return Some(0).filter(|_| !self.groups.is_empty());
+        }
+        let authority = match req.headers().get(header::HOST) {
+            Some(host) => host.to_str().ok(),
+            None => req.uri().authority().map(Authority::as_str),
+        };
+        let host = authority.map(request_host);
+        self.hosts.group(host.as_deref())
+    }
+
+    /// The index of the route of `group` that `path` belongs to. Paths with `;` parameters must
+    /// belong to the same route with and without them: servers that drop parameters (Tomcat,
+    /// Spring) would otherwise serve a route's path on another route's authority.
+    fn route(&self, group: &[usize], path: &str) -> Result<Option<usize>, Refused> {
+        let find = |path: &str| group.iter().copied().find(|&i| matches(&self.routes[i].prefix, path));
         let found = find(path);
         if path.contains(';') {
             // Dropping `;x` can leave an empty segment (`/;x/admin` → `//admin`), which those
