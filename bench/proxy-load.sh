@@ -13,6 +13,14 @@
 # core (HTTP parsing, the upstream pool, the event loop) apart from its middlewares:
 #   strata-bare     `strata serve` with the same route and an empty stack
 #   nginx-bare      nginx with the same proxy settings and nothing else (no auth, headers or log)
+# TLS termination, both with no stack, the same ECDSA P-256 certificate (made by openssl for the run),
+# TLS 1.2/1.3 and each one's default cipher suites (the suite each negotiates is printed):
+#   strata-tls      strata-bare behind `[server.tls]`, keep-alive connections (bulk encryption)
+#   nginx-tls       nginx-bare behind `listen ... ssl`, keep-alive connections
+#   strata-tls-new  strata-tls with `Connection: close` on every request: one full handshake each
+#   nginx-tls-new   nginx-tls the same way (no session resumption on either side: wrk does not resume)
+# and the price of balancing:
+#   strata-pool3    strata-bare with three targets (three ports of the same upstream), round robin
 #
 # The upstream is one more nginx answering `return 200` on every path: the cheapest server on the
 # machine, so the figures price the proxies, not the app (gunicorn would be the bottleneck; strata's
@@ -31,7 +39,8 @@
 #
 # Usage: bash bench/proxy-load.sh
 #   CONTENDERS="strata nginx-plain nginx-hashed"   which to run, in this order (add strata-bare and
-#                   nginx-bare for the cores alone)
+#                   nginx-bare for the cores alone; the TLS and pool contenders above by name, e.g.
+#                   CONTENDERS="strata-tls nginx-tls strata-tls-new nginx-tls-new strata-bare strata-pool3")
 #   DURATION=8      seconds measured per round
 #   ROUNDS=2        rounds per contender
 #   CONNECTIONS=32  concurrent keep-alive connections
@@ -61,7 +70,7 @@ chmod 755 "$WORK"
 source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
-declare -A URL=() RPS=() P99=() SENT=() ACCESS_LOG=() PIDS_OF=() CPU_US=()
+declare -A URL=() RPS=() P99=() SENT=() ACCESS_LOG=() PIDS_OF=() CPU_US=() HEADER=()
 CLK_TCK=$(getconf CLK_TCK)
 
 cleanup() {
@@ -115,20 +124,21 @@ check() {
     URL[$name]="http://127.0.0.1:$port$URL_PATH"
 }
 
-# check_bare NAME PORT : a contender with no stack must still answer 200 through the upstream.
+# check_bare NAME PORT [SCHEME] : a contender with no stack must still answer 200 through the upstream.
 check_bare() {
-    local name=$1 port=$2 code
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port$URL_PATH")
+    local name=$1 port=$2 scheme=${3:-http} code tls=()
+    [[ $scheme == https ]] && tls=(--cacert "$WORK/tls/cert.pem")
+    code=$(curl -s "${tls[@]}" -o /dev/null -w '%{http_code}' "$scheme://127.0.0.1:$port$URL_PATH")
     [[ $code == 200 ]] || die "$name: request got $code, not 200"
-    URL[$name]="http://127.0.0.1:$port$URL_PATH"
+    URL[$name]="$scheme://127.0.0.1:$port$URL_PATH"
 }
 
-# load URL SECONDS : prints "REQ_PER_SEC P99_MS REQUESTS"; non-2xx answers or socket errors are
-# reported (the figures would not compare like with like).
+# load URL SECONDS [HEADER] : prints "REQ_PER_SEC P99_MS REQUESTS"; non-2xx answers or socket errors
+# are reported (the figures would not compare like with like).
 load() {
-    local out=$WORK/wrk.out
+    local out=$WORK/wrk.out extra=${3:-X-Bench: 1}
     wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --timeout 10s --latency \
-        -H "Authorization: $AUTHORIZATION" -H "Origin: $ORIGIN" "$1" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed"; }
+        -H "Authorization: $AUTHORIZATION" -H "Origin: $ORIGIN" -H "$extra" "$1" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed"; }
     if grep -qE 'Non-2xx|Socket errors' "$out"; then
         echo "warning: $1: $(grep -E 'Non-2xx|Socket errors' "$out" | tr -s ' ' | paste -sd';')" >&2
     fi
@@ -175,9 +185,14 @@ start_nginx() {
 
 start_upstream() {
     UPSTREAM_PORT=$(free_port)
+    # Two more ports of the same server: the targets of strata-pool3.
+    UPSTREAM_PORT2=$(free_port)
+    UPSTREAM_PORT3=$(free_port)
     nginx_conf "$WORK/upstream" "$UPSTREAM_PORT" "
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
+        listen 127.0.0.1:$UPSTREAM_PORT2;
+        listen 127.0.0.1:$UPSTREAM_PORT3;
         location / { default_type application/json; return 200 '[]'; }
     }"
     start_nginx upstream "$WORK/upstream" "$UPSTREAM_PORT"
@@ -240,6 +255,97 @@ upstream = "http://127.0.0.1:$UPSTREAM_PORT"
 EOF
     start_server strata-bare "$port" "$TARGET/release/strata" serve --config "$config"
     check_bare strata-bare "$port"
+}
+
+# The certificate both TLS contenders serve: ECDSA P-256, as most sites now use.
+make_certificate() {
+    [[ -f $WORK/tls/cert.pem ]] && return 0
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
+    chmod 644 "$WORK/tls/key.pem"
+}
+
+# negotiated NAME PORT : the protocol and cipher suite a default OpenSSL client gets.
+negotiated() {
+    local out
+    out=$(openssl s_client -connect "127.0.0.1:$2" -CAfile "$WORK/tls/cert.pem" </dev/null 2>/dev/null)
+    echo "  $1: $(grep -m1 -E '^New, ' <<<"$out" | sed 's/^New, //')"
+}
+
+strata_tls() {
+    local name=$1 port plain config
+    make_certificate
+    port=$(free_port)
+    plain=$(free_port)
+    config=$WORK/$name.toml
+    cat >"$config" <<EOF
+[server]
+listen = "127.0.0.1:$plain"
+
+[server.tls]
+listen = "127.0.0.1:$port"
+certificates = [{ cert = "$WORK/tls/cert.pem", key = "$WORK/tls/key.pem" }]
+
+[[route]]
+prefix = "/"
+upstream = "http://127.0.0.1:$UPSTREAM_PORT"
+EOF
+    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+    check_bare "$name" "$port" https
+    NEGOTIATED+=("$(negotiated "$name" "$port")")
+}
+
+nginx_tls() {
+    local name=$1 dir=$WORK/$1 port
+    make_certificate
+    port=$(free_port)
+    nginx_conf "$dir" "$port" "
+    upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$port ssl;
+        http2 on;
+        ssl_certificate $WORK/tls/cert.pem;
+        ssl_certificate_key $WORK/tls/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+        }
+    }"
+    start_nginx "$name" "$dir" "$port"
+    check_bare "$name" "$port" https
+    NEGOTIATED+=("$(negotiated "$name" "$port")")
+}
+
+declare -a NEGOTIATED=()
+contender_strata_tls() { strata_tls strata-tls; }
+contender_nginx_tls() { nginx_tls nginx-tls; }
+contender_strata_tls_new() {
+    strata_tls strata-tls-new
+    HEADER[strata-tls-new]="Connection: close"
+}
+contender_nginx_tls_new() {
+    nginx_tls nginx-tls-new
+    HEADER[nginx-tls-new]="Connection: close"
+}
+
+contender_strata_pool3() {
+    local port config=$WORK/strata-pool3.toml
+    port=$(free_port)
+    cat >"$config" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+
+[[route]]
+prefix = "/"
+upstream = ["http://127.0.0.1:$UPSTREAM_PORT", "http://127.0.0.1:$UPSTREAM_PORT2", "http://127.0.0.1:$UPSTREAM_PORT3"]
+EOF
+    start_server strata-pool3 "$port" "$TARGET/release/strata" serve --config "$config"
+    check_bare strata-pool3 "$port"
 }
 
 contender_nginx_bare() {
@@ -323,12 +429,13 @@ contender_nginx_hashed() {
 
 run_contender() {
     local name=$1 round=$2 result rps p99 requests
-    result=$(load "${URL[$name]}" "$WARMUP")
+    local header=${HEADER[$name]:-}
+    result=$(load "${URL[$name]}" "$WARMUP" "$header")
     read -r _ _ requests <<<"$result"
     SENT[$name]=$((${SENT[$name]:-0} + requests))
     local before after cpu
     before=$(cpu_ticks "$name")
-    result=$(load "${URL[$name]}" "$DURATION")
+    result=$(load "${URL[$name]}" "$DURATION" "$header")
     after=$(cpu_ticks "$name")
     read -r rps p99 requests <<<"$result"
     cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }')
@@ -395,11 +502,21 @@ echo "ratios of median req/s (this run only):"
 ratio strata nginx-plain 1.0
 ratio strata nginx-hashed 3
 ratio strata-bare nginx-bare -
+ratio strata-tls nginx-tls 1.0
+ratio strata-tls-new nginx-tls-new 1.0
 echo "CPU per request, the other way round (how many of strata's requests cost what one of theirs does):"
 cpu_ratio nginx-plain strata
 cpu_ratio nginx-hashed strata
 cpu_ratio nginx-bare strata-bare
 cpu_ratio nginx-plain strata-bare
+cpu_ratio nginx-tls strata-tls
+cpu_ratio nginx-tls-new strata-tls-new
+echo "the price of three targets against one (CPU per request, strata-pool3 / strata-bare; target <= 1.05):"
+cpu_ratio strata-pool3 strata-bare
+if ((${#NEGOTIATED[@]})); then
+    echo "TLS negotiated with a default OpenSSL client:"
+    printf '%s\n' "${NEGOTIATED[@]}"
+fi
 
 # Each contender must have logged every response (+2: the start-up checks).
 sleep 2
