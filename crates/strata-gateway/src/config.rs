@@ -1567,7 +1567,8 @@ upstream = "http://127.0.0.1:8000"
         let e = first_error(&list(""));
         assert!(e.message.contains("expected at least one URL"), "{e}");
         let errors = parse(&list("{ url = \"http://127.0.0.1:1\", wieght = 2 }")).unwrap_err();
-        let typo = errors.0.iter().find(|e| e.message.contains("unknown field `wieght`")).expect("the typo is reported");
+        let typo =
+            errors.0.iter().find(|e| e.message.contains("unknown field `wieght`")).expect("the typo is reported");
         assert_eq!((typo.line, typo.column), (3, 43), "{typo}");
         let errors = parse(&list("\"http://127.0.0.1:0\", \"http://127.0.0.1:99999\"")).unwrap_err();
         assert_eq!(errors.0.len(), 2, "every bad URL is reported: {errors}");
