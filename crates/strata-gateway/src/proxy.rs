@@ -1,9 +1,11 @@
-//! The reverse proxy: the endpoint of an `upstream = "http://…"` route.
+//! The reverse proxy: the endpoint of an `upstream = "http://…"` route (or of a list of targets).
 //!
 //! - **Streaming both ways.** The request body goes upstream as it arrives and the upstream's body
 //!   comes back as it arrives (hyper's `Incoming` on both sides): nothing is buffered, so large
 //!   downloads, uploads, server-sent events and long polls pass through at their own pace.
-//! - **Pooled keep-alive connections**: HTTP/1.1 through [`crate::pool`], whose connections are
+//! - **Several targets** per route ([`crate::upstream`]): one is picked per request, and a failed
+//!   attempt that is safe to repeat goes to another, within the route's `retries` and budget.
+//! - **Pooled keep-alive connections**: HTTP/1.1 through [`crate::pool`] (one per target), whose connections are
 //!   driven by the requests using them (no hand-off to another task per request: about a fifth less
 //!   CPU per proxied request than hyper-util's client, measured under load); HTTP/2 upstreams
 //!   (`http2 = true`) and upgrades through hyper-util's client. An idle connection is dropped after
@@ -662,7 +664,8 @@ impl Exchange {
         loop {
             tried |= 1 << index;
             let target = &upstreams.targets[index];
-            let Some(pool) = target.pool.clone() else {
+            // Only HTTP/2 targets have none, and they never come here.
+            let Some(pool) = &target.pool else {
                 return response::generated_error(StatusCode::BAD_GATEWAY, UNREACHABLE);
             };
             if !aim(&mut req, target, &self.forwarded, self.target_host) {
