@@ -289,3 +289,35 @@ fn explain_shows_the_targets_their_weights_and_the_balance() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn health_checks_run_without_traffic_and_stop_when_a_reload_drops_them() {
+    let resetter = Resetter::start();
+    let targets = [format!("http://{}", resetter.addr), format!("http://127.0.0.1:{}", free_port())];
+    let checked =
+        route("/", &targets, "[route.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n");
+    let strata = Strata::start(Some(&checked));
+    let checks = || async { resetter.attempts().await.get("GET").copied().unwrap_or(0) };
+    // No request is sent: the checks start with the server.
+    let start = Instant::now();
+    while checks().await < 3 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(checks().await >= 3, "{}", strata.stderr());
+    // Each target goes out once (three failed checks), however many checks fail after that.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(strata.stderr().matches("taken out of rotation").count(), 2, "{}", strata.stderr());
+
+    std::fs::write(strata.config_path(), route("/", &targets, "")).unwrap();
+    strata.signal("HUP");
+    let start = Instant::now();
+    while !strata.stderr().contains("config reloaded") && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(strata.stderr().contains("config reloaded"), "{}", strata.stderr());
+    // The old route's task ends at its next tick (one may still be under way).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_reload = checks().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(checks().await, after_reload, "no health check runs once the route is gone");
+}
