@@ -286,6 +286,12 @@ impl Upstreams {
             return;
         }
         let target = &self.targets[index];
+        // Requests sent before the ejection that fail after it say nothing new: counted, they
+        // would eject it again at once, doubling the back-off.
+        let until = target.ejected_until.load(Ordering::Relaxed);
+        if until != 0 && until > self.now_ms() {
+            return;
+        }
         // Exactly one failure reaches the threshold, however many arrive at once.
         if target.failures.fetch_add(1, Ordering::Relaxed) + 1 != eject_after {
             return;
@@ -390,10 +396,16 @@ mod tests {
             upstreams(2, UpstreamOptions { eject_after: 1, eject_for: Duration::from_secs(100), ..Default::default() });
         let left =
             |up: &Upstreams| Duration::from_millis(up.targets[0].ejected_until.load(Ordering::Relaxed) - up.now_ms());
+        // As if the ejection had run its course before the next failure.
+        let expire = |up: &Upstreams| up.targets[0].ejected_until.store(1, Ordering::Relaxed);
         up.failed(0);
         assert!(left(&up) > Duration::from_secs(99));
         up.failed(0);
+        assert!(left(&up) <= Duration::from_secs(100), "a failure while ejected changes nothing");
+        expire(&up);
+        up.failed(0);
         assert!(left(&up) > Duration::from_secs(199));
+        expire(&up);
         up.failed(0);
         assert!(left(&up) > Duration::from_secs(299) && left(&up) <= MAX_EJECTION, "capped at five minutes");
         up.succeeded(0);
