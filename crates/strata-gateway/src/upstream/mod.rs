@@ -21,7 +21,7 @@
 //! the `502`/`504` that says what went wrong, and turn away the first request after a recovery.
 //! When every target of a larger route is out, requests get a `503` with `Retry-After`.
 
-pub mod balance;
+mod balance;
 mod budget;
 pub mod health;
 
