@@ -4,7 +4,8 @@
 //! - [`config`]: TOML → typed config, with file:line:column errors.
 //! - [`registry`]: middleware kind name → constructor.
 //! - [`routes`]: the router (longest prefix wins) and the per-route onions; [`hosts`]: routing by host.
-//! - [`proxy`]: the reverse proxy behind `upstream` routes; [`pool`]: its HTTP/1.1 connections.
+//! - [`proxy`]: the reverse proxy behind `upstream` routes; [`upstream`]: a route's targets, how
+//!   one is picked, their health and the retry budget; [`pool`]: their HTTP/1.1 connections.
 //! - [`server`]: listeners, HTTP/1.1 and HTTP/2, graceful shutdown, hot reload; [`limits`]: the
 //!   connection timeouts and the connection cap.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod systemd;
+pub mod upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

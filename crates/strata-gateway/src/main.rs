@@ -168,6 +168,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
         for route in &gateway.routes {
             println!("  {} -> {}", route.name(), route.target.description);
         }
+        // Inside the runtime, before the router is moved into the live one.
+        gateway.start();
         // Moved, not cloned: after the first reload nothing may keep this router, whose pools would
         // otherwise hold their upstream connections open (in CLOSE-WAIT) for good.
         let live = Arc::new(server::LiveRouter::new(gateway.router));

@@ -103,7 +103,17 @@ impl Pool {
 
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one, and resolves to
     /// the response head; the body keeps the connection and returns it to the pool once read.
-    pub async fn send(self: &Arc<Self>, mut req: http::Request<Body>) -> Result<http::Response<Body>, PoolError> {
+    pub async fn send(self: &Arc<Self>, req: http::Request<Body>) -> Result<http::Response<Body>, PoolError> {
+        self.send_or_return(req).await.map_err(|(error, _)| error)
+    }
+
+    /// [`Pool::send`], handing the request back with the error when none of it was written (no
+    /// connection could be made, or a new one failed before the request went out): its body is
+    /// untouched, so it may be sent elsewhere.
+    pub async fn send_or_return(
+        self: &Arc<Self>,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, (PoolError, Option<http::Request<Body>>)> {
         if !self.sweeping.load(Ordering::Relaxed) && !self.idle_timeout.is_zero() {
             self.start_sweeping();
         }
@@ -112,7 +122,10 @@ impl Pool {
                 Some(link) => (link, true),
                 // Boxed: connecting is rare, and its state would otherwise make every request's
                 // future larger.
-                None => (Box::pin(self.connect()).await?, false),
+                None => match Box::pin(self.connect()).await {
+                    Ok(link) => (link, false),
+                    Err(error) => return Err((error, Some(req))),
+                },
             };
             // A reused connection must be ready now: one poll finishes the previous exchange (or
             // finds the connection closed). One still busy — say, waiting for the rest of an upload
@@ -154,7 +167,7 @@ impl Pool {
                 Err(mut error) => match error.take_message() {
                     // Never written: safe to send on another connection.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(PoolError::Exchange(error.into_error())),
+                    unsent => return Err((PoolError::Exchange(error.into_error()), unsent)),
                 },
             }
         }

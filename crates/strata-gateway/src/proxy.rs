@@ -1,9 +1,11 @@
-//! The reverse proxy: the endpoint of an `upstream = "http://…"` route.
+//! The reverse proxy: the endpoint of an `upstream = "http://…"` route (or of a list of targets).
 //!
 //! - **Streaming both ways.** The request body goes upstream as it arrives and the upstream's body
 //!   comes back as it arrives (hyper's `Incoming` on both sides): nothing is buffered, so large
 //!   downloads, uploads, server-sent events and long polls pass through at their own pace.
-//! - **Pooled keep-alive connections**: HTTP/1.1 through [`crate::pool`], whose connections are
+//! - **Several targets** per route ([`crate::upstream`]): one is picked per request, and a failed
+//!   attempt that is safe to repeat goes to another, within the route's `retries` and budget.
+//! - **Pooled keep-alive connections**: HTTP/1.1 through [`crate::pool`] (one per target), whose connections are
 //!   driven by the requests using them (no hand-off to another task per request: about a fifth less
 //!   CPU per proxied request than hyper-util's client, measured under load); HTTP/2 upstreams
 //!   (`http2 = true`) and upgrades through hyper-util's client. An idle connection is dropped after
@@ -46,8 +48,9 @@ use strata::Endpoint;
 use strata::http::{Body, ConnectionInfo, Request, Response, response};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ForwardedHeaders, ProxyOptions};
-use crate::pool::{Pool, PoolError};
+use crate::config::{ForwardedHeaders, ProxyOptions, UpstreamOptions, UpstreamTarget};
+use crate::pool::PoolError;
+use crate::upstream::{Backend, CountedBody, Upstreams};
 use strata::http::client_ip::{TrustedProxies, write_ip};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -63,20 +66,18 @@ const BAD_TARGET: &str = "The request's path cannot be forwarded.";
 const LOOPED: &str = "The request has already passed through this gateway: the proxies forward it in a loop.";
 const BAD_BODY: &str = "The request body could not be read.";
 const SLOW_BODY: &str = "The request body did not arrive in time.";
+const NO_TARGET: &str = "Every upstream server of this route is unavailable; try again later.";
 
-/// Forwards requests to one upstream server. One per route: each route has its own pool and options.
+/// Forwards requests to the upstream servers of one route. One per route: each route has its own
+/// targets, pools and options.
 pub struct Proxy {
-    /// HTTP/1.1 exchanges, driven by the requests' own tasks.
-    pool: Option<Arc<Pool>>,
+    /// The targets, their pools and health, and how one is picked.
+    upstreams: Arc<Upstreams>,
     /// HTTP/2 upstreams and upgrades (whose connections outlive the request).
     client: Client<HttpConnector, Body>,
     scheme: Scheme,
-    authority: Authority,
-    /// The upstream URL's path without its trailing slash (`""` for none): prepended to every path.
-    base_path: String,
     /// The route's prefix, removed from paths when `strip_prefix` is set.
     prefix: String,
-    upstream_host: HeaderValue,
     options: ProxyOptions,
     /// Whose forwarding headers are believed (and extended) rather than replaced.
     trusted: Arc<TrustedProxies>,
@@ -343,17 +344,33 @@ fn client_body_failed(
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("upstream", &self.authority).field("options", &self.options).finish()
+        let targets: Vec<&Authority> = self.upstreams.targets.iter().map(|t| &t.authority).collect();
+        f.debug_struct("Proxy").field("upstreams", &targets).field("options", &self.options).finish()
     }
 }
 
+/// A request on its way upstream, before it is aimed at a target.
+struct Outgoing {
+    req: Request,
+    /// The path and query every target gets, after its own base path.
+    forwarded: PathAndQuery,
+    /// Whether `Host` names the target (`preserve_host = false`, or a client that sent none).
+    target_host: bool,
+}
+
 impl Proxy {
-    /// A proxy to `upstream` (an `http://host:port[/base]` URL, checked by the config) for the route
+    /// A proxy to `targets` (`http://host:port[/base]` URLs, checked by the config) for the route
     /// at `prefix`.
     ///
     /// `trusted` are the `[server] trusted_proxies`: forwarding headers arriving from one of them
     /// are extended, from anyone else they are the client's own claim and are replaced.
-    pub fn new(upstream: &Uri, prefix: &str, options: &ProxyOptions, trusted: Arc<TrustedProxies>) -> Proxy {
+    pub fn new(
+        targets: &[UpstreamTarget],
+        prefix: &str,
+        options: &ProxyOptions,
+        upstream: &UpstreamOptions,
+        trusted: Arc<TrustedProxies>,
+    ) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(options.connect_timeout));
         // Small requests go out at once instead of waiting for Nagle's algorithm.
@@ -369,26 +386,12 @@ impl Proxy {
             builder.pool_max_idle_per_host(0);
         }
         let client = builder.build(connector);
-        let port = upstream.port_u16().unwrap_or(80);
-        let pool = (!options.http2).then(|| {
-            let host = upstream.host().unwrap_or("127.0.0.1");
-            Pool::new(
-                format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']')),
-                prefix.into(),
-                options.connect_timeout,
-                options.idle_timeout,
-            )
-        });
-        let authority = upstream.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-        let upstream_host = HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"));
+        let upstreams = Arc::new(Upstreams::new(targets, prefix, options, upstream));
         Proxy {
-            pool,
+            upstreams,
             client,
-            scheme: upstream.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority,
-            base_path: upstream.path().trim_end_matches('/').to_string(),
+            scheme: targets.first().and_then(|t| t.url.scheme().cloned()).unwrap_or(Scheme::HTTP),
             prefix: if prefix == "/" { String::new() } else { prefix.to_string() },
-            upstream_host,
             options: options.clone(),
             trusted,
             via: if options.via { Via::new(&options.via_pseudonym).map(Arc::new) } else { None },
@@ -396,53 +399,56 @@ impl Proxy {
         }
     }
 
-    /// The URI the upstream is asked for: its base path, then the request's path (below the
-    /// route's prefix when stripping), then the query.
-    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
-        let path_and_query = match uri.path_and_query() {
-            // Nothing to change (no base path, no prefix to strip): the parsed value is reused.
-            Some(pq)
-                if self.base_path.is_empty()
-                    && (!self.options.strip_prefix || self.prefix.is_empty())
-                    && pq.as_str().starts_with('/') =>
-            {
-                pq.clone()
+    /// The route's targets (for the health checks the gateway starts).
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
+    }
+
+    /// The path and query the targets are asked for, before each target's base path: the
+    /// request's path (below the route's prefix when stripping), then the query.
+    fn forwarded_path(&self, uri: &Uri) -> Option<PathAndQuery> {
+        match uri.path_and_query() {
+            // Nothing to change (no prefix to strip): the parsed value is reused.
+            Some(pq) if (!self.options.strip_prefix || self.prefix.is_empty()) && pq.as_str().starts_with('/') => {
+                Some(pq.clone())
             }
-            _ => self.rewritten_path_and_query(uri)?,
-        };
+            _ => {
+                let path = uri.path();
+                let path = if self.options.strip_prefix { path.get(self.prefix.len()..).unwrap_or(path) } else { path };
+                let query = uri.query();
+                let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1) + 1);
+                if !path.starts_with('/') {
+                    pq.push('/');
+                }
+                pq.push_str(path);
+                if let Some(q) = query {
+                    pq.push('?');
+                    pq.push_str(q);
+                }
+                PathAndQuery::try_from(pq).ok()
+            }
+        }
+    }
+
+    /// The absolute URI of `forwarded` on `target` (for hyper-util's client).
+    fn absolute_uri(&self, target: &Backend, forwarded: &PathAndQuery) -> Option<Uri> {
         Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
+            .authority(target.authority.clone())
+            .path_and_query(target.path_for(forwarded)?)
             .build()
             .ok()
     }
 
-    fn rewritten_path_and_query(&self, uri: &Uri) -> Option<PathAndQuery> {
-        let path = uri.path();
-        let path = if self.options.strip_prefix { path.get(self.prefix.len()..).unwrap_or(path) } else { path };
-        let query = uri.query();
-        let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 1);
-        pq.push_str(&self.base_path);
-        if !path.starts_with('/') {
-            pq.push('/');
-        }
-        pq.push_str(path);
-        if let Some(q) = query {
-            pq.push('?');
-            pq.push_str(q);
-        }
-        PathAndQuery::try_from(pq).ok()
-    }
-
-    /// Turns the client's request into the upstream's: URI, version, Host, hop-by-hop and
-    /// forwarding headers. The body is moved, not read. `None` when the path cannot be forwarded.
-    fn outgoing(&self, req: Request, upgrade: bool) -> Option<Request> {
+    /// Turns the client's request into the upstream's: version, hop-by-hop and forwarding headers,
+    /// `Host` when it is the client's. The body is moved, not read. The URI (and a target's `Host`)
+    /// are set by [`aim`] for each target tried. `None` when the path cannot be forwarded.
+    fn outgoing(&self, req: Request, upgrade: bool) -> Option<Outgoing> {
         // The TCP peer, even once ConnectionInfo also carries a client address resolved through
         // trusted proxies: each hop appends the address it saw, and the list stays verifiable.
         let peer = req.extensions().get::<ConnectionInfo>().map(|c| c.peer);
         let (mut parts, body) = req.into_parts();
-        let uri = self.upstream_uri(&parts.uri)?;
+        let forwarded = self.forwarded_path(&parts.uri)?;
 
         // HTTP/2 clients carry the host in the URI, HTTP/1.1 clients in `Host`.
         let client_host =
@@ -455,88 +461,124 @@ impl Proxy {
         if upgrade {
             parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
+        let mut target_host = false;
         match (&client_host, self.options.preserve_host) {
             // HTTP/2 names the host in `:authority`, which is the upstream's (the connection goes
             // where the URI points): a `Host` that differs from it is malformed (RFC 9113 §8.3.1).
-            _ if self.options.http2 => parts.headers.remove(header::HOST),
-            (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
-            _ => parts.headers.insert(header::HOST, self.upstream_host.clone()),
-        };
+            _ if self.options.http2 => {
+                parts.headers.remove(header::HOST);
+            }
+            (Some(host), true) => {
+                parts.headers.insert(header::HOST, host.clone());
+            }
+            _ => target_host = true,
+        }
         let from_trusted_proxy = peer.is_some_and(|p| self.trusted.contains(p.ip()));
         add_forwarding(&mut parts.headers, self.options.forwarded, peer, from_trusted_proxy, client_host.as_ref());
-        parts.uri = uri;
+        parts.uri = Uri::from(forwarded.clone());
         parts.version = if self.options.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
         // The server's extensions (its upgrade handle, our ConnectionInfo) mean nothing upstream.
         parts.extensions = http::Extensions::new();
-        Some(Request::from_parts(parts, body))
+        Some(Outgoing { req: Request::from_parts(parts, body), forwarded, target_host })
     }
+}
+
+/// Points a request at `target`: the origin-form URI with the target's base path (HTTP/1.1 on its
+/// own connection names the target that way) and, when `target_host`, the target's `Host`.
+fn aim(req: &mut Request, target: &Backend, forwarded: &PathAndQuery, target_host: bool) -> bool {
+    let Some(pq) = target.path_for(forwarded) else { return false };
+    *req.uri_mut() = Uri::from(pq);
+    if target_host {
+        req.headers_mut().insert(header::HOST, target.host.clone());
+    }
+    true
+}
+
+/// Whether a failed exchange may be sent again: its method is idempotent (RFC 9110 §9.2.2) and it
+/// has no body, so nothing of it is lost with the first attempt and sending it twice is harmless.
+fn replayable(req: &Request) -> bool {
+    use http::Method;
+    matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+        && http_body::Body::is_end_stream(req.body())
+}
+
+/// A copy of a bodiless request, to send again after a failed exchange.
+fn replay(head: &http::request::Parts) -> Request {
+    let mut req = Request::new(Body::empty());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req
+}
+
+/// The answer when every target is out: `503` with `Retry-After`.
+fn no_target(upstreams: &Upstreams, route: &RouteLog) -> Response {
+    if let Some(failures) = route.failure_due() {
+        tracing::warn!(%route, failures, "every upstream of the route is out (ejected or failing health checks)");
+    }
+    let mut res = response::generated_error(StatusCode::SERVICE_UNAVAILABLE, NO_TARGET);
+    let wait = upstreams.retry_after().as_secs();
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+    res
 }
 
 impl Endpoint<Request, Response> for Proxy {
     fn call(&self, mut req: Request) -> BoxFuture<Response> {
         if self.via.as_ref().is_some_and(|via| via.has_looped(req.headers())) {
             // Anyone can send this header: a DEBUG line, the 508 shows in the access log.
-            tracing::debug!(route = %self.route, upstream = %self.authority, "request loop refused: Via names this gateway");
+            tracing::debug!(route = %self.route, "request loop refused: Via names this gateway");
             return Box::pin(std::future::ready(response::generated_error(StatusCode::LOOP_DETECTED, LOOPED)));
         }
+        let key = self.upstreams.hash_key(&req);
+        let Some(first) = self.upstreams.pick(key, 0) else {
+            return Box::pin(std::future::ready(no_target(&self.upstreams, &self.route)));
+        };
         let upgrade = is_upgrade(req.headers());
         // Taken before the request is rebuilt: it is how the client's connection is handed over
         // once the 101 has been sent.
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let Some(outgoing) = self.outgoing(req, upgrade) else {
+        let Some(Outgoing { req: outgoing, forwarded, target_host }) = self.outgoing(req, upgrade) else {
             return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
         };
         let (outgoing, client_body) = watch_request_body(outgoing);
+        if !self.options.http2 && !upgrade {
+            let exchange = Exchange {
+                upstreams: self.upstreams.clone(),
+                route: self.route.clone(),
+                via: self.via.clone(),
+                timeout: self.options.timeout,
+                forwarded,
+                target_host,
+                key,
+                client_body,
+            };
+            return Box::pin(exchange.run(outgoing, first));
+        }
+        let upstreams = self.upstreams.clone();
+        let target = &upstreams.targets[first];
+        let Some(uri) = self.absolute_uri(target, &forwarded) else {
+            return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
+        };
+        let mut outgoing = outgoing;
+        *outgoing.uri_mut() = uri;
+        if target_host {
+            outgoing.headers_mut().insert(header::HOST, target.host.clone());
+        }
         let timeout = self.options.timeout;
-        let upstream = self.authority.clone();
+        let upstream = target.authority.clone();
         let route = self.route.clone();
         let via = self.via.clone();
-        if let (Some(pool), false) = (&self.pool, upgrade) {
-            let pool = pool.clone();
-            return Box::pin(async move {
-                let mut outgoing = outgoing;
-                // On its own connection, HTTP/1.1 names the target in origin form.
-                if let Some(pq) = outgoing.uri().path_and_query().cloned() {
-                    *outgoing.uri_mut() = Uri::from(pq);
-                }
-                match tokio::time::timeout(timeout, pool.send(outgoing)).await {
-                    Ok(Ok(mut res)) => {
-                        response_headers(&mut res, false, via.as_deref());
-                        res
-                    }
-                    Ok(Err(error)) => {
-                        if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
-                            return res;
-                        }
-                        if let Some(failures) = route.failure_due() {
-                            tracing::warn!(%route, %upstream, %error, failures, "upstream request failed");
-                        }
-                        let connect = matches!(error, PoolError::Connect(_));
-                        response::generated_error(
-                            StatusCode::BAD_GATEWAY,
-                            if connect { UNREACHABLE } else { NO_ANSWER },
-                        )
-                    }
-                    Err(_) => {
-                        if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
-                            return res;
-                        }
-                        if let Some(failures) = route.failure_due() {
-                            tracing::warn!(%route, %upstream, ?timeout, failures, "upstream did not answer in time");
-                        }
-                        response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW)
-                    }
-                }
-            });
-        }
         let client = self.client.clone();
         Box::pin(async move {
+            let in_flight = upstreams.begin(first);
             let mut res = match tokio::time::timeout(timeout, client.request(outgoing)).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(error)) => {
                     if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                         return res;
                     }
+                    upstreams.failed(first);
                     let connect = error.is_connect();
                     // The error names the upstream and the OS error: useful to operators, kept from clients.
                     if let Some(failures) = route.failure_due() {
@@ -551,12 +593,19 @@ impl Endpoint<Request, Response> for Proxy {
                     if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                         return res;
                     }
+                    upstreams.failed(first);
                     if let Some(failures) = route.failure_due() {
                         tracing::warn!(%route, %upstream, ?timeout, failures, "upstream did not answer in time");
                     }
                     return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }
             };
+            drop(in_flight);
+            if res.status().is_server_error() {
+                upstreams.failed(first);
+            } else {
+                upstreams.succeeded(first);
+            }
             let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
             if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
                 splice(client_upgrade, hyper::upgrade::on(&mut res), upstream.clone());
@@ -572,6 +621,144 @@ impl Endpoint<Request, Response> for Proxy {
             res.map(|incoming| Body::wrap(WatchedResponseBody { inner: incoming, route, upstream }))
         })
     }
+}
+
+/// One request sent through the targets' HTTP/1.1 pools: to a first target, then, when that fails
+/// in a way that is safe to repeat, to others, up to the route's `retries` and within its budget.
+struct Exchange {
+    upstreams: Arc<Upstreams>,
+    route: Arc<RouteLog>,
+    via: Option<Arc<Via>>,
+    timeout: std::time::Duration,
+    forwarded: PathAndQuery,
+    target_host: bool,
+    key: Option<u64>,
+    client_body: Option<Arc<OnceLock<ClientBodyFailure>>>,
+}
+
+impl Exchange {
+    /// Sends `req` to target `first`, and to others while attempts fail in a way worth retrying:
+    ///
+    /// - a connection that could not be made, or failed before the request was written (any
+    ///   method: the request, body included, is handed back untouched);
+    /// - for a bodiless request with an idempotent method, an exchange cut before the response
+    ///   head, or a `502`/`503`/`504` answer.
+    ///
+    /// A timeout is not retried (the request may still be running upstream, and a slow target
+    /// would be given twice the time), nor is a request whose body was sent.
+    async fn run(self, mut req: Request, first: usize) -> Response {
+        let upstreams = &self.upstreams;
+        let retries_possible = upstreams.retries_possible();
+        // Only when a retry could happen: the copy costs a header map clone.
+        let head = (retries_possible && replayable(&req)).then(|| {
+            let mut copy = replay_head(&req);
+            copy.uri = Uri::from(self.forwarded.clone());
+            copy
+        });
+        if retries_possible {
+            upstreams.record_request();
+        }
+        let mut index = first;
+        let mut tried: u64 = 0;
+        let mut attempt: u32 = 0;
+        loop {
+            tried |= 1 << index;
+            let target = &upstreams.targets[index];
+            // Only HTTP/2 targets have none, and they never come here.
+            let Some(pool) = &target.pool else {
+                return response::generated_error(StatusCode::BAD_GATEWAY, UNREACHABLE);
+            };
+            if !aim(&mut req, target, &self.forwarded, self.target_host) {
+                return response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET);
+            }
+            let in_flight = upstreams.begin(index);
+            let outcome = tokio::time::timeout(self.timeout, pool.send_or_return(req)).await;
+            // The next attempt, when this one failed in a way that allows one.
+            let retry = |attempt: u32, tried: u64| {
+                (attempt < upstreams.options.retries)
+                    .then(|| upstreams.pick(self.key, tried))
+                    .flatten()
+                    .filter(|_| upstreams.try_retry())
+            };
+            match outcome {
+                Ok(Ok(mut res)) => {
+                    let status = res.status();
+                    if status.is_server_error() {
+                        upstreams.failed(index);
+                    } else {
+                        upstreams.succeeded(index);
+                    }
+                    if matches!(status.as_u16(), 502..=504)
+                        && let Some(head) = &head
+                        && let Some(next) = retry(attempt, tried)
+                    {
+                        tracing::debug!(route = %self.route, upstream = %target.authority, %status, "retrying on another upstream");
+                        req = replay(head);
+                        index = next;
+                        attempt += 1;
+                        continue;
+                    }
+                    response_headers(&mut res, false, self.via.as_deref());
+                    return match in_flight {
+                        Some(in_flight) => res.map(|inner| Body::wrap(CountedBody { inner, _in_flight: in_flight })),
+                        None => res,
+                    };
+                }
+                Ok(Err((error, unsent))) => {
+                    drop(in_flight);
+                    if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
+                        return res;
+                    }
+                    upstreams.failed(index);
+                    let connect = matches!(error, PoolError::Connect(_));
+                    let again = unsent.or_else(|| head.as_ref().map(replay));
+                    let next = again.is_some().then(|| retry(attempt, tried)).flatten();
+                    if let Some(failures) = self.route.failure_due() {
+                        tracing::warn!(
+                            route = %self.route,
+                            upstream = %target.authority,
+                            %error,
+                            failures,
+                            retrying = next.is_some(),
+                            "upstream request failed"
+                        );
+                    }
+                    if let (Some(again), Some(next)) = (again, next) {
+                        req = again;
+                        index = next;
+                        attempt += 1;
+                        continue;
+                    }
+                    return response::generated_error(
+                        StatusCode::BAD_GATEWAY,
+                        if connect { UNREACHABLE } else { NO_ANSWER },
+                    );
+                }
+                Err(_) => {
+                    drop(in_flight);
+                    if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
+                        return res;
+                    }
+                    upstreams.failed(index);
+                    if let Some(failures) = self.route.failure_due() {
+                        let timeout = self.timeout;
+                        tracing::warn!(route = %self.route, upstream = %target.authority, ?timeout, failures, "upstream did not answer in time");
+                    }
+                    return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
+                }
+            }
+        }
+    }
+}
+
+/// The head of a bodiless request, kept to send it again.
+fn replay_head(req: &Request) -> http::request::Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = req.method().clone();
+    parts.uri = req.uri().clone();
+    parts.version = req.version();
+    parts.headers = req.headers().clone();
+    parts
 }
 
 /// The upgraded connections (WebSocket and the like) of this process, still open.
@@ -770,7 +957,22 @@ mod tests {
     use strata::http::GeneratedError;
 
     fn proxy(upstream: &str, prefix: &str, options: ProxyOptions) -> Proxy {
-        Proxy::new(&upstream.parse().unwrap(), prefix, &options, Arc::new(TrustedProxies::none()))
+        let targets = [UpstreamTarget { url: upstream.parse().unwrap(), weight: 1 }];
+        Proxy::new(&targets, prefix, &options, &UpstreamOptions::default(), Arc::new(TrustedProxies::none()))
+    }
+
+    impl Proxy {
+        /// The absolute URI the (first) target is asked for.
+        fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+            self.absolute_uri(&self.upstreams.targets[0], &self.forwarded_path(uri)?)
+        }
+
+        /// The request as sent to the (first) target.
+        fn aimed(&self, req: Request) -> Request {
+            let Outgoing { mut req, forwarded, target_host } = self.outgoing(req, false).unwrap();
+            assert!(aim(&mut req, &self.upstreams.targets[0], &forwarded, target_host));
+            req
+        }
     }
 
     #[tokio::test]
@@ -878,15 +1080,15 @@ mod tests {
         let mut req = Request::new(Body::empty());
         *req.uri_mut() = "/x".parse().unwrap();
         req.headers_mut().insert(header::HOST, HeaderValue::from_static("front.example"));
-        let out = p.outgoing(req, false).unwrap();
-        assert_eq!(out.uri(), "http://127.0.0.1:9/x");
+        let out = p.aimed(req);
+        assert_eq!(out.uri(), "/x");
         assert_eq!(out.headers()[header::HOST], "front.example");
         assert_eq!(out.headers()[X_FORWARDED_HOST], "front.example");
         let rewrite = proxy("http://127.0.0.1:9", "/", ProxyOptions { preserve_host: false, ..Default::default() });
         let mut req = Request::new(Body::empty());
         *req.uri_mut() = "http://front.example/x".parse().unwrap();
         *req.version_mut() = Version::HTTP_2;
-        let out = rewrite.outgoing(req, false).unwrap();
+        let out = rewrite.aimed(req);
         assert_eq!(out.headers()[header::HOST], "127.0.0.1:9");
         assert_eq!(out.headers()[X_FORWARDED_HOST], "front.example");
         assert_eq!(out.version(), Version::HTTP_11);
@@ -931,12 +1133,12 @@ mod tests {
             req
         };
         let on = proxy("http://127.0.0.1:9", "/", ProxyOptions::default());
-        assert_eq!(on.outgoing(request(), false).unwrap().headers()[header::VIA], "1.0 strata");
+        assert_eq!(on.aimed(request()).headers()[header::VIA], "1.0 strata");
         let off = proxy("http://127.0.0.1:9", "/", ProxyOptions { via: false, ..Default::default() });
-        assert!(off.outgoing(request(), false).unwrap().headers().get(header::VIA).is_none());
+        assert!(off.aimed(request()).headers().get(header::VIA).is_none());
         let mut kept = request();
         kept.headers_mut().remove(header::CONNECTION);
-        assert_eq!(on.outgoing(kept, false).unwrap().headers()[header::VIA], "1.1 cdn, 1.0 strata");
+        assert_eq!(on.aimed(kept).headers()[header::VIA], "1.1 cdn, 1.0 strata");
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use strata::middleware::BuildContext;
 use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
 
 use crate::apps;
-use crate::config::{Config, ConfigErrors, ForwardedHeaders, NameRef, Target};
+use crate::config::{Balance, Config, ConfigErrors, ForwardedHeaders, HashOn, NameRef, Target};
 use crate::hosts::{HostPattern, HostTable, request_host};
 use crate::proxy::Proxy;
 use crate::registry;
@@ -93,6 +93,8 @@ pub struct Gateway {
     /// What the middlewares reported about their own configuration (e.g. weak password hashes),
     /// once per middleware whatever the number of stacks using it.
     pub layer_diagnostics: Vec<Diagnostic>,
+    /// The targets of the routes with an active health check, held weakly: the router owns them.
+    health_checked: Vec<std::sync::Weak<crate::upstream::Upstreams>>,
 }
 
 impl Gateway {
@@ -131,32 +133,41 @@ impl Gateway {
         let mut facts = not_found.facts();
         let mut routes = Vec::new();
         let mut entries = Vec::new();
+        let mut upstreams = Vec::new();
         for route in &config.routes {
             let stack = stack_of(&route.stack);
             let layer_infos = stack.infos();
-            let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) = match &route
-                .target
-            {
-                Target::App(name) => {
-                    let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
-                        ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
-                    })?;
-                    (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
-                }
-                Target::Upstream(uri) => {
-                    // An upstream may fail and may stream events: rules must assume both.
-                    let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
-                    if route.proxy.forwarded != ForwardedHeaders::None {
-                        // The forwarding headers carry the peer's address.
-                        facts = facts.with(Fact::ReadsClientAddress);
+            let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) =
+                match &route.target {
+                    Target::App(name) => {
+                        let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
+                            ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
+                        })?;
+                        (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
                     }
-                    (
-                        Arc::new(Proxy::new(uri, &route.prefix, &route.proxy, config.server.trusted_proxies.clone())),
-                        TargetInfo { description: format!("upstream {uri}"), facts },
-                        true,
-                    )
-                }
-            };
+                    Target::Upstream(targets) => {
+                        // An upstream may fail and may stream events: rules must assume both.
+                        let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
+                        if route.proxy.forwarded != ForwardedHeaders::None
+                            || route.upstream.balance == Balance::Hash(HashOn::ClientIp)
+                        {
+                            // The forwarding headers carry the peer's address; the hash, the client's.
+                            facts = facts.with(Fact::ReadsClientAddress);
+                        }
+                        let proxy = Proxy::new(
+                            targets,
+                            &route.prefix,
+                            &route.proxy,
+                            &route.upstream,
+                            config.server.trusted_proxies.clone(),
+                        );
+                        let description = proxy.upstreams().describe();
+                        if proxy.upstreams().options.health_check.is_some() {
+                            upstreams.push(Arc::downgrade(proxy.upstreams()));
+                        }
+                        (Arc::new(proxy), TargetInfo { description, facts }, true)
+                    }
+                };
             let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && route.prefix != "/" {
                 Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
             } else {
@@ -192,7 +203,18 @@ impl Gateway {
             routes,
             unused,
             layer_diagnostics,
+            health_checked: upstreams,
         })
+    }
+
+    /// Starts what runs beside the requests: the active health checks of the routes that have one.
+    /// Call it inside the runtime that serves this gateway, before it serves; a gateway that is
+    /// only checked or explained is never started, and starts nothing. The tasks hold their routes
+    /// weakly and end once the router is dropped (by a reload).
+    pub fn start(&self) {
+        for upstreams in self.health_checked.iter().filter_map(std::sync::Weak::upgrade) {
+            crate::upstream::health::start(&upstreams);
+        }
     }
 
     /// The whole onion of one route, outermost first: server layers, route layers, then the target

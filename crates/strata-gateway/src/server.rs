@@ -322,6 +322,7 @@ impl Reloader {
             tracing::warn!("`{setting}` changed: it is fixed when strata starts, restart strata to use it");
         }
         gateway.log_warnings();
+        gateway.start();
         let routes = gateway.routes.len();
         self.live.replace(gateway.router);
         tracing::info!(config = %self.path.display(), routes, "config reloaded");

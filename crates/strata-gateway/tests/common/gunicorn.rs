@@ -1,4 +1,5 @@
-//! The tests' Python upstream: `tests/upstream/tasks_app.py` under a real gunicorn.
+//! The tests' Python upstreams under a real gunicorn: `tests/upstream/tasks_app.py`, or any WSGI
+//! app of that folder.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,14 +12,24 @@ pub struct Gunicorn {
     pub addr: SocketAddr,
     // The SQLite file the workers share, and gunicorn's own log.
     dir: tempfile::TempDir,
+    // `module:app` in tests/upstream, and the environment it is started with.
+    app: String,
+    env: Vec<(String, String)>,
 }
 
 impl Gunicorn {
     /// Starts the tasks app on a free port and waits until it accepts connections.
     pub fn start() -> Gunicorn {
+        Self::start_app("tasks_app:app", &[])
+    }
+
+    /// Starts `app` (`module:app` in tests/upstream) with `env` on a free port and waits until it
+    /// accepts connections.
+    pub fn start_app(app: &str, env: &[(&str, &str)]) -> Gunicorn {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
-        let mut g = Gunicorn { child: None, addr, dir };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut g = Gunicorn { child: None, addr, dir, app: app.to_string(), env };
         g.restart();
         g
     }
@@ -39,7 +50,8 @@ impl Gunicorn {
             .arg(self.addr.to_string())
             .arg("--chdir")
             .arg(&app_dir)
-            .arg("tasks_app:app")
+            .arg(&self.app)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("TASKS_DB", self.dir.path().join("tasks.db"))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
