@@ -7,6 +7,7 @@
 //! - [`proxy`]: the reverse proxy behind `upstream` routes; [`pool`]: its HTTP/1.1 connections.
 //! - [`server`]: listeners, HTTP/1.1 and HTTP/2, graceful shutdown, hot reload; [`limits`]: the
 //!   connection timeouts and the connection cap.
+//! - [`tls`]: TLS termination: certificates picked by SNI, the rustls configuration.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
 //! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
 #![deny(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod systemd;
+pub mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
