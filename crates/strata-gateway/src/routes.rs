@@ -20,7 +20,8 @@
 //!   here) is refused.
 //!
 //! A refused request gets its `400` (or, for `escaped_slashes = "redirect"`, its `308`) from the
-//! server stack, like the `404`, so it is logged and decorated.
+//! server stack, like the `404`, so it is logged and decorated. So does a plain-HTTP request under
+//! `[server.tls] redirect_http`: its `308` to `https://` ([`Router::call_plain`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;

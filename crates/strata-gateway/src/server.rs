@@ -1,5 +1,6 @@
 //! Listeners and connections: HTTP/1.1 with keep-alive and HTTP/2 (prior-knowledge h2c) on one port,
-//! header size limits, a header-read timeout, graceful shutdown, and hot reload.
+//! HTTPS (HTTP/1.1 and HTTP/2 over TLS) on another ([`serve_listeners`], [`crate::tls`]), header
+//! size limits, a header-read timeout, graceful shutdown, and hot reload.
 //!
 //! # Reload
 //!
@@ -8,9 +9,11 @@
 //! from the config file (on SIGHUP, or when `--watch` sees the file change) and swaps the new router
 //! in. A request holds the onion it started on (its future owns a reference to that route's chain),
 //! so in-flight requests finish on the old stack while new ones get the new stack, and no
-//! connection is touched. An invalid file is logged with its `file:line:column` errors and the
-//! running config stays. Listener settings (`listen`, header limits, HTTP/2) belong to the socket
-//! and connections, and `workers` to the runtime: a change to them is logged as needing a restart.
+//! connection is touched. The router also carries the TLS configuration: each new handshake takes
+//! the current one, so a reload changes certificates for new connections only. An invalid file is
+//! logged with its `file:line:column` errors and the running config stays. Listener settings
+//! (`listen`, `[server.tls] listen`, header limits, HTTP/2) belong to the sockets and connections,
+//! and `workers` to the runtime: a change to them is logged as needing a restart.
 
 use std::convert::Infallible;
 use std::future::Future;
