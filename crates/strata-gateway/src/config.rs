@@ -157,7 +157,53 @@ pub struct Server {
     /// The name this gateway gives itself in `Via` (`via_pseudonym`, an RFC 9110 token); a request
     /// already carrying it has looped. Give chained strata instances different names.
     pub via_pseudonym: String,
+    /// `[server.tls]`: HTTPS served beside the plain listener.
+    pub tls: Option<TlsSettings>,
 }
+
+/// The `[server.tls]` section: where HTTPS is served and with which certificates. The files are
+/// read when the gateway is built (see [`crate::tls`]), relative to the config file's directory.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    /// Address of the TLS listener, served beside `[server] listen`.
+    pub listen: SocketAddr,
+    /// The certificates, in file order: the first is the default (no SNI, or no name matches).
+    pub certificates: Vec<CertificateFiles>,
+    /// Whether the plain listener answers `308` to `https://` for paths not in `redirect_exempt`.
+    pub redirect_http: bool,
+    /// Path prefixes the plain listener still serves when `redirect_http` is on.
+    pub redirect_exempt: Vec<String>,
+    /// `client_ca` and `client_auth`: client certificates verified against a CA bundle (mTLS).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// One `{ cert = "…", key = "…" }` entry of `[server.tls] certificates`, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The PEM certificate chain, leaf first, as written in the config.
+    pub cert: String,
+    /// Where the `cert` value is written.
+    pub cert_span: Range<usize>,
+    /// The PEM private key (PKCS#8, RSA or SEC1 EC), as written in the config.
+    pub key: String,
+    /// Where the `key` value is written.
+    pub key_span: Range<usize>,
+}
+
+/// Client certificate verification (`client_ca`, `client_auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The PEM bundle of CA certificates client certificates must chain to, as written.
+    pub ca: String,
+    /// Where the `client_ca` value is written.
+    pub ca_span: Range<usize>,
+    /// Whether a client without a certificate is refused (`"required"`) or served (`"optional"`).
+    pub required: bool,
+}
+
+/// The `redirect_exempt` paths when the key is not set: ACME HTTP-01 challenges are answered over
+/// plain HTTP.
+pub const DEFAULT_REDIRECT_EXEMPT: &[&str] = &["/.well-known/"];
 
 impl Server {
     /// Where this server runs, for the rules that depend on it: behind a proxy when
@@ -192,6 +238,7 @@ impl Default for Server {
             behind_proxy: None,
             path_policy: PathPolicy::new(),
             via_pseudonym: DEFAULT_VIA_PSEUDONYM.to_string(),
+            tls: None,
         }
     }
 }
@@ -418,6 +465,25 @@ struct ServerSection {
     via_pseudonym: Option<Spanned<String>>,
     merge_slashes: Option<bool>,
     escaped_slashes: Option<Spanned<String>>,
+    tls: Option<TlsSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    listen: Spanned<String>,
+    certificates: Spanned<Vec<CertificateSection>>,
+    redirect_http: Option<bool>,
+    redirect_exempt: Option<Vec<Spanned<String>>>,
+    client_ca: Option<Spanned<String>>,
+    client_auth: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateSection {
+    cert: Spanned<String>,
+    key: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -1261,7 +1327,101 @@ fn parse_server(
             ));
         }
     }
+    server.tls = s.tls.and_then(|tls| parse_tls(source, tls, errors));
     server
+}
+
+/// `[server.tls]`: the listener address and the shape of each entry; the files themselves are
+/// read when the gateway is built.
+fn parse_tls(source: Source<'_>, s: TlsSection, errors: &mut Vec<ConfigError>) -> Option<TlsSettings> {
+    let before = errors.len();
+    let listen = s.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+        errors.push(source.error(
+            s.listen.span(),
+            format!(
+                "`listen = \"{}\"`: expected an IP address and port, e.g. \"0.0.0.0:8443\" or \"[::]:443\"",
+                s.listen.get_ref()
+            ),
+        ))
+    });
+    let certificates_span = s.certificates.span();
+    let certificates: Vec<CertificateFiles> = s
+        .certificates
+        .into_inner()
+        .into_iter()
+        .map(|c| CertificateFiles {
+            cert_span: c.cert.span(),
+            cert: c.cert.into_inner(),
+            key_span: c.key.span(),
+            key: c.key.into_inner(),
+        })
+        .collect();
+    if certificates.is_empty() {
+        errors.push(source.error(
+            certificates_span,
+            "`certificates`: expected at least one `{ cert = \"site.pem\", key = \"site.key\" }`",
+        ));
+    }
+    for (name, span) in certificates.iter().flat_map(|c| [(&c.cert, &c.cert_span), (&c.key, &c.key_span)]) {
+        if name.is_empty() {
+            errors.push(source.error(span.clone(), "expected a file name"));
+        }
+    }
+    let redirect_exempt = match s.redirect_exempt {
+        Some(paths) => paths
+            .into_iter()
+            .filter_map(|p| {
+                if p.get_ref().starts_with('/') {
+                    Some(p.into_inner())
+                } else {
+                    errors.push(source.error(
+                        p.span(),
+                        format!("`redirect_exempt`: `{}`: expected a path prefix starting with `/`", p.get_ref()),
+                    ));
+                    None
+                }
+            })
+            .collect(),
+        None => DEFAULT_REDIRECT_EXEMPT.iter().map(|p| (*p).to_string()).collect(),
+    };
+    let required = match &s.client_auth {
+        None => true,
+        Some(v) => match v.get_ref().as_str() {
+            "required" => true,
+            "optional" => false,
+            other => {
+                const CHOICES: &[&str] = &["required", "optional"];
+                errors.push(source.error(
+                    v.span(),
+                    format!(
+                        "`client_auth = \"{other}\"`: expected one of {}{}",
+                        quoted_list(CHOICES),
+                        did_you_mean(other, CHOICES)
+                    ),
+                ));
+                true
+            }
+        },
+    };
+    let client_auth = match (s.client_ca, s.client_auth) {
+        (Some(ca), _) => Some(ClientAuth { ca_span: ca.span(), ca: ca.into_inner(), required }),
+        (None, Some(auth)) => {
+            errors.push(source.error(
+                auth.span(),
+                "`client_auth` needs `client_ca`: the CA bundle client certificates are verified against",
+            ));
+            None
+        }
+        (None, None) => None,
+    };
+    let listen = listen.ok()?;
+    (errors.len() == before).then(|| TlsSettings {
+        listen,
+        certificates,
+        redirect_http: s.redirect_http.unwrap_or(false),
+        redirect_exempt,
+        client_auth,
+    })
 }
 
 /// Parses durations like `"10s"`, `"500ms"`, `"2m"`, `"1h"`: the library's parser, so `[server]`,
@@ -1737,6 +1897,45 @@ upstream = "http://127.0.0.1:8000"
         assert!(e.message.contains("expected one of `reject`, `keep`, `redirect`; did you mean `reject`?"), "{e}");
         let e = first_error(&with("merge_slashes = \"yes\""));
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn the_tls_section_is_read_and_its_mistakes_located() {
+        let with = |keys: &str| format!("[server.tls]\n{keys}\n{ECHO}");
+        let pair = "certificates = [{ cert = \"a.pem\", key = \"a.key\" }, { cert = \"b.pem\", key = \"b.key\" }]";
+        let text = with(&format!("listen = \"0.0.0.0:8443\"\n{pair}"));
+        let tls = parse(&text).unwrap().server.tls.unwrap();
+        assert_eq!(tls.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(tls.certificates.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["a.key", "b.key"]);
+        assert!(!tls.redirect_http);
+        assert_eq!(tls.redirect_exempt, ["/.well-known/"]);
+        assert_eq!(tls.client_auth, None);
+
+        let text = with(&format!(
+            "listen = \"0.0.0.0:8443\"\n{pair}\nredirect_http = true\nredirect_exempt = [\"/health\"]\nclient_ca = \"ca.pem\"\nclient_auth = \"optional\""
+        ));
+        let tls = parse(&text).unwrap().server.tls.unwrap();
+        assert!(tls.redirect_http);
+        assert_eq!(tls.redirect_exempt, ["/health"]);
+        let auth = tls.client_auth.unwrap();
+        assert_eq!((auth.ca.as_str(), auth.required), ("ca.pem", false));
+
+        let e = first_error(&with(&format!("listen = \"8443\"\n{pair}")));
+        assert_eq!((e.line, e.column), (2, 10), "{e}");
+        let e = first_error(&with("listen = \"0.0.0.0:8443\"\ncertificates = []"));
+        assert!(e.message.contains("expected at least one"), "{e}");
+        let e = first_error(&with(&format!("listen = \"0.0.0.0:8443\"\n{pair}\nclient_auth = \"required\"")));
+        assert!(e.message.contains("`client_auth` needs `client_ca`"), "{e}");
+        let e = first_error(&with(&format!(
+            "listen = \"0.0.0.0:8443\"\n{pair}\nclient_ca = \"ca.pem\"\nclient_auth = \"requird\""
+        )));
+        assert!(e.message.contains("did you mean `required`?"), "{e}");
+        let e = first_error(&with(&format!("listen = \"0.0.0.0:8443\"\n{pair}\nredirect_exempt = [\"health\"]")));
+        assert!(e.message.contains("expected a path prefix starting with `/`"), "{e}");
+        let e = first_error(&with("listen = \"0.0.0.0:8443\"\ncertificates = [{ cert = \"a.pem\" }]"));
+        assert!(e.message.contains("missing field `key`"), "{e}");
+        let e = first_error(&with(&format!("listen = \"0.0.0.0:8443\"\n{pair}\nhsts = true")));
+        assert!(e.message.contains("unknown field `hsts`"), "{e}");
     }
 
     #[test]

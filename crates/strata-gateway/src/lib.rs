@@ -8,6 +8,7 @@
 //!   one is picked, their health and the retry budget; [`pool`]: their HTTP/1.1 connections.
 //! - [`server`]: listeners, HTTP/1.1 and HTTP/2, graceful shutdown, hot reload; [`limits`]: the
 //!   connection timeouts and the connection cap.
+//! - [`tls`]: TLS termination: certificates picked by SNI, the rustls configuration.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
 //! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
 #![deny(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod systemd;
+pub mod tls;
 pub mod upstream;
 
 use std::fmt;

@@ -33,6 +33,9 @@ enum Command {
         /// Listen here instead of the config's `[server] listen`, e.g. 127.0.0.1:9000.
         #[arg(long, short)]
         listen: Option<SocketAddr>,
+        /// Serve HTTPS here instead of the config's `[server.tls] listen`, e.g. 127.0.0.1:9443.
+        #[arg(long)]
+        tls_listen: Option<SocketAddr>,
         /// Reload the config when the file changes (SIGHUP always reloads it, and reopens log files).
         #[arg(long, requires = "config")]
         watch: bool,
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     match cli.command {
-        Command::Serve { config, listen, watch } => serve(config, listen, watch),
+        Command::Serve { config, listen, tls_listen, watch } => serve(config, listen, tls_listen, watch),
         Command::Check { config, strict } => check(config, strict),
         Command::Explain { config } => explain(config),
         Command::HashPassword => hash_password(),
@@ -114,10 +117,18 @@ fn load_or_report(config: Option<&PathBuf>) -> Result<Gateway, ExitCode> {
 /// How often `--watch` looks at the config file's modification time.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> ExitCode {
+fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option<SocketAddr>, watch: bool) -> ExitCode {
     let gateway = match load_or_report(config.as_ref()) {
         Ok(g) => g,
         Err(code) => return code,
+    };
+    let tls_addr = match (&gateway.server.tls, tls_listen) {
+        (Some(tls), _) => Some(tls_listen.unwrap_or(tls.listen)),
+        (None, Some(_)) => {
+            eprintln!("error: --tls-listen needs a `[server.tls]` section with the certificates to serve");
+            return ExitCode::from(2);
+        }
+        (None, None) => None,
     };
     gateway.log_warnings();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -164,7 +175,20 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
             }
         };
         let bound = listener.local_addr().unwrap_or(addr);
+        let tls_listener = match tls_addr {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("error: cannot listen on {addr} (TLS): {e}");
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
         println!("strata listening on http://{bound}");
+        if let Some(tls) = &tls_listener {
+            println!("strata listening on https://{}", tls.local_addr().map_or(String::new(), |a| a.to_string()));
+        }
         for route in &gateway.routes {
             println!("  {} -> {}", route.name(), route.target.description);
         }
@@ -180,6 +204,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
                     live: live.clone(),
                     running: gateway.server.clone(),
                     listen_overridden: listen.is_some(),
+                    tls_listen_overridden: tls_listen.is_some(),
                 };
                 tokio::spawn(reloader.run(hangup, watch.then_some(WATCH_INTERVAL)))
             }
@@ -199,7 +224,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> Ex
             server::shutdown_signal().await;
             systemd::stopping();
         };
-        let served = server::serve(listener, live, &gateway.server, shutdown).await;
+        let listeners = server::Listeners { plain: listener, tls: tls_listener };
+        let served = server::serve_listeners(listeners, live, &gateway.server, shutdown).await;
         reloader.abort();
         reopener.abort();
         // The last requests' log lines are still queued to the writer threads.
@@ -243,6 +269,11 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
     for unused in &gateway.unused {
         warnings += 1;
         println!("warning[unused-middleware]: `{unused}` is defined but no stack uses it\n");
+    }
+    let now = std::time::SystemTime::now();
+    for warning in gateway.tls_certificates.iter().filter_map(|c| c.expiry_warning(now)) {
+        warnings += 1;
+        println!("warning[certificate-expiry]: {warning}\n");
     }
     println!("{name}: {} route(s), {errors} error(s), {warnings} warning(s)", gateway.routes.len());
     if errors > 0 || (strict && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS }

@@ -446,7 +446,9 @@ impl Proxy {
     fn outgoing(&self, req: Request, upgrade: bool) -> Option<Outgoing> {
         // The TCP peer, even once ConnectionInfo also carries a client address resolved through
         // trusted proxies: each hop appends the address it saw, and the list stays verifiable.
-        let peer = req.extensions().get::<ConnectionInfo>().map(|c| c.peer);
+        let connection = req.extensions().get::<ConnectionInfo>();
+        let peer = connection.map(|c| c.peer);
+        let secure = connection.is_some_and(|c| c.secure);
         let (mut parts, body) = req.into_parts();
         let forwarded = self.forwarded_path(&parts.uri)?;
 
@@ -474,7 +476,14 @@ impl Proxy {
             _ => target_host = true,
         }
         let from_trusted_proxy = peer.is_some_and(|p| self.trusted.contains(p.ip()));
-        add_forwarding(&mut parts.headers, self.options.forwarded, peer, from_trusted_proxy, client_host.as_ref());
+        add_forwarding(
+            &mut parts.headers,
+            self.options.forwarded,
+            peer,
+            secure,
+            from_trusted_proxy,
+            client_host.as_ref(),
+        );
         parts.uri = Uri::from(forwarded.clone());
         parts.version = if self.options.http2 { Version::HTTP_2 } else { Version::HTTP_11 };
         // The server's extensions (its upgrade handle, our ConnectionInfo) mean nothing upstream.
@@ -868,11 +877,13 @@ fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool) -> bool {
 /// `X-Forwarded-Host` are kept (a TLS-terminating load balancer says `https`, and the upstream must
 /// build `https` links). From anyone else they are the client's unverifiable claim: all of them are
 /// dropped, so an upstream that believes them cannot be fooled, and this hop's own values replace
-/// them. A route with `forwarded = "none"` sends none at all. The peer is the TCP peer.
+/// them. A route with `forwarded = "none"` sends none at all. The peer is the TCP peer; `secure`:
+/// it connected over TLS (`proto=https`).
 fn add_forwarding(
     headers: &mut HeaderMap,
     mode: ForwardedHeaders,
     peer: Option<SocketAddr>,
+    secure: bool,
     from_trusted_proxy: bool,
     host: Option<&HeaderValue>,
 ) {
@@ -902,14 +913,14 @@ fn add_forwarding(
             }
         }
         if !headers.contains_key(X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if secure { "https" } else { "http" }));
         }
         if let Some(host) = host.filter(|_| !headers.contains_key(X_FORWARDED_HOST)) {
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
     }
     if matches!(mode, ForwardedHeaders::Forwarded | ForwardedHeaders::Both) {
-        append_list(headers, header::FORWARDED, &forwarded_element(ip, host));
+        append_list(headers, header::FORWARDED, &forwarded_element(ip, secure, host));
     }
 }
 
@@ -921,13 +932,13 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
 }
 
 /// One RFC 7239 element: `for=192.0.2.1;proto=http;host=example.com`, IPv6 and ports quoted.
-fn forwarded_element(ip: Option<IpAddr>, host: Option<&HeaderValue>) -> String {
+fn forwarded_element(ip: Option<IpAddr>, secure: bool, host: Option<&HeaderValue>) -> String {
     let mut element = match ip {
         Some(IpAddr::V4(v4)) => format!("for={v4};"),
         Some(IpAddr::V6(v6)) => format!("for=\"[{v6}]\";"),
         None => String::new(),
     };
-    element.push_str("proto=http");
+    element.push_str(if secure { "proto=https" } else { "proto=http" });
     // A host that would need escaping is left out rather than risk breaking the header's syntax.
     if let Some(host) = host
         .and_then(|h| h.to_str().ok())
@@ -1046,15 +1057,16 @@ mod tests {
         let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         let host = HeaderValue::from_static("app.example:8080");
         let mut h = incoming_forwarding_headers();
-        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), true, Some(&host));
+        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), false, true, Some(&host));
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.1, 198.51.100.2, 192.0.2.7");
         assert_eq!(h[X_FORWARDED_PROTO], "https", "the TLS-terminating proxy's word is kept");
         assert_eq!(h[X_FORWARDED_HOST], "public.example");
         assert_eq!(h[header::FORWARDED], "for=203.0.113.1, for=192.0.2.7;proto=http;host=\"app.example:8080\"");
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
-        assert_eq!(forwarded_element(Some(v6.ip()), None), "for=\"[::1]\";proto=http");
+        assert_eq!(forwarded_element(Some(v6.ip()), false, None), "for=\"[::1]\";proto=http");
+        assert_eq!(forwarded_element(Some(v6.ip()), true, None), "for=\"[::1]\";proto=https");
         let mut none = incoming_forwarding_headers();
-        add_forwarding(&mut none, ForwardedHeaders::None, Some(peer), true, Some(&host));
+        add_forwarding(&mut none, ForwardedHeaders::None, Some(peer), false, true, Some(&host));
         assert!(none.is_empty(), "forwarded = \"none\" sends none: {none:?}");
     }
 
@@ -1063,14 +1075,20 @@ mod tests {
         let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         let host = HeaderValue::from_static("app.example:8080");
         let mut h = incoming_forwarding_headers();
-        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), false, Some(&host));
+        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), false, false, Some(&host));
         assert_eq!(h[X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "app.example:8080");
         assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=http;host=\"app.example:8080\"");
+        // Over TLS this hop says `https`, whatever the client claimed.
+        let mut h = incoming_forwarding_headers();
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        add_forwarding(&mut h, ForwardedHeaders::Both, Some(peer), true, false, Some(&host));
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=https;host=\"app.example:8080\"");
         // A route that sends none still drops the client's claims.
         let mut h = incoming_forwarding_headers();
-        add_forwarding(&mut h, ForwardedHeaders::None, Some(peer), false, Some(&host));
+        add_forwarding(&mut h, ForwardedHeaders::None, Some(peer), false, false, Some(&host));
         assert!(h.is_empty(), "{h:?}");
     }
 

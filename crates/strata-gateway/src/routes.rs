@@ -22,7 +22,8 @@
 //!   here) is refused.
 //!
 //! A refused request gets its `400` (or, for `escaped_slashes = "redirect"`, its `308`) from the
-//! server stack, like the `404`, so it is logged and decorated.
+//! server stack, like the `404`, so it is logged and decorated. So does a plain-HTTP request under
+//! `[server.tls] redirect_http`: its `308` to `https://` ([`Router::call_plain`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -95,6 +96,8 @@ pub struct Gateway {
     pub layer_diagnostics: Vec<Diagnostic>,
     /// The targets of the routes with an active health check, held weakly: the router owns them.
     health_checked: Vec<std::sync::Weak<crate::upstream::Upstreams>>,
+    /// `[server.tls]` certificates: files, names and expiry dates.
+    pub tls_certificates: Vec<crate::tls::CertificateInfo>,
 }
 
 impl Gateway {
@@ -113,6 +116,12 @@ impl Gateway {
                 Err(e) => errors.push(e),
             }
         }
+        let tls = match &config.server.tls {
+            Some(settings) => crate::tls::build(settings, config.server.http2, source, &ctx.base_dir)
+                .map_err(|e| errors.extend(e))
+                .ok(),
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -196,14 +205,30 @@ impl Gateway {
         }
         let trusted_proxies = config.server.trusted_proxies.clone();
         let path_policy = config.server.path_policy;
+        let redirect_http = config.server.tls.as_ref().filter(|t| t.redirect_http).map(|t| t.redirect_exempt.clone());
+        let (tls, tls_certificates) = match tls {
+            Some(setup) => (Some(setup.server_config), setup.certificates),
+            None => (None, Vec::new()),
+        };
         Ok(Gateway {
             server: config.server,
             server_layers: server_stack.infos(),
-            router: Arc::new(Router { routes: entries, hosts, groups, not_found, facts, trusted_proxies, path_policy }),
+            router: Arc::new(Router {
+                routes: entries,
+                hosts,
+                groups,
+                not_found,
+                facts,
+                trusted_proxies,
+                path_policy,
+                tls,
+                redirect_http,
+            }),
             routes,
             unused,
             layer_diagnostics,
             health_checked: upstreams,
+            tls_certificates,
         })
     }
 
@@ -239,6 +264,9 @@ impl Gateway {
         }
         for (prefix, diagnostic) in self.diagnostics() {
             tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
+        }
+        for warning in self.tls_certificates.iter().filter_map(|c| c.expiry_warning(std::time::SystemTime::now())) {
+            tracing::warn!("{warning}");
         }
     }
 
@@ -281,6 +309,10 @@ pub struct Router {
     trusted_proxies: Arc<TrustedProxies>,
     // `[server] merge_slashes` and `escaped_slashes`.
     path_policy: PathPolicy,
+    // `[server.tls]`: what new TLS handshakes use, so that a reload changes certificates.
+    tls: Option<Arc<rustls::ServerConfig>>,
+    // `redirect_http = true`: the paths plain requests are still served on (`redirect_exempt`).
+    redirect_http: Option<Vec<String>>,
 }
 
 impl Router {
@@ -294,13 +326,32 @@ impl Router {
         &self.trusted_proxies
     }
 
+    /// The TLS configuration new handshakes on the TLS listener use (`[server.tls]`).
+    pub fn tls_config(&self) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.as_ref()
+    }
+
     /// Checks the request's host and normalises its path, then runs it through its route's onion
     /// (or the server stack's 404, or the server stack's answer to a refused target).
-    pub fn call(&self, mut req: Request) -> Run<Response> {
-        let routed = self.prepare(&mut req).and_then(|()| match self.group(&req) {
-            Some(group) => self.route(&self.groups[group], req.uri().path()),
-            None => Ok(None),
-        });
+    pub fn call(&self, req: Request) -> Run<Response> {
+        self.dispatch(req, None)
+    }
+
+    /// [`Router::call`] for a request that came over plain HTTP while HTTPS is served on
+    /// `https_port`: with `redirect_http`, it is answered `308` to its `https://` URL unless its
+    /// path starts with a `redirect_exempt` prefix.
+    pub fn call_plain(&self, req: Request, https_port: Option<u16>) -> Run<Response> {
+        self.dispatch(req, https_port.filter(|_| self.redirect_http.is_some()))
+    }
+
+    fn dispatch(&self, mut req: Request, redirect_to: Option<u16>) -> Run<Response> {
+        let routed = self
+            .prepare(&mut req)
+            .and_then(|()| redirect_to.map_or(Ok(()), |port| self.redirect_to_https(&req, port)))
+            .and_then(|()| match self.group(&req) {
+                Some(group) => self.route(&self.groups[group], req.uri().path()),
+                None => Ok(None),
+            });
         match routed {
             Ok(Some(index)) => self.routes[index].service.call(req),
             Ok(None) => self.not_found.call(req),
@@ -329,6 +380,32 @@ impl Router {
         };
         *req.uri_mut() = with_path(req.uri(), &path).ok_or(Refused::BadRequest(UNROUTABLE))?;
         Ok(())
+    }
+
+    /// `Err(Refused::Redirect)` to `https://HOST[:port]/path?query` (the host without its port, the
+    /// port left out when 443), unless the path is exempt. Runs after [`Router::prepare`]: the host
+    /// is valid and the path normalised.
+    fn redirect_to_https(&self, req: &Request, port: u16) -> Result<(), Refused> {
+        let path = req.uri().path();
+        if self.redirect_http.as_ref().is_none_or(|exempt| exempt.iter().any(|p| path.starts_with(p.as_str()))) {
+            return Ok(());
+        }
+        let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+        let host = host
+            .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
+            .ok_or(Refused::BadRequest(NO_HOST))?;
+        let host = match host.iter().position(|&b| b == b']') {
+            Some(end) => &host[..=end],
+            None => host.split(|&b| b == b':').next().unwrap_or(host),
+        };
+        let mut location = Vec::with_capacity(host.len() + path.len() + 16);
+        location.extend_from_slice(b"https://");
+        location.extend_from_slice(host);
+        if port != 443 {
+            location.extend_from_slice(format!(":{port}").as_bytes());
+        }
+        location.extend_from_slice(req.uri().path_and_query().map_or(path, |pq| pq.as_str()).as_bytes());
+        Err(HeaderValue::from_bytes(&location).map_or(Refused::BadRequest(UNROUTABLE), Refused::Redirect))
     }
 
     /// The group of routes the request's host picks: the one group when no route names a host.

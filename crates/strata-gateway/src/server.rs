@@ -1,5 +1,6 @@
 //! Listeners and connections: HTTP/1.1 with keep-alive and HTTP/2 (prior-knowledge h2c) on one port,
-//! header size limits, a header-read timeout, graceful shutdown, and hot reload.
+//! HTTPS (HTTP/1.1 and HTTP/2 over TLS) on another ([`serve_listeners`], [`crate::tls`]), header
+//! size limits, a header-read timeout, graceful shutdown, and hot reload.
 //!
 //! # Reload
 //!
@@ -8,9 +9,11 @@
 //! from the config file (on SIGHUP, or when `--watch` sees the file change) and swaps the new router
 //! in. A request holds the onion it started on (its future owns a reference to that route's chain),
 //! so in-flight requests finish on the old stack while new ones get the new stack, and no
-//! connection is touched. An invalid file is logged with its `file:line:column` errors and the
-//! running config stays. Listener settings (`listen`, header limits, HTTP/2) belong to the socket
-//! and connections, and `workers` to the runtime: a change to them is logged as needing a restart.
+//! connection is touched. The router also carries the TLS configuration: each new handshake takes
+//! the current one, so a reload changes certificates for new connections only. An invalid file is
+//! logged with its `file:line:column` errors and the running config stays. Listener settings
+//! (`listen`, `[server.tls] listen`, header limits, HTTP/2) belong to the sockets and connections,
+//! and `workers` to the runtime: a change to them is logged as needing a restart.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,6 +48,11 @@ use crate::routes::Router;
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request that arrived on `connection`.
     fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response>;
+
+    /// The TLS configuration of a new handshake on a TLS listener; `None`: no TLS.
+    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        None
+    }
 }
 
 /// The connection a request arrived on, with what it takes to resolve the client's address.
@@ -57,6 +65,11 @@ pub struct Connection<'a> {
     /// The proxies whose forwarding header names the client: the listener's, for a [`Service`];
     /// a [`Router`] resolves with its own config's list instead, so that a reload changes it.
     pub trusted: &'a TrustedProxies,
+    /// Whether the connection is TLS (HTTPS).
+    pub secure: bool,
+    /// On a plain connection, the port of the server's TLS listener, if it has one: where
+    /// `redirect_http` sends clients.
+    pub https_port: Option<u16>,
 }
 
 /// Resolving the client's address (a header walk behind a trusted proxy) and inserting it into the
@@ -65,7 +78,8 @@ pub struct Connection<'a> {
 /// connection.
 fn with_connection_info(mut req: Request, facts: Facts, connection: &Connection<'_>) -> Request {
     if facts.has(Fact::ReadsClientAddress) {
-        let info = ConnectionInfo::resolve(connection.peer, connection.local, req.headers(), connection.trusted);
+        let info = ConnectionInfo::resolve(connection.peer, connection.local, req.headers(), connection.trusted)
+            .over_tls(connection.secure);
         req.extensions_mut().insert(info);
     }
     req
@@ -76,7 +90,12 @@ impl Handler for Router {
     /// connection's: after a reload, the resolver and the proxies trust the same list.
     fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
         let connection = Connection { trusted: self.trusted_proxies(), ..*connection };
-        self.call(with_connection_info(req, self.facts(), &connection))
+        let req = with_connection_info(req, self.facts(), &connection);
+        if connection.secure { self.call(req) } else { self.call_plain(req, connection.https_port) }
+    }
+
+    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        Router::tls_config(self).cloned()
     }
 }
 
@@ -113,6 +132,10 @@ impl Handler for LiveRouter {
         // The returned future owns its route's chain: the guard (and the router) may go at once.
         self.current.load().handle(req, connection)
     }
+
+    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.current.load().tls_config().cloned()
+    }
 }
 
 /// hyper refuses HTTP/1 read buffers smaller than this.
@@ -133,79 +156,70 @@ pub async fn serve<H: Handler>(
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
-    let builder = connection_builder(settings);
-    let limits = ConnectionLimits::of(settings);
+    serve_listeners(Listeners { plain: listener, tls: None }, handler, settings, shutdown).await
+}
+
+/// The sockets one server accepts connections on.
+pub struct Listeners {
+    /// Plain HTTP: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
+    pub plain: TcpListener,
+    /// HTTPS: HTTP/1.1 and HTTP/2 over TLS, with the handler's [`Handler::tls_config`].
+    pub tls: Option<TcpListener>,
+}
+
+/// [`serve`] on several listeners at once. They share one connection cap, one graceful shutdown
+/// and the same limits; a TLS connection's handshake must end within `header_read_timeout` of the
+/// accept (the deadline of a plain connection's first head, which then still applies), and its
+/// certificates are those of the handler's current [`Handler::tls_config`], read per handshake.
+pub async fn serve_listeners<H: Handler>(
+    listeners: Listeners,
+    handler: Arc<H>,
+    settings: &Server,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<bool> {
     let max_connections =
         settings.max_connections.unwrap_or_else(|| limits::connection_cap(limits::descriptor_limit().unwrap_or(1024)));
-    let count = ConnectionCount::new(max_connections);
-    let connections = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let local = listener.local_addr()?;
-    let mut refused = LogEvery::new(REPORT_INTERVAL);
-    let mut failed = LogEvery::new(REPORT_INTERVAL);
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and similar: pause instead of spinning or exiting,
-                    // and say so once per interval, not once per failure.
-                    if let Some(n) = failed.hit(tokio::time::Instant::now()) {
-                        tracing::warn!(%error, failures = n, "accept failed");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let Some(slot) = count.admit() else {
-            drop(stream);
-            if let Some(n) = refused.hit(tokio::time::Instant::now()) {
-                tracing::warn!(max_connections, refused = n, "connection limit reached: closing new connections");
+    let started_tls = match &listeners.tls {
+        Some(_) => Some(handler.tls_config().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a TLS listener needs a config with `[server.tls]`")
+        })?),
+        None => None,
+    };
+    let acceptor = Acceptor {
+        handler,
+        builder: Arc::new(connection_builder(settings)),
+        limits: ConnectionLimits::of(settings),
+        trusted: settings.trusted_proxies.clone(),
+        max_connections,
+        count: ConnectionCount::new(max_connections),
+        connections: TaskTracker::new(),
+        stop: CancellationToken::new(),
+    };
+    let https_port = match &listeners.tls {
+        Some(tls) => Some(tls.local_addr()?.port()),
+        None => None,
+    };
+    let plain = acceptor.accept_loop(&listeners.plain, listeners.plain.local_addr()?, Transport::Plain { https_port });
+    let tls = async {
+        match (&listeners.tls, started_tls) {
+            (Some(listener), Some(started)) => {
+                acceptor.accept_loop(listener, listener.local_addr()?, Transport::Tls { started }).await;
             }
-            continue;
-        };
-        // Small responses go out at once instead of waiting for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
-        let state = ConnectionState::new();
-        let handler = handler.clone();
-        let trusted = settings.trusted_proxies.clone();
-        let request_state = state.clone();
-        let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let connection = Connection { peer, local, trusted: &trusted };
-            let in_flight = request_state.start_request(req.version());
-            let req = req.map(|body| {
-                // Bodies that are already complete (most requests: none at all) need no timer.
-                if body.is_end_stream() {
-                    Body::from(body)
-                } else {
-                    Body::wrap(TimedBody::new(body, limits.body_read_timeout))
-                }
-            });
-            let response = handler.handle(req, &connection);
-            async move { Ok::<_, Infallible>(response.await.map(|body| TrackedBody::new(body, in_flight))) }
-        });
-        let io = TokioIo::new(GuardedIo::new(stream, state.clone()));
-        let connection = builder.serve_connection_with_upgrades(io, hyper_service).into_owned();
-        let stop = stop.child_token();
-        connections.spawn(async move {
-            let _slot = slot;
-            let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-            match limits::watch(connection, graceful, state, limits, stop).await {
-                (Some(expiry), _) => tracing::debug!(%peer, timeout = expiry.key(), "connection timed out"),
-                (None, Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-                (None, Ok(())) => {}
-            }
-        });
+            _ => std::future::pending::<()>().await,
+        }
+        Ok::<(), io::Error>(())
+    };
+    tokio::select! {
+        () = plain => {}
+        result = tls => result?,
+        () = shutdown => {}
     }
-    drop(listener);
+    drop(listeners);
     tracing::info!(grace = ?settings.shutdown_grace, "shutting down: no new connections, waiting for in-flight requests");
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-    stop.cancel();
-    connections.close();
-    let requests_done = tokio::time::timeout_at(deadline, connections.wait()).await.is_ok();
+    acceptor.stop.cancel();
+    acceptor.connections.close();
+    let requests_done = tokio::time::timeout_at(deadline, acceptor.connections.wait()).await.is_ok();
     // Upgraded connections (WebSocket) left hyper's connections: they get what is left of the grace.
     let tunnels = crate::proxy::tunnels();
     tunnels.close();
@@ -219,6 +233,154 @@ pub async fn serve<H: Handler>(
     } else {
         tracing::warn!(upgraded = tunnels.len(), "grace period over: closing the remaining connections");
         Ok(false)
+    }
+}
+
+/// What a listener's connections are spoken over.
+enum Transport {
+    /// Plain TCP; `https_port`: where the TLS listener is, for `redirect_http`.
+    Plain { https_port: Option<u16> },
+    /// TLS; `started`: the configuration the listener started with, kept for handshakes while a
+    /// reloaded config has no `[server.tls]` (a listener comes and goes only with a restart).
+    Tls { started: Arc<rustls::ServerConfig> },
+}
+
+/// What every listener of one server shares.
+struct Acceptor<H> {
+    handler: Arc<H>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ConnectionLimits,
+    trusted: Arc<TrustedProxies>,
+    max_connections: usize,
+    count: Arc<ConnectionCount>,
+    connections: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl<H: Handler> Acceptor<H> {
+    /// Accepts connections on `listener` until the future is dropped.
+    async fn accept_loop(&self, listener: &TcpListener, local: SocketAddr, transport: Transport) {
+        let mut refused = LogEvery::new(REPORT_INTERVAL);
+        let mut failed = LogEvery::new(REPORT_INTERVAL);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and similar: pause instead of spinning or exiting,
+                    // and say so once per interval, not once per failure.
+                    if let Some(n) = failed.hit(tokio::time::Instant::now()) {
+                        tracing::warn!(%error, failures = n, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Some(slot) = self.count.admit() else {
+                drop(stream);
+                if let Some(n) = refused.hit(tokio::time::Instant::now()) {
+                    let max_connections = self.max_connections;
+                    tracing::warn!(max_connections, refused = n, "connection limit reached: closing new connections");
+                }
+                continue;
+            };
+            // Small responses go out at once instead of waiting for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            let state = ConnectionState::new();
+            let io = GuardedIo::new(stream, state.clone());
+            let mut task = ConnectionTask {
+                handler: self.handler.clone(),
+                builder: self.builder.clone(),
+                limits: self.limits,
+                trusted: self.trusted.clone(),
+                stop: self.stop.child_token(),
+                peer,
+                local,
+                secure: false,
+                https_port: None,
+                state,
+            };
+            match &transport {
+                Transport::Plain { https_port } => {
+                    task.https_port = *https_port;
+                    self.connections.spawn(async move {
+                        let _slot = slot;
+                        task.run(io).await;
+                    });
+                }
+                Transport::Tls { started } => {
+                    task.secure = true;
+                    let config = self.handler.tls_config().unwrap_or_else(|| started.clone());
+                    let deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
+                    self.connections.spawn(async move {
+                        let _slot = slot;
+                        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                        let stream = tokio::select! {
+                            done = tokio::time::timeout_at(deadline, handshake) => match done {
+                                Ok(Ok(stream)) => stream,
+                                // Scanners and clients that distrust the certificate: not news.
+                                Ok(Err(error)) => {
+                                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, timeout = "header_read_timeout", "TLS handshake timed out");
+                                    return;
+                                }
+                            },
+                            () = task.stop.cancelled() => return,
+                        };
+                        task.run(stream).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// One accepted connection, with what serving it takes.
+struct ConnectionTask<H> {
+    handler: Arc<H>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ConnectionLimits,
+    trusted: Arc<TrustedProxies>,
+    stop: CancellationToken,
+    peer: SocketAddr,
+    local: SocketAddr,
+    secure: bool,
+    https_port: Option<u16>,
+    state: Arc<ConnectionState>,
+}
+
+impl<H: Handler> ConnectionTask<H> {
+    /// Serves HTTP on `io` (the socket, or the TLS stream around it) under the connection's
+    /// watchdog, until it ends.
+    async fn run<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let ConnectionTask { handler, builder, limits, trusted, stop, peer, local, secure, https_port, state } = self;
+        let request_state = state.clone();
+        let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let connection = Connection { peer, local, trusted: &trusted, secure, https_port };
+            let in_flight = request_state.start_request(req.version());
+            let req = req.map(|body| {
+                // Bodies that are already complete (most requests: none at all) need no timer.
+                if body.is_end_stream() {
+                    Body::from(body)
+                } else {
+                    Body::wrap(TimedBody::new(body, limits.body_read_timeout))
+                }
+            });
+            let response = handler.handle(req, &connection);
+            async move { Ok::<_, Infallible>(response.await.map(|body| TrackedBody::new(body, in_flight))) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service).into_owned();
+        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        match limits::watch(connection, graceful, state, limits, stop).await {
+            (Some(expiry), _) => tracing::debug!(%peer, timeout = expiry.key(), "connection timed out"),
+            (None, Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            (None, Ok(())) => {}
+        }
     }
 }
 
@@ -284,6 +446,8 @@ pub struct Reloader {
     pub running: Server,
     /// Whether `--listen` overrides the config's `listen` (then a changed `listen` is not news).
     pub listen_overridden: bool,
+    /// Whether `--tls-listen` overrides the config's `[server.tls] listen`.
+    pub tls_listen_overridden: bool,
 }
 
 impl Reloader {
@@ -361,6 +525,14 @@ impl Reloader {
         }
         if new.workers != old.workers {
             changed.push("workers");
+        }
+        // Certificates reload; the TLS listener itself is bound at the start.
+        match (&new.tls, &old.tls) {
+            (Some(new), Some(old)) if new.listen != old.listen && !self.tls_listen_overridden => {
+                changed.push("[server.tls] listen");
+            }
+            (Some(_), None) | (None, Some(_)) => changed.push("[server.tls]"),
+            _ => {}
         }
         changed
     }

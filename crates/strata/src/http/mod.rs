@@ -97,12 +97,15 @@ pub struct ConnectionInfo {
     /// The client's address: the peer's, or, when the peer is a trusted proxy, the one its
     /// forwarding header names (see [`client_ip`]). What rate limits key on and access logs show.
     pub client: std::net::IpAddr,
+    /// Whether the connection is TLS (the request's scheme is `https`); set with
+    /// [`ConnectionInfo::over_tls`].
+    pub secure: bool,
 }
 
 impl ConnectionInfo {
     /// A connection with no trusted proxy in front: the peer is the client.
     pub fn new(peer: std::net::SocketAddr, local: std::net::SocketAddr) -> Self {
-        ConnectionInfo { peer, local, client: peer.ip().to_canonical() }
+        ConnectionInfo { peer, local, client: peer.ip().to_canonical(), secure: false }
     }
 
     /// A connection whose client is resolved from the request's forwarding header when `peer` is
@@ -113,7 +116,12 @@ impl ConnectionInfo {
         headers: &http::HeaderMap,
         trusted: &client_ip::TrustedProxies,
     ) -> Self {
-        ConnectionInfo { peer, local, client: client_ip::client_ip(peer.ip(), headers, trusted) }
+        ConnectionInfo { peer, local, client: client_ip::client_ip(peer.ip(), headers, trusted), secure: false }
+    }
+
+    /// The same connection, marked as TLS when `secure` (both constructors assume plain TCP).
+    pub fn over_tls(self, secure: bool) -> Self {
+        ConnectionInfo { secure, ..self }
     }
 }
 
