@@ -9,6 +9,7 @@
 //!   connection timeouts and the connection cap.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
 //! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
+//! - [`tls_client`]: TLS to `https://` upstreams (trust, verified name, connectors).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod systemd;
+pub mod tls_client;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

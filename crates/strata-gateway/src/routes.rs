@@ -38,6 +38,7 @@ use crate::apps;
 use crate::config::{Config, ConfigErrors, ForwardedHeaders, NameRef, Target};
 use crate::proxy::Proxy;
 use crate::registry;
+use crate::tls_client::UpstreamTls;
 
 /// What a route serves, as `explain` and `check` describe it.
 #[derive(Clone, Debug)]
@@ -46,6 +47,9 @@ pub struct TargetInfo {
     pub description: String,
     /// What the target declares about itself (e.g. it streams server-sent events).
     pub facts: Facts,
+    /// What is wrong with the target's own configuration (e.g. an upstream whose certificate is
+    /// not verified), reported by `check` and logged at startup and reload.
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 /// One route as planned: its prefix, its own layers and its target.
@@ -124,7 +128,11 @@ impl Gateway {
                     let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
                         ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
                     })?;
-                    (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
+                    (
+                        app.endpoint,
+                        TargetInfo { description: format!("app {name}"), facts: app.facts, diagnostics: Vec::new() },
+                        false,
+                    )
                 }
                 Target::Upstream(uri) => {
                     // An upstream may fail and may stream events: rules must assume both.
@@ -133,9 +141,29 @@ impl Gateway {
                         // The forwarding headers carry the peer's address.
                         facts = facts.with(Fact::ReadsClientAddress);
                     }
+                    let description = format!("upstream {uri}");
+                    let mut diagnostics = Vec::new();
+                    let tls = if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                        let tls = &route.proxy.tls;
+                        if tls.insecure_skip_verify {
+                            diagnostics.push(insecure_upstream(&description, uri));
+                        }
+                        match UpstreamTls::new(uri.host().unwrap_or_default(), tls, &ctx.base_dir, route.proxy.http2) {
+                            Ok(built) => Some(Arc::new(built)),
+                            Err(message) => {
+                                let at =
+                                    tls.ca_file.as_ref().map_or(route.target_span.clone(), |(_, span)| span.clone());
+                                errors.push(source.error(at, message));
+                                continue;
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let trusted = config.server.trusted_proxies.clone();
                     (
-                        Arc::new(Proxy::new(uri, &route.prefix, &route.proxy, config.server.trusted_proxies.clone())),
-                        TargetInfo { description: format!("upstream {uri}"), facts },
+                        Arc::new(Proxy::new(uri, &route.prefix, &route.proxy, trusted, tls)),
+                        TargetInfo { description, facts, diagnostics },
                         true,
                     )
                 }
@@ -149,6 +177,9 @@ impl Gateway {
             facts = facts.union(service.facts()).union(target.facts);
             entries.push(RouteEntry { prefix: route.prefix.clone(), service });
             routes.push(RoutePlan { prefix: route.prefix.clone(), layers: layer_infos, target, is_upstream });
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
         }
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
@@ -201,11 +232,28 @@ impl Gateway {
             .iter()
             .flat_map(|route| {
                 let onion = self.onion(route);
-                let mut found = strata::check::check(&onion);
+                let mut found = route.target.diagnostics.clone();
+                found.extend(strata::check::check(&onion));
                 found.extend(strata::check::check_deployment(&onion, &deployment));
                 found.into_iter().map(|d| (route.prefix.clone(), d))
             })
             .collect()
+    }
+}
+
+/// The warning about an upstream whose certificate is not verified (`insecure_skip_verify`).
+fn insecure_upstream(target: &str, uri: &Uri) -> Diagnostic {
+    Diagnostic {
+        severity: strata::Severity::Warning,
+        rule: "insecure-upstream-tls",
+        layer: target.to_string(),
+        message: format!("`insecure_skip_verify = true`: the certificate of `{uri}` is NOT VERIFIED"),
+        why: "anyone between the gateway and the upstream can pose as it, and read or change every request \
+              and response (passwords, tokens and cookies included)"
+            .to_string(),
+        fix: "remove `insecure_skip_verify` and set `tls_ca_file` to the CA that issued the upstream's \
+              certificate (and `tls_server_name` to a name it covers, if the URL's host is not one)"
+            .to_string(),
     }
 }
 

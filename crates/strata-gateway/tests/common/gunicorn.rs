@@ -11,14 +11,22 @@ pub struct Gunicorn {
     pub addr: SocketAddr,
     // The SQLite file the workers share, and gunicorn's own log.
     dir: tempfile::TempDir,
+    // More command-line options (e.g. `--certfile`), given on every (re)start.
+    extra_args: Vec<String>,
 }
 
 impl Gunicorn {
     /// Starts the tasks app on a free port and waits until it accepts connections.
     pub fn start() -> Gunicorn {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts the tasks app like [`Gunicorn::start`], with more gunicorn options (e.g.
+    /// `--certfile`, `--keyfile`, `--access-logfile`).
+    pub fn start_with_args(extra_args: &[String]) -> Gunicorn {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
-        let mut g = Gunicorn { child: None, addr, dir };
+        let mut g = Gunicorn { child: None, addr, dir, extra_args: extra_args.to_vec() };
         g.restart();
         g
     }
@@ -37,6 +45,7 @@ impl Gunicorn {
             .args(["-w", "2", "-k", "gthread", "--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"])
             .arg("-b")
             .arg(self.addr.to_string())
+            .args(&self.extra_args)
             .arg("--chdir")
             .arg(&app_dir)
             .arg("tasks_app:app")
