@@ -218,3 +218,90 @@ async fn sequential_requests_reuse_one_tls_connection() {
     // response's last byte was handed on, so the next request may rarely miss it.
     assert!(connections.len() <= 2, "{} connections for {REQUESTS} requests: {lines:?}", connections.len());
 }
+
+/// A rustls server configuration with the PKI's leaf certificate, offering `alpn`.
+fn server_tls(pki: &TestPki, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(pki.path("cert.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(pki.path("key.pem")).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(strata_gateway::tls_client::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_reaches_a_wss_upstream() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let pki = TestPki::new();
+    let acceptor = server_tls(&pki, &[]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One connection: TLS, the WebSocket handshake, then every message echoed upper-cased.
+    let upstream = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Text(t) => ws.send(Message::text(t.to_uppercase())).await.unwrap(),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    let strata = Strata::start(Some(&config(&format!("https://{addr}"), &ca_key(&pki))));
+    let url = format!("ws://{}/chat", strata.addr);
+    let (mut ws, handshake) = tokio::time::timeout(Duration::from_secs(20), tokio_tungstenite::connect_async(url))
+        .await
+        .expect("handshake in time")
+        .unwrap_or_else(|e| panic!("handshake through the proxy: {e}\n{}", strata.stderr()));
+    assert_eq!(handshake.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply, Message::text("OVER TLS"));
+    ws.close(None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), upstream).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_route_negotiates_h2_with_alpn() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let pki = TestPki::new();
+    // A server that offers only h2: an HTTP/1.1 client would find no protocol in common.
+    let acceptor = server_tls(&pki, &[b"h2"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Bounded: a few connections at most in this test.
+        for _ in 0..8 {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let body = format!("{:?} {}", req.version(), req.uri().path());
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body),
+                    )))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    let keys = format!("{}\nhttp2 = true", ca_key(&pki));
+    let strata = Strata::start(Some(&config(&format!("https://localhost:{}", addr.port()), &keys)));
+    let (status, body) = get(&strata, "/over/h2").await;
+    assert_eq!(status, 200, "{body}\n{}", strata.stderr());
+    assert_eq!(body, "HTTP/2.0 /over/h2");
+}
