@@ -220,9 +220,18 @@ impl Gateway {
                 tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
             }
         }
-        for (prefix, diagnostic) in self.diagnostics() {
+        for (prefix, diagnostic) in self.target_diagnostics().into_iter().chain(self.diagnostics()) {
             tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
         }
+    }
+
+    /// What the routes' targets reported about their own configuration (e.g. an upstream whose
+    /// certificate is not verified), with the route's prefix.
+    pub fn target_diagnostics(&self) -> Vec<(String, Diagnostic)> {
+        self.routes
+            .iter()
+            .flat_map(|route| route.target.diagnostics.iter().map(move |d| (route.prefix.clone(), d.clone())))
+            .collect()
     }
 
     /// The ordering diagnostics of every route, with the route's prefix.
@@ -232,8 +241,7 @@ impl Gateway {
             .iter()
             .flat_map(|route| {
                 let onion = self.onion(route);
-                let mut found = route.target.diagnostics.clone();
-                found.extend(strata::check::check(&onion));
+                let mut found = strata::check::check(&onion);
                 found.extend(strata::check::check_deployment(&onion, &deployment));
                 found.into_iter().map(|d| (route.prefix.clone(), d))
             })

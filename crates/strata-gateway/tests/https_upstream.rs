@@ -305,3 +305,27 @@ async fn an_http2_route_negotiates_h2_with_alpn() {
     assert_eq!(status, 200, "{body}\n{}", strata.stderr());
     assert_eq!(body, "HTTP/2.0 /over/h2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_that_never_ends_is_bounded_by_connect_timeout() {
+    // Accepts TCP connections and never answers the TLS ClientHello.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        // Bounded: the test makes one request.
+        for _ in 0..4 {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            held.push(tcp);
+        }
+    });
+    let keys = "insecure_skip_verify = true\nconnect_timeout = \"300ms\"\ntimeout = \"20s\"";
+    let strata = Strata::start(Some(&config(&format!("https://{addr}"), keys)));
+    let started = Instant::now();
+    let (status, body) = get(&strata, "/").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    let log = wait_for_log(&strata, "connect timed out");
+    assert!(log.contains("connect timed out"), "{log}");
+    silent.abort();
+}
