@@ -935,10 +935,9 @@ fn normalize_prefix(prefix: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
 }
 
-/// An upstream URL: `http[s]://host[:port][/base]` and nothing more (the port defaults to 80 or
-/// 443). Credentials have no place in it:
-/// they would not be sent, and the URL is shown by `explain`, at start-up and in logs. A query or a
-/// fragment cannot be joined to the forwarded paths.
+/// An upstream URL: `http[s]://host[:port][/base]` (port 80 or 443 by default) and nothing more.
+/// Credentials have no place in it: they would not be sent, and the URL is shown by `explain`, at
+/// start-up and in logs. A query or a fragment cannot be joined to the forwarded paths.
 fn parse_upstream(text: &str) -> Result<http::Uri, String> {
     let shown = redact_userinfo(text);
     let expected =
