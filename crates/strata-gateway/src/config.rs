@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -411,6 +412,22 @@ pub struct ProxyOptions {
     pub via: bool,
     /// The name used in `Via` (`[server] via_pseudonym`, the same for every route).
     pub via_pseudonym: String,
+    /// How an `https://` upstream's certificate is verified (defaults for `http://` upstreams,
+    /// which reject these keys).
+    pub tls: UpstreamTlsOptions,
+}
+
+/// The TLS keys of an `https://` upstream route.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTlsOptions {
+    /// `tls_ca_file`: the PEM bundle of the only CAs trusted for this upstream (instead of the
+    /// system's roots), as written (relative to the config file's directory), and where it is
+    /// written (it is read when the gateway is built, and its errors point there).
+    pub ca_file: Option<(PathBuf, Range<usize>)>,
+    /// `tls_server_name`: the name sent as SNI and verified, instead of the URL's host.
+    pub server_name: Option<String>,
+    /// `insecure_skip_verify`: accept any certificate (warned about by `check` and at startup).
+    pub insecure_skip_verify: bool,
 }
 
 impl Default for ProxyOptions {
@@ -426,6 +443,7 @@ impl Default for ProxyOptions {
             http2: false,
             via: true,
             via_pseudonym: DEFAULT_VIA_PSEUDONYM.to_string(),
+            tls: UpstreamTlsOptions::default(),
         }
     }
 }
@@ -509,6 +527,9 @@ struct RouteSection {
     eject_after: Option<Spanned<u64>>,
     eject_for: Option<Spanned<String>>,
     health_check: Option<Spanned<HealthCheckSection>>,
+    tls_ca_file: Option<Spanned<String>>,
+    tls_server_name: Option<Spanned<String>>,
+    insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -525,6 +546,20 @@ struct HealthCheckSection {
 enum UpstreamSpec {
     One(String),
     Many(Vec<Spanned<UpstreamEntry>>),
+}
+
+impl UpstreamSpec {
+    /// Whether the targets are `https://` URLs (the first one says: a list has one scheme).
+    fn is_https(&self) -> bool {
+        let first = match self {
+            UpstreamSpec::One(url) => Some(url.as_str()),
+            UpstreamSpec::Many(items) => items.first().map(|item| match item.get_ref() {
+                UpstreamEntry::Url(url) => url.as_str(),
+                UpstreamEntry::Weighted(entry) => entry.url.get_ref().as_str(),
+            }),
+        };
+        first.is_some_and(|url| url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
+    }
 }
 
 /// One item of an `upstream` list.
@@ -639,6 +674,20 @@ fn parse_targets(
                 continue;
             }
         };
+        if let Some((first, first_span)) = targets.first().filter(|(t, _)| t.url.scheme() != url.scheme()) {
+            let at = source.error(first_span.clone(), "");
+            errors.push(source.error(
+                url_span,
+                format!(
+                    "upstream `{}`: the targets of a route share one scheme, and the first (line {}, column {}) is {}://",
+                    redact_userinfo(&text),
+                    at.line,
+                    at.column,
+                    first.url.scheme_str().unwrap_or("http")
+                ),
+            ));
+            continue;
+        }
         if let Some((_, first)) = targets.iter().find(|(t, _)| t.url == url) {
             let first = source.error(first.clone(), "");
             errors.push(source.error(
@@ -819,10 +868,47 @@ impl RouteSection {
         options
     }
 
-    /// The upstream options, or errors located at the keys at fault. An app route may not set them.
+    /// The upstream options, or errors located at the keys at fault. An app route may not set them,
+    /// nor may an `http://` upstream set the TLS keys.
     fn proxy_options(&self, source: Source<'_>, is_upstream: bool, errors: &mut Vec<ConfigError>) -> ProxyOptions {
+        let is_https = self.upstream.as_ref().is_some_and(|u| u.get_ref().is_https());
         let mut options = ProxyOptions::default();
         let mut spans = Vec::new();
+        let mut tls_spans = Vec::new();
+        if let Some(v) = &self.tls_ca_file {
+            if v.get_ref().trim().is_empty() {
+                errors
+                    .push(source.error(v.span(), "`tls_ca_file`: expected the path of a PEM file of CA certificates"));
+            }
+            options.tls.ca_file = Some((PathBuf::from(v.get_ref()), v.span()));
+            tls_spans.push(("tls_ca_file", v.span()));
+        }
+        if let Some(v) = &self.tls_server_name {
+            if let Err(msg) = crate::tls_client::parse_server_name(v.get_ref()) {
+                errors.push(source.error(v.span(), format!("`tls_server_name`: {msg}")));
+            }
+            options.tls.server_name = Some(v.get_ref().clone());
+            tls_spans.push(("tls_server_name", v.span()));
+        }
+        if let Some(v) = &self.insecure_skip_verify {
+            options.tls.insecure_skip_verify = *v.get_ref();
+            tls_spans.push(("insecure_skip_verify", v.span()));
+            if *v.get_ref() && self.tls_ca_file.is_some() && is_https {
+                errors.push(source.error(
+                    v.span(),
+                    "`insecure_skip_verify = true` turns off the verification `tls_ca_file` is for: set one or the other",
+                ));
+            }
+        }
+        if is_upstream && !is_https {
+            for (key, span) in tls_spans.drain(..) {
+                errors.push(source.error(
+                    span,
+                    format!("`{key}` is an option of https:// upstreams; this route's upstream is not one"),
+                ));
+            }
+        }
+        spans.extend(tls_spans);
         if let Some(v) = &self.strip_prefix {
             options.strip_prefix = *v.get_ref();
             spans.push(("strip_prefix", v.span()));
@@ -1511,30 +1597,29 @@ fn normalize_prefix(prefix: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
 }
 
-/// An upstream URL: `http://host[:port][/base]` and nothing more. Credentials have no place in it:
-/// they would not be sent, and the URL is shown by `explain`, at start-up and in logs. A query or a
-/// fragment cannot be joined to the forwarded paths.
+/// An upstream URL: `http[s]://host[:port][/base]` (port 80 or 443 by default) and nothing more.
+/// Credentials have no place in it: they would not be sent, and the URL is shown by `explain`, at
+/// start-up and in logs. A query or a fragment cannot be joined to the forwarded paths.
 fn parse_upstream(text: &str) -> Result<http::Uri, String> {
     let shown = redact_userinfo(text);
     let expected =
-        || format!("upstream `{shown}`: expected an http URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
+        || format!("upstream `{shown}`: expected an http(s) URL with a host and port, e.g. \"http://127.0.0.1:8000\"");
     if text.contains('#') {
         return Err(format!("upstream `{shown}`: expected no `#fragment` (it is never sent to a server)"));
     }
     // The scheme first, from the text: `unix:///path` is not even a URI to `http::Uri`.
     match text.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()).as_deref() {
-        Some("http") => {}
-        Some("https") => return Err(format!("upstream `{shown}`: only http:// upstreams are supported")),
+        Some("http" | "https") => {}
         // Only a real scheme is echoed apart from the (masked) URL: it holds no credentials.
         Some(other) if other.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) => {
             return Err(format!(
-                "upstream `{shown}`: scheme `{other}`: expected an http URL, e.g. \"http://127.0.0.1:8000\""
+                "upstream `{shown}`: scheme `{other}`: expected an http or https URL, e.g. \"http://127.0.0.1:8000\""
             ));
         }
         _ => return Err(expected()),
     }
     let uri: http::Uri = text.parse().map_err(|_| expected())?;
-    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) && uri.scheme() != Some(&http::uri::Scheme::HTTPS) {
         return Err(expected());
     }
     let Some(authority) = uri.authority().filter(|a| !a.host().is_empty()) else { return Err(expected()) };
@@ -1680,7 +1765,7 @@ upstream = "http://127.0.0.1:8000"
         let e = first_error("[[route]]\nprefix = \"api\"\napp = \"echo\"\n");
         assert!(e.message.contains("starting with `/`"), "{e}");
         let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"ftp://x\"\n");
-        assert!(e.message.contains("expected an http URL"), "{e}");
+        assert!(e.message.contains("expected an http or https URL"), "{e}");
         let e = first_error("[server]\nhttp2 = \"yes\"\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
         assert_eq!(e.line, 2, "{e}");
     }
@@ -1803,7 +1888,10 @@ upstream = "http://127.0.0.1:8000"
         assert!(e.message.contains("is already in this list at line 3, column 13"), "{e}");
         let e = first_error(&list("\"http://127.0.0.1:1\", \"ftp://127.0.0.1:2\""));
         assert_eq!((e.line, e.column), (3, 35), "{e}");
-        assert!(e.message.contains("expected an http URL"), "{e}");
+        assert!(e.message.contains("expected an http or https URL"), "{e}");
+        let e = first_error(&list("\"http://127.0.0.1:1\", \"https://127.0.0.1:2\""));
+        assert_eq!((e.line, e.column), (3, 35), "{e}");
+        assert!(e.message.contains("share one scheme, and the first (line 3, column 13) is http://"), "{e}");
         let e = first_error(&list(""));
         assert!(e.message.contains("expected at least one URL"), "{e}");
         let errors = parse(&list("{ url = \"http://127.0.0.1:1\", wieght = 2 }")).unwrap_err();
@@ -1814,6 +1902,38 @@ upstream = "http://127.0.0.1:8000"
         assert_eq!(errors.0.len(), 2, "every bad URL is reported: {errors}");
         let e = first_error("[[route]]\nprefix = \"/\"\napp = \"echo\"\nretries = 2\n");
         assert!(e.message.contains("`retries` is an option of upstream routes"), "{e}");
+    }
+
+    #[test]
+    fn https_upstreams_take_tls_keys_and_other_routes_refuse_them() {
+        let c = parse(
+            "[[route]]\nprefix = \"/\"\nupstream = \"https://10.0.0.5/base\"\ntls_ca_file = \"certs/ca.pem\"\n\
+             tls_server_name = \"api.internal\"\n",
+        )
+        .unwrap();
+        let tls = &c.routes[0].proxy.tls;
+        assert_eq!(tls.ca_file.as_ref().map(|(path, _)| path.as_path()), Some(std::path::Path::new("certs/ca.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("api.internal"));
+        assert!(!tls.insecure_skip_verify);
+        let c = parse("[[route]]\nprefix = \"/\"\nupstream = \"https://[::1]:8443\"\ninsecure_skip_verify = true\n")
+            .unwrap();
+        assert!(c.routes[0].proxy.tls.insecure_skip_verify);
+
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\ntls_ca_file = \"ca.pem\"\n");
+        assert_eq!((e.line, e.column), (4, 15), "{e}");
+        assert!(e.message.contains("`tls_ca_file` is an option of https:// upstreams"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\napp = \"echo\"\ninsecure_skip_verify = false\n");
+        assert!(e.message.contains("`insecure_skip_verify` is an option of upstream routes"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"https://h\"\ntls_server_name = \"not a name\"\n");
+        assert_eq!((e.line, e.column), (4, 19), "{e}");
+        assert!(e.message.contains("`tls_server_name`: `not a name`: expected a DNS name"), "{e}");
+        let e = first_error(
+            "[[route]]\nprefix = \"/\"\nupstream = \"https://h\"\ntls_ca_file = \"ca.pem\"\ninsecure_skip_verify = true\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("set one or the other"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"https://h\"\ntls_ca_file = \" \"\n");
+        assert!(e.message.contains("expected the path of a PEM file"), "{e}");
     }
 
     #[test]
@@ -2013,9 +2133,10 @@ upstream = "http://127.0.0.1:8000"
             ("http://127.0.0.1:", "port ``: expected a port from 1 to 65535"),
             ("http://127.0.0.1:8000/#top", "expected no `#fragment`"),
             ("http://127.0.0.1:8000/?a=1", "expected no query string"),
-            ("ftp://127.0.0.1:21", "scheme `ftp`: expected an http URL"),
-            ("https://127.0.0.1:8443", "only http:// upstreams are supported"),
-            ("127.0.0.1:8000", "expected an http URL with a host and port"),
+            ("ftp://127.0.0.1:21", "scheme `ftp`: expected an http or https URL"),
+            ("https://127.0.0.1:0", "port `0`: expected a port from 1 to 65535"),
+            ("https://u:pw@127.0.0.1:8443", "expected no user or password"),
+            ("127.0.0.1:8000", "expected an http(s) URL with a host and port"),
             ("http://user:pw@127.0.0.1:8000/", "expected no user or password"),
         ];
         for (url, expected) in cases {
@@ -2023,7 +2144,14 @@ upstream = "http://127.0.0.1:8000"
             assert_eq!((e.line, e.column), (3, 12), "{url}: {e}");
             assert!(e.message.contains(expected), "{url}: {e}");
         }
-        for good in ["http://127.0.0.1:8000", "http://[::1]:8000/base", "http://localhost/", "http://127.0.0.1:65535"] {
+        for good in [
+            "http://127.0.0.1:8000",
+            "http://[::1]:8000/base",
+            "http://localhost/",
+            "http://127.0.0.1:65535",
+            "https://127.0.0.1:8443",
+            "HTTPS://api.example/base",
+        ] {
             assert!(parse(&with(good)).is_ok(), "{good}");
         }
     }

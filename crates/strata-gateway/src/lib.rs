@@ -11,6 +11,7 @@
 //! - [`tls`]: TLS termination: certificates picked by SNI, the rustls configuration.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
 //! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
+//! - [`tls_client`]: TLS to `https://` upstreams (trust, verified name, connectors).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod routes;
 pub mod server;
 pub mod systemd;
 pub mod tls;
+pub mod tls_client;
 pub mod upstream;
 
 use std::fmt;

@@ -251,6 +251,7 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
     let name = config.as_ref().map_or("<embedded default>".to_string(), |p| p.display().to_string());
     let mut diagnostics: Vec<(String, strata::Diagnostic)> =
         gateway.layer_diagnostics.iter().map(|d| (String::new(), d.clone())).collect();
+    diagnostics.extend(gateway.target_diagnostics());
     diagnostics.extend(gateway.diagnostics());
     let mut errors = 0;
     let mut warnings = 0;

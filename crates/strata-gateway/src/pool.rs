@@ -9,6 +9,10 @@
 //! which finishes the previous exchange or finds it closed (then the request goes to another
 //! connection: nothing had been sent on it). A small task per pool closes, once per
 //! `idle_timeout`, the idle connections past it.
+//!
+//! To an `https://` upstream, a connection is TCP then a TLS handshake ([`UpstreamTls`]), both
+//! within `connect_timeout`: an untrusted certificate or a name it does not cover is a failure to
+//! connect, like a refused connection.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -23,9 +27,71 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use strata::http::{Body, BoxError};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-type Connection = http1::Connection<TokioIo<TcpStream>, Body>;
+use crate::tls_client::UpstreamTls;
+
+type Connection = http1::Connection<TokioIo<UpstreamStream>, Body>;
+
+/// A connection's byte stream: plain TCP, or TLS over TCP to an `https://` upstream.
+pub enum UpstreamStream {
+    /// `http://`.
+    Plain(TcpStream),
+    /// `https://`, handshake done. Boxed: rustls's state is kilobytes that a plain connection
+    /// need not carry (one allocation per connection, not per request).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// The most idle connections kept per upstream; more are closed when their requests end.
 const MAX_IDLE: usize = 512;
@@ -77,6 +143,8 @@ struct Idle {
 pub struct Pool {
     /// `host:port`, as given to `connect`.
     addr: String,
+    /// The TLS spoken over each connection, for an `https://` upstream.
+    tls: Option<Arc<UpstreamTls>>,
     /// The route's prefix, for logs.
     route: Box<str>,
     connect_timeout: Duration,
@@ -91,8 +159,20 @@ pub struct Pool {
 impl Pool {
     /// A pool for `addr` (`host:port`), serving the route at `route` (named in logs).
     pub fn new(addr: String, route: Box<str>, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Pool> {
+        Self::with_tls(addr, None, route, connect_timeout, idle_timeout)
+    }
+
+    /// A pool for `addr` whose connections speak `tls` when given (an `https://` upstream).
+    pub fn with_tls(
+        addr: String,
+        tls: Option<Arc<UpstreamTls>>,
+        route: Box<str>,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
+            tls,
             route,
             connect_timeout,
             idle_timeout,
@@ -232,15 +312,25 @@ impl Pool {
 
     async fn connect(&self) -> Result<BoxedLink, PoolError> {
         let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+        let stream = tokio::time::timeout(self.connect_timeout, self.open())
             .await
             .map_err(|_| PoolError::Connect(timed_out()))?
             .map_err(PoolError::Connect)?;
-        // Small requests go out at once instead of waiting for Nagle's algorithm.
-        let _ = stream.set_nodelay(true);
         let (sender, conn) =
             http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Exchange)?;
         Ok(Box::new(Link { sender, conn }))
+    }
+
+    /// A TCP connection, then its TLS handshake for an `https://` upstream (whose error says why
+    /// the certificate was refused).
+    async fn open(&self) -> std::io::Result<UpstreamStream> {
+        let tcp = TcpStream::connect(&self.addr).await?;
+        // Small requests go out at once instead of waiting for Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => Ok(UpstreamStream::Plain(tcp)),
+            Some(tls) => Ok(UpstreamStream::Tls(Box::new(tls.handshake(tcp).await?))),
+        }
     }
 }
 

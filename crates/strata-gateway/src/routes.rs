@@ -42,6 +42,7 @@ use crate::config::{Balance, Config, ConfigErrors, ForwardedHeaders, HashOn, Nam
 use crate::hosts::{HostPattern, HostTable, request_host};
 use crate::proxy::Proxy;
 use crate::registry;
+use crate::tls_client::UpstreamTls;
 
 /// What a route serves, as `explain` and `check` describe it.
 #[derive(Clone, Debug)]
@@ -50,6 +51,9 @@ pub struct TargetInfo {
     pub description: String,
     /// What the target declares about itself (e.g. it streams server-sent events).
     pub facts: Facts,
+    /// What is wrong with the target's own configuration (e.g. an upstream whose certificate is
+    /// not verified), reported by `check` and logged at startup and reload.
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 /// One route as planned: its prefix, its own layers and its target.
@@ -146,37 +150,70 @@ impl Gateway {
         for route in &config.routes {
             let stack = stack_of(&route.stack);
             let layer_infos = stack.infos();
-            let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) =
-                match &route.target {
-                    Target::App(name) => {
-                        let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
-                            ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
-                        })?;
-                        (app.endpoint, TargetInfo { description: format!("app {name}"), facts: app.facts }, false)
+            let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) = match &route
+                .target
+            {
+                Target::App(name) => {
+                    let app = apps::mounted(name, &route.prefix).ok_or_else(|| {
+                        ConfigErrors(vec![source.error(route.target_span.clone(), format!("unknown app `{name}`"))])
+                    })?;
+                    (
+                        app.endpoint,
+                        TargetInfo { description: format!("app {name}"), facts: app.facts, diagnostics: Vec::new() },
+                        false,
+                    )
+                }
+                Target::Upstream(targets) => {
+                    // An upstream may fail and may stream events: rules must assume both.
+                    let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
+                    if route.proxy.forwarded != ForwardedHeaders::None
+                        || route.upstream.balance == Balance::Hash(HashOn::ClientIp)
+                    {
+                        // The forwarding headers carry the peer's address; the hash, the client's.
+                        facts = facts.with(Fact::ReadsClientAddress);
                     }
-                    Target::Upstream(targets) => {
-                        // An upstream may fail and may stream events: rules must assume both.
-                        let mut facts = Facts::of(&[Fact::CanFail, Fact::StreamsEvents]);
-                        if route.proxy.forwarded != ForwardedHeaders::None
-                            || route.upstream.balance == Balance::Hash(HashOn::ClientIp)
-                        {
-                            // The forwarding headers carry the peer's address; the hash, the client's.
-                            facts = facts.with(Fact::ReadsClientAddress);
+                    // Each `https://` target's TLS (its host is the name verified, unless
+                    // `tls_server_name` says otherwise); `None` for `http://` ones.
+                    let options = &route.proxy.tls;
+                    let tls: Result<Vec<Option<Arc<UpstreamTls>>>, String> = targets
+                        .iter()
+                        .map(|t| {
+                            if t.url.scheme() != Some(&http::uri::Scheme::HTTPS) {
+                                return Ok(None);
+                            }
+                            let host = t.url.host().unwrap_or_default();
+                            UpstreamTls::new(host, options, &ctx.base_dir, route.proxy.http2).map(|b| Some(Arc::new(b)))
+                        })
+                        .collect();
+                    let tls = match tls {
+                        Ok(tls) => tls,
+                        Err(message) => {
+                            let at =
+                                options.ca_file.as_ref().map_or(route.target_span.clone(), |(_, span)| span.clone());
+                            errors.push(source.error(at, message));
+                            continue;
                         }
-                        let proxy = Proxy::new(
-                            targets,
-                            &route.prefix,
-                            &route.proxy,
-                            &route.upstream,
-                            config.server.trusted_proxies.clone(),
-                        );
-                        let description = proxy.upstreams().describe();
-                        if proxy.upstreams().options.health_check.is_some() {
-                            upstreams.push(Arc::downgrade(proxy.upstreams()));
-                        }
-                        (Arc::new(proxy), TargetInfo { description, facts }, true)
+                    };
+                    let secure = tls.iter().any(Option::is_some);
+                    let proxy = Proxy::new(
+                        targets,
+                        &route.prefix,
+                        &route.proxy,
+                        &route.upstream,
+                        config.server.trusted_proxies.clone(),
+                        tls,
+                    );
+                    let description = proxy.upstreams().describe();
+                    let mut diagnostics = Vec::new();
+                    if secure && options.insecure_skip_verify {
+                        diagnostics.push(insecure_upstream(&description));
                     }
-                };
+                    if proxy.upstreams().options.health_check.is_some() {
+                        upstreams.push(Arc::downgrade(proxy.upstreams()));
+                    }
+                    (Arc::new(proxy), TargetInfo { description, facts, diagnostics }, true)
+                }
+            };
             let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && route.prefix != "/" {
                 Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
             } else {
@@ -192,6 +229,9 @@ impl Gateway {
                 target,
                 is_upstream,
             });
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
         }
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
@@ -262,12 +302,21 @@ impl Gateway {
                 tracing::warn!("{}", diagnostic.to_string().replace('\n', " "));
             }
         }
-        for (prefix, diagnostic) in self.diagnostics() {
+        for (prefix, diagnostic) in self.target_diagnostics().into_iter().chain(self.diagnostics()) {
             tracing::warn!(route = %prefix, "{}", diagnostic.to_string().replace('\n', " "));
         }
         for warning in self.tls_certificates.iter().filter_map(|c| c.expiry_warning(std::time::SystemTime::now())) {
             tracing::warn!("{warning}");
         }
+    }
+
+    /// What the routes' targets reported about their own configuration (e.g. an upstream whose
+    /// certificate is not verified), with the route's [name](RoutePlan::name).
+    pub fn target_diagnostics(&self) -> Vec<(String, Diagnostic)> {
+        self.routes
+            .iter()
+            .flat_map(|route| route.target.diagnostics.iter().map(move |d| (route.name(), d.clone())))
+            .collect()
     }
 
     /// The ordering diagnostics of every route, with the route's [name](RoutePlan::name).
@@ -283,6 +332,22 @@ impl Gateway {
                 found.into_iter().map(move |d| (name.clone(), d))
             })
             .collect()
+    }
+}
+
+/// The warning about an upstream whose certificate is not verified (`insecure_skip_verify`).
+fn insecure_upstream(target: &str) -> Diagnostic {
+    Diagnostic {
+        severity: strata::Severity::Warning,
+        rule: "insecure-upstream-tls",
+        layer: target.to_string(),
+        message: format!("`insecure_skip_verify = true`: the certificate of `{target}` is NOT VERIFIED"),
+        why: "anyone between the gateway and the upstream can pose as it, and read or change every request \
+              and response (passwords, tokens and cookies included)"
+            .to_string(),
+        fix: "remove `insecure_skip_verify` and set `tls_ca_file` to the CA that issued the upstream's \
+              certificate (and `tls_server_name` to a name it covers, if the URL's host is not one)"
+            .to_string(),
     }
 }
 

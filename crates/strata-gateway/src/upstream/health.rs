@@ -139,7 +139,7 @@ mod tests {
             .map(|a| UpstreamTarget { url: format!("http://{a}").parse().unwrap(), weight: 1 })
             .collect();
         let options = UpstreamOptions { health_check: Some(check), ..Default::default() };
-        let upstreams = Arc::new(Upstreams::new(&targets, "/", &ProxyOptions::default(), &options));
+        let upstreams = Arc::new(Upstreams::new(&targets, "/", &ProxyOptions::default(), &options, Vec::new()));
         start(&upstreams);
         let is_up = |i: usize| upstreams.targets[i].up.load(Ordering::SeqCst);
         let wait_for = |want: bool| async move {

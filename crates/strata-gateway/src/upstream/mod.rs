@@ -35,6 +35,7 @@ use strata::http::{Body, ConnectionInfo, Request};
 
 use crate::config::{Balance, HashOn, MAX_EJECTION, ProxyOptions, UpstreamOptions, UpstreamTarget};
 use crate::pool::Pool;
+use crate::tls_client::UpstreamTls;
 use balance::RoundRobin;
 use budget::RetryBudget;
 
@@ -114,17 +115,28 @@ impl Drop for InFlight {
 impl Upstreams {
     /// The targets of the route at `prefix`, each with a pool (HTTP/1.1) built from `proxy`'s
     /// timeouts. Building starts nothing: see [`health::start`].
-    pub fn new(targets: &[UpstreamTarget], prefix: &str, proxy: &ProxyOptions, options: &UpstreamOptions) -> Upstreams {
+    ///
+    /// `tls` holds, per target, how an `https://` one is spoken to (`None` for `http://`).
+    pub fn new(
+        targets: &[UpstreamTarget],
+        prefix: &str,
+        proxy: &ProxyOptions,
+        options: &UpstreamOptions,
+        tls: Vec<Option<Arc<UpstreamTls>>>,
+    ) -> Upstreams {
         let backends: Vec<Backend> = targets
             .iter()
-            .map(|t| {
+            .zip(tls.into_iter().chain(std::iter::repeat(None)))
+            .map(|(t, tls)| {
                 let url = &t.url;
-                let port = url.port_u16().unwrap_or(80);
+                let default_port = if url.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
+                let port = url.port_u16().unwrap_or(default_port);
                 let host = url.host().unwrap_or("127.0.0.1");
                 let addr = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
                 let authority = url.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-                let pool = (!proxy.http2)
-                    .then(|| Pool::new(addr.clone(), prefix.into(), proxy.connect_timeout, proxy.idle_timeout));
+                let pool = (!proxy.http2).then(|| {
+                    Pool::with_tls(addr.clone(), tls, prefix.into(), proxy.connect_timeout, proxy.idle_timeout)
+                });
                 Backend {
                     host: HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
                     id: balance::stable_hash(url.to_string().as_bytes()),
@@ -368,7 +380,7 @@ mod tests {
         let targets: Vec<UpstreamTarget> = (0..n)
             .map(|i| UpstreamTarget { url: format!("http://127.0.0.1:{}", 9000 + i).parse().unwrap(), weight: 1 })
             .collect();
-        Upstreams::new(&targets, "/", &ProxyOptions::default(), &options)
+        Upstreams::new(&targets, "/", &ProxyOptions::default(), &options, Vec::new())
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct Gunicorn {
     // `module:app` in tests/upstream, and the environment it is started with.
     app: String,
     env: Vec<(String, String)>,
+    // More command-line options (e.g. `--certfile`), given on every (re)start.
+    extra_args: Vec<String>,
 }
 
 impl Gunicorn {
@@ -23,13 +25,23 @@ impl Gunicorn {
         Self::start_app("tasks_app:app", &[])
     }
 
+    /// Starts the tasks app like [`Gunicorn::start`], with more gunicorn options (e.g.
+    /// `--certfile`, `--keyfile`, `--access-logfile`).
+    pub fn start_with_args(extra_args: &[String]) -> Gunicorn {
+        Self::launch("tasks_app:app", &[], extra_args)
+    }
+
     /// Starts `app` (`module:app` in tests/upstream) with `env` on a free port and waits until it
     /// accepts connections.
     pub fn start_app(app: &str, env: &[(&str, &str)]) -> Gunicorn {
+        Self::launch(app, env, &[])
+    }
+
+    fn launch(app: &str, env: &[(&str, &str)], extra_args: &[String]) -> Gunicorn {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut g = Gunicorn { child: None, addr, dir, app: app.to_string(), env };
+        let mut g = Gunicorn { child: None, addr, dir, app: app.to_string(), env, extra_args: extra_args.to_vec() };
         g.restart();
         g
     }
@@ -48,6 +60,7 @@ impl Gunicorn {
             .args(["-w", "2", "-k", "gthread", "--threads", "8", "--graceful-timeout", "2", "--log-level", "warning"])
             .arg("-b")
             .arg(self.addr.to_string())
+            .args(&self.extra_args)
             .arg("--chdir")
             .arg(&app_dir)
             .arg(&self.app)
