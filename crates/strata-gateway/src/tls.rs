@@ -44,9 +44,11 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// `strata check` and the server warn about certificates expiring within this time.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
-/// The cryptography every TLS object of the gateway is built with.
+/// The cryptography of every TLS connection the gateway accepts or makes (see
+/// [`crate::tls_client`]): rustls's *ring* provider, made once. The one place to change provider.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
 }
 
 /// Certificates indexed by the DNS names they are valid for, with a default.

@@ -31,12 +31,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::config::UpstreamTlsOptions;
 
-/// The cryptography of every TLS connection the gateway makes or accepts: rustls's *ring* provider,
-/// made once.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
-}
+pub use crate::tls::crypto_provider;
 
 /// The system's trusted roots, read once per process (a reload does not read them again).
 fn system_roots() -> Arc<RootCertStore> {
