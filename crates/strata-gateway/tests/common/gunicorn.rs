@@ -37,6 +37,12 @@ impl Gunicorn {
         Self::launch(app, env, &[])
     }
 
+    /// Starts `app` like [`Gunicorn::start_app`], with more gunicorn options (e.g. `--certfile`,
+    /// `--keyfile` to serve TLS).
+    pub fn start_app_with_args(app: &str, env: &[(&str, &str)], extra_args: &[String]) -> Gunicorn {
+        Self::launch(app, env, extra_args)
+    }
+
     fn launch(app: &str, env: &[(&str, &str)], extra_args: &[String]) -> Gunicorn {
         let dir = tempfile::tempdir().expect("tempdir");
         let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
