@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, after installing the real components the tests use when they are
-# missing: Chromium (the browser CORS test), redis-server (shared rate limits), gunicorn (the Python
-# upstream behind the proxy), python3 (its http.server is an upstream that normalises paths).
+# missing: Chromium (the browser CORS and TLS tests), curl and openssl (TLS clients), redis-server
+# (shared rate limits), gunicorn (the Python upstream behind the proxy, also over TLS), python3 (its
+# http.server is an upstream that normalises paths).
 # Ends with one total line over every test binary: `tests: N passed, M failed`.
 #
 #   bash test.sh                 # everything
@@ -23,6 +24,9 @@ need_apt kill procps
 need_apt chromium chromium
 need_apt python3 python3
 need_apt redis-server redis-server
+# The TLS tests drive strata with curl (HTTP/1.1 and HTTP/2 over TLS) and `openssl s_client` (SNI).
+need_apt curl curl
+need_apt openssl openssl
 if ! command -v gunicorn >/dev/null; then
   echo "== installing gunicorn"
   python3 -m pip --version >/dev/null 2>&1 || need_apt pip3 python3-pip

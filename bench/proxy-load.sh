@@ -303,8 +303,8 @@ nginx_tls() {
     nginx_conf "$dir" "$port" "
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
     server {
-        listen 127.0.0.1:$port ssl;
-        http2 on;
+        # (Debian 12's nginx 1.22 has no \`http2 on\`: h2 is a listen parameter there.)
+        listen 127.0.0.1:$port ssl http2;
         ssl_certificate $WORK/tls/cert.pem;
         ssl_certificate_key $WORK/tls/key.pem;
         ssl_protocols TLSv1.2 TLSv1.3;
