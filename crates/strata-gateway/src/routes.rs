@@ -75,12 +75,17 @@ impl RoutePlan {
     /// How logs, `check` and `explain` name the route: its prefix, after its hosts when it has
     /// some (`api.example.com/v1`, `a.test,*.b.test/`).
     pub fn name(&self) -> String {
-        if self.hosts.is_empty() {
-            return self.prefix.clone();
-        }
-        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
-        format!("{}{}", hosts.join(","), self.prefix)
+        route_name(&self.hosts, &self.prefix)
     }
+}
+
+/// A route's name: its prefix, after its hosts when it has some.
+fn route_name(hosts: &[HostPattern], prefix: &str) -> String {
+    if hosts.is_empty() {
+        return prefix.to_string();
+    }
+    let hosts: Vec<String> = hosts.iter().map(ToString::to_string).collect();
+    format!("{}{prefix}", hosts.join(","))
 }
 
 /// A built gateway: the router to serve and the plan it was built from.
@@ -198,6 +203,7 @@ impl Gateway {
                     let proxy = Proxy::new(
                         targets,
                         &route.prefix,
+                        &route_name(&route.hosts, &route.prefix),
                         &route.proxy,
                         &route.upstream,
                         config.server.trusted_proxies.clone(),

@@ -151,14 +151,15 @@ struct Outgoing {
 
 impl Proxy {
     /// A proxy to `targets` (`http[s]://host:port[/base]` URLs, checked by the config) for the
-    /// route at `prefix`; `tls` holds, per target, how an `https://` one is spoken to (`None` for
-    /// `http://`).
+    /// route at `prefix`, named `name` in logs (its hosts and prefix); `tls` holds, per target, how
+    /// an `https://` one is spoken to (`None` for `http://`).
     ///
     /// `trusted` are the `[server] trusted_proxies`: forwarding headers arriving from one of them
     /// are extended, from anyone else they are the client's own claim and are replaced.
     pub fn new(
         targets: &[UpstreamTarget],
         prefix: &str,
+        name: &str,
         options: &ProxyOptions,
         upstream: &UpstreamOptions,
         trusted: Arc<TrustedProxies>,
@@ -187,7 +188,7 @@ impl Proxy {
             builder.pool_max_idle_per_host(0);
         }
         let client = builder.build(connector);
-        let upstreams = Arc::new(Upstreams::new(targets, prefix, options, upstream, tls));
+        let upstreams = Arc::new(Upstreams::new(targets, name, options, upstream, tls));
         Proxy {
             upstreams,
             client,
@@ -196,7 +197,7 @@ impl Proxy {
             options: options.clone(),
             trusted,
             via: if options.via { Via::new(&options.via_pseudonym).map(Arc::new) } else { None },
-            route: RouteLog::new(prefix),
+            route: RouteLog::new(name),
         }
     }
 
@@ -451,6 +452,7 @@ mod tests {
         let targets = [UpstreamTarget { url: upstream.parse().unwrap(), weight: 1 }];
         Proxy::new(
             &targets,
+            prefix,
             prefix,
             &options,
             &UpstreamOptions::default(),

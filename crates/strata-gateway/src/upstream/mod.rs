@@ -86,7 +86,7 @@ impl Backend {
 
 /// The targets of one route and how requests are shared among them.
 pub struct Upstreams {
-    /// The route's prefix, for logs.
+    /// The route's name (its hosts and prefix), for logs.
     pub(crate) route: Box<str>,
     /// In the order written.
     pub targets: Vec<Backend>,
@@ -113,13 +113,13 @@ impl Drop for InFlight {
 }
 
 impl Upstreams {
-    /// The targets of the route at `prefix`, each with a pool (HTTP/1.1) built from `proxy`'s
-    /// timeouts. Building starts nothing: see [`health::start`].
+    /// The targets of the route named `name` in logs (its hosts and prefix), each with a pool
+    /// (HTTP/1.1) built from `proxy`'s timeouts. Building starts nothing: see [`health::start`].
     ///
     /// `tls` holds, per target, how an `https://` one is spoken to (`None` for `http://`).
     pub fn new(
         targets: &[UpstreamTarget],
-        prefix: &str,
+        name: &str,
         proxy: &ProxyOptions,
         options: &UpstreamOptions,
         tls: Vec<Option<Arc<UpstreamTls>>>,
@@ -134,9 +134,8 @@ impl Upstreams {
                 let host = url.host().unwrap_or("127.0.0.1");
                 let addr = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
                 let authority = url.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-                let pool = (!proxy.http2).then(|| {
-                    Pool::with_tls(addr.clone(), tls, prefix.into(), proxy.connect_timeout, proxy.idle_timeout)
-                });
+                let pool = (!proxy.http2)
+                    .then(|| Pool::with_tls(addr.clone(), tls, name.into(), proxy.connect_timeout, proxy.idle_timeout));
                 Backend {
                     host: HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
                     id: balance::stable_hash(url.to_string().as_bytes()),
@@ -156,7 +155,7 @@ impl Upstreams {
             .collect();
         let weights: Box<[u32]> = backends.iter().map(|b| b.weight).collect();
         Upstreams {
-            route: prefix.into(),
+            route: name.into(),
             round_robin: RoundRobin::new(&weights),
             ids: backends.iter().map(|b| b.id).collect(),
             weights,
