@@ -199,13 +199,9 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         let live = Arc::new(server::LiveRouter::new(gateway.router));
         let reloader = match config {
             Some(path) => {
-                let reloader = server::Reloader {
-                    path,
-                    live: live.clone(),
-                    running: gateway.server.clone(),
-                    listen_overridden: listen.is_some(),
-                    tls_listen_overridden: tls_listen.is_some(),
-                };
+                let mut reloader = server::Reloader::new(path, live.clone(), gateway.server.clone());
+                reloader.listen_overridden = listen.is_some();
+                reloader.tls_listen_overridden = tls_listen.is_some();
                 tokio::spawn(reloader.run(hangup, watch.then_some(WATCH_INTERVAL)))
             }
             // The embedded default cannot change; SIGHUP is still caught, and says so.

@@ -448,9 +448,17 @@ pub struct Reloader {
     pub listen_overridden: bool,
     /// Whether `--tls-listen` overrides the config's `[server.tls] listen`.
     pub tls_listen_overridden: bool,
+    /// The certificate and key files of the config being served, watched with the config file.
+    tls_files: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl Reloader {
+    /// Reloads `path` into `live`, which serves the config whose `[server]` settings are `running`.
+    pub fn new(path: PathBuf, live: Arc<LiveRouter>, running: Server) -> Reloader {
+        let tls_files = std::sync::Mutex::new(tls_files(&path, &running));
+        Reloader { path, live, running, listen_overridden: false, tls_listen_overridden: false, tls_files }
+    }
+
     /// Loads the config again. A valid one replaces the running router; an invalid one is logged
     /// and the running one stays. Returns whether the new config was swapped in.
     ///
@@ -487,6 +495,8 @@ impl Reloader {
         }
         gateway.log_warnings();
         gateway.start();
+        *self.tls_files.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            tls_files(&self.path, &gateway.server);
         let routes = gateway.routes.len();
         self.live.replace(gateway.router);
         tracing::info!(config = %self.path.display(), routes, "config reloaded");
@@ -537,14 +547,16 @@ impl Reloader {
         changed
     }
 
-    /// Reloads on every SIGHUP and, with `watch`, whenever the file's modification time or size
-    /// changes (checked every `watch` interval). Runs until the task is dropped.
+    /// Reloads on every SIGHUP and, with `watch`, whenever the modification time or size of the
+    /// config file, or of a certificate or key file it names, changes (checked every `watch`
+    /// interval): a renewed certificate (certbot replaces the files its `live/` links point to) is
+    /// served without a signal. Runs until the task is dropped.
     ///
-    /// Watching polls the file's metadata instead of using inotify: one `stat` a second costs
-    /// nothing, needs no dependency, and sees every way of saving a file (in place, or an editor's
+    /// Watching polls the files' metadata instead of using inotify: a few `stat`s a second cost
+    /// nothing, need no dependency, and see every way of saving a file (in place, or an editor's
     /// write-and-rename, which an inotify watch on the old inode misses).
     pub async fn run(self, mut hangup: Hangup, watch: Option<Duration>) {
-        let mut seen = file_stamp(&self.path);
+        let mut seen = self.stamps();
         let mut tick = watch.map(|every| {
             let mut t = tokio::time::interval(every);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -562,21 +574,41 @@ impl Reloader {
             tokio::select! {
                 () = hangup.recv() => {
                     tracing::info!("received SIGHUP: reloading the config");
-                    seen = file_stamp(&self.path);
                     self.reload().await;
+                    seen = self.stamps();
                 }
                 () = poll => {
-                    let now = file_stamp(&self.path);
+                    let now = self.stamps();
                     // A missing file is a save in progress (or a mistake): keep serving, look again.
-                    if now.is_some() && now != seen {
-                        seen = now;
-                        tracing::info!(config = %self.path.display(), "config file changed: reloading");
+                    if now.iter().all(Option::is_some) && now != seen {
+                        let config_changed = now.first() != seen.first();
+                        tracing::info!(
+                            config = %self.path.display(),
+                            "{}: reloading",
+                            if config_changed { "config file changed" } else { "a certificate or key file changed" }
+                        );
                         self.reload().await;
+                        // What the reloaded config names (a new certificate file is watched from now).
+                        seen = self.stamps();
                     }
                 }
             }
         }
     }
+
+    /// The config file's stamp, then each watched certificate and key file's.
+    fn stamps(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        let files = self.tls_files.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::iter::once(&self.path).chain(files.iter()).map(|p| file_stamp(p)).collect()
+    }
+}
+
+/// The certificate and key files of `server`'s `[server.tls]`, found from the folder of the config
+/// file at `config` as the config's own paths are.
+fn tls_files(config: &std::path::Path, server: &Server) -> Vec<PathBuf> {
+    let dir = config.parent().unwrap_or(std::path::Path::new(""));
+    let pairs = server.tls.iter().flat_map(|tls| tls.certificates.iter());
+    pairs.flat_map(|pair| [dir.join(&pair.cert), dir.join(&pair.key)]).collect()
 }
 
 fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
