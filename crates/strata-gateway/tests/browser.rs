@@ -6,37 +6,23 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Strata, chromium};
+use common::Strata;
+use common::chromium::{self, Attempt};
 
-const PAGE: &str = r#"<!doctype html>
-<html><body><pre id="results">pending</pre>
-<script>
-const base = decodeURIComponent(location.search.slice(1));
-const results = {};
-async function attempt(name, path, options) {
-  try {
-    const res = await fetch(base + path, options);
-    const id = res.headers.get("x-request-id");
-    results[name] = "status " + res.status + (id ? " id" : "");
-  } catch (e) {
-    results[name] = "blocked";
-  }
-}
-(async () => {
-  await attempt("simple", "/anything", {});
-  await attempt("credentialed", "/anything", { credentials: "include" });
-  await attempt("credentialed_without_permission", "/plain/anything", { credentials: "include" });
-  await attempt("preflighted_put", "/anything", { method: "PUT", headers: { "x-custom": "1" }, body: "{}" });
-  await attempt("preflight_with_unlisted_header", "/anything", { method: "PUT", headers: { "x-forbidden": "1" } });
-  await attempt("error_from_auth", "/private/anything", {});
-  await attempt("error_from_panic", "/panic", {});
-  document.getElementById("results").textContent = JSON.stringify(results);
-})();
-</script></body></html>"#;
+/// The page's fetches.
+const ATTEMPTS: [Attempt; 7] = [
+    ("simple", "/anything", "{}"),
+    ("credentialed", "/anything", r#"{ credentials: "include" }"#),
+    ("credentialed_without_permission", "/plain/anything", r#"{ credentials: "include" }"#),
+    ("preflighted_put", "/anything", r#"{ method: "PUT", headers: { "x-custom": "1" }, body: "{}" }"#),
+    ("preflight_with_unlisted_header", "/anything", r#"{ method: "PUT", headers: { "x-forbidden": "1" } }"#),
+    ("error_from_auth", "/private/anything", "{}"),
+    ("error_from_panic", "/panic", "{}"),
+];
 
 /// Serves the page on a free loopback port; returns its origin.
 fn page_origin() -> String {
-    format!("http://{}", chromium::serve_page(PAGE))
+    format!("http://{}", chromium::serve_page(chromium::fetch_page("", &ATTEMPTS)))
 }
 
 /// Loads the page from `page_origin` pointed at strata and returns what its script recorded.

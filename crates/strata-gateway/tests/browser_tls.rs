@@ -10,39 +10,23 @@
 
 mod common;
 
-use common::chromium::{self, load, recorded_results, run_page};
+use common::chromium::{self, Attempt, load, recorded_results, run_page};
 use common::tls::{Leaf, TestCa, write_leaf};
 use common::{Strata, write_config};
 
-const PAGE: &str = r#"<!doctype html>
-<html><body><pre id="results">pending</pre>
-<script>
-const base = decodeURIComponent(location.search.slice(1));
-const results = { protocol: location.protocol };
+/// Facts about the page itself: the scheme it was loaded over and the HTTP version that served it.
+const PAGE_FACTS: &str = r#"results.protocol = location.protocol;
 const navigation = performance.getEntriesByType("navigation")[0];
-results.page_http_version = navigation ? navigation.nextHopProtocol : "unknown";
-async function attempt(name, path, options) {
-  try {
-    const res = await fetch(base + path, options);
-    const id = res.headers.get("x-request-id");
-    results[name] = "status " + res.status + (id ? " id" : "");
-  } catch (e) {
-    results[name] = "blocked";
-  }
-}
-(async () => {
-  await attempt("simple", "/anything", {});
-  await attempt("credentialed", "/anything", { credentials: "include" });
-  await attempt("credentialed_without_permission", "/plain/anything", { credentials: "include" });
-  await attempt("preflight_with_unlisted_header", "/anything", { method: "PUT", headers: { "x-forbidden": "1" } });
-  await attempt("error_from_auth", "/private/anything", {});
-  document.getElementById("results").textContent = JSON.stringify(results);
-})();
-</script></body></html>"#;
+results.page_http_version = navigation ? navigation.nextHopProtocol : "unknown";"#;
 
-/// The fetches the page makes (the other keys are facts about the page itself).
-const FETCHES: [&str; 5] =
-    ["simple", "credentialed", "credentialed_without_permission", "preflight_with_unlisted_header", "error_from_auth"];
+/// The page's fetches.
+const ATTEMPTS: [Attempt; 5] = [
+    ("simple", "/anything", "{}"),
+    ("credentialed", "/anything", r#"{ credentials: "include" }"#),
+    ("credentialed_without_permission", "/plain/anything", r#"{ credentials: "include" }"#),
+    ("preflight_with_unlisted_header", "/anything", r#"{ method: "PUT", headers: { "x-forbidden": "1" } }"#),
+    ("error_from_auth", "/private/anything", "{}"),
+];
 
 /// A certificate for `localhost` and 127.0.0.1 from a new test CA.
 fn localhost_cert() -> Leaf {
@@ -66,7 +50,13 @@ fn origin(strata: &Strata, host: &str) -> String {
 
 /// Strata in front of the page server: the page's origin.
 fn start_site(cert: &Leaf) -> Strata {
-    start_tls(cert, &format!("[[route]]\nprefix = \"/\"\nupstream = \"http://{}\"\n", chromium::serve_page(PAGE)))
+    start_tls(
+        cert,
+        &format!(
+            "[[route]]\nprefix = \"/\"\nupstream = \"http://{}\"\n",
+            chromium::serve_page(chromium::fetch_page(PAGE_FACTS, &ATTEMPTS))
+        ),
+    )
 }
 
 #[test]
@@ -96,7 +86,7 @@ fn a_page_served_over_tls_reads_a_second_tls_origin_as_its_cors_config_allows() 
     let other = origin(&site, "127.0.0.1");
     let seen = run_page(&format!("{other}/page.html?{api_origin}"), Some(&cert.spki_sha256));
     assert_eq!(seen.get("protocol").map(String::as_str), Some("https:"), "{seen:?}");
-    for name in FETCHES {
+    for (name, _, _) in ATTEMPTS {
         assert_eq!(seen.get(name).map(String::as_str), Some("blocked"), "another origin reads nothing: {seen:?}");
     }
 }

@@ -7,9 +7,44 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 
+/// One `fetch()` a test page makes: the name it records the outcome under, the path (after the
+/// origin the page is given in its query string), and the `fetch` options as a JavaScript object.
+pub type Attempt = (&'static str, &'static str, &'static str);
+
+/// A page whose script first runs `facts` (statements that may set keys of `results`), then makes
+/// each of `attempts` in turn, recording `status N` (with ` id` when it can read `x-request-id`)
+/// or `blocked` when `fetch()` rejects, and writes `results` into the DOM as JSON.
+pub fn fetch_page(facts: &str, attempts: &[Attempt]) -> String {
+    let attempts: String = attempts
+        .iter()
+        .map(|(name, path, options)| format!("  await attempt(\"{name}\", \"{path}\", {options});\n"))
+        .collect();
+    format!(
+        r#"<!doctype html>
+<html><body><pre id="results">pending</pre>
+<script>
+const base = decodeURIComponent(location.search.slice(1));
+const results = {{}};
+{facts}
+async function attempt(name, path, options) {{
+  try {{
+    const res = await fetch(base + path, options);
+    const id = res.headers.get("x-request-id");
+    results[name] = "status " + res.status + (id ? " id" : "");
+  }} catch (e) {{
+    results[name] = "blocked";
+  }}
+}}
+(async () => {{
+{attempts}  document.getElementById("results").textContent = JSON.stringify(results);
+}})();
+</script></body></html>"#
+    )
+}
+
 /// Serves `page` over plain HTTP on a free loopback port from a background thread, answering
 /// every request (up to 50) with it; returns its address.
-pub fn serve_page(page: &'static str) -> SocketAddr {
+pub fn serve_page(page: String) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
