@@ -5,146 +5,35 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::process::Command;
 
 use common::Strata;
+use common::chromium::{self, Attempt};
 
-const PAGE: &str = r#"<!doctype html>
-<html><body><pre id="results">pending</pre>
-<script>
-const base = decodeURIComponent(location.search.slice(1));
-const results = {};
-async function attempt(name, path, options) {
-  try {
-    const res = await fetch(base + path, options);
-    const id = res.headers.get("x-request-id");
-    results[name] = "status " + res.status + (id ? " id" : "");
-  } catch (e) {
-    results[name] = "blocked";
-  }
-}
-(async () => {
-  await attempt("simple", "/anything", {});
-  await attempt("credentialed", "/anything", { credentials: "include" });
-  await attempt("credentialed_without_permission", "/plain/anything", { credentials: "include" });
-  await attempt("preflighted_put", "/anything", { method: "PUT", headers: { "x-custom": "1" }, body: "{}" });
-  await attempt("preflight_with_unlisted_header", "/anything", { method: "PUT", headers: { "x-forbidden": "1" } });
-  await attempt("error_from_auth", "/private/anything", {});
-  await attempt("error_from_panic", "/panic", {});
-  document.getElementById("results").textContent = JSON.stringify(results);
-})();
-</script></body></html>"#;
+/// The page's fetches.
+const ATTEMPTS: [Attempt; 7] = [
+    ("simple", "/anything", "{}"),
+    ("credentialed", "/anything", r#"{ credentials: "include" }"#),
+    ("credentialed_without_permission", "/plain/anything", r#"{ credentials: "include" }"#),
+    ("preflighted_put", "/anything", r#"{ method: "PUT", headers: { "x-custom": "1" }, body: "{}" }"#),
+    ("preflight_with_unlisted_header", "/anything", r#"{ method: "PUT", headers: { "x-forbidden": "1" } }"#),
+    ("error_from_auth", "/private/anything", "{}"),
+    ("error_from_panic", "/panic", "{}"),
+];
 
-/// Serves the page on a free loopback port from a background thread; returns its origin.
-fn serve_page() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(50) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            // Read the request head; the page server answers every request with the page.
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PAGE}",
-                PAGE.len()
-            );
-        }
-    });
-    origin
-}
-
-fn config(allowed_origin: &str) -> String {
-    format!(
-        r#"
-[server]
-stack = ["rid"]
-
-[middleware.rid]
-kind = "request_id"
-
-[middleware.cors_credentials]
-kind = "cors"
-allow_origins = ["{allowed_origin}"]
-allow_methods = ["GET", "PUT"]
-allow_headers = ["x-custom", "content-type"]
-expose_headers = ["x-request-id"]
-allow_credentials = true
-
-[middleware.cors_plain]
-kind = "cors"
-allow_origins = ["{allowed_origin}"]
-
-[middleware.auth]
-kind = "basic_auth"
-users = {{ alice = "$argon2id$v=19$m=19456,t=2,p=1$LLkVIMhQoh6WuT+JmOktrA$MLzwBru1zEjIK1UrLGtwGlyXmLnCg1cOwWR76SSFm08" }}
-
-[[route]]
-prefix = "/"
-stack = ["cors_credentials"]
-app = "echo"
-
-[[route]]
-prefix = "/plain"
-stack = ["cors_plain"]
-app = "echo"
-
-[[route]]
-prefix = "/private"
-stack = ["cors_credentials", "auth"]
-app = "echo"
-"#
-    )
-}
-
-fn chromium() -> &'static str {
-    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new("which").arg(candidate).output().is_ok_and(|o| o.status.success()) {
-            return candidate;
-        }
-    }
-    panic!("this test needs headless Chromium: apt-get install -y chromium (.ci/run does)");
+/// Serves the page on a free loopback port; returns its origin.
+fn page_origin() -> String {
+    format!("http://{}", chromium::serve_page(chromium::fetch_page("", &ATTEMPTS)))
 }
 
 /// Loads the page from `page_origin` pointed at strata and returns what its script recorded.
 fn run_page(page_origin: &str, strata: &Strata) -> HashMap<String, String> {
-    let profile = tempfile::tempdir().unwrap();
-    let url = format!("{page_origin}/page.html?{}", strata.url(""));
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&url)
-        .output()
-        .expect("run chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let start = dom.find("<pre id=\"results\">").map(|i| i + "<pre id=\"results\">".len());
-    let json = start.and_then(|s| dom[s..].find("</pre>").map(|e| &dom[s..s + e])).unwrap_or("");
-    serde_json::from_str(&json.replace("&quot;", "\"")).unwrap_or_else(|_| {
-        panic!("no results in the page: {dom}\nchromium stderr: {}", String::from_utf8_lossy(&out.stderr))
-    })
+    chromium::run_page(&format!("{page_origin}/page.html?{}", strata.url("")), None)
 }
 
 #[test]
 fn a_browser_sees_what_the_cors_config_allows_and_nothing_else() {
-    let allowed = serve_page();
-    let strata = Strata::start(Some(&config(&allowed)));
+    let allowed = page_origin();
+    let strata = Strata::start(Some(&chromium::cors_api_config(&allowed)));
 
     let seen = run_page(&allowed, &strata);
     let expect =
@@ -159,7 +48,7 @@ fn a_browser_sees_what_the_cors_config_allows_and_nothing_else() {
     expect("error_from_auth", "status 401 id");
     expect("error_from_panic", "status 500 id");
 
-    let other = serve_page();
+    let other = page_origin();
     let seen = run_page(&other, &strata);
     assert!(seen.values().all(|v| v == "blocked"), "another origin reads nothing: {seen:?}");
     assert_eq!(seen.len(), 7, "{seen:?}");

@@ -5,45 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::gunicorn::Gunicorn;
+use common::tls::TestPki;
 use common::{Strata, client};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
-
-/// A CA and a leaf certificate it issued (SANs `localhost`, `upstream.test`, IP 127.0.0.1), as
-/// PEM files in a temporary directory.
-struct TestPki {
-    dir: tempfile::TempDir,
-}
-
-impl TestPki {
-    fn new() -> TestPki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "strata test CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "upstream.test".to_string()]).unwrap();
-        leaf.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        leaf.distinguished_name.push(DnType::CommonName, "upstream.test");
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf_cert = leaf.signed_by(&leaf_key, &ca).unwrap();
-
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), leaf_cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).unwrap();
-        TestPki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
 
 /// Two whoami instances, `a` and `b`, serving TLS with the PKI's leaf certificate, started side
 /// by side.

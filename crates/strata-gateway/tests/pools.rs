@@ -5,14 +5,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::gunicorn::Gunicorn;
-use common::{Strata, client, free_port, wait_for_port};
+use common::python::PythonServer;
+use common::{Strata, client, free_port};
 
 /// `whoami_app` under gunicorn, answering `name`.
 fn whoami(name: &str) -> Gunicorn {
@@ -30,39 +29,21 @@ fn three() -> [Gunicorn; 3] {
 
 /// `tests/upstream/resetter.py` on a free port; stopped on drop.
 struct Resetter {
-    child: Child,
-    addr: SocketAddr,
+    server: PythonServer,
 }
 
 impl Resetter {
     fn start() -> Resetter {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream/resetter.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(addr.port().to_string())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let resetter = Resetter { child, addr };
-        assert!(wait_for_port(addr, Duration::from_secs(10)), "the resetter did not start");
-        resetter
+        Resetter { server: PythonServer::start("resetter.py") }
+    }
+
+    fn url(&self) -> String {
+        self.server.url()
     }
 
     /// The requests it received (and reset), by method.
     async fn attempts(&self) -> HashMap<String, u64> {
-        let url = format!("http://{}/attempts", self.addr);
-        client().get(url).send().await.unwrap().json().await.unwrap()
-    }
-}
-
-impl Drop for Resetter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        client().get(format!("{}/attempts", self.url())).send().await.unwrap().json().await.unwrap()
     }
 }
 
@@ -228,7 +209,7 @@ async fn a_sent_body_is_never_retried_an_unsent_one_is_and_bodiless_gets_are() {
     let resetter = Resetter::start();
     let app = whoami("app");
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let resetting = format!("http://{}", resetter.addr);
+    let resetting = resetter.url();
     let config = format!(
         "{}{}",
         route("/reset", &[resetting, app.url()], "eject_after = 0\n"),
@@ -293,7 +274,7 @@ fn explain_shows_the_targets_their_weights_and_the_balance() {
 #[tokio::test]
 async fn health_checks_run_without_traffic_and_stop_when_a_reload_drops_them() {
     let resetter = Resetter::start();
-    let targets = [format!("http://{}", resetter.addr), format!("http://127.0.0.1:{}", free_port())];
+    let targets = [resetter.url(), format!("http://127.0.0.1:{}", free_port())];
     let checked =
         route("/", &targets, "[route.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n");
     let strata = Strata::start(Some(&checked));

@@ -6,47 +6,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::gunicorn::Gunicorn;
+use common::python::PythonServer;
 use common::redis::Redis;
-use common::{Strata, client, run, wait_for_port, write_config};
+use common::{Strata, client, run, write_config};
 
 /// `tests/upstream/rfc_upstream.py` on a free loopback port; stopped on drop.
-struct PythonUpstream {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl PythonUpstream {
-    fn start() -> PythonUpstream {
-        let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/upstream/rfc_upstream.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(addr.port().to_string())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let upstream = PythonUpstream { child, addr };
-        assert!(wait_for_port(addr, Duration::from_secs(10)), "the python upstream did not start");
-        upstream
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for PythonUpstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn python_upstream() -> PythonServer {
+    PythonServer::start("rfc_upstream.py")
 }
 
 /// One upstream route to `upstream` with `route_extra` keys, and `top` before it.
@@ -82,7 +51,7 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn via_is_added_both_ways_and_a_request_that_looped_gets_508() {
-    let app = PythonUpstream::start();
+    let app = python_upstream();
     let back = Strata::start(Some(&proxied("[server]\nvia_pseudonym = \"back\"", &app.url(), "")));
     let front = Strata::start(Some(&proxied("", &back.url(""), "")));
     let http = client();
@@ -169,7 +138,7 @@ async fn a_request_body_that_stops_arriving_is_the_clients_408() {
 
 #[tokio::test]
 async fn an_upstream_that_fails_mid_body_truncates_the_response_and_logs_a_warning() {
-    let app = PythonUpstream::start();
+    let app = python_upstream();
     let strata = Strata::start(Some(&proxied("", &app.url(), "")));
     let addr = strata.addr;
     let answer = tokio::task::spawn_blocking(move || {
@@ -193,7 +162,7 @@ async fn an_upstream_that_fails_mid_body_truncates_the_response_and_logs_a_warni
 
 #[tokio::test]
 async fn compression_gives_head_and_304_the_metadata_of_the_200() {
-    let app = PythonUpstream::start();
+    let app = python_upstream();
     let top = "[server]\nstack = [\"compression\"]\n[middleware.compression]\nkind = \"compression\"\nalgorithms = [\"gzip\"]";
     let strata = Strata::start(Some(&proxied(top, &app.url(), "")));
     // reqwest without its decompression features sends what it is told and decodes nothing.

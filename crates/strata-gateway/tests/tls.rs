@@ -8,67 +8,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use common::{ConfigFile, Strata, send_signal, write_config};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use common::tls::{TestCa, write_leaf};
+use common::{ConfigFile, Strata, write_config};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-
-/// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "strata test CA");
-        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A server certificate for `names`, with `common_name` as its subject, valid for `days`.
-    fn leaf(&self, common_name: &str, names: &[&str], days: u64) -> Leaf {
-        let mut params = CertificateParams::new(names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
-        params.not_after = (SystemTime::now() + Duration::from_secs(days * 24 * 3600)).into();
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem() }
-    }
-
-    /// A client certificate for mTLS.
-    fn client(&self, common_name: &str) -> Leaf {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert: cert.pem(), key: key.serialize_pem() }
-    }
-}
-
-/// Writes `leaf` as `NAME.pem` and `NAME.key` into `dir`.
-fn write_leaf(dir: &Path, name: &str, leaf: &Leaf) {
-    std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), &leaf.key).unwrap();
-}
 
 /// A `[server.tls]` config serving the echo app with the certificates `site` (the default) and
 /// `api`, plus `extra` lines in `[server.tls]` and `routes` (default: echo on `/`).
@@ -89,7 +37,7 @@ certificates = [
 
 /// A config directory with the CA and two certificates: `site` (site.test, www.site.test) and
 /// `api` (api.test, *.api.test).
-fn setup(ca: &Ca, config: &str) -> ConfigFile {
+fn setup(ca: &TestCa, config: &str) -> ConfigFile {
     let file = write_config(config);
     let dir = file.dir.path();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
@@ -98,85 +46,26 @@ fn setup(ca: &Ca, config: &str) -> ConfigFile {
     file
 }
 
-/// A running `strata serve` with a plain and a TLS listener; killed on drop.
-struct TlsStrata {
-    child: Child,
-    http: SocketAddr,
-    https: SocketAddr,
-    stderr_path: PathBuf,
-    config: ConfigFile,
-}
-
-impl TlsStrata {
-    fn start(config: ConfigFile) -> TlsStrata {
-        let stderr_path = config.dir.path().join("stderr.log");
-        let mut child = Command::new(common::strata_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--config"])
-            .arg(&config.path)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("spawn strata serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("strata listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
-        let mut addrs = Vec::new();
-        while addrs.len() < 2 {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(addr) => addrs.push(addr),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("strata did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
-                }
-            }
+/// Sends SIGHUP to `strata` and waits until its log says the reload ended with `outcome`.
+fn reload(strata: &Strata, outcome: &str) {
+    let before = strata.stderr().matches(outcome).count();
+    strata.signal("HUP");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if strata.stderr().matches(outcome).count() > before {
+            return;
         }
-        let http = addrs[0].strip_prefix("http://").expect("the plain line first").parse().unwrap();
-        let https = addrs[1].strip_prefix("https://").expect("then the TLS line").parse().unwrap();
-        TlsStrata { child, http, https, stderr_path, config }
+        std::thread::sleep(Duration::from_millis(50));
     }
-
-    fn dir(&self) -> &Path {
-        self.config.dir.path()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    /// Sends SIGHUP and waits until the log says the reload ended with `outcome`.
-    fn reload(&self, outcome: &str) {
-        let before = self.stderr().matches(outcome).count();
-        send_signal(&self.child, "HUP");
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if self.stderr().matches(outcome).count() > before {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("no `{outcome}` after SIGHUP: {}", self.stderr());
-    }
-}
-
-impl Drop for TlsStrata {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    panic!("no `{outcome}` after SIGHUP: {}", strata.stderr());
 }
 
 /// `curl` over TLS to `name` (resolved to the TLS listener), trusting the test CA; `-w` output last.
-fn curl(strata: &TlsStrata, name: &str, path: &str, args: &[&str]) -> Output {
-    let port = strata.https.port();
+fn curl(strata: &Strata, name: &str, path: &str, args: &[&str]) -> Output {
+    let port = strata.https_addr().port();
     Command::new("curl")
         .args(["-s", "--max-time", "10", "--cacert"])
-        .arg(strata.dir().join("ca.pem"))
+        .arg(strata.config_dir().join("ca.pem"))
         .arg("--resolve")
         .arg(format!("{name}:{port}:127.0.0.1"))
         .args(args)
@@ -186,9 +75,9 @@ fn curl(strata: &TlsStrata, name: &str, path: &str, args: &[&str]) -> Output {
 }
 
 /// The subject line `openssl s_client` shows for the certificate served to `server_name`.
-fn served_subject(strata: &TlsStrata, server_name: Option<&str>) -> String {
+fn served_subject(strata: &Strata, server_name: Option<&str>) -> String {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-connect", &strata.https.to_string()]);
+    cmd.args(["s_client", "-connect", &strata.https_addr().to_string()]);
     match server_name {
         Some(name) => cmd.args(["-servername", name]),
         None => cmd.arg("-noservername"),
@@ -200,8 +89,8 @@ fn served_subject(strata: &TlsStrata, server_name: Option<&str>) -> String {
 
 #[test]
 fn http_1_1_and_http_2_over_tls_with_alpn() {
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &tls_config("", "")));
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &tls_config("", "")));
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
         let out = curl(&strata, "site.test", "/anything", &[flag, "-w", "\n%{http_code} %{http_version}"]);
         let text = String::from_utf8_lossy(&out.stdout);
@@ -212,7 +101,7 @@ fn http_1_1_and_http_2_over_tls_with_alpn() {
     // The plain listener still serves plain HTTP beside it.
     let out = Command::new("curl")
         .args(["-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
-        .arg(format!("http://{}/anything", strata.http))
+        .arg(format!("http://{}/anything", strata.addr))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
@@ -220,16 +109,16 @@ fn http_1_1_and_http_2_over_tls_with_alpn() {
 
 #[test]
 fn http2_off_offers_only_http_1_1() {
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &format!("[server]\nhttp2 = false\n{}", tls_config("", ""))));
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &format!("[server]\nhttp2 = false\n{}", tls_config("", ""))));
     let out = curl(&strata, "site.test", "/anything", &["--http2", "-o", "/dev/null", "-w", "%{http_version}"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1", "ALPN offered no h2");
 }
 
 #[test]
 fn sni_picks_the_certificate_and_unknown_names_get_the_first() {
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &tls_config("", "")));
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &tls_config("", "")));
     let cases = [
         (Some("site.test"), "site"),
         (Some("www.site.test"), "site"),
@@ -310,32 +199,32 @@ async fn get(stream: &mut tokio::io::BufReader<TlsStream>, host: &str, path: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_swaps_certificates_for_new_handshakes_and_keeps_open_connections() {
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &tls_config("", "")));
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &tls_config("", "")));
     let connector = tls_connector(&ca.pem());
 
-    let open = within(tls_connect(&connector, strata.https, "site.test")).await;
+    let open = within(tls_connect(&connector, strata.https_addr(), "site.test")).await;
     assert_eq!(presented_cn(&open), "site");
     let mut open = tokio::io::BufReader::new(open);
     assert_eq!(within(get(&mut open, "site.test", "/anything")).await.0, 200);
 
-    write_leaf(strata.dir(), "site", &ca.leaf("site renewed", &["site.test"], 30));
-    strata.reload("config reloaded");
+    write_leaf(strata.config_dir(), "site", &ca.leaf("site renewed", &["site.test"], 30));
+    reload(&strata, "config reloaded");
 
     assert_eq!(
         within(get(&mut open, "site.test", "/anything/again")).await.0,
         200,
         "the open connection still answers"
     );
-    let fresh = within(tls_connect(&connector, strata.https, "site.test")).await;
+    let fresh = within(tls_connect(&connector, strata.https_addr(), "site.test")).await;
     assert_eq!(presented_cn(&fresh), "site renewed", "a new handshake gets the new certificate");
 
     // A key that does not match its certificate is refused; the renewed certificate keeps serving.
     let other = ca.leaf("other", &["site.test"], 30);
-    std::fs::write(strata.dir().join("site.key"), &other.key).unwrap();
-    strata.reload("config rejected");
+    std::fs::write(strata.config_dir().join("site.key"), &other.key).unwrap();
+    reload(&strata, "config rejected");
     assert!(strata.stderr().contains("the key does not match the certificate"), "{}", strata.stderr());
-    let after = within(tls_connect(&connector, strata.https, "site.test")).await;
+    let after = within(tls_connect(&connector, strata.https_addr(), "site.test")).await;
     assert_eq!(presented_cn(&after), "site renewed");
     let mut after = tokio::io::BufReader::new(after);
     assert_eq!(within(get(&mut after, "site.test", "/anything")).await.0, 200);
@@ -348,7 +237,7 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// `strata check` on `config` in a directory set up by [`setup`], after `prepare` changed it.
 fn check(config: &str, prepare: impl FnOnce(&Path)) -> (Output, ConfigFile) {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let file = setup(&ca, config);
     prepare(file.dir.path());
     let out = Command::new(common::strata_bin()).arg("check").arg("--config").arg(&file.path).output().unwrap();
@@ -401,7 +290,7 @@ fn bad_files_are_config_errors_at_their_value() {
 
 #[test]
 fn check_warns_about_a_certificate_expiring_within_two_weeks() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let file = setup(&ca, &tls_config("", ""));
     write_leaf(file.dir.path(), "api", &ca.leaf("api", &["api.test"], 5));
     let out = Command::new(common::strata_bin()).arg("check").arg("--config").arg(&file.path).output().unwrap();
@@ -421,12 +310,12 @@ fn check_warns_about_a_certificate_expiring_within_two_weeks() {
 }
 
 /// A plain GET with `Host: host` to the plain listener: status and `Location`.
-fn plain_get(strata: &TlsStrata, host: &str, path: &str) -> (String, String) {
+fn plain_get(strata: &Strata, host: &str, path: &str) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "--path-as-is", "--max-time", "10", "-o", "/dev/null", "-H"])
         .arg(format!("host: {host}"))
         .args(["-w", "%{http_code} %{redirect_url}"])
-        .arg(format!("http://{}{path}", strata.http))
+        .arg(format!("http://{}{path}", strata.addr))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -436,9 +325,9 @@ fn plain_get(strata: &TlsStrata, host: &str, path: &str) -> (String, String) {
 
 #[test]
 fn redirect_http_sends_plain_requests_to_https_except_exempt_paths() {
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &tls_config("redirect_http = true", "")));
-    let port = strata.https.port();
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &tls_config("redirect_http = true", "")));
+    let port = strata.https_addr().port();
     let (status, location) = plain_get(&strata, "site.test:8080", "/anything/x?a=1&b=2");
     assert_eq!(status, "308");
     assert_eq!(location, format!("https://site.test:{port}/anything/x?a=1&b=2"));
@@ -454,7 +343,7 @@ fn redirect_http_sends_plain_requests_to_https_except_exempt_paths() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 
     let strata =
-        TlsStrata::start(setup(&ca, &tls_config("redirect_http = true\nredirect_exempt = [\"/anything/open\"]", "")));
+        Strata::start_tls(setup(&ca, &tls_config("redirect_http = true\nredirect_exempt = [\"/anything/open\"]", "")));
     assert_eq!(plain_get(&strata, "site.test", "/anything/open/1").0, "200");
     assert_eq!(plain_get(&strata, "site.test", "/.well-known/acme-challenge/t").0, "308");
 }
@@ -463,8 +352,8 @@ fn redirect_http_sends_plain_requests_to_https_except_exempt_paths() {
 fn an_upstream_sees_that_the_request_came_over_tls() {
     let echo = Strata::start(Some("[[route]]\nprefix = \"/\"\napp = \"echo\"\n"));
     let routes = format!("[[route]]\nprefix = \"/\"\nupstream = \"http://{}\"\nforwarded = \"both\"\n", echo.addr);
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &tls_config("", &routes)));
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &tls_config("", &routes)));
     let out = curl(&strata, "site.test", "/anything", &["-H", "x-forwarded-proto: http"]);
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
     let headers = &body["headers"];
@@ -472,7 +361,7 @@ fn an_upstream_sees_that_the_request_came_over_tls() {
     assert!(headers["forwarded"].as_str().unwrap().contains(";proto=https;"), "{body}");
     let plain = Command::new("curl")
         .args(["-s", "--max-time", "10"])
-        .arg(format!("http://{}/anything", strata.http))
+        .arg(format!("http://{}/anything", strata.addr))
         .output()
         .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
@@ -481,14 +370,14 @@ fn an_upstream_sees_that_the_request_came_over_tls() {
 
 #[test]
 fn client_certificates_are_required_with_client_ca() {
-    let ca = Ca::new();
-    let strata = TlsStrata::start(setup(&ca, &tls_config("client_ca = \"ca.pem\"", "")));
+    let ca = TestCa::new();
+    let strata = Strata::start_tls(setup(&ca, &tls_config("client_ca = \"ca.pem\"", "")));
     let client = ca.client("a client");
-    write_leaf(strata.dir(), "client", &client);
+    write_leaf(strata.config_dir(), "client", &client);
     let without = curl(&strata, "site.test", "/anything", &["-o", "/dev/null", "-w", "%{http_code}"]);
     assert!(!without.status.success(), "no client certificate: refused");
     assert_eq!(String::from_utf8_lossy(&without.stdout), "000");
-    let dir = strata.dir();
+    let dir = strata.config_dir();
     let with = curl(
         &strata,
         "site.test",
@@ -507,7 +396,7 @@ fn client_certificates_are_required_with_client_ca() {
     assert_eq!(String::from_utf8_lossy(&with.stdout), "200", "{}", String::from_utf8_lossy(&with.stderr));
 
     // A certificate from another CA is refused too.
-    let stranger = Ca::new().client("stranger");
+    let stranger = TestCa::new().client("stranger");
     write_leaf(dir, "stranger", &stranger);
     let out = curl(
         &strata,
@@ -527,17 +416,17 @@ fn client_certificates_are_required_with_client_ca() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
 
     // `optional`: served without a certificate.
-    let strata = TlsStrata::start(setup(&ca, &tls_config("client_ca = \"ca.pem\"\nclient_auth = \"optional\"", "")));
+    let strata = Strata::start_tls(setup(&ca, &tls_config("client_ca = \"ca.pem\"\nclient_auth = \"optional\"", "")));
     let out = curl(&strata, "site.test", "/anything", &["-o", "/dev/null", "-w", "%{http_code}"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
 }
 
 #[test]
 fn a_silent_client_is_cut_at_the_header_read_timeout() {
-    let ca = Ca::new();
+    let ca = TestCa::new();
     let config = format!("[server]\nheader_read_timeout = \"1s\"\n{}", tls_config("", ""));
-    let strata = TlsStrata::start(setup(&ca, &config));
-    let mut tcp = std::net::TcpStream::connect(strata.https).unwrap();
+    let strata = Strata::start_tls(setup(&ca, &config));
+    let mut tcp = std::net::TcpStream::connect(strata.https_addr()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let start = Instant::now();
     let mut buf = [0u8; 1];

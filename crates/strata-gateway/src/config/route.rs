@@ -312,16 +312,23 @@ impl RouteSection {
             }
         }
         if !is_upstream {
-            for (key, span) in spans {
-                errors.push(
-                    source.error(
-                        span,
-                        format!("`{key}` is an option of upstream routes; this route serves a built-in app"),
-                    ),
-                );
-            }
+            reject_upstream_only_keys(source, spans, errors);
         }
         options
+    }
+}
+
+/// Reports each key of `spans` (a key and the span of its value) as one a route serving a
+/// built-in app may not set.
+pub(super) fn reject_upstream_only_keys(
+    source: Source<'_>,
+    spans: Vec<(&str, Range<usize>)>,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (key, span) in spans {
+        errors.push(
+            source.error(span, format!("`{key}` is an option of upstream routes; this route serves a built-in app")),
+        );
     }
 }
 

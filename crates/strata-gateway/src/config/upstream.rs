@@ -9,7 +9,7 @@ use serde::Deserialize;
 use strata::middleware::parse_duration_at_most;
 use toml::Spanned;
 
-use super::route::RouteSection;
+use super::route::{RouteSection, reject_upstream_only_keys};
 use super::{ConfigError, Source, did_you_mean, quoted_list, redact_userinfo};
 
 /// One server of an upstream route.
@@ -358,14 +358,7 @@ impl RouteSection {
             options.health_check = health_check(source, v.get_ref(), errors);
         }
         if !is_upstream {
-            for (key, span) in spans {
-                errors.push(
-                    source.error(
-                        span,
-                        format!("`{key}` is an option of upstream routes; this route serves a built-in app"),
-                    ),
-                );
-            }
+            reject_upstream_only_keys(source, spans, errors);
         }
         options
     }

@@ -43,7 +43,10 @@ pub fn run(args: &[&str], stdin: &str) -> Output {
 /// A running `strata serve`; killed on drop.
 pub struct Strata {
     pub child: Child,
+    /// The plain HTTP listener.
     pub addr: SocketAddr,
+    /// The TLS listener, when started with [`Strata::start_tls`].
+    pub https: Option<SocketAddr>,
     pub stderr_path: PathBuf,
     _config: Option<ConfigFile>,
     _logs: tempfile::TempDir,
@@ -64,9 +67,26 @@ impl Strata {
         Self::start_with(Some(&path), Some(config), args)
     }
 
+    /// Serves `config`, whose `[server.tls]` names files beside it, with a TLS listener too
+    /// (`--tls-listen`), both on free loopback ports.
+    pub fn start_tls(config: ConfigFile) -> Strata {
+        let path = config.path.clone();
+        Self::start_with(Some(&path), Some(config), &["--tls-listen", "127.0.0.1:0"])
+    }
+
     /// The config file it serves, to rewrite before a reload.
     pub fn config_path(&self) -> &Path {
         &self._config.as_ref().expect("started with a config file").path
+    }
+
+    /// The directory of the config file, where the files it names live.
+    pub fn config_dir(&self) -> &Path {
+        self._config.as_ref().expect("started with a config file").dir.path()
+    }
+
+    /// The TLS listener's address.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https.expect("started with a TLS listener")
     }
 
     fn start_with(path: Option<&Path>, keep: Option<ConfigFile>, args: &[&str]) -> Strata {
@@ -86,19 +106,28 @@ impl Strata {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("strata listening on http://") {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(url) = line.strip_prefix("strata listening on ") {
+                    let _ = tx.send(url.trim().to_string());
                 }
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("strata did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+        // One line per listener: the plain one first, then the TLS one when asked for.
+        let listeners = if args.contains(&"--tls-listen") { 2 } else { 1 };
+        let mut urls = Vec::new();
+        while urls.len() < listeners {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(url) => urls.push(url),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("strata did not start: {}", std::fs::read_to_string(&stderr_path).unwrap_or_default());
+                }
             }
-        };
-        Strata { child, addr, stderr_path, _config: keep, _logs: logs }
+        }
+        let addr = urls[0].strip_prefix("http://").expect("the plain line first").parse().expect("listening address");
+        let https = urls.get(1).map(|url| {
+            url.strip_prefix("https://").expect("then the TLS line").parse().expect("TLS listening address")
+        });
+        Strata { child, addr, https, stderr_path, _config: keep, _logs: logs }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -150,8 +179,11 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
+pub mod chromium;
 pub mod gunicorn;
+pub mod python;
 pub mod redis;
+pub mod tls;
 
 /// A loopback port nothing listens on right now, for a server a test starts and must name its
 /// port to (gunicorn, redis-server).
