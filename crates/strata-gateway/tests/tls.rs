@@ -231,6 +231,25 @@ async fn a_reload_swaps_certificates_for_new_handshakes_and_keeps_open_connectio
 }
 
 /// `f`, failing the test after 10 seconds.
+#[test]
+fn with_watch_a_renewed_certificate_is_served_without_a_signal() {
+    let ca = TestCa::new();
+    let strata = Strata::start_tls_args(setup(&ca, &tls_config("", "")), &["--watch"]);
+    assert!(served_subject(&strata, Some("site.test")).ends_with("CN = site"), "{}", strata.stderr());
+    // Only the certificate files change, not the config. The key and the certificate are written
+    // one after the other: a look between the two sees a mismatched pair, which is rejected, and
+    // the next look serves the pair.
+    write_leaf(strata.config_dir(), "site", &ca.leaf("site renewed", &["site.test"], 30));
+    let start = Instant::now();
+    while !served_subject(&strata, Some("site.test")).ends_with("CN = site renewed") {
+        assert!(start.elapsed() < Duration::from_secs(10), "not renewed: {}", strata.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(strata.stderr().contains("a certificate or key file changed: reloading"), "{}", strata.stderr());
+    // The other certificate was untouched and is still served.
+    assert!(served_subject(&strata, Some("api.test")).ends_with("CN = api"));
+}
+
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f).await.expect("done within 10 s")
 }

@@ -70,8 +70,14 @@ impl Strata {
     /// Serves `config`, whose `[server.tls]` names files beside it, with a TLS listener too
     /// (`--tls-listen`), both on free loopback ports.
     pub fn start_tls(config: ConfigFile) -> Strata {
+        Self::start_tls_args(config, &[])
+    }
+
+    /// [`Strata::start_tls`] with extra `serve` arguments (e.g. `--watch`).
+    pub fn start_tls_args(config: ConfigFile, args: &[&str]) -> Strata {
         let path = config.path.clone();
-        Self::start_with(Some(&path), Some(config), &["--tls-listen", "127.0.0.1:0"])
+        let args: Vec<&str> = ["--tls-listen", "127.0.0.1:0"].iter().chain(args).copied().collect();
+        Self::start_with(Some(&path), Some(config), &args)
     }
 
     /// The config file it serves, to rewrite before a reload.
