@@ -1,7 +1,7 @@
 //! Connection-level limits: how long a client may take to send a request head, stay idle between
 //! requests, stall a request body or stop reading a response, and how many connections may be open.
 //!
-//! Each connection has one [`Watchdog`]: a single runtime timer that looks at the connection's
+//! Each connection has one watchdog ([`watch`]): a single runtime timer that looks at the connection's
 //! [`ConnectionState`] when it fires and either ends the connection or moves itself to the next
 //! deadline. The state is a few atomics, updated by three small wrappers as the connection works:
 //!

@@ -1,5 +1,5 @@
 //! The targets of an upstream route: each with its own keep-alive [`Pool`], its requests in
-//! progress and its health, and the route's way of picking one ([`balance`]), its retry budget and
+//! progress and its health, and the route's way of picking one (`balance`), its retry budget and
 //! its active health check ([`health`]).
 //!
 //! # Health
