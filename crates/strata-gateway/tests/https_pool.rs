@@ -96,3 +96,17 @@ async fn tls_server_name_applies_to_every_target_of_the_pool() {
     let log = strata.stderr();
     assert!(log.contains("invalid peer certificate") && log.contains("\"other.test\""), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_speak_tls_to_https_targets() {
+    let pki = TestPki::new();
+    let [a, b] = two_tls_whoamis(&pki);
+    let ports = [a.addr.port(), b.addr.port()];
+    let check = "[route.health_check]\npath = \"/healthz\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\nunhealthy_threshold = 1\n";
+    let strata = Strata::start(Some(&config(&pki, "127.0.0.1", &ports, check)));
+    // Several checks have run: a check that did not speak TLS would have taken both targets out
+    // after its first failure, and every request would be a 503.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(tally(&strata, 10).await, answers(&[(200, "a", 5), (200, "b", 5)]), "{}", strata.stderr());
+    assert!(!strata.stderr().contains("out of rotation"), "{}", strata.stderr());
+}

@@ -55,6 +55,10 @@ pub struct Backend {
     pub(crate) host: HeaderValue,
     /// HTTP/1.1 keep-alive connections (none for HTTP/2 upstreams).
     pub(crate) pool: Option<Arc<Pool>>,
+    /// How an `https://` target is spoken to (`None` for `http://`): the health check's too.
+    pub(crate) tls: Option<Arc<UpstreamTls>>,
+    /// Whether it speaks HTTP/2 (the route's `http2`), which the health check speaks too.
+    pub(crate) http2: bool,
     /// Hashed URL: its identity for rendezvous hashing.
     id: u64,
     in_flight: AtomicUsize,
@@ -134,8 +138,9 @@ impl Upstreams {
                 let host = url.host().unwrap_or("127.0.0.1");
                 let addr = format!("{}:{port}", host.trim_start_matches('[').trim_end_matches(']'));
                 let authority = url.authority().cloned().unwrap_or_else(|| Authority::from_static("127.0.0.1"));
-                let pool = (!proxy.http2)
-                    .then(|| Pool::with_tls(addr.clone(), tls, name.into(), proxy.connect_timeout, proxy.idle_timeout));
+                let pool = (!proxy.http2).then(|| {
+                    Pool::with_tls(addr.clone(), tls.clone(), name.into(), proxy.connect_timeout, proxy.idle_timeout)
+                });
                 Backend {
                     host: HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost")),
                     id: balance::stable_hash(url.to_string().as_bytes()),
@@ -145,6 +150,8 @@ impl Upstreams {
                     addr,
                     base_path: url.path().trim_end_matches('/').to_string(),
                     pool,
+                    tls,
+                    http2: proxy.http2,
                     in_flight: AtomicUsize::new(0),
                     failures: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
