@@ -252,6 +252,7 @@ impl Gateway {
         let trusted_proxies = config.server.trusted_proxies.clone();
         let path_policy = config.server.path_policy;
         let redirect_http = config.server.tls.as_ref().filter(|t| t.redirect_http).map(|t| t.redirect_exempt.clone());
+        let strict_sni_host = config.server.tls.as_ref().is_some_and(|t| t.strict_sni_host);
         let (tls, tls_certificates) = match tls {
             Some(setup) => (Some(setup.server_config), setup.certificates),
             None => (None, Vec::new()),
@@ -269,6 +270,7 @@ impl Gateway {
                 path_policy,
                 tls,
                 redirect_http,
+                strict_sni_host,
             }),
             routes,
             unused,
@@ -384,6 +386,8 @@ pub struct Router {
     tls: Option<Arc<rustls::ServerConfig>>,
     // `redirect_http = true`: the paths plain requests are still served on (`redirect_exempt`).
     redirect_http: Option<Vec<String>>,
+    // `[server.tls] strict_sni_host`: a TLS request's host must be its handshake's SNI.
+    strict_sni_host: bool,
 }
 
 impl Router {
@@ -405,20 +409,40 @@ impl Router {
     /// Checks the request's host and normalises its path, then runs it through its route's onion
     /// (or the server stack's 404, or the server stack's answer to a refused target).
     pub fn call(&self, req: Request) -> Run<Response> {
-        self.dispatch(req, None)
+        self.dispatch(req, Arrival::Unchecked)
     }
 
     /// [`Router::call`] for a request that came over plain HTTP while HTTPS is served on
     /// `https_port`: with `redirect_http`, it is answered `308` to its `https://` URL unless its
     /// path starts with a `redirect_exempt` prefix.
     pub fn call_plain(&self, req: Request, https_port: Option<u16>) -> Run<Response> {
-        self.dispatch(req, https_port.filter(|_| self.redirect_http.is_some()))
+        match https_port.filter(|_| self.redirect_http.is_some()) {
+            Some(port) => self.dispatch(req, Arrival::Redirected(port)),
+            None => self.dispatch(req, Arrival::Unchecked),
+        }
     }
 
-    fn dispatch(&self, mut req: Request, redirect_to: Option<u16>) -> Run<Response> {
+    /// [`Router::call`] for a request that came over TLS, whose handshake named `server_name`
+    /// (SNI): with `strict_sni_host`, a request for another host is answered `421 Misdirected
+    /// Request` (RFC 9110 §15.5.20), so that a client certificate accepted for one host is not
+    /// used for another on the same connection. A client answered `421` opens a new connection
+    /// (browsers do so by themselves when they coalesced two hosts onto one).
+    pub fn call_tls(&self, req: Request, server_name: Option<&str>) -> Run<Response> {
+        if self.strict_sni_host {
+            self.dispatch(req, Arrival::Tls(server_name))
+        } else {
+            self.dispatch(req, Arrival::Unchecked)
+        }
+    }
+
+    fn dispatch(&self, mut req: Request, arrival: Arrival<'_>) -> Run<Response> {
         let routed = self
             .prepare(&mut req)
-            .and_then(|()| redirect_to.map_or(Ok(()), |port| self.redirect_to_https(&req, port)))
+            .and_then(|()| match arrival {
+                Arrival::Unchecked => Ok(()),
+                Arrival::Redirected(port) => self.redirect_to_https(&req, port),
+                Arrival::Tls(server_name) => sni_matches_host(&req, server_name),
+            })
             .and_then(|()| match self.group(&req) {
                 Some(group) => self.route(&self.groups[group], req.uri().path()),
                 None => Ok(None),
@@ -521,7 +545,36 @@ const NO_HOST: &str = "An HTTP/1.1 request needs a Host header.";
 const TWO_HOSTS: &str = "The request has more than one Host header.";
 const BAD_HOST: &str = "The Host header is not a valid host[:port].";
 const BAD_AUTHORITY: &str = "The request target's authority is not a valid host[:port].";
+const MISDIRECTED: &str = "The request's host is not the one its TLS connection was made for: connect again for it.";
 const HOST_MISMATCH: &str = "The Host header disagrees with the request's :authority.";
+
+/// What the router checks about how a request arrived, before routing it.
+#[derive(Clone, Copy)]
+enum Arrival<'a> {
+    /// Nothing.
+    Unchecked,
+    /// Plain HTTP under `redirect_http`: it goes to HTTPS on this port.
+    Redirected(u16),
+    /// TLS under `strict_sni_host`, with the handshake's server name.
+    Tls(Option<&'a str>),
+}
+
+/// Whether the request's host is the name its TLS handshake sent (`Err`: a `421`). A client sends
+/// no SNI for an IP address, so an IP host without SNI passes.
+fn sni_matches_host(req: &Request, server_name: Option<&str>) -> Result<(), Refused> {
+    let authority = match req.headers().get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => req.uri().authority().map(Authority::as_str),
+    };
+    let host = authority.map(request_host);
+    let matches = match (server_name, host.as_deref()) {
+        (Some(sni), Some(host)) => sni.strip_suffix('.').unwrap_or(sni) == host,
+        (None, Some(host)) => host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok(),
+        // No host at all (HTTP/1.0): nothing to disagree with.
+        (_, None) => true,
+    };
+    if matches { Ok(()) } else { Err(Refused::Misdirected) }
+}
 
 /// Why the router answers a request itself, in the request's extensions for [`fallback`].
 #[derive(Clone, Debug)]
@@ -530,6 +583,8 @@ enum Refused {
     BadRequest(&'static str),
     /// `308` to this location (the normalised path and the query).
     Redirect(HeaderValue),
+    /// `421`: the host is not the one the TLS connection was made for.
+    Misdirected,
 }
 
 /// The endpoint of the server stack alone: a refused request's answer, or the 404.
@@ -537,6 +592,7 @@ async fn fallback(req: Request) -> Response {
     match req.extensions().get::<Refused>() {
         None => response::json_error(StatusCode::NOT_FOUND, "no route matches this path"),
         Some(Refused::BadRequest(detail)) => response::generated_error(StatusCode::BAD_REQUEST, detail),
+        Some(Refused::Misdirected) => response::generated_error(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED),
         Some(Refused::Redirect(location)) => {
             let mut res = response::text(StatusCode::PERMANENT_REDIRECT, "308 Permanent Redirect\n");
             res.headers_mut().insert(header::LOCATION, location.clone());

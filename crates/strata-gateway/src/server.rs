@@ -70,6 +70,8 @@ pub struct Connection<'a> {
     /// On a plain connection, the port of the server's TLS listener, if it has one: where
     /// `redirect_http` sends clients.
     pub https_port: Option<u16>,
+    /// On a TLS connection, the server name its handshake sent (SNI), lowercase.
+    pub server_name: Option<&'a str>,
 }
 
 /// Resolving the client's address (a header walk behind a trusted proxy) and inserting it into the
@@ -91,7 +93,11 @@ impl Handler for Router {
     fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
         let connection = Connection { trusted: self.trusted_proxies(), ..*connection };
         let req = with_connection_info(req, self.facts(), &connection);
-        if connection.secure { self.call(req) } else { self.call_plain(req, connection.https_port) }
+        if connection.secure {
+            self.call_tls(req, connection.server_name)
+        } else {
+            self.call_plain(req, connection.https_port)
+        }
     }
 
     fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
@@ -297,6 +303,7 @@ impl<H: Handler> Acceptor<H> {
                 local,
                 secure: false,
                 https_port: None,
+                server_name: None,
                 state,
             };
             match &transport {
@@ -329,6 +336,8 @@ impl<H: Handler> Acceptor<H> {
                             },
                             () = task.stop.cancelled() => return,
                         };
+                        task.server_name =
+                            stream.get_ref().1.server_name().map(|name| name.to_ascii_lowercase().into());
                         task.run(stream).await;
                     });
                 }
@@ -348,6 +357,8 @@ struct ConnectionTask<H> {
     local: SocketAddr,
     secure: bool,
     https_port: Option<u16>,
+    /// The TLS handshake's SNI, lowercase.
+    server_name: Option<Arc<str>>,
     state: Arc<ConnectionState>,
 }
 
@@ -358,10 +369,23 @@ impl<H: Handler> ConnectionTask<H> {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let ConnectionTask { handler, builder, limits, trusted, stop, peer, local, secure, https_port, state } = self;
+        let ConnectionTask {
+            handler,
+            builder,
+            limits,
+            trusted,
+            stop,
+            peer,
+            local,
+            secure,
+            https_port,
+            server_name,
+            state,
+        } = self;
         let request_state = state.clone();
         let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let connection = Connection { peer, local, trusted: &trusted, secure, https_port };
+            let connection =
+                Connection { peer, local, trusted: &trusted, secure, https_port, server_name: server_name.as_deref() };
             let in_flight = request_state.start_request(req.version());
             let req = req.map(|body| {
                 // Bodies that are already complete (most requests: none at all) need no timer.

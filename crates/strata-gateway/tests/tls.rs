@@ -232,6 +232,24 @@ async fn a_reload_swaps_certificates_for_new_handshakes_and_keeps_open_connectio
 
 /// `f`, failing the test after 10 seconds.
 #[test]
+fn strict_sni_host_answers_421_to_a_request_for_another_host_than_the_handshakes() {
+    let ca = TestCa::new();
+    let status = |strata: &Strata, sni: &str, host: &str| {
+        let host = format!("Host: {host}");
+        let out = curl(strata, sni, "/anything", &["-o", "/dev/null", "-w", "%{http_code}", "-H", &host]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let strict = Strata::start_tls(setup(&ca, &tls_config("strict_sni_host = true", "")));
+    assert_eq!(status(&strict, "site.test", "site.test"), "200");
+    // The port and case of Host do not matter; the name does.
+    assert_eq!(status(&strict, "www.site.test", "WWW.site.test:443"), "200");
+    assert_eq!(status(&strict, "site.test", "api.test"), "421", "{}", strict.stderr());
+    // Without the option, a host the certificate does not name is served as before.
+    let lenient = Strata::start_tls(setup(&ca, &tls_config("", "")));
+    assert_eq!(status(&lenient, "site.test", "api.test"), "200");
+}
+
+#[test]
 fn with_watch_a_renewed_certificate_is_served_without_a_signal() {
     let ca = TestCa::new();
     let strata = Strata::start_tls_args(setup(&ca, &tls_config("", "")), &["--watch"]);

@@ -73,6 +73,10 @@ pub struct TlsSettings {
     pub redirect_exempt: Vec<String>,
     /// `client_ca` and `client_auth`: client certificates verified against a CA bundle (mTLS).
     pub client_auth: Option<ClientAuth>,
+    /// Whether a request whose host is not the name its connection's handshake sent (SNI) is
+    /// answered `421 Misdirected Request`: on by default with `client_ca`, where the certificate a
+    /// client proved is only good for the host it named.
+    pub strict_sni_host: bool,
 }
 
 /// One `{ cert = "…", key = "…" }` entry of `[server.tls] certificates`, as written.
@@ -178,6 +182,7 @@ struct TlsSection {
     redirect_exempt: Option<Vec<Spanned<String>>>,
     client_ca: Option<Spanned<String>>,
     client_auth: Option<Spanned<String>>,
+    strict_sni_host: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -406,12 +411,14 @@ fn parse_tls(source: Source<'_>, s: TlsSection, errors: &mut Vec<ConfigError>) -
         (None, None) => None,
     };
     let listen = listen.ok()?;
+    let strict_sni_host = s.strict_sni_host.unwrap_or(client_auth.is_some());
     (errors.len() == before).then(|| TlsSettings {
         listen,
         certificates,
         redirect_http: s.redirect_http.unwrap_or(false),
         redirect_exempt,
         client_auth,
+        strict_sni_host,
     })
 }
 
@@ -502,6 +509,9 @@ mod tests {
         assert!(!tls.redirect_http);
         assert_eq!(tls.redirect_exempt, ["/.well-known/"]);
         assert_eq!(tls.client_auth, None);
+        assert!(!tls.strict_sni_host, "off without client certificates");
+        let text = with(&format!("listen = \"0.0.0.0:8443\"\n{pair}\nstrict_sni_host = true"));
+        assert!(parse(&text).unwrap().server.tls.unwrap().strict_sni_host);
 
         let text = with(&format!(
             "listen = \"0.0.0.0:8443\"\n{pair}\nredirect_http = true\nredirect_exempt = [\"/health\"]\nclient_ca = \"ca.pem\"\nclient_auth = \"optional\""
@@ -509,6 +519,7 @@ mod tests {
         let tls = parse(&text).unwrap().server.tls.unwrap();
         assert!(tls.redirect_http);
         assert_eq!(tls.redirect_exempt, ["/health"]);
+        assert!(tls.strict_sni_host, "on with client certificates");
         let auth = tls.client_auth.unwrap();
         assert_eq!((auth.ca.as_str(), auth.required), ("ca.pem", false));
 
