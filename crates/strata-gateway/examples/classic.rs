@@ -42,10 +42,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tasks = apps::by_name("tasks").ok_or("the tasks app is built in")?;
     let service = stack.serve_arc(tasks.endpoint);
 
+    // Before the bind: a SIGTERM from then on shuts down gracefully.
+    let shutdown = server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("classic stack listening on http://{}", listener.local_addr()?);
     let settings = config::Server::default();
-    server::serve(listener, Arc::new(service), &settings, server::shutdown_signal()).await?;
+    server::serve(listener, Arc::new(service), &settings, shutdown).await?;
     strata::middleware::access_log::flush_all();
     Ok(())
 }

@@ -155,8 +155,10 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         .unwrap_or_else(|| strata_gateway::limits::connection_cap(descriptors.unwrap_or(1024)));
     tracing::info!(open_files = descriptors, max_connections, "connection limits");
     runtime.block_on(async move {
-        // Before the listener exists: an unhandled SIGHUP would end the process.
+        // Before the listener exists: an unhandled SIGHUP would end the process, and a SIGTERM
+        // would skip the graceful shutdown.
         let hangup = server::Hangup::register();
+        let stop_requested = server::shutdown_signal();
         // Every SIGHUP also reopens access-log files (logrotate renames them, then signals), whether
         // or not there is a config to reload, and whether or not it is valid.
         let mut reopen_signal = server::Hangup::register();
@@ -217,7 +219,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         // after this one may start.
         systemd::ready(&format!("serving on http://{bound}"));
         let shutdown = async {
-            server::shutdown_signal().await;
+            stop_requested.await;
             systemd::stopping();
         };
         let listeners = server::Listeners { plain: listener, tls: tls_listener };
