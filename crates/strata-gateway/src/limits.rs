@@ -234,23 +234,25 @@ impl Drop for InFlight {
 }
 
 pin_project! {
-    /// A response body that keeps its request in flight until it ends (or is dropped).
+    /// A response body that keeps a count of it alive until it ends (or is dropped): its request
+    /// in flight on the connection ([`InFlight`]), or on an upstream target
+    /// ([`crate::upstream`]'s least-requests count).
     #[derive(Debug)]
-    pub struct TrackedBody<B> {
+    pub struct TrackedBody<B, G = InFlight> {
         #[pin]
         inner: B,
-        in_flight: InFlight,
+        guard: G,
     }
 }
 
-impl<B> TrackedBody<B> {
-    /// `inner`, keeping `in_flight` alive as long as it is.
-    pub fn new(inner: B, in_flight: InFlight) -> Self {
-        TrackedBody { inner, in_flight }
+impl<B, G> TrackedBody<B, G> {
+    /// `inner`, keeping `guard` alive as long as it is.
+    pub fn new(inner: B, guard: G) -> Self {
+        TrackedBody { inner, guard }
     }
 }
 
-impl<B: HttpBody> HttpBody for TrackedBody<B> {
+impl<B: HttpBody, G> HttpBody for TrackedBody<B, G> {
     type Data = B::Data;
     type Error = B::Error;
 

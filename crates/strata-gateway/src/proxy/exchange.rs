@@ -9,8 +9,9 @@ use strata::http::{Body, Request, Response, response};
 use super::body::{ClientBodyFailure, client_body_failed};
 use super::headers::{Via, response_headers};
 use super::{BAD_TARGET, NO_ANSWER, RouteLog, TOO_SLOW, UNREACHABLE, aim};
+use crate::limits::TrackedBody;
 use crate::pool::PoolError;
-use crate::upstream::{CountedBody, Upstreams};
+use crate::upstream::Upstreams;
 
 /// One request sent through the targets' HTTP/1.1 pools: to a first target, then, when that fails
 /// in a way that is safe to repeat, to others, up to the route's `retries` and within its budget.
@@ -89,7 +90,7 @@ impl Exchange {
                     }
                     response_headers(&mut res, false, self.via.as_deref());
                     return match in_flight {
-                        Some(in_flight) => res.map(|inner| Body::wrap(CountedBody { inner, _in_flight: in_flight })),
+                        Some(in_flight) => res.map(|inner| Body::wrap(TrackedBody::new(inner, in_flight))),
                         None => res,
                     };
                 }

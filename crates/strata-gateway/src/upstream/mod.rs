@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use http::uri::{Authority, PathAndQuery, Uri};
-use strata::http::{Body, ConnectionInfo, Request};
+use strata::http::{ConnectionInfo, Request};
 
 use crate::config::{Balance, HashOn, MAX_EJECTION, ProxyOptions, UpstreamOptions, UpstreamTarget};
 use crate::pool::Pool;
@@ -349,32 +349,6 @@ impl Upstreams {
             target.ejections.store(0, Ordering::Relaxed);
             tracing::info!(route = %self.route, upstream = %target.authority, "upstream passed its health checks: ejection ended");
         }
-    }
-}
-
-/// A response body holding its target's [`InFlight`] count until it is read or dropped.
-pub(crate) struct CountedBody {
-    pub(crate) inner: Body,
-    pub(crate) _in_flight: InFlight,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = bytes::Bytes;
-    type Error = strata::http::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
