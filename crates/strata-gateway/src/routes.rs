@@ -29,8 +29,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::uri::{Authority, PathAndQuery, Uri};
-use http::{HeaderValue, StatusCode, Version, header};
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, StatusCode, header};
 use strata::http::client_ip::TrustedProxies;
 use strata::http::path::{Normalized, PathPolicy};
 use strata::http::{Layer, Request, Response, Service, Stack, response};
@@ -39,7 +39,7 @@ use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
 
 use crate::apps;
 use crate::config::{Balance, Config, ConfigErrors, ForwardedHeaders, HashOn, NameRef, Target};
-use crate::hosts::{HostPattern, HostTable, request_host};
+use crate::hosts::{HostPattern, HostTable, NO_HOST, check_host, request_authority, request_host, sni_matches_host};
 use crate::proxy::Proxy;
 use crate::registry;
 use crate::tls_client::UpstreamTls;
@@ -441,7 +441,13 @@ impl Router {
             .and_then(|()| match arrival {
                 Arrival::Unchecked => Ok(()),
                 Arrival::Redirected(port) => self.redirect_to_https(&req, port),
-                Arrival::Tls(server_name) => sni_matches_host(&req, server_name),
+                Arrival::Tls(server_name) => {
+                    if sni_matches_host(&req, server_name) {
+                        Ok(())
+                    } else {
+                        Err(Refused::Misdirected)
+                    }
+                }
             })
             .and_then(|()| match self.group(&req) {
                 Some(group) => self.route(&self.groups[group], req.uri().path()),
@@ -485,17 +491,15 @@ impl Router {
         if self.redirect_http.as_ref().is_none_or(|exempt| exempt.iter().any(|p| path.starts_with(p.as_str()))) {
             return Ok(());
         }
-        let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
-        let host = host
-            .or_else(|| req.uri().authority().map(|a| a.as_str().as_bytes()))
-            .ok_or(Refused::BadRequest(NO_HOST))?;
-        let host = match host.iter().position(|&b| b == b']') {
+        // `prepare` let only ASCII `host[:port]` values through: the text is the whole value.
+        let host = request_authority(req).ok_or(Refused::BadRequest(NO_HOST))?;
+        let host = match host.find(']') {
             Some(end) => &host[..=end],
-            None => host.split(|&b| b == b':').next().unwrap_or(host),
+            None => host.split(':').next().unwrap_or(host),
         };
         let mut location = Vec::with_capacity(host.len() + path.len() + 16);
         location.extend_from_slice(b"https://");
-        location.extend_from_slice(host);
+        location.extend_from_slice(host.as_bytes());
         if port != 443 {
             location.extend_from_slice(format!(":{port}").as_bytes());
         }
@@ -509,11 +513,7 @@ impl Router {
         if self.hosts.is_empty() {
             return Some(0).filter(|_| !self.groups.is_empty());
         }
-        let authority = match req.headers().get(header::HOST) {
-            Some(host) => host.to_str().ok(),
-            None => req.uri().authority().map(Authority::as_str),
-        };
-        let host = authority.map(request_host);
+        let host = request_authority(req).map(request_host);
         self.hosts.group(host.as_deref())
     }
 
@@ -541,12 +541,7 @@ impl Router {
 
 const UNROUTABLE: &str = "The request's path cannot be routed.";
 const PARAMETERS_CHANGE_ROUTE: &str = "The path's ';' parameters change which route it belongs to.";
-const NO_HOST: &str = "An HTTP/1.1 request needs a Host header.";
-const TWO_HOSTS: &str = "The request has more than one Host header.";
-const BAD_HOST: &str = "The Host header is not a valid host[:port].";
-const BAD_AUTHORITY: &str = "The request target's authority is not a valid host[:port].";
 const MISDIRECTED: &str = "The request's host is not the one its TLS connection was made for: connect again for it.";
-const HOST_MISMATCH: &str = "The Host header disagrees with the request's :authority.";
 
 /// What the router checks about how a request arrived, before routing it.
 #[derive(Clone, Copy)]
@@ -557,23 +552,6 @@ enum Arrival<'a> {
     Redirected(u16),
     /// TLS under `strict_sni_host`, with the handshake's server name.
     Tls(Option<&'a str>),
-}
-
-/// Whether the request's host is the name its TLS handshake sent (`Err`: a `421`). A client sends
-/// no SNI for an IP address, so an IP host without SNI passes.
-fn sni_matches_host(req: &Request, server_name: Option<&str>) -> Result<(), Refused> {
-    let authority = match req.headers().get(header::HOST) {
-        Some(host) => host.to_str().ok(),
-        None => req.uri().authority().map(Authority::as_str),
-    };
-    let host = authority.map(request_host);
-    let matches = match (server_name, host.as_deref()) {
-        (Some(sni), Some(host)) => sni.strip_suffix('.').unwrap_or(sni) == host,
-        (None, Some(host)) => host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok(),
-        // No host at all (HTTP/1.0): nothing to disagree with.
-        (_, None) => true,
-    };
-    if matches { Ok(()) } else { Err(Refused::Misdirected) }
 }
 
 /// Why the router answers a request itself, in the request's extensions for [`fallback`].
@@ -624,108 +602,6 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
-/// RFC 9112 §3.2 and RFC 9113 §8.3.1. HTTP/1.0 may omit `Host`; HTTP/2 carries the host in
-/// `:authority` (the URI's authority here) and may omit both.
-fn check_host(req: &mut Request) -> Result<(), &'static str> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(TWO_HOSTS);
-    }
-    if host.is_some_and(|h| !is_valid_host(h.as_bytes())) {
-        return Err(BAD_HOST);
-    }
-    let authority = req.uri().authority();
-    if authority.is_some_and(|a| !is_valid_host(a.as_str().as_bytes())) {
-        return Err(BAD_AUTHORITY);
-    }
-    match (req.version(), authority) {
-        (Version::HTTP_2 | Version::HTTP_3, Some(authority)) => {
-            if host.is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())) {
-                return Err(HOST_MISMATCH);
-            }
-        }
-        (Version::HTTP_2 | Version::HTTP_3, None) => {}
-        // Absolute form (RFC 9112 §3.2.2): the target's authority is the host, whatever `Host` says,
-        // so every layer and the upstream see the host that was asked for.
-        (_, Some(authority)) => {
-            if host.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes()) {
-                let value = authority_value(authority).ok_or(BAD_AUTHORITY)?;
-                req.headers_mut().insert(header::HOST, value);
-            }
-        }
-        (Version::HTTP_11, None) if host.is_none() => return Err(NO_HOST),
-        (_, None) => {}
-    }
-    Ok(())
-}
-
-fn authority_value(authority: &Authority) -> Option<HeaderValue> {
-    HeaderValue::from_str(authority.as_str()).ok()
-}
-
-/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2), with a host that is not empty: an
-/// `http` URI may not have an empty host (RFC 9110 §4.2.1). No userinfo.
-fn is_valid_host(value: &[u8]) -> bool {
-    let (host_ok, port) = if let Some(literal) = value.strip_prefix(b"[") {
-        let Some(end) = literal.iter().position(|&b| b == b']') else { return false };
-        let port = match &literal[end + 1..] {
-            [] => None,
-            [b':', port @ ..] => Some(port),
-            _ => return false,
-        };
-        (is_ip_literal(&literal[..end]), port)
-    } else {
-        let (host, port) = match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-            None => (value, None),
-        };
-        (is_reg_name(host), port)
-    };
-    // `port = *DIGIT`, and at most 65535 when present.
-    let port_ok = port.is_none_or(|p| {
-        p.is_empty()
-            || (p.len() <= 5
-                && p.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(p).ok().and_then(|p| p.parse::<u16>().ok()).is_some())
-    });
-    host_ok && port_ok
-}
-
-/// A DNS name or an IPv4 address: `reg-name` (unreserved, sub-delims, percent-escapes), not empty.
-fn is_reg_name(host: &[u8]) -> bool {
-    let mut i = 0;
-    while i < host.len() {
-        match host[i] {
-            b'%' => {
-                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
-                {
-                    return false;
-                }
-                i += 2;
-            }
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
-            _ => return false,
-        }
-        i += 1;
-    }
-    !host.is_empty()
-}
-
-/// The inside of `[…]`: an IPv6 address, or `IPvFuture` (`v1.x`).
-fn is_ip_literal(literal: &[u8]) -> bool {
-    if let Some(future) = literal.strip_prefix(b"v").or_else(|| literal.strip_prefix(b"V")) {
-        let Some(dot) = future.iter().position(|&b| b == b'.') else { return false };
-        let (version, rest) = (&future[..dot], &future[dot + 1..]);
-        return !version.is_empty()
-            && version.iter().all(u8::is_ascii_hexdigit)
-            && !rest.is_empty()
-            && rest.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b));
-    }
-    std::str::from_utf8(literal).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
-}
-
 /// `/api/tasks?x=1` under prefix `/api` → `/tasks?x=1`, keeping scheme and authority (HTTP/2).
 fn strip_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
     let rest = &uri.path()[prefix.len()..];
@@ -758,84 +634,6 @@ mod tests {
         assert!(matches("/api", "/api/tasks"));
         assert!(!matches("/api", "/apix"));
         assert!(!matches("/api", "/"));
-    }
-
-    #[test]
-    fn hosts_are_uri_hosts_with_an_optional_port() {
-        for host in [
-            "example.com",
-            "example.com:8080",
-            "EXAMPLE.com:",
-            "127.0.0.1:80",
-            "[::1]",
-            "[::1]:8080",
-            "[2001:db8::7]",
-            "[v1.fe80::a+en1]",
-            "a-b_c~d!$&'()*+,;=e",
-            "caf%C3%A9.example",
-        ] {
-            assert!(is_valid_host(host.as_bytes()), "{host}");
-        }
-        for host in [
-            "",
-            ":80",
-            "user@example.com",
-            "example.com:http",
-            "example.com:65536",
-            "example.com:8080:1",
-            "a b",
-            "a/b",
-            "exa%zzmple",
-            "[::1",
-            "[::g]",
-            "[::1]x",
-            "::1",
-            "[v.x]",
-            "ex\u{e9}mple",
-        ] {
-            assert!(!is_valid_host(host.as_bytes()), "{host}");
-        }
-    }
-
-    fn request(version: Version, target: &str, hosts: &[&str]) -> Request {
-        let mut req = Request::new(strata::http::Body::empty());
-        *req.version_mut() = version;
-        *req.uri_mut() = target.parse().unwrap();
-        for host in hosts {
-            req.headers_mut().append(header::HOST, HeaderValue::from_str(host).unwrap());
-        }
-        req
-    }
-
-    #[test]
-    fn http_1_1_needs_exactly_one_valid_host() {
-        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &["example.com"])), Ok(()));
-        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &[])), Err(NO_HOST));
-        assert_eq!(check_host(&mut request(Version::HTTP_10, "/", &[])), Ok(()), "HTTP/1.0 may omit it");
-        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &["a", "b"])), Err(TWO_HOSTS));
-        assert_eq!(check_host(&mut request(Version::HTTP_10, "/", &["a", "a"])), Err(TWO_HOSTS));
-        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &["a b"])), Err(BAD_HOST));
-        assert_eq!(check_host(&mut request(Version::HTTP_11, "/", &[""])), Err(BAD_HOST));
-    }
-
-    #[test]
-    fn an_absolute_form_target_names_the_host() {
-        let mut req = request(Version::HTTP_11, "http://other.example:81/x", &["front.example"]);
-        assert_eq!(check_host(&mut req), Ok(()));
-        assert_eq!(req.headers()[header::HOST], "other.example:81");
-        let mut req = request(Version::HTTP_11, "http://other.example/x", &[]);
-        assert_eq!(check_host(&mut req), Ok(()));
-        assert_eq!(req.headers()[header::HOST], "other.example");
-        let mut req = request(Version::HTTP_11, "http://user@other.example/x", &["other.example"]);
-        assert_eq!(check_host(&mut req), Err(BAD_AUTHORITY));
-    }
-
-    #[test]
-    fn over_http_2_host_must_agree_with_the_authority() {
-        assert_eq!(check_host(&mut request(Version::HTTP_2, "http://a.example/", &["A.example"])), Ok(()));
-        assert_eq!(check_host(&mut request(Version::HTTP_2, "http://a.example/", &["b.example"])), Err(HOST_MISMATCH));
-        assert_eq!(check_host(&mut request(Version::HTTP_2, "/", &[])), Ok(()), "no host at all is allowed");
-        assert_eq!(check_host(&mut request(Version::HTTP_2, "http://a.example/", &[])), Ok(()));
     }
 
     #[test]
