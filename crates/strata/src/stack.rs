@@ -361,6 +361,15 @@ where
         Next { chain: self.chain.clone(), index: 0, timer: None }.run(req)
     }
 
+    /// [`Service::call`], timing every layer and the endpoint: once the returned future is done,
+    /// the [`LayerTimer`] holds each layer's time (to its response head), when each was entered and
+    /// which one answered. A server uses it for per-layer metrics and traces; a timing layer in
+    /// the stack reads the same measurements instead of taking its own.
+    pub fn call_timed(&self, req: Req) -> (Run<Res>, LayerTimer) {
+        let (next, timer) = Next { chain: self.chain.clone(), index: 0, timer: None }.timed();
+        (next.run(req), timer)
+    }
+
     /// The layers, outermost first.
     pub fn layers(&self) -> &[Layer<Req, Res>] {
         &self.chain.layers
@@ -386,8 +395,9 @@ where
 pub struct Next<Req, Res> {
     chain: Arc<Chain<Req, Res>>,
     index: usize,
-    // Present only below a layer that asked for per-layer timing: the rest of the stack pays nothing.
-    timer: Option<Arc<LayerTimer>>,
+    // Present only when the request is timed (below a layer that asked for per-layer timing, or
+    // from the top with `Service::call_timed`): an untimed request pays nothing.
+    timer: Option<Arc<TimerSlots>>,
 }
 
 impl<Req, Res> fmt::Debug for Next<Req, Res> {
@@ -405,7 +415,7 @@ where
     /// Passes the request to the next layer inward (or the endpoint) and resolves to its response.
     pub fn run(self, req: Req) -> Run<Res> {
         let Next { chain, index, timer } = self;
-        let timing = timer.as_ref().map(|t| Timing { timer: t.clone(), index, started: Instant::now() });
+        let timing = timer.as_ref().map(|t| t.enter(index));
         let (future, endpoint) = match chain.layers.get(index) {
             Some(layer) => {
                 // The layer holds its own name; on a panic it answers for itself (see `Named::call`).
@@ -426,55 +436,150 @@ where
     ///
     /// Returns the `Next` to run and a [`LayerTimer`] that, once the response is back, holds how long
     /// each remaining layer took until it returned its response (the response head: streaming a body
-    /// happens later). A timing middleware uses it to report per-layer `Server-Timing`.
-    pub fn timed(mut self) -> (Self, Arc<LayerTimer>) {
-        let remaining = self.chain.layers.len() - self.index;
-        let timer = Arc::new(LayerTimer {
-            base: self.index,
-            names: self.chain.names.clone(),
-            inclusive_nanos: (0..=remaining).map(|_| AtomicU64::new(0)).collect(),
-        });
-        self.timer = Some(timer.clone());
-        (self, timer)
+    /// happens later). A timing middleware uses it to report per-layer `Server-Timing`. When the
+    /// request is already timed from further out (by an outer layer, or by
+    /// [`Service::call_timed`]), the timer is a view of that one: the layers are measured once.
+    pub fn timed(mut self) -> (Self, LayerTimer) {
+        let slots = match &self.timer {
+            Some(slots) => slots.clone(),
+            None => {
+                let slots = TimerSlots::new(self.chain.names.clone(), self.index);
+                self.timer = Some(slots.clone());
+                slots
+            }
+        };
+        let from = self.index;
+        (self, LayerTimer { from, slots })
     }
 }
 
-/// How long each layer below a timed point took, for one request (see [`Next::timed`]).
-#[derive(Debug)]
+/// How long each layer took for one request, from a timed point inward (see [`Next::timed`] and
+/// [`Service::call_timed`]). Cloning is cheap: clones read the same measurements.
+#[derive(Clone, Debug)]
 pub struct LayerTimer {
-    base: usize,
-    // Every name of the chain; this timer's layers are `names[base..]`.
+    // The chain index of the first layer this view reports.
+    from: usize,
+    slots: Arc<TimerSlots>,
+}
+
+/// The measurements of one timed request, shared by the [`LayerTimer`] views of it.
+#[derive(Debug)]
+struct TimerSlots {
+    // The chain index of slot 0.
+    first: usize,
+    // Every name of the chain (layers, then "app"); slot `i` is `names[first + i]`.
     names: Arc<[Arc<str>]>,
-    // Time from entering a layer until its response came back, inner layers included. Atomics,
-    // because a layer may run its inner layers on another task.
+    // When the timer was made: the origin of `started`.
+    origin: Instant,
+    // Per slot, when the layer was entered, in nanoseconds after `origin`, plus one (0: never
+    // entered). Atomics, because a layer may run its inner layers on another task.
+    started: Box<[AtomicU64]>,
+    // Per slot, the time from entering the layer until its response came back, inner layers included.
     inclusive_nanos: Box<[AtomicU64]>,
 }
 
-impl LayerTimer {
-    fn add(&self, index: usize, elapsed: Duration) {
-        if let Some(slot) = index.checked_sub(self.base).and_then(|i| self.inclusive_nanos.get(i)) {
-            slot.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+impl TimerSlots {
+    fn new(names: Arc<[Arc<str>]>, first: usize) -> Arc<TimerSlots> {
+        let slots = names.len() - first;
+        Arc::new(TimerSlots {
+            first,
+            names,
+            origin: Instant::now(),
+            started: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            inclusive_nanos: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn enter(self: &Arc<Self>, index: usize) -> Timing {
+        let started = Instant::now();
+        if let Some(slot) = index.checked_sub(self.first).and_then(|i| self.started.get(i)) {
+            slot.store(nanos(started.saturating_duration_since(self.origin)).saturating_add(1), Ordering::Relaxed);
         }
+        Timing { timer: self.clone(), index, started }
+    }
+
+    fn add(&self, index: usize, elapsed: Duration) {
+        if let Some(slot) = index.checked_sub(self.first).and_then(|i| self.inclusive_nanos.get(i)) {
+            slot.fetch_add(nanos(elapsed), Ordering::Relaxed);
+        }
+    }
+
+    fn inclusive(&self, slot: usize) -> u64 {
+        self.inclusive_nanos.get(slot).map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One timed layer (or the endpoint) of one request, as [`LayerTimer::layers`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerTime<'a> {
+    /// The layer's name, or `"app"` for the endpoint.
+    pub name: &'a str,
+    /// When the request entered the layer, after the timer was made; `None`: it never got there
+    /// (a layer further out answered by itself).
+    pub entered: Option<Duration>,
+    /// From entering the layer until its response came back, the layers inside it included.
+    pub inclusive: Duration,
+    /// The time spent in the layer alone: `inclusive` minus the inner layers' `inclusive`.
+    pub exclusive: Duration,
+}
+
+impl LayerTimer {
+    // The slot of the first layer this view reports.
+    fn start(&self) -> usize {
+        self.from - self.slots.first
     }
 
     /// Each timed layer (outermost first, then `"app"` for the endpoint) with the time spent in it
     /// alone: its own time minus the time of the layers inside it.
     pub fn exclusive(&self) -> impl Iterator<Item = (&str, Duration)> {
-        let nanos = |i: usize| self.inclusive_nanos.get(i).map_or(0, |n| n.load(Ordering::Relaxed));
-        self.names[self.base..]
-            .iter()
-            .enumerate()
-            .map(move |(i, name)| (&**name, Duration::from_nanos(nanos(i).saturating_sub(nanos(i + 1)))))
+        self.layers().map(|t| (t.name, t.exclusive))
+    }
+
+    /// Each timed layer, outermost first, then `"app"` for the endpoint: when it was entered, and
+    /// its time with and without the layers inside it.
+    pub fn layers(&self) -> impl Iterator<Item = LayerTime<'_>> {
+        let slots = &*self.slots;
+        (self.start()..slots.started.len()).map(move |i| {
+            let inclusive = slots.inclusive(i);
+            let started = slots.started[i].load(Ordering::Relaxed);
+            LayerTime {
+                name: &slots.names[slots.first + i],
+                entered: started.checked_sub(1).map(Duration::from_nanos),
+                inclusive: Duration::from_nanos(inclusive),
+                exclusive: Duration::from_nanos(inclusive.saturating_sub(slots.inclusive(i + 1))),
+            }
+        })
+    }
+
+    /// The position (among [`LayerTimer::layers`]) of the layer that answered the request by
+    /// itself: the innermost one the request reached. It is the last position, the endpoint's,
+    /// when the request went all the way through; `None` before the request entered any layer.
+    pub fn answered_by(&self) -> Option<usize> {
+        let slots = &*self.slots;
+        (self.start()..slots.started.len())
+            .rev()
+            .find(|&i| slots.started[i].load(Ordering::Relaxed) != 0)
+            .map(|i| i - self.start())
+    }
+
+    /// When the timer was made (for [`Service::call_timed`], just before the first layer ran):
+    /// [`LayerTime::entered`] counts from here.
+    pub fn origin(&self) -> Instant {
+        self.slots.origin
     }
 
     /// The time of the first timed layer, everything inside it included.
     pub fn total(&self) -> Duration {
-        Duration::from_nanos(self.inclusive_nanos.first().map_or(0, |n| n.load(Ordering::Relaxed)))
+        Duration::from_nanos(self.slots.inclusive(self.start()))
     }
 }
 
 struct Timing {
-    timer: Arc<LayerTimer>,
+    timer: Arc<TimerSlots>,
     index: usize,
     started: Instant,
 }
@@ -811,6 +916,53 @@ mod tests {
         assert!(fast < slow, "fast alone: {fast:?}, slow alone: {slow:?}");
         // Each layer's time excludes the layers inside it, so the parts add up to the whole.
         assert_eq!(slow + fast + app, total);
+    }
+
+    #[test]
+    fn a_timed_call_sees_every_layer_and_which_one_answered() {
+        let log: Log = Default::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let inner_view = seen.clone();
+        let service = Stack::new()
+            .with_named(
+                "timing",
+                from_fn(move |req: String, next: Next<String, Reply>| {
+                    let seen = inner_view.clone();
+                    async move {
+                        // Below a timed call this is a view of the same timer, from this layer inward.
+                        let (next, timer) = next.timed();
+                        let res = next.run(req).await;
+                        *seen.lock().unwrap() = timer.exclusive().map(|(n, _)| n.to_string()).collect();
+                        res
+                    }
+                }),
+            )
+            .with_named("outer", Record { label: "outer", log: log.clone() })
+            .with_named(
+                "guard",
+                from_fn(|req: String, next: Next<String, Reply>| async move {
+                    if req == "deny" { Reply("denied".into()) } else { next.run(req).await }
+                }),
+            )
+            .serve(app(log.clone()));
+
+        let (run, timer) = service.call_timed("r".into());
+        block_on(run);
+        let names: Vec<&str> = timer.layers().map(|t| t.name).collect();
+        assert_eq!(names, ["timing", "outer", "guard", "app"]);
+        assert_eq!(*seen.lock().unwrap(), ["outer", "guard", "app"]);
+        assert_eq!(timer.answered_by(), Some(3), "the app answered");
+        let layers: Vec<LayerTime<'_>> = timer.layers().collect();
+        assert!(layers.iter().all(|t| t.entered.is_some()));
+        // Entered in onion order, and each layer's time holds the ones inside it.
+        assert!(layers.windows(2).all(|w| w[0].entered <= w[1].entered && w[0].inclusive >= w[1].inclusive));
+        assert_eq!(layers.iter().map(|t| t.exclusive).sum::<Duration>(), timer.total());
+
+        let (run, timer) = service.call_timed("deny".into());
+        assert_eq!(block_on(run), Reply("denied".into()));
+        assert_eq!(timer.answered_by(), Some(2), "the guard answered by itself");
+        let app = timer.layers().last().unwrap();
+        assert_eq!((app.entered, app.inclusive), (None, Duration::ZERO));
     }
 
     #[test]
