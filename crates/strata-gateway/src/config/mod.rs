@@ -12,14 +12,19 @@
 //! (see [`from_table`]). The constructors' own checks run when the gateway is built, once parsing
 //! found nothing wrong.
 
+mod admin;
 mod error;
+mod log;
 mod route;
 mod server;
+mod traces;
 mod upstream;
 
+pub use admin::Admin;
 pub use error::{
     ConfigError, ConfigErrors, Source, did_you_mean, from_table, from_value, quoted_list, redact_userinfo,
 };
+pub use log::{LogFormat, LogSettings};
 pub use route::{
     ForwardedHeaders, MAX_CONNECT_TIMEOUT, MAX_IDLE_TIMEOUT, MAX_UPSTREAM_TIMEOUT, ProxyOptions, Route, Target,
     UpstreamTlsOptions,
@@ -28,6 +33,7 @@ pub use server::{
     CertificateFiles, ClientAuth, DEFAULT_REDIRECT_EXEMPT, DEFAULT_VIA_PSEUDONYM, MAX_SHUTDOWN_GRACE, MAX_WORKERS,
     Server, TlsSettings,
 };
+pub use traces::TraceSettings;
 pub use upstream::{
     Balance, HashOn, HealthCheck, MAX_EJECT_AFTER, MAX_EJECTION, MAX_HEALTH_PERIOD, MAX_RETRIES, MAX_TARGETS,
     MAX_WEIGHT, UpstreamOptions, UpstreamTarget,
@@ -45,7 +51,7 @@ use server::{ServerSection, parse_server};
 use upstream::parse_targets;
 
 /// The top-level keys a config may have.
-const TOP_LEVEL_KEYS: &[&str] = &["server", "middleware", "route"];
+const TOP_LEVEL_KEYS: &[&str] = &["server", "middleware", "route", "admin", "log", "tracing"];
 
 /// A reference to a named middleware in a `stack` array.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +86,12 @@ pub struct Config<'a> {
     pub middleware: Vec<MiddlewareDecl<'a>>,
     /// `[[route]]`, in file order.
     pub routes: Vec<Route>,
+    /// `[admin]`: the admin listener, when configured.
+    pub admin: Option<Admin>,
+    /// `[log]`: the runtime log's format and filter.
+    pub log: LogSettings,
+    /// `[tracing]`: OTLP span export, when configured.
+    pub tracing: Option<TraceSettings>,
 }
 
 impl<'a> Config<'a> {
@@ -88,7 +100,15 @@ impl<'a> Config<'a> {
         let source = Source { file, text };
         let root = DeTable::parse(text).map_err(|e| ConfigErrors(vec![source.toml_error(&e, 0..0)]))?;
         let mut errors = Vec::new();
-        let mut config = Config { source, server: Server::default(), middleware: Vec::new(), routes: Vec::new() };
+        let mut config = Config {
+            source,
+            server: Server::default(),
+            middleware: Vec::new(),
+            routes: Vec::new(),
+            admin: None,
+            log: LogSettings::default(),
+            tracing: None,
+        };
         let mut route_values = Vec::new();
         let mut server_section = None;
 
@@ -100,10 +120,24 @@ impl<'a> Config<'a> {
                     DeValue::Array(items) => route_values = items.into_iter().collect(),
                     _ => errors.push(source.error(key.span(), "`route` must be an array of tables: write `[[route]]`")),
                 },
+                "admin" => {
+                    config.admin = from_table::<admin::AdminSection>(source, value, &mut errors)
+                        .and_then(|s| admin::parse_admin(source, s, &mut errors));
+                }
+                "log" => {
+                    if let Some(s) = from_table::<log::LogSection>(source, value, &mut errors) {
+                        config.log = log::parse_log(source, s, &mut errors);
+                    }
+                }
+                "tracing" => {
+                    config.tracing = from_table::<traces::TracingSection>(source, value, &mut errors)
+                        .and_then(|s| traces::parse_tracing(source, s, &mut errors));
+                }
                 other => errors.push(source.error(
                     key.span(),
                     format!(
-                        "unknown section `{other}`, expected one of `server`, `middleware`, `route`{}",
+                        "unknown section `{other}`, expected one of {}{}",
+                        quoted_list(TOP_LEVEL_KEYS),
                         did_you_mean(other, TOP_LEVEL_KEYS)
                     ),
                 )),

@@ -51,15 +51,19 @@ impl ForwardedHeader {
     }
 }
 
-/// One parsed CIDR block, e.g. `10.0.0.0/8` or `::1/128`.
+/// One parsed CIDR block, e.g. `10.0.0.0/8` or `::1/128`; a bare address is that one address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Cidr {
+pub struct Cidr(Block);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
     V4 { network: u32, mask: u32 },
     V6 { network: u128, mask: u128 },
 }
 
 impl Cidr {
-    fn parse(text: &str) -> Option<Cidr> {
+    /// Parses `"10.0.0.0/8"`, `"::1/128"` or a bare address; `None` when it is neither.
+    pub fn parse(text: &str) -> Option<Cidr> {
         let text = text.trim();
         let (addr, len) = match text.split_once('/') {
             Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
@@ -72,7 +76,7 @@ impl Cidr {
                     return None;
                 }
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                Some(Cidr::V4 { network: u32::from(a) & mask, mask })
+                Some(Cidr(Block::V4 { network: u32::from(a) & mask, mask }))
             }
             IpAddr::V6(a) => {
                 let len = len.unwrap_or(128);
@@ -80,15 +84,16 @@ impl Cidr {
                     return None;
                 }
                 let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-                Some(Cidr::V6 { network: u128::from(a) & mask, mask })
+                Some(Cidr(Block::V6 { network: u128::from(a) & mask, mask }))
             }
         }
     }
 
-    fn contains(self, ip: IpAddr) -> bool {
-        match (self, ip) {
-            (Cidr::V4 { network, mask }, IpAddr::V4(a)) => u32::from(a) & mask == network,
-            (Cidr::V6 { network, mask }, IpAddr::V6(a)) => u128::from(a) & mask == network,
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(self, ip: IpAddr) -> bool {
+        match (self.0, ip.to_canonical()) {
+            (Block::V4 { network, mask }, IpAddr::V4(a)) => u32::from(a) & mask == network,
+            (Block::V6 { network, mask }, IpAddr::V6(a)) => u128::from(a) & mask == network,
             _ => false,
         }
     }
