@@ -15,10 +15,13 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod apps;
 pub mod config;
 pub mod hosts;
 pub mod limits;
+pub mod metrics;
+pub mod observe;
 pub mod pool;
 pub mod proxy;
 pub mod registry;

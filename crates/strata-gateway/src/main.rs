@@ -187,9 +187,22 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
             },
             None => None,
         };
+        let admin_listener = match &gateway.admin {
+            Some(admin) => match tokio::net::TcpListener::bind(admin.listen).await {
+                Ok(l) => Some((l, admin.clone())),
+                Err(e) => {
+                    eprintln!("error: cannot listen on {} (admin): {e}", admin.listen);
+                    return ExitCode::from(1);
+                }
+            },
+            None => None,
+        };
         println!("strata listening on http://{bound}");
         if let Some(tls) = &tls_listener {
             println!("strata listening on https://{}", tls.local_addr().map_or(String::new(), |a| a.to_string()));
+        }
+        if let Some((l, _)) = &admin_listener {
+            println!("strata admin on http://{}", l.local_addr().map_or(String::new(), |a| a.to_string()));
         }
         for route in &gateway.routes {
             println!("  {} -> {}", route.name(), route.target.description);
@@ -204,6 +217,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
                 let mut reloader = server::Reloader::new(path, live.clone(), gateway.server.clone());
                 reloader.listen_overridden = listen.is_some();
                 reloader.tls_listen_overridden = tls_listen.is_some();
+                reloader.admin = gateway.admin.clone();
                 tokio::spawn(reloader.run(hangup, watch.then_some(WATCH_INTERVAL)))
             }
             // The embedded default cannot change; SIGHUP is still caught, and says so.
@@ -215,15 +229,31 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
                 }
             }),
         };
+        let admin_state = strata_gateway::admin::AdminState::new(live.clone());
+        let admin_stop = tokio_util::sync::CancellationToken::new();
+        let admin = admin_listener.map(|(listener, settings)| {
+            let (state, stop) = (admin_state.clone(), admin_stop.clone());
+            tokio::spawn(async move {
+                if let Err(error) = strata_gateway::admin::serve(listener, &settings, state, stop.cancelled()).await {
+                    tracing::error!(%error, "the admin listener failed");
+                }
+            })
+        });
         // After the bind: connections made from now on wait in the listen queue, so units ordered
         // after this one may start.
         systemd::ready(&format!("serving on http://{bound}"));
         let shutdown = async {
             stop_requested.await;
+            // Readiness fails from now on; the admin endpoints answer until the traffic is done.
+            admin_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             systemd::stopping();
         };
         let listeners = server::Listeners { plain: listener, tls: tls_listener };
         let served = server::serve_listeners(listeners, live, &gateway.server, shutdown).await;
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         reloader.abort();
         reopener.abort();
         // The last requests' log lines are still queued to the writer threads.

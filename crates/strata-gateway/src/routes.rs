@@ -35,14 +35,18 @@ use strata::http::client_ip::TrustedProxies;
 use strata::http::path::{Normalized, PathPolicy};
 use strata::http::{Layer, Request, Response, Service, Stack, response};
 use strata::middleware::BuildContext;
-use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo, Run};
+use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo};
 
 use crate::apps;
 use crate::config::{Balance, Config, ConfigErrors, ForwardedHeaders, HashOn, NameRef, Target};
 use crate::hosts::{HostPattern, HostTable, NO_HOST, check_host, request_authority, request_host, sni_matches_host};
+use crate::metrics::RouteMetrics;
+use crate::metrics::render::TargetState;
+use crate::observe::{Dispatched, Watch};
 use crate::proxy::Proxy;
 use crate::registry;
 use crate::tls_client::UpstreamTls;
+use crate::upstream::Upstreams;
 
 /// What a route serves, as `explain` and `check` describe it.
 #[derive(Clone, Debug)]
@@ -107,6 +111,12 @@ pub struct Gateway {
     health_checked: Vec<std::sync::Weak<crate::upstream::Upstreams>>,
     /// `[server.tls]` certificates: files, names and expiry dates.
     pub tls_certificates: Vec<crate::tls::CertificateInfo>,
+    /// `[admin]`: the admin listener, when configured.
+    pub admin: Option<crate::config::Admin>,
+    /// `[log]`: the runtime log's settings.
+    pub log: crate::config::LogSettings,
+    /// `[tracing]`: OTLP span export, when configured.
+    pub tracing: Option<crate::config::TraceSettings>,
 }
 
 impl Gateway {
@@ -114,6 +124,7 @@ impl Gateway {
     /// routes and the server stack. All errors are reported, not just the first.
     pub fn build(config: Config<'_>, ctx: &BuildContext) -> Result<Gateway, ConfigErrors> {
         let source = config.source;
+        let running_config = Arc::new(crate::admin::redacted_config(source.text));
         let mut errors = Vec::new();
         let mut layers: HashMap<String, Layer> = HashMap::new();
         for decl in config.middleware {
@@ -148,6 +159,10 @@ impl Gateway {
 
         let server_stack = stack_of(&config.server.stack);
         let not_found = server_stack.clone().serve(fallback);
+        // Metrics are kept when something can read them.
+        let observe = config.admin.is_some();
+        let unmatched =
+            observe.then(|| crate::metrics::global().route(crate::metrics::UNMATCHED, &onion_of(&not_found)));
         let mut facts = not_found.facts();
         let mut routes = Vec::new();
         let mut entries = Vec::new();
@@ -155,6 +170,7 @@ impl Gateway {
         for route in &config.routes {
             let stack = stack_of(&route.stack);
             let layer_infos = stack.infos();
+            let mut route_upstreams = None;
             let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) = match &route
                 .target
             {
@@ -217,6 +233,7 @@ impl Gateway {
                     if proxy.upstreams().options.health_check.is_some() {
                         upstreams.push(Arc::downgrade(proxy.upstreams()));
                     }
+                    route_upstreams = Some(proxy.upstreams().clone());
                     (Arc::new(proxy), TargetInfo { description, facts, diagnostics }, true)
                 }
             };
@@ -227,7 +244,15 @@ impl Gateway {
             };
             let service = server_stack.clone().then(stack).serve_arc(endpoint);
             facts = facts.union(service.facts()).union(target.facts);
-            entries.push(RouteEntry { prefix: route.prefix.clone(), service });
+            let name = route_name(&route.hosts, &route.prefix);
+            let metrics = observe.then(|| crate::metrics::global().route(&name, &onion_of(&service)));
+            entries.push(RouteEntry {
+                prefix: route.prefix.clone(),
+                name,
+                service,
+                metrics,
+                upstreams: route_upstreams,
+            });
             routes.push(RoutePlan {
                 prefix: route.prefix.clone(),
                 hosts: route.hosts.clone(),
@@ -262,6 +287,7 @@ impl Gateway {
             server_layers: server_stack.infos(),
             router: Arc::new(Router {
                 routes: entries,
+                unmatched,
                 hosts,
                 groups,
                 not_found,
@@ -271,12 +297,16 @@ impl Gateway {
                 tls,
                 redirect_http,
                 strict_sni_host,
+                running_config,
             }),
             routes,
             unused,
             layer_diagnostics,
             health_checked: upstreams,
             tls_certificates,
+            admin: config.admin,
+            log: config.log,
+            tracing: config.tracing,
         })
     }
 
@@ -361,7 +391,20 @@ fn insecure_upstream(target: &str) -> Diagnostic {
 
 struct RouteEntry {
     prefix: String,
+    // Its hosts and prefix, as logs and metrics name it.
+    name: String,
     service: Service,
+    // `None` when metrics are off.
+    metrics: Option<Arc<RouteMetrics>>,
+    // The targets of an upstream route.
+    upstreams: Option<Arc<Upstreams>>,
+}
+
+/// A service's layers as metrics name them: each layer, then the endpoint as `app`.
+fn onion_of(service: &Service) -> Vec<LayerInfo> {
+    let mut layers: Vec<LayerInfo> = service.layers().iter().map(Layer::info).collect();
+    layers.push(LayerInfo { name: "app".into(), kind: "app", facts: Facts::NONE });
+    layers
 }
 
 /// Dispatches each request to the onion of the route its host and longest matching prefix pick.
@@ -375,6 +418,8 @@ pub struct Router {
     groups: Vec<Vec<usize>>,
     // The server stack around `fallback`: the 404, and the answers to refused request targets.
     not_found: Service,
+    // The metrics of the requests `not_found` answers; `None` when metrics are off.
+    unmatched: Option<Arc<RouteMetrics>>,
     // Every layer's and target's facts, computed once: the server asks for every connection.
     facts: Facts,
     // The config's `trusted_proxies`: the client address is resolved with the same list the
@@ -388,6 +433,8 @@ pub struct Router {
     redirect_http: Option<Vec<String>>,
     // `[server.tls] strict_sni_host`: a TLS request's host must be its handshake's SNI.
     strict_sni_host: bool,
+    // The config this router was built from, as JSON with its secrets redacted (admin `/config`).
+    running_config: Arc<serde_json::Value>,
 }
 
 impl Router {
@@ -408,14 +455,14 @@ impl Router {
 
     /// Checks the request's host and normalises its path, then runs it through its route's onion
     /// (or the server stack's 404, or the server stack's answer to a refused target).
-    pub fn call(&self, req: Request) -> Run<Response> {
+    pub fn call(&self, req: Request) -> Dispatched {
         self.dispatch(req, Arrival::Unchecked)
     }
 
     /// [`Router::call`] for a request that came over plain HTTP while HTTPS is served on
     /// `https_port`: with `redirect_http`, it is answered `308` to its `https://` URL unless its
     /// path starts with a `redirect_exempt` prefix.
-    pub fn call_plain(&self, req: Request, https_port: Option<u16>) -> Run<Response> {
+    pub fn call_plain(&self, req: Request, https_port: Option<u16>) -> Dispatched {
         match https_port.filter(|_| self.redirect_http.is_some()) {
             Some(port) => self.dispatch(req, Arrival::Redirected(port)),
             None => self.dispatch(req, Arrival::Unchecked),
@@ -427,7 +474,7 @@ impl Router {
     /// Request` (RFC 9110 §15.5.20), so that a client certificate accepted for one host is not
     /// used for another on the same connection. A client answered `421` opens a new connection
     /// (browsers do so by themselves when they coalesced two hosts onto one).
-    pub fn call_tls(&self, req: Request, server_name: Option<&str>) -> Run<Response> {
+    pub fn call_tls(&self, req: Request, server_name: Option<&str>) -> Dispatched {
         if self.strict_sni_host {
             self.dispatch(req, Arrival::Tls(server_name))
         } else {
@@ -435,7 +482,7 @@ impl Router {
         }
     }
 
-    fn dispatch(&self, mut req: Request, arrival: Arrival<'_>) -> Run<Response> {
+    fn dispatch(&self, mut req: Request, arrival: Arrival<'_>) -> Dispatched {
         let routed = self
             .prepare(&mut req)
             .and_then(|()| match arrival {
@@ -453,14 +500,63 @@ impl Router {
                 Some(group) => self.route(&self.groups[group], req.uri().path()),
                 None => Ok(None),
             });
-        match routed {
-            Ok(Some(index)) => self.routes[index].service.call(req),
-            Ok(None) => self.not_found.call(req),
+        let (service, metrics) = match routed {
+            Ok(Some(index)) => (&self.routes[index].service, &self.routes[index].metrics),
+            Ok(None) => (&self.not_found, &self.unmatched),
             Err(refused) => {
                 req.extensions_mut().insert(refused);
-                self.not_found.call(req)
+                (&self.not_found, &self.unmatched)
+            }
+        };
+        match metrics {
+            None => Dispatched::plain(service.call(req)),
+            Some(metrics) => {
+                let method = crate::metrics::method_index(req.method());
+                let (run, timer) = service.call_timed(req);
+                Dispatched::watched(run, Watch::start(metrics.clone(), timer, method))
             }
         }
+    }
+
+    /// What a scrape of the metrics reports about this router: its routes' metrics (in config
+    /// order, then the unmatched requests) and its upstream targets. Empty when metrics are off.
+    pub fn scrape(&self) -> (Vec<Arc<RouteMetrics>>, Vec<TargetState>) {
+        let routes = self.routes.iter().chain(std::iter::empty()).filter_map(|r| r.metrics.clone());
+        let routes: Vec<Arc<RouteMetrics>> = routes.chain(self.unmatched.clone()).collect();
+        let targets = self
+            .routes
+            .iter()
+            .filter_map(|r| r.upstreams.as_ref().map(|u| (r, u)))
+            .flat_map(|(r, upstreams)| {
+                upstreams.targets.iter().enumerate().map(move |(i, t)| TargetState {
+                    route: r.name.clone(),
+                    target: t.url.to_string(),
+                    up: upstreams.is_healthy(i),
+                    outcomes: t.outcomes.values(),
+                })
+            })
+            .collect();
+        (routes, targets)
+    }
+
+    /// The config this router was built from, as JSON, secrets redacted.
+    pub fn running_config(&self) -> &Arc<serde_json::Value> {
+        &self.running_config
+    }
+
+    /// The names of the routes, in config order.
+    pub fn route_names(&self) -> Vec<String> {
+        self.routes.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// The upstream routes with no healthy target (readiness fails while there is one).
+    pub fn routes_without_healthy_target(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .filter_map(|r| r.upstreams.as_ref().map(|u| (r, u)))
+            .filter(|(_, u)| !(0..u.targets.len()).any(|i| u.is_healthy(i)))
+            .map(|(r, _)| r.name.clone())
+            .collect()
     }
 
     /// The host checks, then the path policy; the request leaves with its normalised path (and,

@@ -41,13 +41,17 @@ use crate::config::Server;
 use crate::limits::{
     self, ConnectionCount, ConnectionLimits, ConnectionState, GuardedIo, LogEvery, TimedBody, TrackedBody,
 };
+use crate::observe::Dispatched;
 use crate::routes::Router;
 
 /// What a listener hands each request to: a gateway's [`Router`] (live or fixed) or any library
 /// [`Service`].
 pub trait Handler: Send + Sync + 'static {
+    /// The future of one answer.
+    type Answer: Future<Output = Response> + Send + 'static;
+
     /// Answers one request that arrived on `connection`.
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response>;
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Self::Answer;
 
     /// The TLS configuration of a new handshake on a TLS listener; `None`: no TLS.
     fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
@@ -88,9 +92,11 @@ fn with_connection_info(mut req: Request, facts: Facts, connection: &Connection<
 }
 
 impl Handler for Router {
+    type Answer = Dispatched;
+
     /// Resolves the client with the router's own `trusted_proxies` (its config's), not the
     /// connection's: after a reload, the resolver and the proxies trust the same list.
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Dispatched {
         let connection = Connection { trusted: self.trusted_proxies(), ..*connection };
         let req = with_connection_info(req, self.facts(), &connection);
         if connection.secure {
@@ -106,6 +112,8 @@ impl Handler for Router {
 }
 
 impl Handler for Service {
+    type Answer = Run<Response>;
+
     fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
         self.call(with_connection_info(req, self.facts(), connection))
     }
@@ -134,7 +142,9 @@ impl LiveRouter {
 }
 
 impl Handler for LiveRouter {
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
+    type Answer = Dispatched;
+
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Dispatched {
         // The returned future owns its route's chain: the guard (and the router) may go at once.
         self.current.load().handle(req, connection)
     }
@@ -485,6 +495,8 @@ pub struct Reloader {
     pub listen_overridden: bool,
     /// Whether `--tls-listen` overrides the config's `[server.tls] listen`.
     pub tls_listen_overridden: bool,
+    /// The `[admin]` section the admin listener was started with (a change needs a restart).
+    pub admin: Option<crate::config::Admin>,
     /// The certificate and key files of the config being served, watched with the config file.
     tls_files: std::sync::Mutex<Vec<PathBuf>>,
 }
@@ -493,7 +505,7 @@ impl Reloader {
     /// Reloads `path` into `live`, which serves the config whose `[server]` settings are `running`.
     pub fn new(path: PathBuf, live: Arc<LiveRouter>, running: Server) -> Reloader {
         let tls_files = std::sync::Mutex::new(tls_files(&path, &running));
-        Reloader { path, live, running, listen_overridden: false, tls_listen_overridden: false, tls_files }
+        Reloader { path, live, running, listen_overridden: false, tls_listen_overridden: false, admin: None, tls_files }
     }
 
     /// Loads the config again. A valid one replaces the running router; an invalid one is logged
@@ -519,15 +531,22 @@ impl Reloader {
         let gateway = match built {
             Ok(Ok(gateway)) => gateway,
             Ok(Err(error)) => {
+                crate::metrics::global().reloaded(false);
                 tracing::error!("config rejected, still serving the previous one:\n{error}");
                 return false;
             }
             Err(error) => {
+                crate::metrics::global().reloaded(false);
                 tracing::error!(%error, "config reload failed, still serving the previous one");
                 return false;
             }
         };
-        for setting in self.restart_only_changes(&gateway.server) {
+        let mut restart_only = self.restart_only_changes(&gateway.server);
+        let admin = |a: &Option<crate::config::Admin>| a.as_ref().map(|a| (a.listen, a.allow.clone()));
+        if admin(&gateway.admin) != admin(&self.admin) {
+            restart_only.push("[admin]");
+        }
+        for setting in restart_only {
             tracing::warn!("`{setting}` changed: it is fixed when strata starts, restart strata to use it");
         }
         gateway.log_warnings();
@@ -535,7 +554,10 @@ impl Reloader {
         *self.tls_files.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             tls_files(&self.path, &gateway.server);
         let routes = gateway.routes.len();
+        let names = gateway.router.route_names();
         self.live.replace(gateway.router);
+        crate::metrics::global().retain_routes(&names);
+        crate::metrics::global().reloaded(true);
         tracing::info!(config = %self.path.display(), routes, "config reloaded");
         true
     }

@@ -11,7 +11,7 @@ use super::headers::{Via, response_headers};
 use super::{BAD_TARGET, NO_ANSWER, RouteLog, TOO_SLOW, UNREACHABLE, aim};
 use crate::limits::TrackedBody;
 use crate::pool::PoolError;
-use crate::upstream::Upstreams;
+use crate::upstream::{Outcome, Upstreams};
 
 /// One request sent through the targets' HTTP/1.1 pools: to a first target, then, when that fails
 /// in a way that is safe to repeat, to others, up to the route's `retries` and within its budget.
@@ -74,7 +74,7 @@ impl Exchange {
                 Ok(Ok(mut res)) => {
                     let status = res.status();
                     if status.is_server_error() {
-                        upstreams.failed(index);
+                        upstreams.failed(index, Outcome::ServerError);
                     } else {
                         upstreams.succeeded(index);
                     }
@@ -99,8 +99,8 @@ impl Exchange {
                     if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
                         return res;
                     }
-                    upstreams.failed(index);
                     let connect = matches!(error, PoolError::Connect(_));
+                    upstreams.failed(index, if connect { Outcome::ConnectFailure } else { Outcome::Broken });
                     let again = unsent.or_else(|| head.as_ref().map(replay));
                     let next = again.is_some().then(|| retry(attempt, tried)).flatten();
                     if let Some(failures) = self.route.failure_due() {
@@ -129,7 +129,7 @@ impl Exchange {
                     if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
                         return res;
                     }
-                    upstreams.failed(index);
+                    upstreams.failed(index, Outcome::Timeout);
                     if let Some(failures) = self.route.failure_due() {
                         let timeout = self.timeout;
                         tracing::warn!(route = %self.route, upstream = %target.authority, ?timeout, failures, "upstream did not answer in time");

@@ -59,7 +59,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ProxyOptions, UpstreamOptions, UpstreamTarget};
 use crate::tls_client::{self, UpstreamTls};
-use crate::upstream::{Backend, Upstreams};
+use crate::upstream::{Backend, Outcome, Upstreams};
 use strata::http::client_ip::TrustedProxies;
 
 use body::{WatchedResponseBody, client_body_failed, watch_request_body};
@@ -371,8 +371,8 @@ impl Endpoint<Request, Response> for Proxy {
                     if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                         return res;
                     }
-                    upstreams.failed(first);
                     let connect = error.is_connect();
+                    upstreams.failed(first, if connect { Outcome::ConnectFailure } else { Outcome::Broken });
                     // The error names the upstream and the OS error: useful to operators, kept from clients.
                     if let Some(failures) = route.failure_due() {
                         tracing::warn!(%route, %upstream, error = %error_chain(&error), failures, "upstream request failed");
@@ -386,7 +386,7 @@ impl Endpoint<Request, Response> for Proxy {
                     if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
                         return res;
                     }
-                    upstreams.failed(first);
+                    upstreams.failed(first, Outcome::Timeout);
                     if let Some(failures) = route.failure_due() {
                         tracing::warn!(%route, %upstream, ?timeout, failures, "upstream did not answer in time");
                     }
@@ -395,7 +395,7 @@ impl Endpoint<Request, Response> for Proxy {
             };
             drop(in_flight);
             if res.status().is_server_error() {
-                upstreams.failed(first);
+                upstreams.failed(first, Outcome::ServerError);
             } else {
                 upstreams.succeeded(first);
             }

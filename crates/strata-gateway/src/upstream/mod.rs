@@ -69,6 +69,24 @@ pub struct Backend {
     ejections: AtomicU32,
     /// What the active health check says (true until it says otherwise).
     up: AtomicBool,
+    /// Attempts by [`Outcome`], kept across reloads: `strata_upstream_requests_total`.
+    pub(crate) outcomes: Arc<crate::metrics::Counters<5>>,
+}
+
+/// How one attempt on a target ended, as `strata_upstream_requests_total` counts it (in the order
+/// of [`crate::metrics::UPSTREAM_OUTCOMES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response below 500.
+    Success = 0,
+    /// A `5xx` response.
+    ServerError = 1,
+    /// No connection could be made.
+    ConnectFailure = 2,
+    /// No response head within `timeout`.
+    Timeout = 3,
+    /// The exchange broke before the response head.
+    Broken = 4,
 }
 
 impl Backend {
@@ -157,6 +175,7 @@ impl Upstreams {
                     ejected_until: AtomicU64::new(0),
                     ejections: AtomicU32::new(0),
                     up: AtomicBool::new(true),
+                    outcomes: crate::metrics::global().upstream_target(name, &url.to_string()),
                 }
             })
             .collect();
@@ -286,6 +305,7 @@ impl Upstreams {
     /// A good answer from `index`: its count of failures in a row starts again.
     pub(crate) fn succeeded(&self, index: usize) {
         let target = &self.targets[index];
+        target.outcomes.increment(Outcome::Success as usize);
         // Loads first: on the usual path nothing is written, so targets' counters are not
         // bounced between cores by every request.
         if target.failures.load(Ordering::Relaxed) != 0 {
@@ -298,7 +318,8 @@ impl Upstreams {
     }
 
     /// A failure of `index`; the `eject_after`-th in a row ejects it (never a lone target).
-    pub(crate) fn failed(&self, index: usize) {
+    pub(crate) fn failed(&self, index: usize, outcome: Outcome) {
+        self.targets[index].outcomes.increment(outcome as usize);
         let eject_after = self.options.eject_after;
         if eject_after == 0 || self.targets.len() == 1 {
             return;
@@ -330,6 +351,19 @@ impl Upstreams {
     }
 
     /// What the active health check found: logged once per change.
+    /// Whether target `index` is healthy: neither ejected nor down by its health check. A lone
+    /// target gets traffic either way, but is reported as it is.
+    pub fn is_healthy(&self, index: usize) -> bool {
+        let target = &self.targets[index];
+        let until = target.ejected_until.load(Ordering::Relaxed);
+        target.up.load(Ordering::Relaxed) && (until == 0 || self.now_ms() >= until)
+    }
+
+    /// The route's name, as logs and metrics show it.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
     pub(crate) fn set_up(&self, index: usize, up: bool) {
         let target = &self.targets[index];
         if target.up.swap(up, Ordering::Relaxed) == up {
@@ -366,19 +400,19 @@ mod tests {
     #[test]
     fn failures_in_a_row_eject_and_a_success_resets_the_count() {
         let up = upstreams(2, UpstreamOptions { eject_after: 3, ..Default::default() });
-        up.failed(0);
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
+        up.failed(0, Outcome::Broken);
         up.succeeded(0);
-        up.failed(0);
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
+        up.failed(0, Outcome::Broken);
         assert!((0..10).all(|_| up.pick(None, 0).is_some()));
         assert!((0..4).map(|_| up.pick(None, 0).unwrap()).any(|i| i == 0), "not ejected: the success reset the count");
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         assert!((0..10).all(|_| up.pick(None, 0) == Some(1)), "the third in a row ejects it");
         assert!(up.retry_after() >= Duration::from_secs(9));
-        up.failed(1);
-        up.failed(1);
-        up.failed(1);
+        up.failed(1, Outcome::Broken);
+        up.failed(1, Outcome::Broken);
+        up.failed(1, Outcome::Broken);
         assert_eq!(up.pick(None, 0), None, "everything is out");
     }
 
@@ -390,26 +424,26 @@ mod tests {
             |up: &Upstreams| Duration::from_millis(up.targets[0].ejected_until.load(Ordering::Relaxed) - up.now_ms());
         // As if the ejection had run its course before the next failure.
         let expire = |up: &Upstreams| up.targets[0].ejected_until.store(1, Ordering::Relaxed);
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         assert!(left(&up) > Duration::from_secs(99));
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         assert!(left(&up) <= Duration::from_secs(100), "a failure while ejected changes nothing");
         expire(&up);
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         assert!(left(&up) > Duration::from_secs(199));
         expire(&up);
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         assert!(left(&up) > Duration::from_secs(299) && left(&up) <= MAX_EJECTION, "capped at five minutes");
         up.succeeded(0);
         assert_eq!(up.targets[0].ejected_until.load(Ordering::Relaxed), 0);
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         assert!(left(&up) <= Duration::from_secs(100), "a success ended the run of ejections");
     }
 
     #[test]
     fn a_lone_target_is_never_out() {
         let up = upstreams(1, UpstreamOptions { eject_after: 1, ..Default::default() });
-        up.failed(0);
+        up.failed(0, Outcome::Broken);
         up.set_up(0, false);
         assert_eq!(up.pick(None, 0), Some(0));
         assert!(!up.retries_possible());

@@ -1,0 +1,75 @@
+//! Watching each request the router dispatches: the future that records it in the metrics (and
+//! hands it to the tracer) once its response head is ready.
+//!
+//! A router without an `[admin]` listener or `[tracing]` watches nothing, and its requests pay
+//! for one branch: [`Dispatched`] then only wraps the stack's future.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use strata::http::Response;
+use strata::{LayerTimer, Run};
+
+use crate::metrics::{self, RouteMetrics};
+
+/// What is recorded of one watched request when its response head is ready.
+pub struct Watch {
+    /// The route's metrics.
+    pub metrics: Arc<RouteMetrics>,
+    /// The stack's per-layer timer for this request.
+    pub timer: LayerTimer,
+    /// The request's method, as an index of [`metrics::METHODS`].
+    pub method: usize,
+}
+
+impl Watch {
+    /// Starts watching: the request counts as in flight until [`Watch::finish`] or a drop.
+    pub fn start(metrics: Arc<RouteMetrics>, timer: LayerTimer, method: usize) -> Watch {
+        metrics::global().in_flight.add(1);
+        Watch { metrics, timer, method }
+    }
+
+    fn finish(self, res: &Response) {
+        self.metrics.record(self.method, res.status(), &self.timer);
+        // `Drop` ends the in-flight count.
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        metrics::global().in_flight.add(-1);
+    }
+}
+
+/// The future of one dispatched request: the stack's, and what watches it.
+pub struct Dispatched {
+    run: Run<Response>,
+    watch: Option<Watch>,
+}
+
+impl Dispatched {
+    /// A request nothing watches.
+    pub fn plain(run: Run<Response>) -> Dispatched {
+        Dispatched { run, watch: None }
+    }
+
+    /// A watched request.
+    pub fn watched(run: Run<Response>, watch: Watch) -> Dispatched {
+        Dispatched { run, watch: Some(watch) }
+    }
+}
+
+impl Future for Dispatched {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = &mut *self;
+        let res = std::task::ready!(Pin::new(&mut this.run).poll(cx));
+        if let Some(watch) = this.watch.take() {
+            watch.finish(&res);
+        }
+        Poll::Ready(res)
+    }
+}
