@@ -304,6 +304,10 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
         warnings += 1;
         println!("warning[certificate-expiry]: {warning}\n");
     }
+    if let Some(warning) = gateway.admin.as_ref().and_then(strata_gateway::admin::exposure_warning) {
+        warnings += 1;
+        println!("warning[admin-exposed]: {warning}\n");
+    }
     println!("{name}: {} route(s), {errors} error(s), {warnings} warning(s)", gateway.routes.len());
     if errors > 0 || (strict && warnings > 0) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }

@@ -346,6 +346,9 @@ impl Gateway {
         for warning in self.tls_certificates.iter().filter_map(|c| c.expiry_warning(std::time::SystemTime::now())) {
             tracing::warn!("{warning}");
         }
+        if let Some(warning) = self.admin.as_ref().and_then(crate::admin::exposure_warning) {
+            tracing::warn!("{}", warning.replace('\n', " "));
+        }
     }
 
     /// What the routes' targets reported about their own configuration (e.g. an upstream whose

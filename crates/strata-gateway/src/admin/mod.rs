@@ -179,6 +179,21 @@ fn redact(value: &mut Value, key: Option<&str>) {
     }
 }
 
+/// The warning `strata check` gives about an admin listener that any host can reach: one on a
+/// non-loopback address without an `allow` list.
+pub fn exposure_warning(admin: &Admin) -> Option<String> {
+    if admin.listen.ip().is_loopback() || !admin.allow.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "`[admin] listen = \"{}\"` is reachable from other hosts and has no `allow` list: anyone who can \
+         reach it reads the metrics, the running config (secrets redacted) and the request traces.\n  \
+         fix: listen on a loopback address (\"127.0.0.1:9901\"), or add `allow = [\"10.0.0.0/8\"]` with the \
+         networks of your monitoring",
+        admin.listen
+    ))
+}
+
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

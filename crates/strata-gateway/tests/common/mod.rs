@@ -47,6 +47,8 @@ pub struct Strata {
     pub addr: SocketAddr,
     /// The TLS listener, when started with [`Strata::start_tls`].
     pub https: Option<SocketAddr>,
+    /// The admin listener, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
     pub stderr_path: PathBuf,
     _config: Option<ConfigFile>,
     _logs: tempfile::TempDir,
@@ -114,11 +116,15 @@ impl Strata {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("strata listening on ") {
                     let _ = tx.send(url.trim().to_string());
+                } else if let Some(url) = line.strip_prefix("strata admin on ") {
+                    let _ = tx.send(format!("admin {}", url.trim()));
                 }
             }
         });
-        // One line per listener: the plain one first, then the TLS one when asked for.
-        let listeners = if args.contains(&"--tls-listen") { 2 } else { 1 };
+        // One line per listener: the plain one first, then the TLS one when asked for, then the
+        // admin one when the config has one.
+        let has_admin = path.and_then(|p| std::fs::read_to_string(p).ok()).is_some_and(|t| t.contains("[admin]"));
+        let listeners = if args.contains(&"--tls-listen") { 2 } else { 1 } + usize::from(has_admin);
         let mut urls = Vec::new();
         while urls.len() < listeners {
             match rx.recv_timeout(Duration::from_secs(20)) {
@@ -129,11 +135,20 @@ impl Strata {
                 }
             }
         }
+        let admin = urls
+            .iter()
+            .position(|u| u.starts_with("admin "))
+            .map(|i| urls.remove(i)[6..].strip_prefix("http://").expect("admin URL").parse().expect("admin address"));
         let addr = urls[0].strip_prefix("http://").expect("the plain line first").parse().expect("listening address");
         let https = urls.get(1).map(|url| {
             url.strip_prefix("https://").expect("then the TLS line").parse().expect("TLS listening address")
         });
-        Strata { child, addr, https, stderr_path, _config: keep, _logs: logs }
+        Strata { child, addr, https, admin, stderr_path, _config: keep, _logs: logs }
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("started with an [admin] listener"))
     }
 
     pub fn url(&self, path: &str) -> String {
