@@ -19,7 +19,8 @@
 #   axum-classic-nocache  the same without the cache: argon2 verified on every request, as typical
 #                   axum code does
 # and, not run by default, pieces of strata-classic: strata-classic-nolog (without the access log),
-# strata-log (the access log alone); and the rate limiter: strata-ratelimit-memory and
+# strata-log (the access log alone), strata-classic-metrics (strata-classic with an [admin] listener,
+# so that metrics are kept); and the rate limiter: strata-ratelimit-memory and
 # strata-ratelimit-redis (a rate_limit layer keyed on the client address, limits high enough to
 # admit everything, memory store or a redis-server the script starts on a free loopback port), to
 # compare with strata-empty (no limiter):
@@ -230,6 +231,19 @@ contender_strata_classic() {
 # The classic stack without its access log:
 contender_strata_classic_nolog() {
     start_strata_stack strata-classic-nolog '"timing", "request_id", "cors", "auth"'
+}
+
+# The classic stack with metrics on: an `[admin]` listener (on another free port) makes the gateway
+# count every request per route and layer. Compare with strata-classic (metrics off):
+#   CONTENDERS="strata-classic strata-classic-metrics" bash bench/load.sh
+contender_strata_classic_metrics() {
+    local port config=$WORK/strata-classic-metrics.toml log=$WORK/strata-classic-metrics-access.log
+    port=$(free_port)
+    alice_hash
+    classic_config "$port" '"timing", "request_id", "log", "cors", "auth"' "$log" "$AUTH_USER" "$ALICE_HASH" >"$config"
+    printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" >>"$config"
+    ACCESS_LOG[strata-classic-metrics]=$log
+    start_server strata-classic-metrics "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
 # The access log alone:
