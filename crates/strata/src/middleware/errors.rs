@@ -151,7 +151,7 @@ impl Errors {
         let request_id = seen.request_id();
         if status.is_server_error() {
             tracing::error!(
-                request_id = request_id.unwrap_or("-"),
+                request_id,
                 status = status.as_u16(),
                 method = %seen.method,
                 path = seen.uri.path(),
@@ -160,7 +160,7 @@ impl Errors {
             );
         } else {
             tracing::debug!(
-                request_id = request_id.unwrap_or("-"),
+                request_id,
                 status = status.as_u16(),
                 method = %seen.method,
                 path = seen.uri.path(),
