@@ -411,12 +411,10 @@ mod tests {
 
     #[tokio::test]
     async fn inner_layers_see_the_id_as_the_current_one_until_the_response() {
-        let svc = Stack::new()
-            .with(RequestId::default())
-            .serve(|_req: Request| async move {
-                let current = AssignedId::current().expect("set for the layers inside");
-                response::text(StatusCode::OK, current.to_string())
-            });
+        let svc = Stack::new().with(RequestId::default()).serve(|_req: Request| async move {
+            let current = AssignedId::current().expect("set for the layers inside");
+            response::text(StatusCode::OK, current.to_string())
+        });
         let res = svc.call(request(&[])).await;
         let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
         let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
