@@ -10,6 +10,7 @@
 //!   connection timeouts and the connection cap.
 //! - [`tls`]: TLS termination: certificates picked by SNI, the rustls configuration.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
+//! - [`runtime_log`]: the gateway's own log on stderr (`[log]`, `RUST_LOG`), reloadable.
 //! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
 //! - [`tls_client`]: TLS to `https://` upstreams (trust, verified name, connectors).
 #![deny(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod pool;
 pub mod proxy;
 pub mod registry;
 pub mod routes;
+pub mod runtime_log;
 pub mod server;
 pub mod systemd;
 pub mod tls;
@@ -64,14 +66,53 @@ impl std::error::Error for LoadError {}
 
 /// Loads and builds a gateway from a config file, or from [`DEFAULT_CONFIG`] when `path` is `None`.
 pub fn load(path: Option<&Path>) -> Result<Gateway, LoadError> {
-    let (file, text, base_dir) = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
-            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            (path.display().to_string(), text, base)
-        }
-        None => ("<embedded default>".to_string(), DEFAULT_CONFIG.to_string(), PathBuf::new()),
-    };
-    let config = config::Config::parse(&file, &text, apps::NAMES).map_err(LoadError::Invalid)?;
-    Gateway::build(config, &BuildContext { base_dir }).map_err(LoadError::Invalid)
+    load_with_log(path).map(|(gateway, _)| gateway)
+}
+
+/// [`load`], with the config's `[log]` section (which the gateway itself does not keep).
+pub fn load_with_log(path: Option<&Path>) -> Result<(Gateway, config::LogSettings), LoadError> {
+    let file = ConfigFile::read(path)?;
+    let config = file.parse()?;
+    let log = config.log.clone();
+    Ok((file.build(config)?, log))
+}
+
+/// A config's text, read but not parsed: [`load`] in steps, for a caller that acts between
+/// parsing and building (the binary installs its runtime log as `[log]` says before the
+/// middlewares, which may log, are built).
+pub struct ConfigFile {
+    /// The name used in messages: the path, or `<embedded default>`.
+    pub name: String,
+    /// The TOML text.
+    pub text: String,
+    /// The directory relative paths in the config start from.
+    pub base_dir: PathBuf,
+}
+
+impl ConfigFile {
+    /// Reads `path`, or takes [`DEFAULT_CONFIG`] when it is `None`.
+    pub fn read(path: Option<&Path>) -> Result<ConfigFile, LoadError> {
+        Ok(match path {
+            Some(path) => ConfigFile {
+                text: std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?,
+                name: path.display().to_string(),
+                base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            },
+            None => ConfigFile {
+                name: "<embedded default>".to_string(),
+                text: DEFAULT_CONFIG.to_string(),
+                base_dir: PathBuf::new(),
+            },
+        })
+    }
+
+    /// Parses and checks the text (every section, every reference).
+    pub fn parse(&self) -> Result<config::Config<'_>, LoadError> {
+        config::Config::parse(&self.name, &self.text, apps::NAMES).map_err(LoadError::Invalid)
+    }
+
+    /// Builds the middlewares, routes and listeners' settings of a config [`ConfigFile::parse`] made.
+    pub fn build(&self, config: config::Config<'_>) -> Result<Gateway, LoadError> {
+        Gateway::build(config, &BuildContext { base_dir: self.base_dir.clone() }).map_err(LoadError::Invalid)
+    }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use strata::Severity;
-use strata_gateway::{Gateway, LoadError, load, server, systemd};
+use strata_gateway::config::LogSettings;
+use strata_gateway::runtime_log::RuntimeLog;
+use strata_gateway::{ConfigFile, Gateway, LoadError, server, systemd};
 
 /// The version and the git revision it was built from (`-dirty` when the work tree differed from
 /// it; `unknown` outside a checkout), set by build.rs.
@@ -81,11 +83,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The commands that read a config install the runtime log as its `[log]` says, once it is
+    // parsed (`load_or_report`); the others with the defaults and the environment.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Check { .. } | Command::Explain { .. }) {
+        RuntimeLog::install(&LogSettings::default());
+    }
     match cli.command {
         Command::Serve { config, listen, tls_listen, watch } => serve(config, listen, tls_listen, watch),
         Command::Check { config, strict } => check(config, strict),
@@ -100,8 +102,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_or_report(config: Option<&PathBuf>) -> Result<Gateway, ExitCode> {
-    load(config.map(PathBuf::as_path)).map_err(|e| {
+/// Loads the config, installing the runtime log between parsing (which finds its `[log]`) and
+/// building (whose middlewares may log). Errors go to stderr as plain text whatever `[log]` says:
+/// they are for the person starting strata, and the log may not exist yet.
+fn load_or_report(config: Option<&PathBuf>) -> Result<(Gateway, RuntimeLog), ExitCode> {
+    let report = |e: LoadError| {
         eprintln!("{e}");
         match e {
             LoadError::Read(..) => ExitCode::from(1),
@@ -111,15 +116,20 @@ fn load_or_report(config: Option<&PathBuf>) -> Result<Gateway, ExitCode> {
                 ExitCode::from(2)
             }
         }
-    })
+    };
+    let file = ConfigFile::read(config.map(PathBuf::as_path)).map_err(report)?;
+    let parsed = file.parse().map_err(report)?;
+    let runtime_log = RuntimeLog::install(&parsed.log);
+    let gateway = file.build(parsed).map_err(report)?;
+    Ok((gateway, runtime_log))
 }
 
 /// How often `--watch` looks at the config file's modification time.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option<SocketAddr>, watch: bool) -> ExitCode {
-    let gateway = match load_or_report(config.as_ref()) {
-        Ok(g) => g,
+    let (gateway, runtime_log) = match load_or_report(config.as_ref()) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let tls_addr = match (&gateway.server.tls, tls_listen) {
@@ -218,6 +228,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
                 reloader.listen_overridden = listen.is_some();
                 reloader.tls_listen_overridden = tls_listen.is_some();
                 reloader.admin = gateway.admin.clone();
+                reloader.runtime_log = Some(runtime_log);
                 tokio::spawn(reloader.run(hangup, watch.then_some(WATCH_INTERVAL)))
             }
             // The embedded default cannot change; SIGHUP is still caught, and says so.
@@ -273,7 +284,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
 
 fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
     let gateway = match load_or_report(config.as_ref()) {
-        Ok(g) => g,
+        Ok((gateway, _)) => gateway,
         Err(code) => return code,
     };
     let name = config.as_ref().map_or("<embedded default>".to_string(), |p| p.display().to_string());
@@ -314,7 +325,7 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
 
 fn explain(config: Option<PathBuf>) -> ExitCode {
     let gateway = match load_or_report(config.as_ref()) {
-        Ok(g) => g,
+        Ok((gateway, _)) => gateway,
         Err(code) => return code,
     };
     println!("Each route's onion, outermost first: the request goes down the list, the response comes back up.");

@@ -241,7 +241,13 @@ impl Pool {
                     let link = if conn_done { None } else { Some(link) };
                     let pool = self.clone();
                     return Ok(res.map(|incoming| {
-                        Body::wrap(Driven { incoming, link: Mutex::new(link), pool, finished: false })
+                        Body::wrap(Driven {
+                            incoming,
+                            link: Mutex::new(link),
+                            pool,
+                            finished: false,
+                            request_id: strata::http::RequestId::current(),
+                        })
                     }));
                 }
                 Err(mut error) => match error.take_message() {
@@ -345,6 +351,9 @@ struct Driven {
     link: Mutex<Option<BoxedLink>>,
     pool: Arc<Pool>,
     finished: bool,
+    /// The id of the request this body answers, for the log line (its task-local one is gone by
+    /// the time the body is read).
+    request_id: Option<strata::http::RequestId>,
 }
 
 impl http_body::Body for Driven {
@@ -360,7 +369,7 @@ impl http_body::Body for Driven {
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Err(error))) => {
-                    crate::proxy::log_truncated(&this.pool.route, &this.pool.addr, &error);
+                    crate::proxy::log_truncated(&this.pool.route, &this.pool.addr, this.request_id.as_ref(), &error);
                     return Poll::Ready(Some(Err(error.into())));
                 }
                 Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),

@@ -13,7 +13,9 @@
 //! the current one, so a reload changes certificates for new connections only. An invalid file is
 //! logged with its `file:line:column` errors and the running config stays. Listener settings
 //! (`listen`, `[server.tls] listen`, header limits, HTTP/2) belong to the sockets and connections,
-//! and `workers` to the runtime: a change to them is logged as needing a restart.
+//! and `workers` to the runtime: a change to them is logged as needing a restart. A changed
+//! `[log] level` takes effect at once (unless `RUST_LOG` or `STRATA_LOG` chose the filter); a
+//! changed `[log] format` needs a restart ([`crate::runtime_log`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -497,6 +499,8 @@ pub struct Reloader {
     pub tls_listen_overridden: bool,
     /// The `[admin]` section the admin listener was started with (a change needs a restart).
     pub admin: Option<crate::config::Admin>,
+    /// The runtime log, whose level a reloaded `[log] level` changes.
+    pub runtime_log: Option<crate::runtime_log::RuntimeLog>,
     /// The certificate and key files of the config being served, watched with the config file.
     tls_files: std::sync::Mutex<Vec<PathBuf>>,
 }
@@ -505,7 +509,16 @@ impl Reloader {
     /// Reloads `path` into `live`, which serves the config whose `[server]` settings are `running`.
     pub fn new(path: PathBuf, live: Arc<LiveRouter>, running: Server) -> Reloader {
         let tls_files = std::sync::Mutex::new(tls_files(&path, &running));
-        Reloader { path, live, running, listen_overridden: false, tls_listen_overridden: false, admin: None, tls_files }
+        Reloader {
+            path,
+            live,
+            running,
+            listen_overridden: false,
+            tls_listen_overridden: false,
+            admin: None,
+            runtime_log: None,
+            tls_files,
+        }
     }
 
     /// Loads the config again. A valid one replaces the running router; an invalid one is logged
@@ -527,9 +540,9 @@ impl Reloader {
     async fn load_and_swap(&self) -> bool {
         let path = self.path.clone();
         // Reading the file and building the layers (opening logs, reading password files) blocks.
-        let built = tokio::task::spawn_blocking(move || crate::load(Some(&path))).await;
-        let gateway = match built {
-            Ok(Ok(gateway)) => gateway,
+        let built = tokio::task::spawn_blocking(move || crate::load_with_log(Some(&path))).await;
+        let (gateway, log) = match built {
+            Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {
                 crate::metrics::global().reloaded(false);
                 tracing::error!("config rejected, still serving the previous one:\n{error}");
@@ -545,6 +558,9 @@ impl Reloader {
         let admin = |a: &Option<crate::config::Admin>| a.as_ref().map(|a| (a.listen, a.allow.clone()));
         if admin(&gateway.admin) != admin(&self.admin) {
             restart_only.push("[admin]");
+        }
+        if let Some(runtime_log) = &self.runtime_log {
+            restart_only.extend(runtime_log.reload(&log));
         }
         for setting in restart_only {
             tracing::warn!("`{setting}` changed: it is fixed when strata starts, restart strata to use it");

@@ -89,7 +89,12 @@ pub struct Panic<'a> {
 
 impl Panic<'_> {
     fn log(&self) {
-        tracing::error!(layer = self.layer, panic = self.message, "a layer panicked; answered with an error response");
+        tracing::error!(
+            layer = self.layer,
+            panic = self.message,
+            request_id = crate::http::RequestId::current().map(tracing::field::display),
+            "a layer panicked; answered with an error response"
+        );
     }
 }
 

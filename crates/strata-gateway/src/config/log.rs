@@ -67,3 +67,34 @@ pub(super) fn parse_log(source: Source<'_>, s: LogSection, errors: &mut Vec<Conf
     }
     settings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::{ECHO, first_error, parse};
+    use super::*;
+
+    #[test]
+    fn format_and_level_are_read() {
+        let config = format!("[log]\nformat = \"json\"\nlevel = \"warn,strata_gateway::proxy=debug\"\n{ECHO}");
+        let log = parse(&config).unwrap().log;
+        assert_eq!(log.format, LogFormat::Json);
+        assert_eq!(log.level.as_deref(), Some("warn,strata_gateway::proxy=debug"));
+        assert_eq!(parse(ECHO).unwrap().log, LogSettings::default(), "text, and no level: info");
+    }
+
+    #[test]
+    fn a_bad_level_is_located() {
+        let config = format!("[log]\nformat = \"text\"\nlevel = \"info,[oops\"\n{ECHO}");
+        let error = first_error(&config);
+        assert_eq!((error.file.as_str(), error.line, error.column), ("test.toml", 3, 9), "{error}");
+        assert!(error.message.contains("`level = \"info,[oops\"`"), "{error}");
+        assert!(error.message.contains("expected a level (error, warn, info, debug, trace)"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_format_is_located_with_a_suggestion() {
+        let error = first_error(&format!("[log]\nformat = \"jsn\"\n{ECHO}"));
+        assert_eq!((error.line, error.column), (2, 10), "{error}");
+        assert!(error.message.ends_with("; did you mean `json`?"), "{error}");
+    }
+}

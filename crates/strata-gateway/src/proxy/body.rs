@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use http::uri::Authority;
-use strata::http::{Body, Request, Response, response};
+use strata::http::{Body, Request, RequestId, Response, response};
 
 use super::{BAD_BODY, RouteLog, SLOW_BODY};
 
@@ -15,6 +15,8 @@ pub(super) struct WatchedResponseBody {
     pub(super) inner: hyper::body::Incoming,
     pub(super) route: Arc<RouteLog>,
     pub(super) upstream: Authority,
+    /// The id of the request this body answers, for the log line.
+    pub(super) request_id: Option<RequestId>,
 }
 
 impl http_body::Body for WatchedResponseBody {
@@ -28,7 +30,7 @@ impl http_body::Body for WatchedResponseBody {
         let this = self.get_mut();
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Err(error))) = &polled {
-            log_truncated(&this.route, &this.upstream, error);
+            log_truncated(&this.route, &this.upstream, this.request_id.as_ref(), error);
         }
         polled
     }
@@ -43,11 +45,17 @@ impl http_body::Body for WatchedResponseBody {
 }
 
 /// The WARN line of a response body that failed after its head was sent.
-pub(crate) fn log_truncated(route: &str, upstream: &dyn std::fmt::Display, error: &(dyn std::error::Error + 'static)) {
+pub(crate) fn log_truncated(
+    route: &str,
+    upstream: &dyn std::fmt::Display,
+    request_id: Option<&RequestId>,
+    error: &(dyn std::error::Error + 'static),
+) {
     tracing::warn!(
         route,
         %upstream,
         error = %error_chain(error),
+        request_id = request_id.map(tracing::field::display),
         "upstream response body failed mid-stream; the client got a truncated response"
     );
 }
@@ -129,7 +137,7 @@ pub(super) fn client_body_failed(
     upstream: &Authority,
 ) -> Option<Response> {
     let failure = failure?.get()?;
-    tracing::debug!(route, %upstream, error = %failure.error, "the client's request body failed; not forwarded");
+    tracing::debug!(route, %upstream, error = %failure.error, request_id = RequestId::current().map(tracing::field::display), "the client's request body failed; not forwarded");
     Some(if failure.timed_out {
         response::generated_error(StatusCode::REQUEST_TIMEOUT, SLOW_BODY)
     } else {

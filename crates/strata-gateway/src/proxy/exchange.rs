@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use http::uri::{PathAndQuery, Uri};
-use strata::http::{Body, Request, Response, response};
+use strata::http::{Body, Request, RequestId, Response, response};
 
 use super::body::{ClientBodyFailure, client_body_failed};
 use super::headers::{Via, response_headers};
@@ -82,7 +82,12 @@ impl Exchange {
                         && let Some(head) = &head
                         && let Some(next) = retry(attempt, tried)
                     {
-                        tracing::debug!(route = %self.route, upstream = %target.authority, %status, "retrying on another upstream");
+                        tracing::debug!(
+                            route = %self.route,
+                            upstream = %target.authority,
+                            %status,
+                            request_id = RequestId::current().map(tracing::field::display),
+                            "retrying on another upstream");
                         req = replay(head);
                         index = next;
                         attempt += 1;
@@ -110,6 +115,7 @@ impl Exchange {
                             %error,
                             failures,
                             retrying = next.is_some(),
+                            request_id = RequestId::current().map(tracing::field::display),
                             "upstream request failed"
                         );
                     }
@@ -132,7 +138,14 @@ impl Exchange {
                     upstreams.failed(index, Outcome::Timeout);
                     if let Some(failures) = self.route.failure_due() {
                         let timeout = self.timeout;
-                        tracing::warn!(route = %self.route, upstream = %target.authority, ?timeout, failures, "upstream did not answer in time");
+                        tracing::warn!(
+                            route = %self.route,
+                            upstream = %target.authority,
+                            ?timeout,
+                            failures,
+                            request_id = RequestId::current().map(tracing::field::display),
+                            "upstream did not answer in time"
+                        );
                     }
                     return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }

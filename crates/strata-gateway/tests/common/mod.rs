@@ -69,6 +69,14 @@ impl Strata {
         Self::start_with(Some(&path), Some(config), args)
     }
 
+    /// Serves `config` with extra `serve` arguments, and environment variables set (`Some`) or
+    /// removed (`None`) for the process.
+    pub fn start_env(config: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Strata {
+        let config = write_config(config);
+        let path = config.path.clone();
+        Self::start_with_env(Some(&path), Some(config), args, env)
+    }
+
     /// Serves `config`, whose `[server.tls]` names files beside it, with a TLS listener too
     /// (`--tls-listen`), both on free loopback ports.
     pub fn start_tls(config: ConfigFile) -> Strata {
@@ -98,12 +106,27 @@ impl Strata {
     }
 
     fn start_with(path: Option<&Path>, keep: Option<ConfigFile>, args: &[&str]) -> Strata {
+        Self::start_with_env(path, keep, args, &[])
+    }
+
+    fn start_with_env(
+        path: Option<&Path>,
+        keep: Option<ConfigFile>,
+        args: &[&str],
+        env: &[(&str, Option<&str>)],
+    ) -> Strata {
         let logs = tempfile::tempdir().expect("tempdir");
         let stderr_path = logs.path().join("stderr.log");
         let mut cmd = Command::new(strata_bin());
         cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").args(args);
         if let Some(path) = path {
             cmd.arg("--config").arg(path);
+        }
+        for (name, value) in env {
+            match value {
+                Some(value) => cmd.env(name, value),
+                None => cmd.env_remove(name),
+            };
         }
         let mut child = cmd
             .stdout(Stdio::piped())

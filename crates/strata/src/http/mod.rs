@@ -127,8 +127,50 @@ impl ConnectionInfo {
 
 /// The request id of the current request, set by the `request_id` middleware in the request's
 /// extensions for inner layers, logs and upstreams.
+///
+/// While the layers inside `request_id` run, the id is also the task's [`RequestId::current`], so
+/// that a log line written where the request is out of reach (a caught panic, a proxy's failure)
+/// still names its request:
+///
+/// ```
+/// use strata::http::RequestId;
+///
+/// tracing::warn!(request_id = RequestId::current().map(tracing::field::display), "something failed");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId(pub http::HeaderValue);
+
+tokio::task_local! {
+    /// The id of the request whose layers the task is running (see [`RequestId::scope`]).
+    static CURRENT_REQUEST_ID: RequestId;
+}
+
+impl RequestId {
+    /// Runs `future` with this id as the task's [`RequestId::current`].
+    ///
+    /// A task-local rather than a tracing span: it costs a reference count and no allocation per
+    /// request, and nothing at all until a log line asks for it.
+    pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+        CURRENT_REQUEST_ID.scope(self, future)
+    }
+
+    /// The id of the request this task is serving, when a `request_id` layer outside the caller
+    /// set one ([`RequestId::scope`]). `None` outside a request, and in tasks a request spawned.
+    pub fn current() -> Option<RequestId> {
+        CURRENT_REQUEST_ID.try_with(RequestId::clone).ok()
+    }
+
+    /// The id as text (the `request_id` layer only makes and accepts visible ASCII).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("<non-ASCII request id>")
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The user an authentication layer verified, set in the request's extensions for inner layers
 /// (logs, rate-limit keys, upstream headers). Also copied into the response's extensions so that

@@ -479,7 +479,12 @@ impl Compression {
         let encoder = match Encoder::new(algorithm, level) {
             Ok(encoder) => encoder,
             Err(error) => {
-                tracing::warn!(%error, algorithm = algorithm.as_str(), "could not start a compressor; sent uncompressed");
+                tracing::warn!(
+                    %error,
+                    algorithm = algorithm.as_str(),
+                    request_id = crate::http::RequestId::current().map(tracing::field::display),
+                    "could not start a compressor; sent uncompressed"
+                );
                 return res;
             }
         };

@@ -151,7 +151,7 @@ impl Errors {
         let request_id = seen.request_id();
         if status.is_server_error() {
             tracing::error!(
-                request_id = request_id.unwrap_or("-"),
+                request_id = request_id.map(tracing::field::display),
                 status = status.as_u16(),
                 method = %seen.method,
                 path = seen.uri.path(),
@@ -160,7 +160,7 @@ impl Errors {
             );
         } else {
             tracing::debug!(
-                request_id = request_id.unwrap_or("-"),
+                request_id = request_id.map(tracing::field::display),
                 status = status.as_u16(),
                 method = %seen.method,
                 path = seen.uri.path(),
@@ -811,7 +811,7 @@ mod tests {
         let lines = lines.lock().unwrap();
         let failure = lines.iter().find(|l| l.contains("request failed")).expect("a failure log line");
         assert!(failure.starts_with("ERROR"), "{failure}");
-        for expected in ["request_id=\"req-42\"", "status=502", "method=GET", "path=\"/tasks/7\""] {
+        for expected in ["request_id=req-42", "status=502", "method=GET", "path=\"/tasks/7\""] {
             assert!(failure.contains(expected), "{expected} missing in {failure}");
         }
         assert!(!failure.contains("secret"), "headers and query stay out of logs: {failure}");

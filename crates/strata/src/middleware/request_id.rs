@@ -154,7 +154,8 @@ impl Middleware<Request, Response> for RequestId {
             let trace = propagate_trace_context(req.headers_mut());
             req.extensions_mut().insert(trace);
         }
-        let mut res = next.run(req).await;
+        // The task's current id too, for log lines written where the request is out of reach.
+        let mut res = AssignedId(id.clone()).scope(next.run(req)).await;
         // Overrides whatever an inner layer set: the client must see the id the logs carry.
         res.headers_mut().insert(self.header.clone(), id);
         res
@@ -406,6 +407,19 @@ mod tests {
         let longest = "a".repeat(128);
         let (res, _) = call(&svc, &[("x-request-id", &longest)]).await;
         assert_eq!(res.headers()["x-request-id"], longest.as_str());
+    }
+
+    #[tokio::test]
+    async fn inner_layers_see_the_id_as_the_current_one_until_the_response() {
+        let svc = Stack::new().with(RequestId::default()).serve(|_req: Request| async move {
+            let current = AssignedId::current().expect("set for the layers inside");
+            response::text(StatusCode::OK, current.to_string())
+        });
+        let res = svc.call(request(&[])).await;
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+        assert_eq!(body, id.as_bytes());
+        assert_eq!(AssignedId::current(), None, "not outside the layer");
     }
 
     #[tokio::test]

@@ -77,7 +77,11 @@ impl Middleware<Request, Response> for Timeout {
         match tokio::time::timeout(self.duration, next.run(req)).await {
             Ok(res) => res,
             Err(_) => {
-                tracing::warn!(timeout = ?self.duration, "no response head in time: answered 504");
+                tracing::warn!(
+                    timeout = ?self.duration,
+                    request_id = crate::http::RequestId::current().map(tracing::field::display),
+                    "no response head in time: answered 504"
+                );
                 response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL)
             }
         }

@@ -488,6 +488,7 @@ impl BasicAuth {
             tracing::warn!(
                 client = %client,
                 retry_after_secs = secs,
+                request_id = crate::http::RequestId::current().map(tracing::field::display),
                 "too many failed logins from one client; refusing its attempts until its window ends"
             );
         }
@@ -557,7 +558,11 @@ impl Middleware<Request, Response> for BasicAuth {
                     return res;
                 }
                 Err(Rejection::Lost(user)) => {
-                    tracing::error!(user = %user, "password verification failed unexpectedly");
+                    tracing::error!(
+                        user = %user,
+                        request_id = crate::http::RequestId::current().map(tracing::field::display),
+                        "password verification failed unexpectedly"
+                    );
                     let mut res = response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");
                     res.extensions_mut().insert(GeneratedError::new());
                     return res;

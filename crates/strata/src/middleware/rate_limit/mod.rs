@@ -530,7 +530,12 @@ impl RateLimit {
                 ClientKey::User(_) => "<user key>".into(),
                 ClientKey::Global => "<global>".into(),
             };
-            tracing::warn!(client = %client, shadow_rejections = total, "rate limit (shadow): would have rejected a request");
+            tracing::warn!(
+                client = %client,
+                shadow_rejections = total,
+                request_id = crate::http::RequestId::current().map(tracing::field::display),
+                "rate limit (shadow): would have rejected a request"
+            );
         }
     }
 }
