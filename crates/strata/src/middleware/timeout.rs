@@ -31,7 +31,7 @@ use serde::Deserialize;
 use super::{BuildContext, ConfigError, parse_duration};
 use crate::Middleware;
 use crate::check::{Fact, Facts};
-use crate::http::{Next, Request, Response, response};
+use crate::http::{Next, Refusal, Request, Response, response};
 
 /// What clients are told when the deadline passes (as text, or reformatted by an `errors` layer).
 const DETAIL: &str = "The server did not answer in time.";
@@ -78,7 +78,8 @@ impl Middleware<Request, Response> for Timeout {
             Ok(res) => res,
             Err(_) => {
                 tracing::warn!(timeout = ?self.duration, "no response head in time: answered 504");
-                response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL)
+                let res = response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL);
+                Refusal::mark(res, format!("no response head within {:?}", self.duration))
             }
         }
     }

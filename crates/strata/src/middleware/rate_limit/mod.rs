@@ -81,7 +81,7 @@ use self::gcra::{Clock, Gcra, MAX_LIMITS, MonotonicClock, Outcome};
 use self::memory_store::MemoryStore;
 use self::redis_store::RedisStore;
 use crate::check::{Diagnostic, Fact, Facts, Severity};
-use crate::http::{AuthenticatedUser, Body, ConnectionInfo, GeneratedError, Next, Request, Response};
+use crate::http::{AuthenticatedUser, Body, ConnectionInfo, GeneratedError, Next, Refusal, Request, Response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
@@ -512,7 +512,26 @@ impl RateLimit {
         let mut res = problem(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_DETAIL);
         res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry));
         self.quota_fields(outcome, res.headers_mut());
-        res
+        Refusal::mark(res, self.over_limit_reason(outcome, retry))
+    }
+
+    /// Which limits the request's key used up, and what the key is (its kind: a header's or a
+    /// user's key may be a secret).
+    fn over_limit_reason(&self, outcome: &Outcome, retry: u64) -> String {
+        let full: Vec<&str> = self
+            .names
+            .iter()
+            .zip(outcome.statuses())
+            .filter(|(_, status)| status.remaining == 0)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let key = match &self.key {
+            KeySource::ClientIp => "client_ip".to_string(),
+            KeySource::Header(name) => format!("header {name}"),
+            KeySource::User => "user".to_string(),
+            KeySource::Global => "global".to_string(),
+        };
+        format!("over the limit {} (key: {key}); retry after {retry}s", full.join(", "))
     }
 
     fn note_shadow_rejection(&self, key: &ClientKey<'_>) {
@@ -609,7 +628,12 @@ impl Middleware<Request, Response> for RateLimit {
         let key = match self.client_key(&req) {
             Resolved::Key(key) => key,
             Resolved::Unlimited => return next.run(req).await,
-            Resolved::Deny => return problem(StatusCode::FORBIDDEN, MISSING_KEY_DETAIL),
+            Resolved::Deny => {
+                return Refusal::mark(
+                    problem(StatusCode::FORBIDDEN, MISSING_KEY_DETAIL),
+                    "the request has no rate-limit key and missing_key = \"deny\"",
+                );
+            }
         };
         let outcome = match self.decide(&key).await {
             Decision::Checked(outcome) => outcome,
@@ -617,7 +641,7 @@ impl Middleware<Request, Response> for RateLimit {
             Decision::StoreDown => {
                 let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, STORE_DOWN_DETAIL);
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return res;
+                return Refusal::mark(res, "the rate-limit store is unreachable and on_store_error = \"deny\"");
             }
         };
         if !outcome.allowed {
