@@ -2,6 +2,8 @@
 //! library builds in code, and serves them in front of built-in apps or upstream servers.
 //!
 //! - [`config`]: TOML → typed config, with file:line:column errors.
+//! - [`explain_request`]: one request through a route's onion, layer by layer (`strata explain
+//!   --request`), and the debug log of sampled traces.
 //! - [`registry`]: middleware kind name → constructor.
 //! - [`routes`]: the router (longest prefix wins) and the per-route onions; [`hosts`]: routing by host.
 //! - [`proxy`]: the reverse proxy behind `upstream` routes; [`upstream`]: a route's targets, how
@@ -17,6 +19,7 @@
 
 pub mod apps;
 pub mod config;
+pub mod explain_request;
 pub mod hosts;
 pub mod limits;
 pub mod pool;
@@ -61,6 +64,11 @@ impl std::error::Error for LoadError {}
 
 /// Loads and builds a gateway from a config file, or from [`DEFAULT_CONFIG`] when `path` is `None`.
 pub fn load(path: Option<&Path>) -> Result<Gateway, LoadError> {
+    load_with(path, &routes::BuildOptions::default())
+}
+
+/// [`load`], building with `options` (see [`Gateway::build_with`]).
+pub fn load_with(path: Option<&Path>, options: &routes::BuildOptions) -> Result<Gateway, LoadError> {
     let (file, text, base_dir) = match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(path.to_path_buf(), e))?;
@@ -70,5 +78,5 @@ pub fn load(path: Option<&Path>) -> Result<Gateway, LoadError> {
         None => ("<embedded default>".to_string(), DEFAULT_CONFIG.to_string(), PathBuf::new()),
     };
     let config = config::Config::parse(&file, &text, apps::NAMES).map_err(LoadError::Invalid)?;
-    Gateway::build(config, &BuildContext { base_dir }).map_err(LoadError::Invalid)
+    Gateway::build_with(config, &BuildContext { base_dir }, options).map_err(LoadError::Invalid)
 }
