@@ -1,7 +1,7 @@
 //! `strata explain --request`: one request through a route's onion, in-process, layer by layer.
 //!
 //! The request is built from the command line, routed as [`Router::call`](crate::routes::Router::call)
-//! would route it ([`Router::route_for`]), and run through the onion with
+//! would route it ([`Router::route_for`](crate::routes::Router::route_for)), and run through the onion with
 //! [`Service::call_inspected`]: a [`Recorder`] keeps, for every layer, the request it received and
 //! the response it returned, and the [`LayerTimer`] of the same call gives each layer's own time.
 //! The [`Trace`] made of them says, outermost first, what each layer did: passed the request on
