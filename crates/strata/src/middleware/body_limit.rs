@@ -211,6 +211,8 @@ mod tests {
         let res = service.call(request(chunked(&["x"]), Some("11"))).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
+        let reason = res.extensions().get::<Refusal>().map(|r| r.reason.clone());
+        assert_eq!(reason.as_deref(), Some("body of 11 bytes is over max_bytes (10)"));
         let res = service.call(request(Body::from("0123456789ab"), None)).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "an in-memory body knows its size");
     }
@@ -224,6 +226,8 @@ mod tests {
         // The app saw a broken body and answered 400; the client is told the real reason.
         let res = service.call(request(chunked(&["01234", "56789", "x"]), None)).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let reason = res.extensions().get::<Refusal>().map(|r| r.reason.clone());
+        assert_eq!(reason.as_deref(), Some("body grew over max_bytes (10) while it was read"));
         assert_eq!(res.headers()[header::CONNECTION], "close");
     }
 

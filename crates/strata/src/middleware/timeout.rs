@@ -128,6 +128,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
+        assert_eq!(res.extensions().get::<Refusal>().unwrap().reason, "no response head within 50ms");
         assert_eq!(res.body().as_bytes().unwrap(), b"504 Gateway Timeout\n\nThe server did not answer in time.\n");
     }
 

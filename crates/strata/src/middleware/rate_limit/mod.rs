@@ -781,7 +781,11 @@ mod tests {
         };
         let svc = mk("header:x-api-key", MissingKey::ClientIp);
         assert_eq!(svc.call(with_key("a")).await.status(), StatusCode::OK);
-        assert_eq!(svc.call(with_key("a")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        let res = svc.call(with_key("a")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        // The key's kind, never its value (a header key may be a secret).
+        let reason = res.extensions().get::<Refusal>().unwrap().reason.to_string();
+        assert!(reason.starts_with("over the limit ") && reason.contains("(key: header x-api-key)"), "{reason}");
         assert_eq!(svc.call(with_key("b")).await.status(), StatusCode::OK, "another key, same address");
         assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::OK, "no key: its address's bucket");
         assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -790,7 +794,9 @@ mod tests {
             assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::OK);
         }
         let svc = mk("user", MissingKey::Deny);
-        assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::FORBIDDEN);
+        let res = svc.call(from("10.0.0.1")).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(res.extensions().get::<Refusal>().unwrap().reason.contains("missing_key = \"deny\""));
         let as_user = |u: &str| {
             let mut r = from("10.0.0.1");
             r.extensions_mut().insert(AuthenticatedUser(u.into()));
