@@ -2,6 +2,8 @@
 //! library builds in code, and serves them in front of built-in apps or upstream servers.
 //!
 //! - [`config`]: TOML → typed config, with file:line:column errors.
+//! - [`explain_request`]: one request through a route's onion, layer by layer (`strata explain
+//!   --request`), and the debug log of sampled traces.
 //! - [`registry`]: middleware kind name → constructor.
 //! - [`routes`]: the router (longest prefix wins) and the per-route onions; [`hosts`]: routing by host.
 //! - [`proxy`]: the reverse proxy behind `upstream` routes; [`upstream`]: a route's targets, how
@@ -19,6 +21,7 @@
 pub mod admin;
 pub mod apps;
 pub mod config;
+pub mod explain_request;
 pub mod hosts;
 pub mod limits;
 pub mod metrics;
@@ -115,4 +118,11 @@ impl ConfigFile {
     pub fn build(&self, config: config::Config<'_>) -> Result<Gateway, LoadError> {
         Gateway::build(config, &BuildContext { base_dir: self.base_dir.clone() }).map_err(LoadError::Invalid)
     }
+}
+
+/// [`load`], building with `options` (see [`Gateway::build_with`]).
+pub fn load_with(path: Option<&Path>, options: &routes::BuildOptions) -> Result<Gateway, LoadError> {
+    let file = ConfigFile::read(path)?;
+    let config = file.parse()?;
+    Gateway::build_with(config, &BuildContext { base_dir: file.base_dir.clone() }, options).map_err(LoadError::Invalid)
 }

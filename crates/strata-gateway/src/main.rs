@@ -11,7 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use strata::Severity;
 use strata_gateway::config::LogSettings;
 use strata_gateway::runtime_log::RuntimeLog;
-use strata_gateway::{ConfigFile, Gateway, LoadError, server, systemd};
+use strata_gateway::{ConfigFile, Gateway, LoadError, explain_request, server, systemd};
 
 /// The version and the git revision it was built from (`-dirty` when the work tree differed from
 /// it; `unknown` outside a checkout), set by build.rs.
@@ -51,11 +51,31 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Print the onion of every route, outermost layer first, with what each layer declares.
+    /// Print the onion of every route, outermost layer first, with what each layer declares; with
+    /// --request, run one request through its route's onion in-process and show what each layer did.
     Explain {
         /// The TOML config; without it the embedded default is explained.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Run this request (`METHOD TARGET`, e.g. `OPTIONS /api/tasks`) through the onion, without a
+        /// listener: each layer's outcome, header changes and time, then the response.
+        #[arg(long, value_name = "METHOD TARGET")]
+        request: Option<String>,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE", requires = "request")]
+        headers: Vec<String>,
+        /// The request's `Host` (default: the one given with -H, else `localhost`).
+        #[arg(long, requires = "request")]
+        host: Option<String>,
+        /// The request body.
+        #[arg(long, requires = "request")]
+        data: Option<String>,
+        /// Call the upstreams for real (default: an echo stub answers for them with what it received).
+        #[arg(long, requires = "request")]
+        live: bool,
+        /// Print the trace as one JSON document.
+        #[arg(long, requires = "request")]
+        json: bool,
     },
     /// Read a password from stdin (no echo on a terminal) and print its argon2id hash for configs.
     HashPassword,
@@ -91,7 +111,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, listen, tls_listen, watch } => serve(config, listen, tls_listen, watch),
         Command::Check { config, strict } => check(config, strict),
-        Command::Explain { config } => explain(config),
+        Command::Explain { config, request: None, .. } => explain(config),
+        Command::Explain { config, request: Some(line), headers, host, data, live, json } => {
+            let spec = strata_gateway::explain_request::RequestSpec { line, headers, host, data };
+            explain_request(config, &spec, live, json)
+        }
         Command::HashPassword => hash_password(),
         Command::Init { output, app } => init(&output, app.as_deref()),
         Command::Completions { shell } => {
@@ -102,21 +126,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Reports a config that could not be loaded on stderr; the exit code says which failure it was.
+fn report_load_error(loaded: Result<Gateway, LoadError>) -> Result<Gateway, ExitCode> {
+    loaded.map_err(load_error_code)
+}
+
+fn load_error_code(e: LoadError) -> ExitCode {
+    eprintln!("{e}");
+    match e {
+        LoadError::Read(..) => ExitCode::from(1),
+        LoadError::Invalid(errors) => {
+            let n = errors.0.len();
+            eprintln!("\n{n} error{} in the config; strata did not start", if n == 1 { "" } else { "s" });
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Loads the config, installing the runtime log between parsing (which finds its `[log]`) and
 /// building (whose middlewares may log). Errors go to stderr as plain text whatever `[log]` says:
 /// they are for the person starting strata, and the log may not exist yet.
 fn load_or_report(config: Option<&PathBuf>) -> Result<(Gateway, RuntimeLog), ExitCode> {
-    let report = |e: LoadError| {
-        eprintln!("{e}");
-        match e {
-            LoadError::Read(..) => ExitCode::from(1),
-            LoadError::Invalid(errors) => {
-                let n = errors.0.len();
-                eprintln!("\n{n} error{} in the config; strata did not start", if n == 1 { "" } else { "s" });
-                ExitCode::from(2)
-            }
-        }
-    };
+    let report = load_error_code;
     let file = ConfigFile::read(config.map(PathBuf::as_path)).map_err(report)?;
     let parsed = file.parse().map_err(report)?;
     let runtime_log = RuntimeLog::install(&parsed.log);
@@ -347,6 +378,46 @@ fn explain(config: Option<PathBuf>) -> ExitCode {
     let diagnostics = gateway.diagnostics();
     if !diagnostics.is_empty() {
         println!("\n{} ordering problem(s): run `strata check` for details", diagnostics.len());
+    }
+    ExitCode::SUCCESS
+}
+
+/// `explain --request`: the request through its route's onion, in-process; upstreams answered by
+/// an echo stub unless `live`.
+fn explain_request(config: Option<PathBuf>, spec: &explain_request::RequestSpec, live: bool, json: bool) -> ExitCode {
+    let stub = (!live).then(|| Arc::new(explain_request::EchoStub::new()));
+    let options = strata_gateway::routes::BuildOptions {
+        upstream_stub: stub
+            .clone()
+            .map(|s| s as Arc<dyn strata::Endpoint<strata::http::Request, strata::http::Response>>),
+    };
+    let gateway = match report_load_error(strata_gateway::load_with(config.as_deref(), &options)) {
+        Ok(g) => g,
+        Err(code) => return code,
+    };
+    let redactor = explain_request::Redactor::new(gateway.server.secret_headers.clone());
+    if let Some(stub) = &stub {
+        stub.redact(redactor.clone());
+    }
+    let req = match spec.build(gateway.server.listen) {
+        Ok(req) => req,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let trace = runtime.block_on(explain_request::explain(&gateway, req, stub.as_deref(), &redactor));
+    if json {
+        println!("{:#}", trace.to_json());
+    } else {
+        print!("{}", trace.render());
     }
     ExitCode::SUCCESS
 }

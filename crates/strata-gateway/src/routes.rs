@@ -33,7 +33,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, StatusCode, header};
 use strata::http::client_ip::TrustedProxies;
 use strata::http::path::{Normalized, PathPolicy};
-use strata::http::{Layer, Request, Response, Service, Stack, response};
+use strata::http::{Layer, Refusal, Request, Response, Service, Stack, response};
 use strata::middleware::BuildContext;
 use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo};
 
@@ -119,10 +119,28 @@ pub struct Gateway {
     pub tracing: Option<crate::config::TraceSettings>,
 }
 
+/// How [`Gateway::build_with`] departs from what the config says, for tools that run requests
+/// through a gateway without serving it.
+#[derive(Clone, Default)]
+pub struct BuildOptions {
+    /// Answers every upstream route's requests in its targets' place (the proxy still prepares
+    /// each request as it would send it; see [`Proxy::answering_with`]).
+    pub upstream_stub: Option<Arc<dyn Endpoint<Request, Response>>>,
+}
+
 impl Gateway {
     /// Builds every middleware once (a name used by several stacks is one shared instance), then the
     /// routes and the server stack. All errors are reported, not just the first.
     pub fn build(config: Config<'_>, ctx: &BuildContext) -> Result<Gateway, ConfigErrors> {
+        Gateway::build_with(config, ctx, &BuildOptions::default())
+    }
+
+    /// [`Gateway::build`], with `options`.
+    pub fn build_with(
+        config: Config<'_>,
+        ctx: &BuildContext,
+        build_options: &BuildOptions,
+    ) -> Result<Gateway, ConfigErrors> {
         let source = config.source;
         let running_config = Arc::new(crate::admin::redacted_config(source.text));
         let mut errors = Vec::new();
@@ -233,6 +251,10 @@ impl Gateway {
                     if proxy.upstreams().options.health_check.is_some() {
                         upstreams.push(Arc::downgrade(proxy.upstreams()));
                     }
+                    let proxy = match &build_options.upstream_stub {
+                        Some(stub) => proxy.answering_with(stub.clone()),
+                        None => proxy,
+                    };
                     route_upstreams = Some(proxy.upstreams().clone());
                     (Arc::new(proxy), TargetInfo { description, facts, diagnostics }, true)
                 }
@@ -456,6 +478,25 @@ impl Router {
         self.tls.as_ref()
     }
 
+    /// Where [`Router::call`] would send `req`, without calling it: the host checks and the path
+    /// policy are applied to `req` as they would be (a refused request is marked for the server
+    /// stack's answer), then the route is picked. The plain-HTTP redirect and the SNI check of
+    /// [`Router::call_plain`] and [`Router::call_tls`] are left out: they depend on the connection.
+    pub fn route_for(&self, req: &mut Request) -> Routed<'_> {
+        let routed = self.prepare(req).and_then(|()| match self.group(req) {
+            Some(group) => self.route(&self.groups[group], req.uri().path()),
+            None => Ok(None),
+        });
+        match routed {
+            Ok(Some(index)) => Routed { route: Some(index), service: &self.routes[index].service },
+            Ok(None) => Routed { route: None, service: &self.not_found },
+            Err(refused) => {
+                req.extensions_mut().insert(refused);
+                Routed { route: None, service: &self.not_found }
+            }
+        }
+    }
+
     /// Checks the request's host and normalises its path, then runs it through its route's onion
     /// (or the server stack's 404, or the server stack's answer to a refused target).
     pub fn call(&self, req: Request) -> Dispatched {
@@ -638,6 +679,15 @@ impl Router {
     }
 }
 
+/// Where the router sends one request ([`Router::route_for`]).
+pub struct Routed<'a> {
+    /// The route's position in [`Gateway::routes`] (config order); `None`: the server stack
+    /// answers by itself (no route matches, or the request was refused before routing).
+    pub route: Option<usize>,
+    /// The onion that answers: the route's, or the server stack around the router's own answers.
+    pub service: &'a Service,
+}
+
 const UNROUTABLE: &str = "The request's path cannot be routed.";
 const PARAMETERS_CHANGE_ROUTE: &str = "The path's ';' parameters change which route it belongs to.";
 const MISDIRECTED: &str = "The request's host is not the one its TLS connection was made for: connect again for it.";
@@ -664,16 +714,28 @@ enum Refused {
     Misdirected,
 }
 
-/// The endpoint of the server stack alone: a refused request's answer, or the 404.
+/// The endpoint of the server stack alone: a refused request's answer, or the 404. Each says why
+/// in a [`Refusal`] (for `explain`, never sent).
 async fn fallback(req: Request) -> Response {
     match req.extensions().get::<Refused>() {
-        None => response::json_error(StatusCode::NOT_FOUND, "no route matches this path"),
-        Some(Refused::BadRequest(detail)) => response::generated_error(StatusCode::BAD_REQUEST, detail),
-        Some(Refused::Misdirected) => response::generated_error(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED),
+        None => {
+            Refusal::mark(response::json_error(StatusCode::NOT_FOUND, "no route matches this path"), "no route matches")
+        }
+        Some(Refused::BadRequest(detail)) => Refusal::mark(
+            response::generated_error(StatusCode::BAD_REQUEST, detail),
+            format!("request refused before routing: {detail}"),
+        ),
+        Some(Refused::Misdirected) => Refusal::mark(
+            response::generated_error(StatusCode::MISDIRECTED_REQUEST, MISDIRECTED),
+            "the host is not the TLS connection's (strict_sni_host)",
+        ),
         Some(Refused::Redirect(location)) => {
             let mut res = response::text(StatusCode::PERMANENT_REDIRECT, "308 Permanent Redirect\n");
             res.headers_mut().insert(header::LOCATION, location.clone());
-            res
+            Refusal::mark(
+                res,
+                "redirected: to HTTPS (redirect_http), or to the normalised path (escaped_slashes = \"redirect\")",
+            )
         }
     }
 }

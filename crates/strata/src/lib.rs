@@ -33,6 +33,6 @@ pub mod stack;
 
 pub use check::{Diagnostic, Fact, Facts, Severity};
 pub use stack::{
-    BoxFuture, Endpoint, FromFn, FromPanic, Layer, LayerInfo, LayerTime, LayerTimer, Middleware, Next, Panic, Run,
-    Service, Stack, from_fn,
+    BoxFuture, Endpoint, FromFn, FromPanic, Inspect, Layer, LayerInfo, LayerTime, LayerTimer, Middleware, Next, Panic,
+    Run, Service, Stack, from_fn,
 };

@@ -363,7 +363,7 @@ where
 {
     /// Runs a request through every layer, outermost first, then the endpoint.
     pub fn call(&self, req: Req) -> Run<Res> {
-        Next { chain: self.chain.clone(), index: 0, timer: None }.run(req)
+        Next { chain: self.chain.clone(), index: 0, timer: None, inspect: None }.run(req)
     }
 
     /// [`Service::call`], timing every layer and the endpoint: once the returned future is done,
@@ -371,7 +371,16 @@ where
     /// which one answered. A server uses it for per-layer metrics and traces; a timing layer in
     /// the stack reads the same measurements instead of taking its own.
     pub fn call_timed(&self, req: Req) -> (Run<Res>, LayerTimer) {
-        let (next, timer) = Next { chain: self.chain.clone(), index: 0, timer: None }.timed();
+        let (next, timer) = Next { chain: self.chain.clone(), index: 0, timer: None, inspect: None }.timed();
+        (next.run(req), timer)
+    }
+
+    /// [`Service::call_timed`], showing `inspect` the request as it enters each layer (and the
+    /// endpoint) and the response as each one returns it; see [`Inspect`]. A debugging tool (it is
+    /// what `strata explain --request` runs): a request that is not inspected pays nothing for it.
+    pub fn call_inspected(&self, req: Req, inspect: Arc<dyn Inspect<Req, Res>>) -> (Run<Res>, LayerTimer) {
+        let next = Next { chain: self.chain.clone(), index: 0, timer: None, inspect: Some(inspect) };
+        let (next, timer) = next.timed();
         (next.run(req), timer)
     }
 
@@ -403,6 +412,56 @@ pub struct Next<Req, Res> {
     // Present only when the request is timed (below a layer that asked for per-layer timing, or
     // from the top with `Service::call_timed`): an untimed request pays nothing.
     timer: Option<Arc<TimerSlots>>,
+    // Present only under `Service::call_inspected`, like the timer: an uninspected request pays
+    // one `None` check per layer.
+    inspect: Option<Arc<dyn Inspect<Req, Res>>>,
+}
+
+/// Watches one request go through the onion: what each layer received and what it returned.
+///
+/// Given to [`Service::call_inspected`]. `layer` is the position in the chain, outermost first,
+/// the same positions [`LayerTimer::layers`] reports: `0` is the outermost layer, the number of
+/// layers is the endpoint. The request is shown as it enters a layer (so what layer `i + 1`
+/// receives is what layer `i` passed on), the response as the layer returns it (so what layer `i`
+/// returned, compared with what layer `i + 1` returned, is what layer `i` changed on the way out).
+/// A layer that answers by itself is the innermost one whose `request` was called.
+///
+/// A panic in a layer is answered at that layer's boundary before `response` is called: the hook
+/// sees the `500` the layer stands for. The hooks run on the request's task, in the time of the
+/// layer outside the one they report: keep them short (copy what you need, look at it later).
+/// A [`Service`] used as an endpoint is one step here; its own layers are not inspected.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use strata::{Inspect, Stack, from_fn, Next};
+/// # #[derive(Debug)] struct Res(u16);
+/// # impl strata::FromPanic for Res { fn from_panic(_: &strata::Panic<'_>) -> Self { Res(500) } }
+///
+/// #[derive(Default)]
+/// struct Trail(Mutex<Vec<String>>);
+///
+/// impl Inspect<String, Res> for Trail {
+///     fn request(&self, layer: usize, req: &String) {
+///         self.0.lock().unwrap().push(format!("{layer} got {req}"));
+///     }
+///     fn response(&self, layer: usize, res: &Res) {
+///         self.0.lock().unwrap().push(format!("{layer} returned {}", res.0));
+///     }
+/// }
+///
+/// let service = Stack::new()
+///     .with(from_fn(|req: String, next: Next<String, Res>| next.run(req + "!")))
+///     .serve(|_req: String| async { Res(200) });
+/// let trail = Arc::new(Trail::default());
+/// let (run, _timer) = service.call_inspected("hi".into(), trail.clone());
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(run);
+/// assert_eq!(*trail.0.lock().unwrap(), ["0 got hi", "1 got hi!", "1 returned 200", "0 returned 200"]);
+/// ```
+pub trait Inspect<Req, Res>: Send + Sync + 'static {
+    /// The request as it enters layer `layer` (or the endpoint).
+    fn request(&self, layer: usize, req: &Req);
+    /// The response layer `layer` (or the endpoint) returned.
+    fn response(&self, layer: usize, res: &Res);
 }
 
 impl<Req, Res> fmt::Debug for Next<Req, Res> {
@@ -419,17 +478,33 @@ where
 {
     /// Passes the request to the next layer inward (or the endpoint) and resolves to its response.
     pub fn run(self, req: Req) -> Run<Res> {
-        let Next { chain, index, timer } = self;
+        let Next { chain, index, timer, inspect } = self;
+        if let Some(inspect) = &inspect {
+            inspect.request(index, &req);
+        }
         let timing = timer.as_ref().map(|t| t.enter(index));
         let (future, endpoint) = match chain.layers.get(index) {
             Some(layer) => {
                 // The layer holds its own name; on a panic it answers for itself (see `Named::call`).
                 let inner = layer.inner.clone();
-                (inner.call(req, Next { chain, index: index + 1, timer }), false)
+                (inner.call(req, Next { chain, index: index + 1, timer, inspect: inspect.clone() }), false)
             }
             None => (chain.endpoint.call(req), true),
         };
-        Run { future: AssertUnwindSafe(future).catch_unwind(), endpoint, timing }
+        let run = Run { future: AssertUnwindSafe(future).catch_unwind(), endpoint, timing };
+        match inspect {
+            None => run,
+            // Outside the `Run` that turns a panic into a response, so the hook sees that response;
+            // and outside its timing, so the hook's time is not the layer's.
+            Some(inspect) => {
+                let watched: BoxFuture<Res> = Box::pin(async move {
+                    let res = run.await;
+                    inspect.response(index, &res);
+                    res
+                });
+                Run { future: AssertUnwindSafe(watched).catch_unwind(), endpoint, timing: None }
+            }
+        }
     }
 
     /// The layers still to run, outermost first (not counting the endpoint).
@@ -968,6 +1043,114 @@ mod tests {
         assert_eq!(timer.answered_by(), Some(2), "the guard answered by itself");
         let app = timer.layers().last().unwrap();
         assert_eq!((app.entered, app.inclusive), (None, Duration::ZERO));
+    }
+
+    /// Records every hook call as text.
+    #[derive(Default)]
+    struct Trail(Mutex<Vec<String>>);
+
+    impl Inspect<String, Reply> for Trail {
+        fn request(&self, layer: usize, req: &String) {
+            self.0.lock().unwrap().push(format!("{layer} got {req}"));
+        }
+        fn response(&self, layer: usize, res: &Reply) {
+            self.0.lock().unwrap().push(format!("{layer} returned {}", res.0));
+        }
+    }
+
+    fn appending(suffix: &'static str) -> impl Middleware<String, Reply> {
+        from_fn(move |req: String, next: Next<String, Reply>| async move {
+            let res = next.run(format!("{req}{suffix}")).await;
+            Reply(format!("{}{suffix}", res.0))
+        })
+    }
+
+    #[test]
+    fn an_inspected_call_shows_each_layer_its_request_and_its_response_in_onion_order() {
+        let service = Stack::new()
+            .with_named("a", appending("+a"))
+            .with_named("b", appending("+b"))
+            .serve(|req: String| async move { Reply(format!("app({req})")) });
+        let trail = Arc::new(Trail::default());
+        let (run, timer) = service.call_inspected("r".into(), trail.clone());
+        assert_eq!(block_on(run), Reply("app(r+a+b)+b+a".into()));
+        assert_eq!(
+            *trail.0.lock().unwrap(),
+            [
+                "0 got r",
+                "1 got r+a",
+                "2 got r+a+b",
+                "2 returned app(r+a+b)",
+                "1 returned app(r+a+b)+b",
+                "0 returned app(r+a+b)+b+a"
+            ]
+        );
+        // The timer of the same call: every layer entered, the app answered.
+        assert_eq!(timer.layers().map(|t| t.name).collect::<Vec<_>>(), ["a", "b", "app"]);
+        assert_eq!(timer.answered_by(), Some(2));
+    }
+
+    #[test]
+    fn an_inspected_call_shows_a_short_circuit() {
+        let log: Log = Default::default();
+        let service = Stack::new()
+            .with_named("a", appending("+a"))
+            .with(ShortCircuit)
+            .with(Record { label: "C", log: log.clone() })
+            .serve(app(log.clone()));
+        let trail = Arc::new(Trail::default());
+        let (run, timer) = service.call_inspected("r".into(), trail.clone());
+        assert_eq!(block_on(run), Reply("rejected+a".into()));
+        assert_eq!(*trail.0.lock().unwrap(), ["0 got r", "1 got r+a", "1 returned rejected", "0 returned rejected+a"]);
+        assert!(log.lock().unwrap().is_empty(), "nothing inside the short circuit ran");
+        assert_eq!(timer.answered_by(), Some(1));
+    }
+
+    #[test]
+    fn an_inspected_call_sees_the_response_a_panic_became() {
+        let service = Stack::new()
+            .with_named("a", appending("+a"))
+            .with_named(
+                "boom",
+                from_fn(|_req: String, _next: Next<String, Reply>| async move {
+                    if true {
+                        panic!("layer broke");
+                    }
+                    Reply(String::new())
+                }),
+            )
+            .with(PanicsSynchronously)
+            .serve(|req: String| async move { Reply(req) });
+        let trail = Arc::new(Trail::default());
+        let (run, _timer) = service.call_inspected("r".into(), trail.clone());
+        assert_eq!(block_on(run), Reply("panic in boom+a".into()));
+        assert_eq!(
+            *trail.0.lock().unwrap(),
+            ["0 got r", "1 got r+a", "1 returned panic in boom", "0 returned panic in boom+a"]
+        );
+
+        // A layer that panics before its future exists is answered by the `Run` around it: still seen.
+        let service =
+            Stack::new().with_named("a", appending("+a")).with(PanicsSynchronously).serve(app(Log::default()));
+        let trail = Arc::new(Trail::default());
+        let (run, _timer) = service.call_inspected("r".into(), trail.clone());
+        assert_eq!(block_on(run), Reply("panic in stack+a".into()));
+        assert_eq!(
+            *trail.0.lock().unwrap(),
+            ["0 got r", "1 got r+a", "1 returned panic in stack", "0 returned panic in stack+a"]
+        );
+    }
+
+    #[test]
+    fn uninspected_and_untimed_calls_are_unchanged_and_small() {
+        let log: Log = Default::default();
+        let service = Stack::new().with(Record { label: "A", log: log.clone() }).serve(app(log.clone()));
+        assert_eq!(block_on(service.call("r".into())), Reply("app saw r".into()));
+        assert_eq!(*log.lock().unwrap(), ["A in", "app", "A out"]);
+        // The hook costs `Next` one optional pointer and `Run` nothing.
+        let words = std::mem::size_of::<usize>();
+        assert!(std::mem::size_of::<Next<String, Reply>>() <= 5 * words);
+        assert!(std::mem::size_of::<Run<Reply>>() <= 8 * words, "{}", std::mem::size_of::<Run<Reply>>());
     }
 
     #[test]

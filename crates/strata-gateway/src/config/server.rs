@@ -55,6 +55,10 @@ pub struct Server {
     /// The name this gateway gives itself in `Via` (`via_pseudonym`, an RFC 9110 token); a request
     /// already carrying it has looped. Give chained strata instances different names.
     pub via_pseudonym: String,
+    /// Request and response headers that hold secrets besides `authorization`,
+    /// `proxy-authorization`, `cookie` and `set-cookie` (`secret_headers`, e.g. `["x-api-key"]`):
+    /// `strata explain --request` and the debug log show `[redacted]` instead of their values.
+    pub secret_headers: Vec<http::HeaderName>,
     /// `[server.tls]`: HTTPS served beside the plain listener.
     pub tls: Option<TlsSettings>,
 }
@@ -140,6 +144,7 @@ impl Default for Server {
             behind_proxy: None,
             path_policy: PathPolicy::new(),
             via_pseudonym: DEFAULT_VIA_PSEUDONYM.to_string(),
+            secret_headers: Vec::new(),
             tls: None,
         }
     }
@@ -170,6 +175,8 @@ pub(super) struct ServerSection {
     via_pseudonym: Option<Spanned<String>>,
     merge_slashes: Option<bool>,
     escaped_slashes: Option<Spanned<String>>,
+    #[serde(default)]
+    secret_headers: Vec<Spanned<String>>,
     tls: Option<TlsSection>,
 }
 
@@ -323,6 +330,18 @@ pub(super) fn parse_server(
             ));
         }
     }
+    for name in s.secret_headers {
+        match http::HeaderName::from_bytes(name.get_ref().as_bytes()) {
+            Ok(header) => server.secret_headers.push(header),
+            Err(_) => errors.push(source.error(
+                name.span(),
+                format!(
+                    "`secret_headers`: `{}` is not a header name (letters, digits and !#$%&'*+-.^_`|~)",
+                    name.get_ref()
+                ),
+            )),
+        }
+    }
     server.tls = s.tls.and_then(|tls| parse_tls(source, tls, errors));
     server
 }
@@ -445,6 +464,19 @@ mod tests {
         }
         let e = first_error(&with("\"two\""));
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn secret_headers_are_header_names_and_a_bad_one_is_located() {
+        let with =
+            |list: &str| format!("[server]\nsecret_headers = {list}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        let text = with("[\"X-Api-Key\", \"x-session\"]");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.server.secret_headers, ["x-api-key", "x-session"]);
+        assert!(parse(GOOD).unwrap().server.secret_headers.is_empty());
+        let e = first_error(&with("[\"x-ok\", \"bad header\"]"));
+        assert_eq!((e.line, e.column), (2, 27), "{e}");
+        assert!(e.message.contains("`bad header` is not a header name"), "{e}");
     }
 
     #[test]

@@ -93,6 +93,8 @@ pub struct Proxy {
     via: Option<Arc<Via>>,
     /// The route's prefix as configured, and how often its failures are logged.
     route: Arc<RouteLog>,
+    /// Answers in the targets' place (see [`Proxy::answering_with`]); `None` when serving.
+    stub: Option<Arc<dyn Endpoint<Request, Response>>>,
 }
 
 /// A route's name in the proxy's log lines, with the count that keeps an outage from writing a
@@ -198,7 +200,15 @@ impl Proxy {
             trusted,
             via: if options.via { Via::new(&options.via_pseudonym).map(Arc::new) } else { None },
             route: RouteLog::new(name),
+            stub: None,
         }
+    }
+
+    /// This proxy, handing each request to `stub` instead of sending it: the request `stub` gets
+    /// is the one the first target picked would get (path, `Host`, `Via` and forwarding headers).
+    /// For `strata explain --request`, which shows what the upstream would see without calling it.
+    pub fn answering_with(self, stub: Arc<dyn Endpoint<Request, Response>>) -> Proxy {
+        Proxy { stub: Some(stub), ..self }
     }
 
     /// The route's targets (for the health checks the gateway starts).
@@ -334,6 +344,13 @@ impl Endpoint<Request, Response> for Proxy {
         let Some(Outgoing { req: outgoing, forwarded, target_host }) = self.outgoing(req, upgrade) else {
             return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
         };
+        if let Some(stub) = &self.stub {
+            let mut outgoing = outgoing;
+            if !aim(&mut outgoing, &self.upstreams.targets[first], &forwarded, target_host) {
+                return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
+            }
+            return stub.call(outgoing);
+        }
         let (outgoing, client_body) = watch_request_body(outgoing);
         if !self.options.http2 && !upgrade {
             let exchange = Exchange {

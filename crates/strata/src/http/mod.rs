@@ -68,6 +68,39 @@ impl GeneratedError {
     }
 }
 
+/// Why a layer answered a request by itself instead of passing it on (a `401`, a preflight's
+/// `204`, a `429`…), in the response's extensions.
+///
+/// For people, not clients: `strata explain --request` and debugging tools show it; it is never
+/// written into the response. A reason names what was checked and what failed ("origin not in
+/// allow_origins", "wrong password"), never a secret the request carried.
+///
+/// ```
+/// use strata::http::Refusal;
+///
+/// let mut res = strata::http::response::status(http::StatusCode::PAYLOAD_TOO_LARGE);
+/// res.extensions_mut().insert(Refusal::new("body larger than max_bytes (1024)"));
+/// assert_eq!(res.extensions().get::<Refusal>().unwrap().reason, "body larger than max_bytes (1024)");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the layer checked and why the request did not pass.
+    pub reason: std::borrow::Cow<'static, str>,
+}
+
+impl Refusal {
+    /// A refusal for this reason.
+    pub fn new(reason: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Refusal { reason: reason.into() }
+    }
+
+    /// Marks `res` as answered by the layer for `reason`, and returns it.
+    pub fn mark(mut res: Response, reason: impl Into<std::borrow::Cow<'static, str>>) -> Response {
+        res.extensions_mut().insert(Refusal::new(reason));
+        res
+    }
+}
+
 /// Where a request came from, in the request's extensions.
 ///
 /// The gateway's server sets it for stacks with a layer declaring

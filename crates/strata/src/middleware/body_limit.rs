@@ -36,7 +36,7 @@ use serde::Deserialize;
 use super::{BuildContext, ConfigError};
 use crate::Middleware;
 use crate::check::{Fact, Facts};
-use crate::http::{Body, BoxError, GeneratedError, Next, Request, Response, response};
+use crate::http::{Body, BoxError, GeneratedError, Next, Refusal, Request, Response, response};
 
 /// What clients are told.
 const DETAIL: &str = "The request body is larger than this server accepts.";
@@ -80,7 +80,8 @@ impl Middleware<Request, Response> for BodyLimit {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let hint = req.body().size_hint();
         if declared.is_some_and(|n| n > self.max) || hint.lower() > self.max {
-            return too_large();
+            let size = declared.unwrap_or(hint.lower());
+            return Refusal::mark(too_large(), format!("body of {size} bytes is over max_bytes ({})", self.max));
         }
         if declared.is_some() || hint.upper().is_some_and(|n| n <= self.max) || req.body().is_end_stream() {
             return next.run(req).await;
@@ -89,7 +90,11 @@ impl Middleware<Request, Response> for BodyLimit {
         let body = std::mem::take(req.body_mut());
         *req.body_mut() = Body::wrap(Counted { inner: body, remaining: self.max, exceeded: exceeded.clone() });
         let res = next.run(req).await;
-        if exceeded.load(Ordering::Acquire) { too_large() } else { res }
+        if exceeded.load(Ordering::Acquire) {
+            Refusal::mark(too_large(), format!("body grew over max_bytes ({}) while it was read", self.max))
+        } else {
+            res
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -206,6 +211,8 @@ mod tests {
         let res = service.call(request(chunked(&["x"]), Some("11"))).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
+        let reason = res.extensions().get::<Refusal>().map(|r| r.reason.clone());
+        assert_eq!(reason.as_deref(), Some("body of 11 bytes is over max_bytes (10)"));
         let res = service.call(request(Body::from("0123456789ab"), None)).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE, "an in-memory body knows its size");
     }
@@ -219,6 +226,8 @@ mod tests {
         // The app saw a broken body and answered 400; the client is told the real reason.
         let res = service.call(request(chunked(&["01234", "56789", "x"]), None)).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let reason = res.extensions().get::<Refusal>().map(|r| r.reason.clone());
+        assert_eq!(reason.as_deref(), Some("body grew over max_bytes (10) while it was read"));
         assert_eq!(res.headers()[header::CONNECTION], "close");
     }
 

@@ -52,6 +52,7 @@
 //!
 //! [Fetch standard]: https://fetch.spec.whatwg.org/#http-cors-protocol
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ use serde::Deserialize;
 
 use crate::check::{Fact, Facts};
 use crate::http::headers::add_vary;
-use crate::http::{Next, Request, Response, response};
+use crate::http::{Next, Refusal, Request, Response, response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
@@ -298,7 +299,11 @@ impl Cors {
             if self.vary_origin {
                 res.headers_mut().insert(header::VARY, HeaderValue::from_static("origin"));
             }
-            return res;
+            let reason = format!(
+                "preflight refused: origin {} not in allow_origins",
+                String::from_utf8_lossy(origin.as_bytes())
+            );
+            return Refusal::mark(res, reason);
         }
 
         let mut res = response::status(StatusCode::NO_CONTENT);
@@ -340,7 +345,33 @@ impl Cors {
         if let Some(v) = &self.preflight_vary {
             h.insert(header::VARY, v.clone());
         }
-        res
+        let reason = self.preflight_reason(req);
+        Refusal::mark(res, reason)
+    }
+
+    /// Why a preflight from an allowed origin was answered, and whether the browser will go on:
+    /// it checks the method against `Access-Control-Allow-Methods` itself.
+    fn preflight_reason(&self, req: &Request) -> Cow<'static, str> {
+        let requested =
+            req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD).map(|m| String::from_utf8_lossy(m.as_bytes()));
+        let requested = requested.as_deref().unwrap_or("");
+        // GET, HEAD and POST are CORS-safelisted: a browser never needs them listed.
+        let safelisted = ["GET", "HEAD", "POST"].contains(&requested);
+        let listed = match &self.methods {
+            Allowed::Mirror => true,
+            Allowed::List(None) => false,
+            Allowed::List(Some(v)) => {
+                v.to_str().is_ok_and(|v| v.split(',').any(|m| m.trim() == requested || m.trim() == "*"))
+            }
+        };
+        if safelisted || listed {
+            // The usual answer, without an allocation.
+            Cow::Borrowed("preflight answered: origin and method allowed")
+        } else {
+            Cow::Owned(format!(
+                "preflight answered, but method {requested} is not in allow_methods: the browser will not send the request"
+            ))
+        }
     }
 
     fn decorate(&self, res: &mut Response, origin: Option<&HeaderValue>) {
@@ -721,6 +752,24 @@ mod tests {
             b = b.header(header::ACCESS_CONTROL_REQUEST_HEADERS, h);
         }
         b.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_preflight_says_why_it_was_answered() {
+        let (svc, _) = service(cors(|b| b.allow_origin("https://app.example.com").allow_methods(["GET", "PUT"])));
+        let reason =
+            |res: &Response| res.extensions().get::<Refusal>().map(|r| r.reason.to_string()).unwrap_or_default();
+        let res = svc.call(preflight("https://evil.example", "PUT", None)).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(reason(&res), "preflight refused: origin https://evil.example not in allow_origins");
+        let res = svc.call(preflight("https://app.example.com", "PUT", None)).await;
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        assert_eq!(reason(&res), "preflight answered: origin and method allowed");
+        let res = svc.call(preflight("https://app.example.com", "DELETE", None)).await;
+        assert!(reason(&res).contains("method DELETE is not in allow_methods"), "{}", reason(&res));
+        // Passed on: no reason, and nothing of it in the headers.
+        let res = svc.call(get(Some("https://app.example.com"))).await;
+        assert!(res.extensions().get::<Refusal>().is_none());
     }
 
     fn header(res: &Response, name: impl http::header::AsHeaderName) -> Option<&str> {

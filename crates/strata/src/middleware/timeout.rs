@@ -31,7 +31,7 @@ use serde::Deserialize;
 use super::{BuildContext, ConfigError, parse_duration};
 use crate::Middleware;
 use crate::check::{Fact, Facts};
-use crate::http::{Next, Request, Response, response};
+use crate::http::{Next, Refusal, Request, Response, response};
 
 /// What clients are told when the deadline passes (as text, or reformatted by an `errors` layer).
 const DETAIL: &str = "The server did not answer in time.";
@@ -82,7 +82,8 @@ impl Middleware<Request, Response> for Timeout {
                     request_id = crate::http::RequestId::current().map(tracing::field::display),
                     "no response head in time: answered 504"
                 );
-                response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL)
+                let res = response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL);
+                Refusal::mark(res, format!("no response head within {:?}", self.duration))
             }
         }
     }
@@ -131,6 +132,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
+        assert_eq!(res.extensions().get::<Refusal>().unwrap().reason, "no response head within 50ms");
         assert_eq!(res.body().as_bytes().unwrap(), b"504 Gateway Timeout\n\nThe server did not answer in time.\n");
     }
 

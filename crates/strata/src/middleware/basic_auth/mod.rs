@@ -95,6 +95,7 @@ use self::hash::{Argon2Memory, Verifier};
 use self::htpasswd::{Entry, parse_htpasswd};
 use self::pool::{Job, Refused, pool};
 use crate::check::{Diagnostic, Fact, Facts, Severity};
+use crate::http::Refusal as Answered;
 use crate::http::{AuthenticatedUser, ConnectionInfo, GeneratedError, Next, Request, Response, response};
 use crate::middleware::{BuildContext, ConfigError, parse_duration};
 use crate::stack::Middleware;
@@ -374,10 +375,11 @@ impl BasicAuth {
 
     /// The 401 every failure gets: the same bytes whatever went wrong, so a client learns nothing
     /// about why, and never an echo of what it sent.
-    fn challenge(&self) -> Response {
+    /// `why` is for `explain` (a response extension): it names what failed, never what was sent.
+    fn challenge(&self, why: &'static str) -> Response {
         let mut res = response::text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
         res.headers_mut().insert(header::WWW_AUTHENTICATE, self.challenge.clone());
-        res
+        Answered::mark(res, why)
     }
 
     /// The account, when `user` exists and this password was verified for it recently.
@@ -405,7 +407,7 @@ impl BasicAuth {
         // A client that goes away mid-check keeps its charge: it cannot escape the count by
         // hanging up. A busy pool or a verifier bug is not the client's failure.
         if let (Some(limit), Some(charge)) = (&self.failures, charge)
-            && !matches!(checked, Err(Rejection::Unauthorized))
+            && !matches!(checked, Err(Rejection::Unauthorized(_)))
         {
             limit.refund(charge);
         }
@@ -419,7 +421,7 @@ impl BasicAuth {
             // Spend what a known user would, then refuse whatever the dummy said.
             return match self.verify(&self.dummy, &password).await {
                 Verdict::Busy => Err(Rejection::Busy),
-                _ => Err(Rejection::Unauthorized),
+                _ => Err(Rejection::Unauthorized(UNKNOWN_USER)),
             };
         };
         match self.verify(&account.verifier, &password).await {
@@ -429,7 +431,7 @@ impl BasicAuth {
                 }
                 Ok(account)
             }
-            Verdict::Mismatch => Err(Rejection::Unauthorized),
+            Verdict::Mismatch => Err(Rejection::Unauthorized(WRONG_PASSWORD)),
             Verdict::Busy => Err(Rejection::Busy),
             Verdict::Lost => Err(Rejection::Lost(user)),
         }
@@ -495,7 +497,7 @@ impl BasicAuth {
         let mut res = response::text(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins, retry later\n");
         res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         res.extensions_mut().insert(GeneratedError::with_detail("Too many failed logins; retry later."));
-        res
+        Answered::mark(res, format!("too many failed logins from {client}; refused for {secs}s"))
     }
 }
 
@@ -512,8 +514,15 @@ impl From<bool> for Verdict {
     }
 }
 
+/// Why a `401` was answered, for `explain` (never sent to the client).
+const NO_CREDENTIALS: &str = "no credentials: no single `Authorization: Basic` header with a base64 token";
+const MALFORMED: &str = "malformed credentials: the token is not `user:password`";
+const UNKNOWN_USER: &str = "unknown user";
+const WRONG_PASSWORD: &str = "wrong password";
+
 enum Rejection {
-    Unauthorized,
+    /// With the reason for `explain`.
+    Unauthorized(&'static str),
     /// The client used up its failures; its address is for the log.
     TooManyFailures(IpAddr, Refusal),
     Busy,
@@ -527,8 +536,8 @@ impl Middleware<Request, Response> for BasicAuth {
         // verification is boxed, so its large state does not weigh on every request's future.
         let client = self.client(&req);
         let (cached, pending) = {
-            let Some(decoded) = Decoded::from_headers(req.headers()) else { return self.challenge() };
-            let Some((user, password)) = decoded.split() else { return self.challenge() };
+            let Some(decoded) = Decoded::from_headers(req.headers()) else { return self.challenge(NO_CREDENTIALS) };
+            let Some((user, password)) = decoded.split() else { return self.challenge(MALFORMED) };
             match self.cached(user, password) {
                 Some(account) => (Some(account), None),
                 None => (None, Some((user.to_owned(), password.to_owned()))),
@@ -548,14 +557,14 @@ impl Middleware<Request, Response> for BasicAuth {
             (Some(account), _) => account,
             (None, Some(verified)) => match verified {
                 Ok(account) => account,
-                Err(Rejection::Unauthorized) => return self.challenge(),
+                Err(Rejection::Unauthorized(why)) => return self.challenge(why),
                 Err(Rejection::TooManyFailures(ip, refusal)) => return self.too_many_failures(ip, refusal),
                 Err(Rejection::Busy) => {
                     let mut res =
                         response::text(StatusCode::SERVICE_UNAVAILABLE, "Too many logins at once, retry shortly\n");
                     res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     res.extensions_mut().insert(GeneratedError::with_detail("Too many logins at once; retry shortly."));
-                    return res;
+                    return Answered::mark(res, "too many password verifications queued");
                 }
                 Err(Rejection::Lost(user)) => {
                     tracing::error!(
@@ -568,7 +577,7 @@ impl Middleware<Request, Response> for BasicAuth {
                     return res;
                 }
             },
-            (None, None) => return self.challenge(),
+            (None, None) => return self.challenge(NO_CREDENTIALS),
         };
 
         let who = AuthenticatedUser(account.user.clone());
@@ -887,6 +896,26 @@ mod tests {
         assert_challenged(&call(&svc, Some(&basic("alice", "wrong"))).await);
         assert_eq!(verifications(auth), 2);
         assert_eq!(auth.cache.as_ref().unwrap().len(), 0, "failures are never cached");
+    }
+
+    #[tokio::test]
+    async fn each_401_says_why_in_an_extension_never_with_the_password() {
+        let auth = BasicAuth::builder().user("alice", sha_hash("s3cret")).build().unwrap();
+        let svc = service(auth);
+        let reason = |res: &Response| res.extensions().get::<Answered>().map(|r| r.reason.to_string());
+        for (authorization, why) in [
+            (None, NO_CREDENTIALS),
+            (Some("Basic !!!".to_string()), NO_CREDENTIALS),
+            (Some(format!("Basic {}", STANDARD_PAD_INDIFFERENT.encode("no-colon"))), MALFORMED),
+            (Some(basic("mallory", "s3cret")), UNKNOWN_USER),
+            (Some(basic("alice", "wrong-pw")), WRONG_PASSWORD),
+        ] {
+            let res = call(&svc, authorization.as_deref()).await;
+            assert_challenged(&res);
+            assert_eq!(reason(&res).as_deref(), Some(why), "{authorization:?}");
+            assert!(res.headers().values().all(|v| !v.as_bytes().windows(4).any(|w| w == b"pw")));
+        }
+        assert_eq!(reason(&call(&svc, Some(&basic("alice", "s3cret"))).await), None, "passed on: no refusal");
     }
 
     /// Lets a test keep reading a layer's counters after putting it in a stack.

@@ -81,7 +81,7 @@ use self::gcra::{Clock, Gcra, MAX_LIMITS, MonotonicClock, Outcome};
 use self::memory_store::MemoryStore;
 use self::redis_store::RedisStore;
 use crate::check::{Diagnostic, Fact, Facts, Severity};
-use crate::http::{AuthenticatedUser, Body, ConnectionInfo, GeneratedError, Next, Request, Response};
+use crate::http::{AuthenticatedUser, Body, ConnectionInfo, GeneratedError, Next, Refusal, Request, Response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
@@ -512,7 +512,26 @@ impl RateLimit {
         let mut res = problem(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_DETAIL);
         res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry));
         self.quota_fields(outcome, res.headers_mut());
-        res
+        Refusal::mark(res, self.over_limit_reason(outcome, retry))
+    }
+
+    /// Which limits the request's key used up, and what the key is (its kind: a header's or a
+    /// user's key may be a secret).
+    fn over_limit_reason(&self, outcome: &Outcome, retry: u64) -> String {
+        let full: Vec<&str> = self
+            .names
+            .iter()
+            .zip(outcome.statuses())
+            .filter(|(_, status)| status.remaining == 0)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let key = match &self.key {
+            KeySource::ClientIp => "client_ip".to_string(),
+            KeySource::Header(name) => format!("header {name}"),
+            KeySource::User => "user".to_string(),
+            KeySource::Global => "global".to_string(),
+        };
+        format!("over the limit {} (key: {key}); retry after {retry}s", full.join(", "))
     }
 
     fn note_shadow_rejection(&self, key: &ClientKey<'_>) {
@@ -614,7 +633,12 @@ impl Middleware<Request, Response> for RateLimit {
         let key = match self.client_key(&req) {
             Resolved::Key(key) => key,
             Resolved::Unlimited => return next.run(req).await,
-            Resolved::Deny => return problem(StatusCode::FORBIDDEN, MISSING_KEY_DETAIL),
+            Resolved::Deny => {
+                return Refusal::mark(
+                    problem(StatusCode::FORBIDDEN, MISSING_KEY_DETAIL),
+                    "the request has no rate-limit key and missing_key = \"deny\"",
+                );
+            }
         };
         let outcome = match self.decide(&key).await {
             Decision::Checked(outcome) => outcome,
@@ -622,7 +646,7 @@ impl Middleware<Request, Response> for RateLimit {
             Decision::StoreDown => {
                 let mut res = problem(StatusCode::SERVICE_UNAVAILABLE, STORE_DOWN_DETAIL);
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return res;
+                return Refusal::mark(res, "the rate-limit store is unreachable and on_store_error = \"deny\"");
             }
         };
         if !outcome.allowed {
@@ -762,7 +786,11 @@ mod tests {
         };
         let svc = mk("header:x-api-key", MissingKey::ClientIp);
         assert_eq!(svc.call(with_key("a")).await.status(), StatusCode::OK);
-        assert_eq!(svc.call(with_key("a")).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        let res = svc.call(with_key("a")).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        // The key's kind, never its value (a header key may be a secret).
+        let reason = res.extensions().get::<Refusal>().unwrap().reason.to_string();
+        assert!(reason.starts_with("over the limit ") && reason.contains("(key: header x-api-key)"), "{reason}");
         assert_eq!(svc.call(with_key("b")).await.status(), StatusCode::OK, "another key, same address");
         assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::OK, "no key: its address's bucket");
         assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -771,7 +799,9 @@ mod tests {
             assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::OK);
         }
         let svc = mk("user", MissingKey::Deny);
-        assert_eq!(svc.call(from("10.0.0.1")).await.status(), StatusCode::FORBIDDEN);
+        let res = svc.call(from("10.0.0.1")).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(res.extensions().get::<Refusal>().unwrap().reason.contains("missing_key = \"deny\""));
         let as_user = |u: &str| {
             let mut r = from("10.0.0.1");
             r.extensions_mut().insert(AuthenticatedUser(u.into()));
