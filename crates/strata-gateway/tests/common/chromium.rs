@@ -121,10 +121,10 @@ fn chromium() -> &'static str {
     panic!("this test needs headless Chromium: apt-get install -y chromium (.ci/run does)");
 }
 
-/// Loads `url` in headless Chromium, trusting the certificate whose key hashes to `trusted_spki`
-/// (none: only the system's roots); returns the printed DOM (empty when the page did not load)
-/// and Chromium's log.
-pub fn load(url: &str, trusted_spki: Option<&str>) -> (String, String) {
+/// A headless Chromium command with its own throw-away profile (kept alive by the returned
+/// directory), kept off the internet, whose virtual clock runs `budget_ms` before it prints or
+/// captures the page.
+fn headless(budget_ms: u32) -> (Command, tempfile::TempDir) {
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(chromium());
     cmd.args([
@@ -139,16 +139,48 @@ pub fn load(url: &str, trusted_spki: Option<&str>) -> (String, String) {
         "--disable-sync",
         // `localhost` may resolve to ::1 first; strata listens on 127.0.0.1 only.
         "--host-resolver-rules=MAP localhost 127.0.0.1",
-        // Without a budget the DOM is printed before the page's fetches finish.
-        "--virtual-time-budget=10000",
-        "--dump-dom",
     ])
-    .arg(format!("--user-data-dir={}", profile.path().display()));
+    // Without a budget the page is printed before its fetches finish.
+    .arg(format!("--virtual-time-budget={budget_ms}"))
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .stdin(Stdio::null());
+    (cmd, profile)
+}
+
+/// Loads `url` in headless Chromium, trusting the certificate whose key hashes to `trusted_spki`
+/// (none: only the system's roots); returns the printed DOM (empty when the page did not load)
+/// and Chromium's log.
+pub fn load(url: &str, trusted_spki: Option<&str>) -> (String, String) {
+    let (mut cmd, _profile) = headless(10_000);
+    cmd.arg("--dump-dom");
     if let Some(spki) = trusted_spki {
         cmd.arg(format!("--ignore-certificate-errors-spki-list={spki}"));
     }
-    let out = cmd.arg(url).stdin(Stdio::null()).output().expect("run chromium");
+    let out = cmd.arg(url).output().expect("run chromium");
     (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Loads `url`, lets its scripts run for `budget_ms` of virtual time and returns the DOM then
+/// (empty when the page did not load) and Chromium's log.
+pub fn dump_dom(url: &str, budget_ms: u32) -> (String, String) {
+    let (mut cmd, _profile) = headless(budget_ms);
+    let out = cmd.arg("--dump-dom").arg(url).output().expect("run chromium");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Loads `url` in a `width`×`height` window, lets its scripts run for `budget_ms` of virtual
+/// time and saves a PNG of the window to `png`; returns Chromium's log.
+pub fn screenshot(url: &str, png: &std::path::Path, (width, height): (u32, u32), budget_ms: u32) -> String {
+    let (mut cmd, _profile) = headless(budget_ms);
+    let out = cmd
+        .arg(format!("--window-size={width},{height}"))
+        .arg(format!("--screenshot={}", png.display()))
+        // Scrollbars would take part of the picture.
+        .arg("--hide-scrollbars")
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// What the page's script recorded, if the page was loaded and its script ran.
