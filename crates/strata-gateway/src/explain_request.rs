@@ -692,6 +692,82 @@ fn render_diff(out: &mut String, what: &str, diff: &HeaderDiff) {
     }
 }
 
+/// One live request being traced for `/debug/requests`: what was seen of it on arrival, and the
+/// recorder its layers report to.
+pub struct LiveCapture {
+    request: RequestSummary,
+    route: Option<String>,
+    labels: Vec<LayerLabel>,
+    recorder: Arc<Recorder>,
+    redactor: Arc<Redactor>,
+}
+
+impl LiveCapture {
+    /// Starts tracing `req`, about to run through `service` (whose first `server_layers` layers are
+    /// the server stack's) on the route `route` (`None`: the router answers by itself). Returns the
+    /// capture and the [`Inspect`] hook to run the request with.
+    pub fn start(
+        req: &Request,
+        service: &Service,
+        server_layers: usize,
+        route: Option<&str>,
+        redactor: Arc<Redactor>,
+    ) -> (LiveCapture, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder::new(service.layers().len()));
+        let request = RequestSummary {
+            method: req.method().to_string(),
+            target: req.uri().to_string(),
+            headers: redactor.show(req.headers()),
+            body_bytes: req.body().as_bytes().map_or(0, <[u8]>::len),
+        };
+        let labels = service
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerLabel {
+                name: l.name().to_string(),
+                kind: l.kind().to_string(),
+                scope: if i < server_layers { "server" } else { "route" },
+            })
+            .collect();
+        let capture =
+            LiveCapture { request, route: route.map(str::to_string), labels, recorder: recorder.clone(), redactor };
+        (capture, recorder)
+    }
+
+    /// The trace of the request, once its response head `res` is ready (the body is not waited
+    /// for: it may stream for long).
+    pub fn finish(self, timer: &LayerTimer, res: &Response) -> Trace {
+        let response = FinalResponse {
+            status: res.status().as_u16(),
+            headers: self.redactor.show(res.headers()),
+            body: String::new(),
+            body_truncated: !http_body::Body::is_end_stream(res.body()),
+        };
+        let why =
+            if self.route.is_some() { "live request" } else { "live request: no route, the server stack answered" };
+        let route = RouteChoice { name: self.route, why: why.to_string() };
+        let endpoint = if route.name.is_some() { "target" } else { "router" };
+        build_trace(
+            self.request,
+            route,
+            self.labels,
+            endpoint.to_string(),
+            &self.recorder,
+            timer,
+            None,
+            response,
+            &self.redactor,
+        )
+    }
+}
+
+/// The traces of sampled live requests, served at the admin listener's `/debug/requests`.
+pub fn live_log() -> &'static DebugLog {
+    static LOG: std::sync::OnceLock<DebugLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(DebugLog::default)
+}
+
 /// The newest traces of a live server (for `/debug/requests`), with the sampling that decides
 /// which requests are traced.
 ///

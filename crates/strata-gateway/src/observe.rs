@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use strata::http::Response;
 use strata::{LayerTimer, Run};
 
+use crate::explain_request::LiveCapture;
 use crate::metrics::{self, RouteMetrics};
 
 /// What is recorded of one watched request when its response head is ready.
@@ -22,17 +23,28 @@ pub struct Watch {
     pub timer: LayerTimer,
     /// The request's method, as an index of [`metrics::METHODS`].
     pub method: usize,
+    /// Set for a request sampled for `/debug/requests`.
+    pub capture: Option<Box<LiveCapture>>,
 }
 
 impl Watch {
     /// Starts watching: the request counts as in flight until [`Watch::finish`] or a drop.
     pub fn start(metrics: Arc<RouteMetrics>, timer: LayerTimer, method: usize) -> Watch {
         metrics::global().in_flight.add(1);
-        Watch { metrics, timer, method }
+        Watch { metrics, timer, method, capture: None }
     }
 
-    fn finish(self, res: &Response) {
+    /// Also records the request for `/debug/requests`.
+    pub fn with_capture(mut self, capture: LiveCapture) -> Watch {
+        self.capture = Some(Box::new(capture));
+        self
+    }
+
+    fn finish(mut self, res: &Response) {
         self.metrics.record(self.method, res.status(), &self.timer);
+        if let Some(capture) = self.capture.take() {
+            crate::explain_request::live_log().push(&capture.finish(&self.timer, res));
+        }
         // `Drop` ends the in-flight count.
     }
 }

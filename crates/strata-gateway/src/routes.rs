@@ -39,6 +39,7 @@ use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo};
 
 use crate::apps;
 use crate::config::{Balance, Config, ConfigErrors, ForwardedHeaders, HashOn, NameRef, Target};
+use crate::explain_request::{LiveCapture, Redactor};
 use crate::hosts::{HostPattern, HostTable, NO_HOST, check_host, request_authority, request_host, sni_matches_host};
 use crate::metrics::RouteMetrics;
 use crate::metrics::render::TargetState;
@@ -297,6 +298,7 @@ impl Gateway {
             group.sort_by_key(|&i| std::cmp::Reverse(entries[i].prefix.len()));
         }
         let trusted_proxies = config.server.trusted_proxies.clone();
+        let redactor = Arc::new(Redactor::new(config.server.secret_headers.clone()));
         let path_policy = config.server.path_policy;
         let redirect_http = config.server.tls.as_ref().filter(|t| t.redirect_http).map(|t| t.redirect_exempt.clone());
         let strict_sni_host = config.server.tls.as_ref().is_some_and(|t| t.strict_sni_host);
@@ -310,6 +312,8 @@ impl Gateway {
             router: Arc::new(Router {
                 routes: entries,
                 unmatched,
+                server_layers: server_stack.layers().len(),
+                redactor,
                 hosts,
                 groups,
                 not_found,
@@ -445,6 +449,10 @@ pub struct Router {
     not_found: Service,
     // The metrics of the requests `not_found` answers; `None` when metrics are off.
     unmatched: Option<Arc<RouteMetrics>>,
+    // How many layers of each route's onion are the server stack's (for `/debug/requests`).
+    server_layers: usize,
+    // The headers `/debug/requests` shows as `[redacted]`.
+    redactor: Arc<Redactor>,
     // Every layer's and target's facts, computed once: the server asks for every connection.
     facts: Facts,
     // The config's `trusted_proxies`: the client address is resolved with the same list the
@@ -544,22 +552,26 @@ impl Router {
                 Some(group) => self.route(&self.groups[group], req.uri().path()),
                 None => Ok(None),
             });
-        let (service, metrics) = match routed {
-            Ok(Some(index)) => (&self.routes[index].service, &self.routes[index].metrics),
-            Ok(None) => (&self.not_found, &self.unmatched),
+        let (service, metrics, routed) = match routed {
+            Ok(Some(index)) => (&self.routes[index].service, &self.routes[index].metrics, Ok(Some(index))),
+            Ok(None) => (&self.not_found, &self.unmatched, Ok(None)),
             Err(refused) => {
                 req.extensions_mut().insert(refused);
-                (&self.not_found, &self.unmatched)
+                (&self.not_found, &self.unmatched, Err(()))
             }
         };
-        match metrics {
-            None => Dispatched::plain(service.call(req)),
-            Some(metrics) => {
-                let method = crate::metrics::method_index(req.method());
-                let (run, timer) = service.call_timed(req);
-                Dispatched::watched(run, Watch::start(metrics.clone(), timer, method))
-            }
+        let Some(metrics) = metrics else { return Dispatched::plain(service.call(req)) };
+        let method = crate::metrics::method_index(req.method());
+        // At most one request a second is traced layer by layer for `/debug/requests`.
+        if crate::explain_request::live_log().sample(std::time::Instant::now()) {
+            let route = routed.ok().flatten().map(|i| self.routes[i].name.as_str());
+            let (capture, recorder) =
+                LiveCapture::start(&req, service, self.server_layers, route, self.redactor.clone());
+            let (run, timer) = service.call_inspected(req, recorder);
+            return Dispatched::watched(run, Watch::start(metrics.clone(), timer, method).with_capture(capture));
         }
+        let (run, timer) = service.call_timed(req);
+        Dispatched::watched(run, Watch::start(metrics.clone(), timer, method))
     }
 
     /// What a scrape of the metrics reports about this router: its routes' metrics (in config

@@ -270,3 +270,31 @@ fn check_warns_about_an_admin_listener_any_host_can_reach() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("strata.toml:3:10") && stderr.contains("not an address or CIDR block"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_sampled_live_request_is_shown_layer_by_layer_without_its_secrets() {
+    let strata = Strata::start(Some(&config("")));
+    let http = client();
+    // The first request is always sampled; the credentials are wrong, so `auth` answers by itself.
+    let res =
+        http.get(strata.url("/private/anything")).basic_auth("alice", Some("not-the-password")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let body = http.get(strata.admin_url("/debug/requests")).send().await.unwrap().text().await.unwrap();
+    let credentials = "YWxpY2U6bm90LXRoZS1wYXNzd29yZA"; // base64 of alice:not-the-password
+    assert!(!body.contains(credentials) && !body.contains("not-the-password"), "{body}");
+    let traces: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let newest = &traces[0];
+    assert_eq!(newest["route"]["name"], "/private", "{newest:#}");
+    assert_eq!(newest["response"]["status"], 401);
+    let layers: Vec<(&str, &str)> = newest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["name"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(layers, [("id", "passed on"), ("timing", "passed on"), ("auth", "answered")]);
+    let auth = &newest["layers"][2];
+    assert_eq!(auth["status"], 401);
+    assert!(auth["reason"].as_str().is_some_and(|r| !r.is_empty()), "{auth:#}");
+    assert_eq!(newest["endpoint"]["reached"], false);
+}

@@ -9,6 +9,7 @@
 //! | `/readyz` | `200` when serving; `503` while shutting down, or while an upstream route has no healthy target |
 //! | `/config` | the running config as JSON, secrets redacted |
 //! | `/api/stats` | the dashboard's figures as JSON |
+//! | `/debug/requests` | the newest sampled requests (one a second at most), layer by layer, as `strata explain --request` shows them, secrets redacted |
 //!
 //! Peers outside `allow` (when set) get a `403`; methods other than `GET` and `HEAD` a `405`.
 
@@ -95,6 +96,7 @@ fn answer(state: &AdminState, req: &Request) -> Response {
         "/readyz" => readiness(state),
         "/config" => json_response(StatusCode::OK, state.live.current().running_config()),
         "/api/stats" => json_response(StatusCode::OK, &render::json(&state.scrape())),
+        "/debug/requests" => json_response(StatusCode::OK, &crate::explain_request::live_log().to_json()),
         _ => response::json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }
