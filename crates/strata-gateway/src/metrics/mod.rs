@@ -284,7 +284,7 @@ mod tests {
         let metrics = global().route("test-answer/", &layers);
 
         for path in ["/ok", "/deny", "/deny"] {
-            let req = Request::builder().uri(path).body(Default::default()).unwrap();
+            let req = http::Request::builder().uri(path).body(Default::default()).unwrap();
             let (run, timer) = service.call_timed(req);
             let res: Response = run.await;
             metrics.record(method_index(&Method::GET), res.status(), &timer);
