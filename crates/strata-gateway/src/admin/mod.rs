@@ -95,7 +95,7 @@ fn answer(state: &AdminState, req: &Request) -> Response {
         }
         "/healthz" => response::text(StatusCode::OK, "ok\n"),
         "/readyz" => readiness(state),
-        "/config" => json_response(StatusCode::OK, &state.live.current().running_config()),
+        "/config" => json_response(StatusCode::OK, state.live.current().running_config()),
         "/api/stats" => json_response(StatusCode::OK, &render::json(&state.scrape())),
         _ => response::json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
