@@ -234,3 +234,70 @@ async fn spans_still_queued_at_shutdown_are_exported() {
     assert_eq!(receiver.spans().iter().filter(|r| hex(&r.span.trace_id) == trace).count(), 5, "{}", strata.stderr());
     assert!(!strata.stderr().contains("not all exported"), "{}", strata.stderr());
 }
+
+/// `strata_trace_spans_exported_total` from the admin listener's `/metrics`.
+async fn exported_total(http: &reqwest::Client, admin_port: u16) -> f64 {
+    let text = http.get(format!("http://127.0.0.1:{admin_port}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("strata_trace_spans_exported_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls until the exported count is `want`, up to 10 s; returns the last count read.
+async fn wait_exported(http: &reqwest::Client, admin_port: u16, want: f64) -> f64 {
+    let started = Instant::now();
+    loop {
+        let total = exported_total(http, admin_port).await;
+        if total >= want || started.elapsed() >= Duration::from_secs(10) {
+            return total;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends SIGHUP and waits up to 15 s for the `nth` "config reloaded" line.
+async fn reload(strata: &Strata, nth: usize) {
+    strata.signal("HUP");
+    let started = Instant::now();
+    while strata.stderr().matches("config reloaded").count() < nth {
+        assert!(started.elapsed() < Duration::from_secs(15), "no reload: {}", strata.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_exporter_of_the_same_collector_and_moves_to_a_new_one() {
+    let first = OtlpReceiver::start().await;
+    let second = OtlpReceiver::start().await;
+    let upstream = PythonServer::start("trace_echo.py");
+    let admin_port = free_port();
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\"");
+    let strata = Strata::start(Some(&config(&upstream.url(), &first.endpoint(), "", &admin)));
+    let http = client();
+    let traced =
+        |trace: &str| http.get(strata.url("/")).header("traceparent", traceparent(trace, CALLER_SPAN, "01")).send();
+
+    let before = "33333333333333333333333333333333";
+    traced(before).await.unwrap();
+    assert_eq!(first.wait_for_trace(before, 5, Duration::from_secs(10)).await.len(), 5);
+    assert_eq!(wait_exported(&http, admin_port, 5.0).await, 5.0);
+
+    // The same collector: the running exporter goes on (shared, see the exporter's unit tests).
+    reload(&strata, 1).await;
+    let same = "44444444444444444444444444444444";
+    traced(same).await.unwrap();
+    assert_eq!(first.wait_for_trace(same, 5, Duration::from_secs(10)).await.len(), 5);
+    assert_eq!(wait_exported(&http, admin_port, 10.0).await, 10.0, "{}", strata.stderr());
+
+    // Another collector: new spans go there, none to the old one.
+    std::fs::write(strata.config_path(), config(&upstream.url(), &second.endpoint(), "", &admin)).unwrap();
+    reload(&strata, 2).await;
+    let moved = "55555555555555555555555555555555";
+    traced(moved).await.unwrap();
+    assert_eq!(second.wait_for_trace(moved, 5, Duration::from_secs(10)).await.len(), 5, "{}", strata.stderr());
+    assert!(first.spans().iter().all(|r| hex(&r.span.trace_id) != moved));
+    // The process's count goes on across exporters.
+    assert_eq!(wait_exported(&http, admin_port, 15.0).await, 15.0, "{}", strata.stderr());
+    assert!(first.rejected().is_empty() && second.rejected().is_empty());
+}

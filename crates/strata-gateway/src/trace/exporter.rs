@@ -50,8 +50,8 @@ enum Item {
     Flush(oneshot::Sender<()>),
 }
 
-/// One collector's exporter: its queue, its counters, and (until [`Exporter::start`]) the
-/// receiving end its task will own.
+/// One collector's exporter: its queue and (until [`Exporter::start`]) the receiving end its
+/// task will own.
 pub struct Exporter {
     // `{endpoint}/v1/traces`.
     url: Uri,
@@ -59,7 +59,6 @@ pub struct Exporter {
     queue: mpsc::Sender<Item>,
     // Taken by `start`: `Some` until the task runs.
     waiting: Mutex<Option<mpsc::Receiver<Item>>>,
-    counts: Arc<Counts>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -68,11 +67,14 @@ impl std::fmt::Debug for Exporter {
     }
 }
 
-#[derive(Default)]
+/// Spans exported and dropped, by every exporter of the process: the counters never go back
+/// when a reload replaces an exporter.
 struct Counts {
     exported: AtomicU64,
     dropped: AtomicU64,
 }
+
+static COUNTS: Counts = Counts { exported: AtomicU64::new(0), dropped: AtomicU64::new(0) };
 
 /// Every exporter of the process, held weakly: the routers own them.
 static EXPORTERS: Mutex<Vec<Weak<Exporter>>> = Mutex::new(Vec::new());
@@ -95,7 +97,6 @@ impl Exporter {
             service_name: service_name.to_string(),
             queue,
             waiting: Mutex::new(Some(receiver)),
-            counts: Arc::default(),
         });
         all.push(Arc::downgrade(&exporter));
         exporter
@@ -116,23 +117,22 @@ impl Exporter {
                 }],
                 ..Default::default()
             },
-            counts: self.counts.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             last_warning: None,
         };
         tokio::spawn(task.run(receiver));
     }
 
-    /// Spans exported, spans dropped.
+    /// Spans exported, spans dropped, by every exporter of the process since it started.
     pub fn stats(&self) -> (u64, u64) {
-        (self.counts.exported.load(Ordering::Relaxed), self.counts.dropped.load(Ordering::Relaxed))
+        (COUNTS.exported.load(Ordering::Relaxed), COUNTS.dropped.load(Ordering::Relaxed))
     }
 
     /// Queues a finished request without waiting; counts its spans as dropped when the queue is full.
     pub(super) fn queue(&self, finished: Finished) {
         let spans = finished.span_count();
         if self.queue.try_send(Item::Finished(Box::new(finished))).is_err() {
-            self.counts.dropped.fetch_add(spans, Ordering::Relaxed);
+            COUNTS.dropped.fetch_add(spans, Ordering::Relaxed);
         }
     }
 
@@ -173,7 +173,6 @@ fn traces_url(endpoint: &Uri) -> Uri {
 struct Task {
     url: Uri,
     resource: Resource,
-    counts: Arc<Counts>,
     client: Client<HttpConnector, Full<Bytes>>,
     last_warning: Option<Instant>,
 }
@@ -246,10 +245,10 @@ impl Task {
         .unwrap_or_else(|_| Err(format!("no answer within {EXPORT_TIMEOUT:?}")));
         match sent {
             Ok(()) => {
-                self.counts.exported.fetch_add(count, Ordering::Relaxed);
+                COUNTS.exported.fetch_add(count, Ordering::Relaxed);
             }
             Err(error) => {
-                self.counts.dropped.fetch_add(count, Ordering::Relaxed);
+                COUNTS.dropped.fetch_add(count, Ordering::Relaxed);
                 if self.last_warning.is_none_or(|at| at.elapsed() >= WARN_INTERVAL) {
                     self.last_warning = Some(Instant::now());
                     tracing::warn!(collector = %self.url, %error, spans = count, "span export failed: spans dropped");

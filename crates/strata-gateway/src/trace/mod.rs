@@ -93,8 +93,8 @@ impl Tracer {
         self.exporter.start();
     }
 
-    /// Spans exported and spans dropped (queue full, or the collector failed) by this tracer's
-    /// exporter since it was made.
+    /// Spans exported and spans dropped (queue full, or the collector failed) since the process
+    /// started, by every exporter: counters that a reload does not reset.
     pub fn stats(&self) -> (u64, u64) {
         self.exporter.stats()
     }
