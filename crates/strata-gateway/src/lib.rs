@@ -15,6 +15,7 @@
 //! - [`runtime_log`]: the gateway's own log on stderr (`[log]`, `RUST_LOG`), reloadable.
 //! - [`systemd`]: readiness, reload and stop notifications for `Type=notify` units.
 //! - [`tls_client`]: TLS to `https://` upstreams (trust, verified name, connectors).
+//! - [`trace`]: OpenTelemetry spans of sampled requests, exported over OTLP/HTTP.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -35,6 +36,7 @@ pub mod server;
 pub mod systemd;
 pub mod tls;
 pub mod tls_client;
+pub mod trace;
 pub mod upstream;
 
 use std::fmt;

@@ -157,6 +157,8 @@ fn load_or_report(config: Option<&PathBuf>) -> Result<(Gateway, RuntimeLog), Exi
 
 /// How often `--watch` looks at the config file's modification time.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long `serve` waits at shutdown for the spans still queued to be exported.
+const SPAN_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option<SocketAddr>, watch: bool) -> ExitCode {
     let (gateway, runtime_log) = match load_or_report(config.as_ref()) {
@@ -300,6 +302,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         reopener.abort();
         // The last requests' log lines are still queued to the writer threads.
         strata::middleware::access_log::flush_all();
+        // And their spans to the trace exporters: sent now, within a bounded wait.
+        strata_gateway::trace::flush_all(SPAN_FLUSH_LIMIT).await;
         match served {
             Ok(_) => {
                 tracing::info!("stopped");

@@ -14,24 +14,29 @@ use strata::{LayerTimer, Run};
 
 use crate::explain_request::LiveCapture;
 use crate::metrics::{self, RouteMetrics};
+use crate::trace::Traced;
 
 /// What is recorded of one watched request when its response head is ready.
 pub struct Watch {
-    /// The route's metrics.
-    pub metrics: Arc<RouteMetrics>,
+    /// The route's metrics; `None` when metrics are off (tracing alone watches the request).
+    pub metrics: Option<Arc<RouteMetrics>>,
     /// The stack's per-layer timer for this request.
     pub timer: LayerTimer,
     /// The request's method, as an index of [`metrics::METHODS`].
     pub method: usize,
     /// Set for a request sampled for `/debug/requests`.
     pub capture: Option<Box<LiveCapture>>,
+    /// The request's trace, when it is sampled.
+    pub trace: Option<Traced>,
 }
 
 impl Watch {
-    /// Starts watching: the request counts as in flight until [`Watch::finish`] or a drop.
-    pub fn start(metrics: Arc<RouteMetrics>, timer: LayerTimer, method: usize) -> Watch {
-        metrics::global().in_flight.add(1);
-        Watch { metrics, timer, method, capture: None }
+    /// Starts watching: with metrics, the request counts as in flight until [`Watch::finish`] or a drop.
+    pub fn start(metrics: Option<Arc<RouteMetrics>>, timer: LayerTimer, method: usize, trace: Option<Traced>) -> Watch {
+        if metrics.is_some() {
+            metrics::global().in_flight.add(1);
+        }
+        Watch { metrics, timer, method, capture: None, trace }
     }
 
     /// Also records the request for `/debug/requests`.
@@ -41,9 +46,14 @@ impl Watch {
     }
 
     fn finish(mut self, res: &Response) {
-        self.metrics.record(self.method, res.status(), &self.timer);
+        if let Some(metrics) = &self.metrics {
+            metrics.record(self.method, res.status(), &self.timer);
+        }
         if let Some(capture) = self.capture.take() {
             crate::explain_request::live_log().push(&capture.finish(&self.timer, res));
+        }
+        if let Some(trace) = self.trace.take() {
+            trace.finish(&self.timer, res);
         }
         // `Drop` ends the in-flight count.
     }
@@ -51,7 +61,9 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        metrics::global().in_flight.add(-1);
+        if self.metrics.is_some() {
+            metrics::global().in_flight.add(-1);
+        }
     }
 }
 

@@ -47,6 +47,7 @@ use crate::observe::{Dispatched, Watch};
 use crate::proxy::Proxy;
 use crate::registry;
 use crate::tls_client::UpstreamTls;
+use crate::trace::Tracer;
 use crate::upstream::Upstreams;
 
 /// What a route serves, as `explain` and `check` describe it.
@@ -186,10 +187,13 @@ impl Gateway {
         let mut routes = Vec::new();
         let mut entries = Vec::new();
         let mut upstreams = Vec::new();
+        // Per route (in `entries` order), what its spans say about it; only with `[tracing]`.
+        let mut route_traces = Vec::new();
         for route in &config.routes {
             let stack = stack_of(&route.stack);
             let layer_infos = stack.infos();
             let mut route_upstreams = None;
+            let mut traced_upstream = None;
             let (endpoint, target, is_upstream): (Arc<dyn Endpoint<Request, Response>>, TargetInfo, bool) = match &route
                 .target
             {
@@ -257,6 +261,16 @@ impl Gateway {
                         None => proxy,
                     };
                     route_upstreams = Some(proxy.upstreams().clone());
+                    traced_upstream = Some(match targets.as_slice() {
+                        [only] => crate::trace::Upstream {
+                            address: only.url.host().map(str::to_string),
+                            port: only
+                                .url
+                                .port_u16()
+                                .or(Some(if only.url.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 })),
+                        },
+                        _ => crate::trace::Upstream { address: None, port: None },
+                    });
                     (Arc::new(proxy), TargetInfo { description, facts, diagnostics }, true)
                 }
             };
@@ -269,6 +283,13 @@ impl Gateway {
             facts = facts.union(service.facts()).union(target.facts);
             let name = route_name(&route.hosts, &route.prefix);
             let metrics = observe.then(|| crate::metrics::global().route(&name, &onion_of(&service)));
+            if config.tracing.is_some() {
+                route_traces.push(crate::trace::RouteTrace {
+                    name: Some(name.clone()),
+                    kinds: onion_of(&service).iter().map(|l| l.kind).collect(),
+                    upstream: traced_upstream,
+                });
+            }
             entries.push(RouteEntry {
                 prefix: route.prefix.clone(),
                 name,
@@ -302,6 +323,15 @@ impl Gateway {
         let path_policy = config.server.path_policy;
         let redirect_http = config.server.tls.as_ref().filter(|t| t.redirect_http).map(|t| t.redirect_exempt.clone());
         let strict_sni_host = config.server.tls.as_ref().is_some_and(|t| t.strict_sni_host);
+        let tracer = config.tracing.as_ref().map(|settings| {
+            // The last entry is for the requests no route matched (the server stack's answers).
+            route_traces.push(crate::trace::RouteTrace {
+                name: None,
+                kinds: onion_of(&not_found).iter().map(|l| l.kind).collect(),
+                upstream: None,
+            });
+            Arc::new(Tracer::new(settings, route_traces))
+        });
         let (tls, tls_certificates) = match tls {
             Some(setup) => (Some(setup.server_config), setup.certificates),
             None => (None, Vec::new()),
@@ -324,6 +354,7 @@ impl Gateway {
                 redirect_http,
                 strict_sni_host,
                 running_config,
+                tracer,
             }),
             routes,
             unused,
@@ -341,6 +372,9 @@ impl Gateway {
     /// only checked or explained is never started, and starts nothing. The tasks hold their routes
     /// weakly and end once the router is dropped (by a reload).
     pub fn start(&self) {
+        if let Some(tracer) = &self.router.tracer {
+            tracer.start();
+        }
         for upstreams in self.health_checked.iter().filter_map(std::sync::Weak::upgrade) {
             crate::upstream::health::start(&upstreams);
         }
@@ -468,6 +502,8 @@ pub struct Router {
     strict_sni_host: bool,
     // The config this router was built from, as JSON with its secrets redacted (admin `/config`).
     running_config: Arc<serde_json::Value>,
+    // `[tracing]`: samples requests and exports their spans. Route indexes are `routes`'.
+    tracer: Option<Arc<Tracer>>,
 }
 
 impl Router {
@@ -552,26 +588,31 @@ impl Router {
                 Some(group) => self.route(&self.groups[group], req.uri().path()),
                 None => Ok(None),
             });
-        let (service, metrics, routed) = match routed {
-            Ok(Some(index)) => (&self.routes[index].service, &self.routes[index].metrics, Ok(Some(index))),
-            Ok(None) => (&self.not_found, &self.unmatched, Ok(None)),
+        let (service, metrics, route) = match routed {
+            Ok(Some(index)) => (&self.routes[index].service, &self.routes[index].metrics, Some(index)),
+            Ok(None) => (&self.not_found, &self.unmatched, None),
             Err(refused) => {
                 req.extensions_mut().insert(refused);
-                (&self.not_found, &self.unmatched, Err(()))
+                (&self.not_found, &self.unmatched, None)
             }
         };
-        let Some(metrics) = metrics else { return Dispatched::plain(service.call(req)) };
+        // Before the stack runs: a traced request's `traceparent` is rewritten here.
+        let trace = self.tracer.as_ref().and_then(|tracer| tracer.begin(&mut req, route));
+        if metrics.is_none() && trace.is_none() {
+            return Dispatched::plain(service.call(req));
+        }
         let method = crate::metrics::method_index(req.method());
-        // At most one request a second is traced layer by layer for `/debug/requests`.
-        if crate::explain_request::live_log().sample(std::time::Instant::now()) {
-            let route = routed.ok().flatten().map(|i| self.routes[i].name.as_str());
+        // With the admin listener, at most one request a second is also recorded layer by layer
+        // for `/debug/requests`.
+        if metrics.is_some() && crate::explain_request::live_log().sample(std::time::Instant::now()) {
+            let name = route.map(|i| self.routes[i].name.as_str());
             let (capture, recorder) =
-                LiveCapture::start(&req, service, self.server_layers, route, self.redactor.clone());
+                LiveCapture::start(&req, service, self.server_layers, name, self.redactor.clone());
             let (run, timer) = service.call_inspected(req, recorder);
-            return Dispatched::watched(run, Watch::start(metrics.clone(), timer, method).with_capture(capture));
+            return Dispatched::watched(run, Watch::start(metrics.clone(), timer, method, trace).with_capture(capture));
         }
         let (run, timer) = service.call_timed(req);
-        Dispatched::watched(run, Watch::start(metrics.clone(), timer, method))
+        Dispatched::watched(run, Watch::start(metrics.clone(), timer, method, trace))
     }
 
     /// What a scrape of the metrics reports about this router: its routes' metrics (in config
@@ -593,6 +634,11 @@ impl Router {
             })
             .collect();
         (routes, targets)
+    }
+
+    /// `[tracing]`'s tracer, when tracing is on.
+    pub fn tracer(&self) -> Option<&Arc<Tracer>> {
+        self.tracer.as_ref()
     }
 
     /// The config this router was built from, as JSON, secrets redacted.

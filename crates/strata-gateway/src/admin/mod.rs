@@ -40,8 +40,10 @@ impl AdminState {
     }
 
     fn scrape(&self) -> Scrape {
-        let (routes, targets) = self.live.current().scrape();
-        Scrape { routes, targets, extra: Extra::default() }
+        let router = self.live.current();
+        let (routes, targets) = router.scrape();
+        let spans = router.tracer().map(|tracer| tracer.stats());
+        Scrape { routes, targets, extra: Extra { spans, ..Extra::default() } }
     }
 }
 

@@ -225,6 +225,7 @@ pub fn client() -> reqwest::Client {
 
 pub mod chromium;
 pub mod gunicorn;
+pub mod otlp;
 pub mod python;
 pub mod redis;
 pub mod tls;
