@@ -246,6 +246,31 @@ contender_strata_classic_metrics() {
     start_server strata-classic-metrics "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
+# The same with every request traced (sample_ratio 1) to a local OTLP/HTTP sink that reads each
+# export and answers 200 (a Python stand-in for a collector, on its own free port):
+#   CONTENDERS="strata-classic-metrics strata-classic-traced" bash bench/load.sh
+contender_strata_classic_traced() {
+    local port sink config=$WORK/strata-classic-traced.toml log=$WORK/strata-classic-traced-access.log
+    port=$(free_port)
+    sink=$(free_port)
+    python3 -c '
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+' "$sink" >"$WORK/otlp-sink.log" 2>&1 &
+    SERVER_PIDS+=("$!")
+    alice_hash
+    classic_config "$port" '"timing", "request_id", "log", "cors", "auth"' "$log" "$AUTH_USER" "$ALICE_HASH" >"$config"
+    printf '\n[admin]\nlisten = "127.0.0.1:%s"\n\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\nsample_ratio = 1.0\n' \
+        "$(free_port)" "$sink" >>"$config"
+    ACCESS_LOG[strata-classic-traced]=$log
+    start_server strata-classic-traced "$port" "$TARGET/release/strata" serve --config "$config"
+}
+
 # The access log alone:
 contender_strata_log() {
     start_strata_stack strata-log '"log"'

@@ -454,8 +454,19 @@ pub async fn explain(gateway: &Gateway, mut req: Request, stub: Option<&EchoStub
             (RouteChoice { name: None, why }, "router".to_string())
         }
     };
-    let labels: Vec<LayerLabel> = routed
-        .service
+    let labels = layer_labels(routed.service, server_layers);
+    let (res, recorder, timer) = run_recorded(routed.service, req).await;
+    let response = preview(res, redactor).await;
+    let upstream_request = stub.and_then(EchoStub::take);
+    let mut trace =
+        build_trace(request, route, labels, endpoint_name, &recorder, &timer, upstream_request, response, redactor);
+    trace.upstreams = if stub.is_some() { "stub" } else { "live" };
+    trace
+}
+
+/// How a trace names the layers of `service`, whose first `server_layers` are the server stack's.
+fn layer_labels(service: &Service, server_layers: usize) -> Vec<LayerLabel> {
+    service
         .layers()
         .iter()
         .enumerate()
@@ -464,14 +475,7 @@ pub async fn explain(gateway: &Gateway, mut req: Request, stub: Option<&EchoStub
             kind: l.kind().to_string(),
             scope: if i < server_layers { "server" } else { "route" },
         })
-        .collect();
-    let (res, recorder, timer) = run_recorded(routed.service, req).await;
-    let response = preview(res, redactor).await;
-    let upstream_request = stub.and_then(EchoStub::take);
-    let mut trace =
-        build_trace(request, route, labels, endpoint_name, &recorder, &timer, upstream_request, response, redactor);
-    trace.upstreams = if stub.is_some() { "stub" } else { "live" };
-    trace
+        .collect()
 }
 
 /// Runs `req` through `service` with a [`Recorder`].
@@ -720,16 +724,7 @@ impl LiveCapture {
             headers: redactor.show(req.headers()),
             body_bytes: req.body().as_bytes().map_or(0, <[u8]>::len),
         };
-        let labels = service
-            .layers()
-            .iter()
-            .enumerate()
-            .map(|(i, l)| LayerLabel {
-                name: l.name().to_string(),
-                kind: l.kind().to_string(),
-                scope: if i < server_layers { "server" } else { "route" },
-            })
-            .collect();
+        let labels = layer_labels(service, server_layers);
         let capture =
             LiveCapture { request, route: route.map(str::to_string), labels, recorder: recorder.clone(), redactor };
         (capture, recorder)
