@@ -273,7 +273,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
                 }
             }),
         };
-        let admin_state = strata_gateway::admin::AdminState::new(live.clone());
+        let connections = strata_gateway::limits::ConnectionCount::new(max_connections);
+        let admin_state = strata_gateway::admin::AdminState::new(live.clone(), connections.clone());
         let admin_stop = tokio_util::sync::CancellationToken::new();
         let admin = admin_listener.map(|(listener, settings)| {
             let (state, stop) = (admin_state.clone(), admin_stop.clone());
@@ -292,7 +293,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
             admin_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             systemd::stopping();
         };
-        let listeners = server::Listeners { plain: listener, tls: tls_listener };
+        let listeners = server::Listeners { plain: listener, tls: tls_listener, connections: Some(connections) };
         let served = server::serve_listeners(listeners, live, &gateway.server, shutdown).await;
         admin_stop.cancel();
         if let Some(admin) = admin {

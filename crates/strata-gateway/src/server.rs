@@ -174,7 +174,7 @@ pub async fn serve<H: Handler>(
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
-    serve_listeners(Listeners { plain: listener, tls: None }, handler, settings, shutdown).await
+    serve_listeners(Listeners { plain: listener, tls: None, connections: None }, handler, settings, shutdown).await
 }
 
 /// The sockets one server accepts connections on.
@@ -183,6 +183,10 @@ pub struct Listeners {
     pub plain: TcpListener,
     /// HTTPS: HTTP/1.1 and HTTP/2 over TLS, with the handler's [`Handler::tls_config`].
     pub tls: Option<TcpListener>,
+    /// The count of open connections to admit them by (its `max` is the cap), for a caller that
+    /// reports it (the admin listener's `strata_connections_open`); `None`: one of
+    /// `max_connections`.
+    pub connections: Option<Arc<ConnectionCount>>,
 }
 
 /// [`serve`] on several listeners at once. They share one connection cap, one graceful shutdown
@@ -209,7 +213,7 @@ pub async fn serve_listeners<H: Handler>(
         limits: ConnectionLimits::of(settings),
         trusted: settings.trusted_proxies.clone(),
         max_connections,
-        count: ConnectionCount::new(max_connections),
+        count: listeners.connections.clone().unwrap_or_else(|| ConnectionCount::new(max_connections)),
         connections: TaskTracker::new(),
         stop: CancellationToken::new(),
     };

@@ -117,6 +117,8 @@ async fn requests_are_counted_per_route_layer_and_outcome() {
     assert_eq!(value(&m, r#"strata_ratelimit_decisions_total{layer="limit",decision="allowed"}"#), 3.0);
     assert_eq!(value(&m, r#"strata_ratelimit_decisions_total{layer="limit",decision="limited"}"#), 2.0);
     assert_eq!(value(&m, r#"strata_requests_in_flight"#), 0.0);
+    // reqwest keeps its connection to the public listener open.
+    assert!(value(&m, "strata_connections_open") >= 1.0);
     assert_eq!(value(&m, r#"strata_build_info{version="0.1.0"}"#), 1.0);
     assert!(value(&m, "process_resident_memory_bytes") > 1e6);
     assert!(value(&m, "process_open_fds") > 3.0);

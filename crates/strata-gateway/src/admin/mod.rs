@@ -22,6 +22,7 @@ use strata::http::{Body, ConnectionInfo, Next, Request, Response, Service, Stack
 use strata::{Fact, Facts};
 
 use crate::config::{Admin, redact_userinfo};
+use crate::limits::ConnectionCount;
 use crate::metrics::render::{self, Extra, Scrape};
 use crate::server::LiveRouter;
 
@@ -31,19 +32,23 @@ pub struct AdminState {
     pub live: Arc<LiveRouter>,
     /// Set when shutdown begins: readiness fails so that load balancers stop sending.
     pub draining: AtomicBool,
+    /// The public listeners' open connections.
+    pub connections: Arc<ConnectionCount>,
 }
 
 impl AdminState {
-    /// The state of a gateway serving `live`.
-    pub fn new(live: Arc<LiveRouter>) -> Arc<AdminState> {
-        Arc::new(AdminState { live, draining: AtomicBool::new(false) })
+    /// The state of a gateway serving `live`, whose public listeners admit connections by
+    /// `connections`.
+    pub fn new(live: Arc<LiveRouter>, connections: Arc<ConnectionCount>) -> Arc<AdminState> {
+        Arc::new(AdminState { live, draining: AtomicBool::new(false), connections })
     }
 
     fn scrape(&self) -> Scrape {
         let router = self.live.current();
         let (routes, targets) = router.scrape();
         let spans = router.tracer().map(|tracer| tracer.stats());
-        Scrape { routes, targets, extra: Extra { spans, ..Extra::default() } }
+        let connections = Some(u64::try_from(self.connections.open()).unwrap_or(u64::MAX));
+        Scrape { routes, targets, extra: Extra { spans, connections } }
     }
 }
 
