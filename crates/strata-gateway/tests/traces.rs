@@ -163,6 +163,10 @@ async fn requests_not_sampled_make_no_spans() {
     // No traceparent under `sample_ratio = 0`; a caller that did not sample (flags 00).
     let res = http.get(strata.url("/none")).send().await.unwrap();
     assert_eq!(res.status(), 200);
+    // The upstream learns the decision: a new trace, its sampled flag clear.
+    let body = res.text().await.unwrap();
+    let sent = body.split("traceparent=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap_or_default();
+    assert!(sent.len() == 55 && sent.ends_with("-00"), "not sampled, and said so: {body}");
     let unsampled = traceparent(TRACE_ID, CALLER_SPAN, "00");
     let res = http.get(strata.url("/flag-00")).header("traceparent", &unsampled).send().await.unwrap();
     let body = res.text().await.unwrap();

@@ -5,8 +5,10 @@
 //! - **Sampling** is parent-based: a valid incoming `traceparent` whose sampled flag is set is
 //!   traced, one whose flag is clear is not; a request without one (or with an invalid one) is
 //!   traced when its new trace id falls under `sample_ratio`, as OpenTelemetry's
-//!   `TraceIdRatioBased` sampler decides. A request not traced costs a header lookup and, for a
-//!   ratio strictly between 0 and 1, one random number: nothing is allocated.
+//!   `TraceIdRatioBased` sampler decides. A request that brought no trace and is not sampled
+//!   leaves with a new `traceparent` whose sampled flag is clear, so that the upstream does not
+//!   sample a trace whose root the gateway never exported; one whose caller decided is left as it
+//!   came.
 //! - A traced request's `traceparent` is **rewritten before the stack runs** to name the span of
 //!   its target (the upstream call, or the built-in app) as the parent, so that the upstream's
 //!   spans are children of the gateway's. The `request_id` layer then finds a valid header and
@@ -112,11 +114,15 @@ impl Tracer {
             Some(caller) if caller.sampled() => (caller.trace_id, Some(caller.parent_id)),
             Some(_) => return None,
             None => {
-                if self.never {
-                    return None;
-                }
                 let trace_id = fastrand::u128(1..).to_be_bytes();
-                if !self.always && random_part(&trace_id) >= self.ratio_bound {
+                if self.never || (!self.always && random_part(&trace_id) >= self.ratio_bound) {
+                    // The decision goes along: the new trace is marked not sampled, so that the
+                    // upstream does not record a trace whose root the gateway never exported.
+                    let unsampled =
+                        TraceContext { version: 0, trace_id, parent_id: new_span_id(), flags: 0, started_here: true };
+                    let headers = req.headers_mut();
+                    headers.remove(&TRACESTATE);
+                    headers.insert(TRACEPARENT, unsampled.to_header_value());
                     return None;
                 }
                 (trace_id, None)
@@ -282,7 +288,11 @@ mod tests {
 
     #[test]
     fn without_a_caller_the_ratio_decides() {
-        assert!(tracer(0.0).begin(&mut request(None), Some(0)).is_none());
+        let mut req = request(None);
+        assert!(tracer(0.0).begin(&mut req, Some(0)).is_none());
+        // Not sampled: the upstream is told so.
+        let header = TraceContext::parse(req.headers()[&TRACEPARENT].as_bytes()).expect("a new trace");
+        assert!(!header.sampled());
         let mut req = request(None);
         let traced = tracer(1.0).begin(&mut req, Some(0)).expect("traced");
         assert_eq!(traced.request.parent, None);
