@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request of whole servers under callgrind: bare hyper, the gateway with an empty
-# stack, the gateway with the classic stack, and the axum + tower-http classic stack.
+# stack, the gateway with the classic stack, and the axum + tower-http classic stack; and, when
+# asked for, strata-classic-metrics (the classic stack with an [admin] listener: metrics on).
 #
 # Each server runs under callgrind while one keep-alive client (python3's http.client) sends the load
 # run's request (GET /status/200 with alice's Basic credentials and an allowed Origin): 300 requests
@@ -94,6 +95,11 @@ for server in "${SERVERS[@]}"; do
         ;;
     strata-classic)
         strata_config "$port" '"timing", "request_id", "log", "cors", "auth"' >"$WORK/$server.toml"
+        measure "$server" "$port" "$TARGET/release/strata" serve --config "$WORK/$server.toml"
+        ;;
+    strata-classic-metrics) # the same with an [admin] listener: metrics kept for every request
+        strata_config "$port" '"timing", "request_id", "log", "cors", "auth"' >"$WORK/$server.toml"
+        printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" >>"$WORK/$server.toml"
         measure "$server" "$port" "$TARGET/release/strata" serve --config "$WORK/$server.toml"
         ;;
     axum-classic) measure "$server" "$port" "$AXUM" "127.0.0.1:$port" "$WORK/axum-access.log" "alice:$HASH" ;;

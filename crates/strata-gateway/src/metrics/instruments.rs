@@ -44,8 +44,9 @@ pub const BUCKETS_NANOS: [u64; 22] = [
 /// The number of buckets, `+Inf` included.
 pub const BUCKETS: usize = BUCKETS_NANOS.len() + 1;
 
-/// This thread's shard.
-fn shard() -> usize {
+/// This thread's shard. A caller recording several instruments at once looks it up once and
+/// passes it to the `*_on` methods.
+pub fn shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -82,7 +83,12 @@ impl<const N: usize> Counters<N> {
 
     /// Adds `n` to counter `i`.
     pub fn add(&self, i: usize, n: u64) {
-        if let Some(c) = self.shards[shard()].0.get(i) {
+        self.add_on(shard(), i, n);
+    }
+
+    /// Adds `n` to counter `i` on shard `shard` (see [`shard`]).
+    pub fn add_on(&self, shard: usize, i: usize, n: u64) {
+        if let Some(c) = self.shards[shard % SHARDS].0.get(i) {
             c.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -146,9 +152,14 @@ impl HistogramSnapshot {
 impl Histogram {
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
+        self.observe_on(shard(), d);
+    }
+
+    /// Records one duration on shard `shard` (see [`shard`]).
+    pub fn observe_on(&self, shard: usize, d: Duration) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKETS_NANOS.partition_point(|&bound| bound < nanos);
-        let shard = &self.shards[shard()];
+        let shard = &self.shards[shard % SHARDS];
         shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }

@@ -89,18 +89,19 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     /// Records one request whose response head is `status`, with the stack's timer.
     pub fn record(&self, method: usize, status: StatusCode, timer: &LayerTimer) {
+        let shard = instruments::shard();
         let class = class_index(status);
-        self.requests.increment(method * STATUS_CLASSES.len() + class);
-        self.duration.observe(timer.total());
+        self.requests.add_on(shard, method * STATUS_CLASSES.len() + class, 1);
+        self.duration.observe_on(shard, timer.total());
         let answered_by = timer.answered_by();
         for (i, (time, layer)) in timer.layers().zip(&self.layers).enumerate() {
             if time.entered.is_none() {
                 break;
             }
-            layer.duration.observe(time.exclusive);
+            layer.duration.observe_on(shard, time.exclusive);
             let answered = answered_by == Some(i);
             if answered {
-                layer.answered.increment(class);
+                layer.answered.add_on(shard, class, 1);
             }
             if let Some(decisions) = &layer.decisions {
                 let decision = match (answered, status) {
@@ -108,13 +109,13 @@ impl RouteMetrics {
                     (true, StatusCode::TOO_MANY_REQUESTS) => 1,
                     (true, _) => 2,
                 };
-                decisions.increment(decision);
+                decisions.add_on(shard, decision, 1);
             }
             if let Some(failures) = &layer.auth_failures
                 && answered
                 && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
             {
-                failures.increment(0);
+                failures.add_on(shard, 0, 1);
             }
         }
     }
