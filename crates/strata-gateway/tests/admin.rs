@@ -271,6 +271,12 @@ fn check_warns_about_an_admin_listener_any_host_can_reach() {
     let out = run(&["check", "--config", bad.path.to_str().unwrap()], "");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("strata.toml:3:10") && stderr.contains("not an address or CIDR block"), "{stderr}");
+    let shared = write_config(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[admin]\nlisten = \"127.0.0.1:8080\"\n\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n",
+    );
+    let out = run(&["check", "--config", shared.path.to_str().unwrap()], "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("strata.toml:5:10") && stderr.contains("a public listener's address"), "{stderr}");
 }
 
 #[tokio::test]

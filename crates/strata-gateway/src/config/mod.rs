@@ -250,6 +250,20 @@ impl<'a> Config<'a> {
                     .error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"),
             );
         }
+        if let Some(admin) = &config.admin {
+            let public = std::iter::once(config.server.listen).chain(config.server.tls.as_ref().map(|t| t.listen));
+            // Port 0 is any free port: two of them never clash.
+            if admin.listen.port() != 0 && public.into_iter().any(|addr| addr == admin.listen) {
+                errors.push(source.error(
+                    admin.listen_span.clone(),
+                    format!(
+                        "`[admin] listen = \"{}\"` is a public listener's address: the admin endpoints need \
+                         an address of their own, e.g. \"127.0.0.1:9901\"",
+                        admin.listen
+                    ),
+                ));
+            }
+        }
         // In file order, as a compiler lists them: sections are read in turn, not top to bottom.
         errors.sort_by_key(|e| (e.line, e.column));
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
