@@ -158,6 +158,9 @@ struct Read {
 fn check_dom(dom: &str, live: SocketAddr, dead: SocketAddr) -> Read {
     let polls = number(text_of(dom, "id=\"updated\"").expect("the poll count"));
     assert!(polls >= 3, "the page polled {polls} times");
+    // The load's clients (and the browser's own fetch to the admin listener does not count).
+    let connections = number(text_of(dom, "id=\"connections\"").expect("the connection count"));
+    assert!(connections >= 1, "{connections} connections open under load");
 
     let mut requests = Vec::new();
     for route in ["/private", "/api", "/"] {
