@@ -9,6 +9,8 @@
 //! - [`http`]: the HTTP instantiation — [`http::Request`], [`http::Response`], [`http::Body`] and
 //!   response helpers.
 //! - [`middleware`]: the production middlewares, one file each.
+//! - `tower` (feature `tower`, on by default): a stack as a `tower::Layer`, any tower layer in a
+//!   stack, and [`Service`] as a `tower::Service`.
 //!
 //! ```
 //! use strata::http::{Body, Request, Response};
@@ -30,6 +32,8 @@ pub mod check;
 pub mod http;
 pub mod middleware;
 pub mod stack;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 pub use check::{Diagnostic, Fact, Facts, Severity};
 pub use stack::{

@@ -202,6 +202,13 @@ impl<Req, Res> Layer<Req, Res> {
         self.facts
     }
 
+    /// The same layer, declaring `facts` instead of what its middleware declared: for a layer whose
+    /// middleware cannot say (a tower layer, see `strata::tower::layer`).
+    pub fn with_facts(mut self, facts: Facts) -> Self {
+        self.facts = facts;
+        self
+    }
+
     /// What the layer reported about its own configuration (see [`Middleware::diagnostics`]).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics

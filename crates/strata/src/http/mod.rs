@@ -210,3 +210,19 @@ impl std::fmt::Display for RequestId {
 /// layers outside the authentication layer (an access log) can see it on the way out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthenticatedUser(pub std::sync::Arc<str>);
+
+/// A stack served straight by hyper (`hyper::server::conn::http1::Builder::serve_connection`):
+/// the incoming body becomes a [`Body`] without boxing, and the call never fails.
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Map<
+        crate::stack::Run<Response>,
+        fn(Response) -> Result<Response, std::convert::Infallible>,
+    >;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use futures_util::FutureExt;
+        crate::stack::Service::call(self, req.map(Body::from)).map(Ok)
+    }
+}
