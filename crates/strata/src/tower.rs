@@ -369,6 +369,11 @@ fn take<T: Send + 'static>(extensions: &mut http::Extensions) -> Option<T> {
     }
 }
 
+/// The snippets of `docs/middleware.md`, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/middleware.md")]
+struct MiddlewareDocs;
+
 #[cfg(test)]
 mod tests {
     use super::*;
