@@ -53,10 +53,7 @@ fn strata_in_tower(c: &mut Criterion, rt: &Runtime) {
     let mut group = c.benchmark_group("strata_in_tower");
     let inner = service_fn(|_req: Request| async { Ok::<_, Infallible>(Response::new(Body::from("hello"))) });
     group.bench_function("tower_service", |b| {
-        b.to_async(rt).iter(|| {
-            let inner = inner.clone();
-            async move { black_box(inner.oneshot(Request::new(Body::empty())).await) }
-        })
+        b.to_async(rt).iter(|| async move { black_box(inner.oneshot(Request::new(Body::empty())).await) })
     });
     let behind_stack = tower::Layer::layer(&Stack::new().into_tower_layer(), inner);
     group.bench_function("behind_empty_stack", |b| {
