@@ -9,7 +9,7 @@
 //! - **A tower layer in a stack.** [`layer`] makes any tower layer a strata [`Layer`](crate::http::Layer):
 //!   `Stack::new().with_layer(strata::tower::layer("powered_by", SetResponseHeaderLayer::overriding(..)))`.
 //!   The tower layer wraps a [`NextService`]: the rest of the stack as a `tower::Service`.
-//! - [`Service`](crate::Service) is a `tower::Service` (always ready; it never fails, its errors are
+//! - [`Service`] is a `tower::Service` (always ready; it never fails, its errors are
 //!   responses).
 //!
 //! # How the bridges pass the request on
@@ -50,7 +50,6 @@ use futures_util::future::{Either, Map, Ready, ready};
 use tower_layer::Layer as TowerLayer;
 use tower_service::Service as TowerService;
 
-use crate::check::Facts;
 use crate::http::{Body, BoxError, GeneratedError, Request, Response, response};
 use crate::stack::{BoxFuture, Endpoint, FromPanic, Middleware, Next, Run, Service, Stack};
 
@@ -235,7 +234,7 @@ impl TowerService<Request> for NextService {
 /// The tower layer is applied once, here, around a [`NextService`]; each request clones the
 /// resulting service, polls it ready and calls it. That service must be `Clone`, and `Send + Sync`
 /// (a strata layer is shared by every request), with a `Send` future, an error that converts into
-/// [`BoxError`] and any `Send` body. The layer declares no facts ([`Facts::NONE`]): say what it
+/// [`BoxError`] and any `Send` body. The layer declares no facts ([`Facts::NONE`](crate::Facts::NONE)): say what it
 /// does with [`Layer::with_facts`](crate::stack::Layer::with_facts) so that
 /// [`Stack::check`] can order it.
 ///
@@ -262,7 +261,7 @@ where
     let name = name.into();
     let service = tower_layer.layer(NextService::default());
     let middleware = FromTower { service, name: name.clone(), _body: PhantomData };
-    crate::stack::Layer::new(name, middleware).with_facts(Facts::NONE)
+    crate::stack::Layer::new(name, middleware)
 }
 
 /// The strata middleware around a tower layer's service (see [`layer`]).
