@@ -5,9 +5,9 @@ use super::*;
 use crate::from_fn;
 use crate::http::{Service, Stack, response};
 use crate::middleware::request_id::RequestId as RequestIdLayer;
+use crate::middleware::test_support::{self, body_bytes};
 use http_body_util::BodyExt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, mpsc};
@@ -48,18 +48,11 @@ fn json_lines(log: &AccessLog, capture: &Capture) -> Vec<serde_json::Value> {
 }
 
 fn request(method: &str, uri: &str) -> Request {
-    let mut req = http::Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
-    let peer: SocketAddr = "203.0.113.7:51234".parse().unwrap();
-    req.extensions_mut().insert(ConnectionInfo::new(peer, "127.0.0.1:8080".parse().unwrap()));
-    req
+    test_support::from_client(test_support::request(method, uri, &[]), "203.0.113.7")
 }
 
 async fn hello(_req: Request) -> Response {
     Response::new(Body::from("hello"))
-}
-
-async fn read_all(res: Response) -> Bytes {
-    res.into_body().collect().await.unwrap().to_bytes()
 }
 
 /// A streaming body fed by the test, one frame at a time.
@@ -101,7 +94,7 @@ async fn json_lines_carry_every_field() {
     req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("curl/8.5.0"));
     req.headers_mut().insert(header::REFERER, HeaderValue::from_static("https://example.com/"));
     let res = svc.call(req).await;
-    assert_eq!(read_all(res).await, "hello");
+    assert_eq!(body_bytes(res).await, "hello");
 
     let lines = json_lines(&log, &capture);
     assert_eq!(lines.len(), 1);
@@ -129,7 +122,7 @@ async fn json_absent_values_are_null() {
     let (log, capture) = captured(LogFormat::Json);
     let svc = Stack::new().with(log.clone()).serve(|_req: Request| async { response::status(StatusCode::NO_CONTENT) });
     let req = http::Request::builder().uri("/").body(Body::empty()).unwrap();
-    read_all(svc.call(req).await).await;
+    body_bytes(svc.call(req).await).await;
     let l = &json_lines(&log, &capture)[0];
     for key in ["remote_addr", "query", "request_id", "user", "user_agent", "referer"] {
         assert!(l[key].is_null(), "{key}: {l}");
@@ -166,7 +159,7 @@ async fn combined_lines_parse_back() {
         .serve(hello);
     let mut req = request("POST", "/submit?a=1");
     req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("Mozilla/5.0 (X11)"));
-    read_all(svc.call(req).await).await;
+    body_bytes(svc.call(req).await).await;
     let lines = lines(&log, &capture);
     assert_eq!(lines.len(), 1);
     let [host, user, time, request, status, bytes, referer, agent] = combined_fields(&lines[0]);
@@ -189,7 +182,7 @@ async fn combined_escapes_quotes_and_control_bytes_and_uses_dashes_for_missing_v
     let svc = Stack::new().with(log.clone()).serve(|_req: Request| async { response::status(StatusCode::NO_CONTENT) });
     let mut req = http::Request::builder().uri("/").body(Body::empty()).unwrap();
     req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_bytes(b"evil\" \"injected\t\xff\\").unwrap());
-    read_all(svc.call(req).await).await;
+    body_bytes(svc.call(req).await).await;
     let line = &lines(&log, &capture)[0];
     let [host, user, _, request, status, bytes, referer, agent] = combined_fields(line);
     assert_eq!((host.as_str(), user.as_str(), request.as_str()), ("-", "-", "GET / HTTP/1.1"));
@@ -288,14 +281,14 @@ async fn rejected_and_panicked_requests_are_logged_with_their_user() {
             res
         }))
         .serve(hello);
-    read_all(rejecting.call(request("GET", "/admin")).await).await;
+    body_bytes(rejecting.call(request("GET", "/admin")).await).await;
     let panicking = Stack::new().with(log.clone()).serve(|_req: Request| async {
         if true {
             panic!("the app broke");
         }
         Response::new(Body::empty())
     });
-    read_all(panicking.call(request("GET", "/boom")).await).await;
+    body_bytes(panicking.call(request("GET", "/boom")).await).await;
     let lines = json_lines(&log, &capture);
     assert_eq!((lines[0]["status"].as_u64(), lines[0]["user"].as_str()), (Some(403), Some("mallory")));
     assert_eq!(lines[1]["status"], 500);
@@ -307,7 +300,7 @@ async fn a_user_in_the_request_extensions_is_logged() {
     let svc = Stack::new().with(log.clone()).serve(hello);
     let mut req = request("GET", "/");
     req.extensions_mut().insert(AuthenticatedUser("carol".into()));
-    read_all(svc.call(req).await).await;
+    body_bytes(svc.call(req).await).await;
     assert_eq!(json_lines(&log, &capture)[0]["user"], "carol");
 }
 
@@ -320,7 +313,7 @@ async fn credentials_never_reach_the_log() {
         req.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWxpY2U6czNjcmV0LWF1dGg="));
         req.headers_mut().insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Bearer s3cret-proxy"));
         req.headers_mut().insert(header::COOKIE, HeaderValue::from_static("session=s3cret-cookie"));
-        read_all(svc.call(req).await).await;
+        body_bytes(svc.call(req).await).await;
         let lines = lines(&log, &capture);
         assert_eq!(lines.len(), 1);
         for secret in ["YWxpY2U6czNjcmV0LWF1dGg", "s3cret", "Basic", "Bearer", "session="] {
@@ -347,8 +340,8 @@ async fn file_output_appends_and_resolves_relative_paths() {
     let again = AccessLog::new(AccessLogConfig { format: LogFormat::Combined, ..config }, &ctx).unwrap();
     assert!(Arc::ptr_eq(&log.sink, &again.sink), "one writer thread per output");
     let svc = Stack::new().with(log.clone()).with(again.clone()).serve(hello);
-    read_all(svc.call(request("GET", "/a")).await).await;
-    read_all(svc.call(request("GET", "/b")).await).await;
+    body_bytes(svc.call(request("GET", "/a")).await).await;
+    body_bytes(svc.call(request("GET", "/b")).await).await;
     log.flush();
     let text = std::fs::read_to_string(dir.join("access.log")).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -422,12 +415,12 @@ async fn a_full_buffer_drops_and_counts_lines_instead_of_blocking() {
     let log = AccessLog { format: LogFormat::Combined, sink: Arc::new(sink) };
     let svc = Stack::new().with(log.clone()).serve(hello);
 
-    read_all(svc.call(request("GET", "/1")).await).await;
+    body_bytes(svc.call(request("GET", "/1")).await).await;
     entered.recv_timeout(Duration::from_secs(5)).expect("the writer thread is now stuck writing line 1");
     for i in 2..=11 {
         // Each call returns at once even though nothing is being written.
         let res = tokio::time::timeout(Duration::from_secs(5), svc.call(request("GET", &format!("/{i}")))).await;
-        read_all(res.expect("a full log queue never blocks a request")).await;
+        body_bytes(res.expect("a full log queue never blocks a request")).await;
     }
     assert_eq!(log.dropped_lines(), 8, "2 lines fit the pending buffer, 8 do not");
     release.send(()).unwrap();
@@ -482,7 +475,7 @@ fn a_line_appended_to_an_idle_writer_is_written_without_a_flush() {
     let (log, capture) = captured(LogFormat::Combined);
     let svc = Stack::new().with(log.clone()).serve(hello);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(async { read_all(svc.call(request("GET", "/quiet")).await).await });
+    runtime.block_on(async { body_bytes(svc.call(request("GET", "/quiet")).await).await });
     // No flush: a quiet server's line must reach the output by itself, promptly.
     let deadline = Instant::now() + Duration::from_secs(5);
     while capture.lines().is_empty() && Instant::now() < deadline {
@@ -497,8 +490,8 @@ async fn a_line_longer_than_the_kept_buffer_is_written_whole_and_the_next_one_to
     let (log, capture) = captured(LogFormat::Json);
     let svc = Stack::new().with(log.clone()).serve(hello);
     let long = format!("/{}", "a".repeat(2 * MAX_KEPT_SCRATCH));
-    read_all(svc.call(request("GET", &long)).await).await;
-    read_all(svc.call(request("GET", "/short")).await).await;
+    body_bytes(svc.call(request("GET", &long)).await).await;
+    body_bytes(svc.call(request("GET", "/short")).await).await;
     let lines = json_lines(&log, &capture);
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["path"], long.as_str());
@@ -514,7 +507,7 @@ fn the_last_layer_gone_writes_what_was_pending() {
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
         for i in 0..100 {
-            read_all(svc.call(request("GET", &format!("/{i}"))).await).await;
+            body_bytes(svc.call(request("GET", &format!("/{i}"))).await).await;
         }
     });
     drop(svc);
@@ -538,7 +531,7 @@ fn lines_from_many_threads_are_all_written_whole() {
                 let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
                 runtime.block_on(async {
                     for i in 0..500 {
-                        read_all(svc.call(request("GET", &format!("/{t}/{i}"))).await).await;
+                        body_bytes(svc.call(request("GET", &format!("/{t}/{i}"))).await).await;
                     }
                 });
             });
@@ -587,7 +580,7 @@ fn paths_in(file: &Path) -> Vec<String> {
 
 async fn send(svc: &Service, range: std::ops::Range<u32>) {
     for i in range {
-        read_all(svc.call(request("GET", &format!("/{i}"))).await).await;
+        body_bytes(svc.call(request("GET", &format!("/{i}"))).await).await;
     }
 }
 

@@ -3,7 +3,8 @@
 
 use super::hash::testing::{argon2_hash, bcrypt_hash, sha_hash};
 use super::*;
-use crate::http::{Body, Service, Stack};
+use crate::http::{Service, Stack};
+use crate::middleware::test_support;
 use argon2::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
@@ -38,11 +39,7 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 fn request(authorization: Option<&str>) -> Request {
-    let mut b = http::Request::builder().uri("/");
-    if let Some(a) = authorization {
-        b = b.header(header::AUTHORIZATION, a);
-    }
-    b.body(Body::empty()).unwrap()
+    test_support::request("GET", "/", authorization.map(|a| ("authorization", a)).as_slice())
 }
 
 async fn call(svc: &Service, authorization: Option<&str>) -> Response {
@@ -425,10 +422,7 @@ fn realm_is_quoted_escaped_and_validated() {
 
 /// A request from `client`, as the server sends it to the stack.
 fn request_from(client: &str, authorization: &str) -> Request {
-    let mut req = request(Some(authorization));
-    let peer = std::net::SocketAddr::new(client.parse().unwrap(), 50_000);
-    req.extensions_mut().insert(ConnectionInfo::new(peer, "127.0.0.1:8080".parse().unwrap()));
-    req
+    test_support::from_client(request(Some(authorization)), client)
 }
 
 fn assert_refused(res: &Response, window_secs: u64) {

@@ -4,6 +4,7 @@
 use super::*;
 use crate::http::headers::parse_qvalue;
 use crate::http::{BoxError, Stack, response};
+use crate::middleware::test_support::{self, body_bytes, request};
 use crate::stack::Service;
 use bytes::Bytes;
 use http_body::Frame;
@@ -142,15 +143,11 @@ fn typed(content_type: &'static str, body: impl Into<Body>) -> Response {
 }
 
 fn get(accept_encoding: &'static str) -> Request {
-    http::Request::builder().uri("/").header(header::ACCEPT_ENCODING, accept_encoding).body(Body::empty()).unwrap()
+    request("GET", "/", &[("accept-encoding", accept_encoding)])
 }
 
 fn encoding(res: &Response) -> Option<&str> {
-    res.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap())
-}
-
-async fn body_bytes(res: Response) -> Bytes {
-    res.into_body().collect().await.unwrap().to_bytes()
+    test_support::header(res, header::CONTENT_ENCODING)
 }
 
 fn chosen(accept_encoding: &str) -> Option<Algorithm> {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::http::{Body, Service, Stack};
+use crate::middleware::test_support::{header, request};
 use http::HeaderMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,11 +27,7 @@ fn cors(build: impl FnOnce(CorsBuilder) -> CorsBuilder) -> Cors {
 }
 
 fn get(origin: Option<&str>) -> Request {
-    let mut b = http::Request::builder().method(Method::GET).uri("/api");
-    if let Some(o) = origin {
-        b = b.header(header::ORIGIN, o);
-    }
-    b.body(Body::empty()).unwrap()
+    request("GET", "/api", origin.map(|o| ("origin", o)).as_slice())
 }
 
 fn preflight(origin: &str, method: &str, headers: Option<&str>) -> Request {
@@ -60,10 +57,6 @@ async fn a_preflight_says_why_it_was_answered() {
     // Passed on: no reason, and nothing of it in the headers.
     let res = svc.call(get(Some("https://app.example.com"))).await;
     assert!(res.extensions().get::<Refusal>().is_none());
-}
-
-fn header(res: &Response, name: impl http::header::AsHeaderName) -> Option<&str> {
-    res.headers().get(name).map(|v| v.to_str().unwrap())
 }
 
 fn allowed(c: &Cors, origin: &str) -> bool {

@@ -4,8 +4,8 @@
 use super::accept::{NO_PREFERENCE, Preferences};
 use super::*;
 use crate::http::{Stack, response};
+use crate::middleware::test_support::body_text;
 use crate::stack::{Service, from_fn};
-use http_body_util::BodyExt;
 use std::sync::{Arc, Mutex};
 
 fn request(accept: Option<&'static str>) -> Request {
@@ -22,10 +22,6 @@ fn request(accept: Option<&'static str>) -> Request {
 
 fn serve(errors: Errors, make: fn() -> Response) -> Service<Request, Response> {
     Stack::new().with(errors).serve(move |_req: Request| async move { make() })
-}
-
-async fn body_text(res: Response) -> String {
-    String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
 fn content_type(res: &Response) -> &str {

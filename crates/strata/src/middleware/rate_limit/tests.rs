@@ -4,6 +4,7 @@
 use super::*;
 use crate::http::Stack;
 use crate::middleware::rate_limit::gcra::ManualClock;
+use crate::middleware::test_support::{from_client, request};
 
 fn config(rate: &str) -> RateLimitConfig {
     RateLimitConfig { rate: Some(rate.into()), ..Default::default() }
@@ -14,10 +15,7 @@ fn service(limit: RateLimit) -> crate::http::Service {
 }
 
 fn from(ip: &str) -> Request {
-    let mut req = Request::new(Body::default());
-    let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 40000);
-    req.extensions_mut().insert(ConnectionInfo::new(peer, "127.0.0.1:8080".parse().unwrap()));
-    req
+    from_client(request("GET", "/", &[]), ip)
 }
 
 fn header<'a>(res: &'a Response, name: &str) -> &'a str {
