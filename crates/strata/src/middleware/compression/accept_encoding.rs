@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap};
 
-use crate::http::headers::{is_ows, is_tchar, parse_qvalue};
+use crate::http::headers::{Weighted, is_tchar, weighted_list};
 
 use super::Algorithm;
 
@@ -25,27 +25,10 @@ impl AcceptEncoding {
         for value in headers.get_all(header::ACCEPT_ENCODING) {
             seen = true;
             let value = value.to_str().ok()?;
-            for element in value.split(',') {
-                let element = element.trim_matches(is_ows);
-                if element.is_empty() {
-                    continue; // RFC 9110 §5.6.1: empty list elements are allowed and ignored.
-                }
-                let mut params = element.split(';');
-                let coding = params.next().unwrap_or_default().trim_matches(is_ows);
-                if coding.is_empty() || !coding.bytes().all(is_tchar) {
-                    return None;
-                }
-                let mut q = 1000;
-                for param in params {
-                    let param = param.trim_matches(is_ows);
-                    if param.is_empty() {
-                        continue;
-                    }
-                    let (name, value) = param.split_once('=')?;
-                    if !name.trim_matches(is_ows).eq_ignore_ascii_case("q") {
-                        return None; // Content codings take no parameters besides the weight.
-                    }
-                    q = parse_qvalue(value.trim_matches(is_ows))?;
+            for element in weighted_list(value) {
+                let Weighted { value: coding, has_parameters, q, has_extensions } = element?;
+                if coding.is_empty() || !coding.bytes().all(is_tchar) || has_parameters || has_extensions {
+                    return None; // Content codings take no parameters besides the weight.
                 }
                 let slot = if coding.eq_ignore_ascii_case("br") {
                     &mut accept.br

@@ -236,9 +236,18 @@ fn negotiation_follows_q_values_then_server_preference() {
     assert_eq!(chosen("identity;q=0.5, gzip;q=0.5"), Some(Gzip));
     assert_eq!(chosen("identity;q=0, gzip"), Some(Gzip));
     // Garbage: unparseable headers mean identity.
-    for garbage in
-        ["gzip;q=abc", "gzip;q=1.5", "gzip;q=2", "gzip;q=.5", "gzip;q=0.1234", "gzip;level=9", "gz ip", "gzip;q"]
-    {
+    for garbage in [
+        "gzip;q=abc",
+        "gzip;q=1.5",
+        "gzip;q=2",
+        "gzip;q=.5",
+        "gzip;q=0.1234",
+        "gzip;level=9",
+        "gz ip",
+        "gzip;q",
+        "gzip;q=0.5;level=9",
+        "gzip;q=0.5;q=0.7",
+    ] {
         assert_eq!(chosen(garbage), None, "{garbage}");
     }
     // No header at all: identity.

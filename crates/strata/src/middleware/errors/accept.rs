@@ -3,7 +3,7 @@
 
 use http::header::HeaderValue;
 
-use crate::http::headers::{is_ows, is_tchar, parse_qvalue};
+use crate::http::headers::{Weighted, is_tchar, weighted_list};
 
 use super::ErrorFormat;
 
@@ -49,29 +49,14 @@ impl MediaRange<'_> {
 
 fn parse_accept(value: &str) -> Option<Vec<MediaRange<'_>>> {
     let mut ranges = Vec::new();
-    for element in value.split(',') {
-        let element = element.trim_matches(is_ows);
-        if element.is_empty() {
-            continue;
-        }
-        let mut params = element.split(';');
-        let range = params.next().unwrap_or_default().trim_matches(is_ows);
+    for element in weighted_list(value) {
+        // Media type parameters before the weight are allowed; anything after it is an
+        // accept-extension, not a media type parameter.
+        let Weighted { value: range, q, .. } = element?;
         let (kind, subtype) = range.split_once('/')?;
         let token = |s: &str| !s.is_empty() && s.bytes().all(is_tchar);
         if !token(kind) || !token(subtype) || (kind == "*" && subtype != "*") {
             return None;
-        }
-        let mut q = 1000;
-        for param in params {
-            let param = param.trim_matches(is_ows);
-            if param.is_empty() {
-                continue;
-            }
-            let (name, value) = param.split_once('=')?;
-            if name.trim_matches(is_ows).eq_ignore_ascii_case("q") {
-                q = parse_qvalue(value.trim_matches(is_ows))?;
-                break; // Anything after the weight is an accept-extension, not a media type parameter.
-            }
         }
         ranges.push(MediaRange { kind, subtype, q });
     }
