@@ -7,6 +7,7 @@ use crate::middleware::ConfigError;
 
 use super::Allowed;
 
+/// `Ok(true)` for `["*"]`; an error for `"*"` mixed with names.
 pub(super) fn wildcard(field: &'static str, list: &[String]) -> Result<bool, ConfigError> {
     match list.iter().any(|v| v == "*") {
         true if list.len() == 1 => Ok(true),

@@ -82,8 +82,6 @@ pub(super) fn compile_origins(list: &[String]) -> Result<AllowedOrigins, ConfigE
     Ok(AllowedOrigins::List { exact, patterns })
 }
 
-/// `Ok(true)` for `["*"]`; an error for `"*"` mixed with names.
-
 /// An origin split into its parts, borrowed from the text it was parsed from.
 struct Origin<'a> {
     scheme: &'a str,
