@@ -176,7 +176,10 @@ mod tests {
         assert_eq!(parse_qvalue("0.5"), Some(500));
         assert_eq!(parse_qvalue("0.125"), Some(125));
         assert_eq!(parse_qvalue("0"), Some(0));
-        for bad in ["1.5", "2", "0.1234", "-1", "", ".5", "0.x"] {
+        assert_eq!(parse_qvalue("0."), Some(0));
+        assert_eq!(parse_qvalue("0.25"), Some(250));
+        assert_eq!(parse_qvalue("1.00"), Some(1000));
+        for bad in ["1.5", "2", "0.1234", "-1", "", ".5", "0.x", "1.001", "-0", "0.5x", "01", " 1"] {
             assert_eq!(parse_qvalue(bad), None, "{bad}");
         }
     }
