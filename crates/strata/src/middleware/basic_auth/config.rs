@@ -74,7 +74,7 @@ fn default_failure_window() -> String {
 }
 
 impl Default for BasicAuthConfig {
-    /// The documented defaults, with no users yet: [`BasicAuth::new`] requires at least one.
+    /// The documented defaults, with no users yet: [`BasicAuth::new`](super::BasicAuth::new) requires at least one.
     fn default() -> Self {
         BasicAuthConfig {
             realm: default_realm(),

@@ -126,7 +126,7 @@ fn default_true() -> bool {
 }
 
 impl Default for RateLimitConfig {
-    /// The documented defaults, with no quota yet: [`RateLimit::new`] requires `rate` or `limits`.
+    /// The documented defaults, with no quota yet: [`RateLimit::new`](super::RateLimit::new) requires `rate` or `limits`.
     fn default() -> Self {
         RateLimitConfig {
             rate: None,
