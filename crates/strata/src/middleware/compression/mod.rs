@@ -34,6 +34,7 @@ use super::{BuildContext, ConfigError};
 use crate::check::{Fact, Facts};
 use crate::http::headers::{add_vary, is_tchar};
 use crate::http::{Body, Next, Request, Response};
+use crate::stack::Middleware;
 
 mod accept_encoding;
 mod body;
@@ -46,8 +47,6 @@ use accept_encoding::negotiate;
 use body::{CompressedBody, Encoder};
 pub use config::{Algorithm, CompressionConfig, DEFAULT_EXCLUDED_CONTENT_TYPES, Level, Levels};
 use metadata::{declared_length, entity_tags, has_no_transform, media_essence, weaken_etag, with_strong_forms};
-
-use crate::stack::Middleware;
 
 /// The `compression` middleware. Build it with [`Compression::new`] from a [`CompressionConfig`], or
 /// take [`Compression::default`].
