@@ -31,6 +31,8 @@ pub mod body_limit;
 pub use body_limit::{BodyLimit, BodyLimitConfig};
 pub mod rate_limit;
 pub use rate_limit::{RateLimit, RateLimitConfig};
+#[cfg(test)]
+mod test_support;
 
 /// The longest duration [`parse_duration`] accepts: a year (8760 hours). No timeout or interval
 /// sensibly runs longer, and a deadline computed as `Instant + Duration` panics when the sum

@@ -351,6 +351,7 @@ mod tests {
     use super::*;
     use crate::from_fn;
     use crate::http::{Body, Service, Stack, response};
+    use crate::middleware::test_support::request;
     use http::StatusCode;
 
     /// What the app saw, handed back in the response's extensions.
@@ -378,16 +379,8 @@ mod tests {
         Stack::new().with(RequestId::new(config, &BuildContext::default()).unwrap()).serve(echo_app)
     }
 
-    fn request(headers: &[(&str, &str)]) -> Request {
-        let mut req = Request::new(Body::empty());
-        for (name, value) in headers {
-            req.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
-        }
-        req
-    }
-
     async fn call(service: &Service, headers: &[(&str, &str)]) -> (Response, Seen) {
-        let res = service.call(request(headers)).await;
+        let res = service.call(request("GET", "/", headers)).await;
         let seen = res.extensions().get::<Seen>().cloned().expect("the app ran");
         (res, seen)
     }
@@ -415,7 +408,7 @@ mod tests {
             let current = AssignedId::current().expect("set for the layers inside");
             response::text(StatusCode::OK, current.to_string())
         });
-        let res = svc.call(request(&[])).await;
+        let res = svc.call(request("GET", "/", &[])).await;
         let id = res.headers()["x-request-id"].to_str().unwrap().to_string();
         let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
         assert_eq!(body, id.as_bytes());
@@ -499,7 +492,7 @@ mod tests {
             .with(rid())
             .with(from_fn(|_req: Request, _next: Next| async { response::status(StatusCode::UNAUTHORIZED) }))
             .serve(echo_app);
-        let res = rejecting.call(request(&[("x-request-id", "rejected-1")])).await;
+        let res = rejecting.call(request("GET", "/", &[("x-request-id", "rejected-1")])).await;
         assert_eq!(
             (res.status(), &res.headers()["x-request-id"]),
             (StatusCode::UNAUTHORIZED, &HeaderValue::from_static("rejected-1"))
@@ -514,7 +507,7 @@ mod tests {
                 Response::new(Body::empty())
             }))
             .serve(echo_app);
-        let res = panicking_layer.call(request(&[("x-request-id", "boom-1")])).await;
+        let res = panicking_layer.call(request("GET", "/", &[("x-request-id", "boom-1")])).await;
         assert_eq!(
             (res.status(), &res.headers()["x-request-id"]),
             (StatusCode::INTERNAL_SERVER_ERROR, &HeaderValue::from_static("boom-1"))
@@ -526,7 +519,7 @@ mod tests {
             }
             Response::new(Body::empty())
         });
-        let res = panicking_app.call(request(&[])).await;
+        let res = panicking_app.call(request("GET", "/", &[])).await;
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(is_uuid_v4(&res.headers()["x-request-id"]));
     }
@@ -538,7 +531,7 @@ mod tests {
             res.headers_mut().insert("x-request-id", HeaderValue::from_static("from-the-app"));
             res
         });
-        let res = svc.call(request(&[("x-request-id", "ours")])).await;
+        let res = svc.call(request("GET", "/", &[("x-request-id", "ours")])).await;
         assert_eq!(res.headers()["x-request-id"], "ours");
     }
 

@@ -102,13 +102,10 @@ impl Middleware<Request, Response> for Timeout {
 mod tests {
     use super::*;
     use crate::http::{Body, GeneratedError, Stack};
+    use crate::middleware::test_support::request;
 
     fn config(duration: &str) -> Result<Timeout, ConfigError> {
         Timeout::new(TimeoutConfig { duration: duration.into() }, &BuildContext::default())
-    }
-
-    fn request() -> Request {
-        Request::new(Body::empty())
     }
 
     #[test]
@@ -128,7 +125,7 @@ mod tests {
             Response::new(Body::from("too late"))
         });
         let started = std::time::Instant::now();
-        let res = service.call(request()).await;
+        let res = service.call(request("GET", "/", &[])).await;
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
@@ -147,7 +144,7 @@ mod tests {
             });
             Response::new(Body::wrap(http_body_util::StreamBody::new(body)))
         });
-        let res = service.call(request()).await;
+        let res = service.call(request("GET", "/", &[])).await;
         assert_eq!(res.status(), StatusCode::OK);
         let body = res.into_body().collect_limited(100).await.unwrap();
         assert_eq!(body, "late body");

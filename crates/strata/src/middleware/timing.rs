@@ -209,15 +209,12 @@ impl Middleware<Request, Response> for Timing {
 mod tests {
     use super::*;
     use crate::from_fn;
-    use crate::http::{Body, Stack, response};
+    use crate::http::{Stack, response};
+    use crate::middleware::test_support::request;
     use http::StatusCode;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(f)
-    }
-
-    fn request() -> Request {
-        http::Request::builder().uri("/").body(Body::empty()).unwrap()
     }
 
     fn sleeper(ms: u64) -> impl Middleware<Request, Response> {
@@ -247,7 +244,7 @@ mod tests {
                     response::text(StatusCode::OK, "ok")
                 },
             );
-        let res = block_on(service.call(request()));
+        let res = block_on(service.call(request("GET", "/", &[])));
         let m = metrics(res.headers()[SERVER_TIMING].to_str().unwrap());
         let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["auth", "log", "app", "total"]);
@@ -272,7 +269,7 @@ mod tests {
                 }
                 response::status(StatusCode::OK)
             });
-        let res = block_on(service.call(request()));
+        let res = block_on(service.call(request("GET", "/", &[])));
         assert_eq!(res.status(), 401);
         assert!(res.headers().contains_key("x-response-time"));
         assert!(res.headers()[SERVER_TIMING].to_str().unwrap().contains("total;dur="));
@@ -282,7 +279,7 @@ mod tests {
             }
             response::status(StatusCode::OK)
         });
-        let res = block_on(panicking.call(request()));
+        let res = block_on(panicking.call(request("GET", "/", &[])));
         assert_eq!(res.status(), 500);
         assert!(res.headers()[SERVER_TIMING].to_str().unwrap().starts_with("app;dur="));
     }
@@ -303,7 +300,7 @@ mod tests {
                 res.headers_mut().insert(SERVER_TIMING, HeaderValue::from_static("db;dur=4.2"));
                 res
             });
-        let res = block_on(service.call(request()));
+        let res = block_on(service.call(request("GET", "/", &[])));
         let values: Vec<&str> = res.headers().get_all(SERVER_TIMING).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(values.len(), 2);
         assert_eq!(values[0], "db;dur=4.2");
@@ -359,7 +356,7 @@ mod tests {
         let service = Stack::new()
             .with(Timing::new(off, &BuildContext::default()).unwrap())
             .serve(|_req: Request| async { response::status(StatusCode::OK) });
-        let res = block_on(service.call(request()));
+        let res = block_on(service.call(request("GET", "/", &[])));
         assert!(res.headers().is_empty(), "{:?}", res.headers());
     }
 }

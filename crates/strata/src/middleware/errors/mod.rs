@@ -1,0 +1,349 @@
+//! `errors`: makes failures inside it clean and consistent.
+//!
+//! A panic anywhere inside this layer, and every error response strata itself produced inside it
+//! (a bare 500 after a panic, an empty 502, a response marked with [`GeneratedError`]), leaves as
+//! one well-formed body the client asked for: `application/problem+json` (RFC 9457), `text/plain`,
+//! or a configured HTML page. Error bodies the application wrote itself are left alone unless
+//! `replace_app_errors = true`. The body never carries a panic message, stack trace or any other
+//! internal detail; the failure is logged with the request id, status, method and path.
+//!
+//! ```toml
+//! [middleware.errors]
+//! kind = "errors"
+//! statuses = "server"
+//! pages = { 500 = "errors/500.html" }
+//! ```
+//!
+//! See `docs/middleware/errors.md` for every option and rule.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+use http_body::Body as _;
+use serde::{Deserialize, Serialize};
+
+use super::{BuildContext, ConfigError};
+use crate::check::{Fact, Facts};
+use crate::http::headers::add_vary;
+use crate::http::{Body, Next, Request, RequestId, Response};
+use crate::stack::Middleware;
+
+mod accept;
+#[cfg(test)]
+mod tests;
+
+use accept::{Format, choose_format, preferences};
+
+/// Which error statuses `errors` formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorStatuses {
+    /// 5xx only (`"server"`): failures of the server, never the answers an app gives on purpose.
+    #[default]
+    Server,
+    /// 4xx and 5xx (`"all"`): also rejections such as an empty 404 from a router or a marked 429.
+    All,
+}
+
+/// The body format used when the client's `Accept` has no preference between JSON and text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorFormat {
+    /// `text/plain; charset=utf-8` (`"text"`).
+    #[default]
+    Text,
+    /// `application/problem+json` (`"json"`).
+    Json,
+}
+
+/// The `[middleware.NAME]` table of kind `"errors"`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorsConfig {
+    /// `"server"` (default): format 5xx responses; `"all"`: 4xx and 5xx.
+    pub statuses: ErrorStatuses,
+    /// Also replace error bodies the application wrote itself. Default `false`: only empty bodies,
+    /// strata's bare panic body and responses marked [`GeneratedError`] are replaced.
+    pub replace_app_errors: bool,
+    /// What `Accept: */*`, a missing or unparseable `Accept`, or an `Accept` that allows none of
+    /// the formats gets: `"text"` (default) or `"json"`.
+    pub default_format: ErrorFormat,
+    /// HTML pages per status, e.g. `{ 404 = "errors/404.html" }`; paths are relative to the config
+    /// file. Read once when the stack is built, served to clients that accept `text/html`.
+    pub pages: BTreeMap<String, PathBuf>,
+}
+
+pub use crate::http::GeneratedError;
+
+/// The `errors` middleware. Build it with [`Errors::new`] from an [`ErrorsConfig`], or take
+/// [`Errors::default`] (5xx only, text unless JSON is preferred, no pages).
+///
+/// ```
+/// use strata::http::{Request, Response, Stack};
+/// use strata::middleware::Errors;
+///
+/// let service = Stack::new()
+///     .with(Errors::default()) // outermost: every failure inside it comes out clean
+///     .serve(|_req: Request| async { Response::new("hello".into()) });
+/// # let _ = service;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Errors {
+    statuses: ErrorStatuses,
+    replace_app_errors: bool,
+    default_format: ErrorFormat,
+    pages: HashMap<StatusCode, Bytes>,
+}
+
+impl Errors {
+    /// Validates the config and reads every page once.
+    pub fn new(config: ErrorsConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let mut errors = Errors::from_parts(&config);
+        for (key, path) in &config.pages {
+            let status = page_status(key)?;
+            let resolved = ctx.resolve(path);
+            let html = std::fs::read(&resolved).map_err(|e| {
+                ConfigError::field("pages", format!("page for {status}: cannot read {}: {e}", resolved.display()))
+            })?;
+            errors = errors.with_page(status, html)?;
+        }
+        Ok(errors)
+    }
+
+    fn from_parts(config: &ErrorsConfig) -> Self {
+        Errors {
+            statuses: config.statuses,
+            replace_app_errors: config.replace_app_errors,
+            default_format: config.default_format,
+            pages: HashMap::new(),
+        }
+    }
+
+    /// Serves `html` for `status` to clients that accept `text/html`. Fails when `status` is not an
+    /// error status this layer formats (a 404 page needs `statuses = "all"`).
+    pub fn with_page(mut self, status: StatusCode, html: impl Into<Bytes>) -> Result<Self, ConfigError> {
+        if !self.in_scope(status) {
+            let why = if status.is_client_error() {
+                format!("page for {status}: 4xx pages need `statuses = \"all\"`")
+            } else {
+                format!("page for {status}: only 4xx and 5xx statuses have error pages")
+            };
+            return Err(ConfigError::field("pages", why));
+        }
+        self.pages.insert(status, html.into());
+        Ok(self)
+    }
+
+    fn in_scope(&self, status: StatusCode) -> bool {
+        status.is_server_error() || (self.statuses == ErrorStatuses::All && status.is_client_error())
+    }
+
+    /// Whether the response is an error strata made (a panic's 500 is marked by the core), as
+    /// opposed to one the application wrote.
+    fn made_by_strata(&self, res: &Response) -> bool {
+        res.extensions().get::<GeneratedError>().is_some() || res.body().size_hint().exact() == Some(0)
+    }
+
+    /// Formats (or leaves alone) the response that came back from inside this layer.
+    fn finish(&self, res: Response, seen: &Seen) -> Response {
+        let status = res.status();
+        if !self.in_scope(status) {
+            return res;
+        }
+        let rewrite = self.replace_app_errors || self.made_by_strata(&res);
+        let request_id = seen.request_id();
+        if status.is_server_error() {
+            tracing::error!(
+                request_id = request_id.map(tracing::field::display),
+                status = status.as_u16(),
+                method = %seen.method,
+                path = seen.uri.path(),
+                rewritten = rewrite,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                request_id = request_id.map(tracing::field::display),
+                status = status.as_u16(),
+                method = %seen.method,
+                path = seen.uri.path(),
+                rewritten = rewrite,
+                "request rejected"
+            );
+        }
+        if !rewrite { res } else { self.render(res, seen) }
+    }
+
+    fn render(&self, res: Response, seen: &Seen) -> Response {
+        let (mut parts, _discarded) = res.into_parts();
+        let status = parts.status;
+        let marker = parts.extensions.remove::<GeneratedError>();
+        let page = self.pages.get(&status);
+        let format = choose_format(&preferences(seen.accept.as_ref()), self.default_format, page.is_some());
+        let title = title(status);
+        let detail = marker.and_then(|m| m.detail()).unwrap_or_else(|| generic_detail(status));
+        let request_id = seen.request_id();
+
+        let (content_type, body): (&'static str, Bytes) = match (format, page) {
+            (Format::Html, Some(page)) => ("text/html; charset=utf-8", page.clone()),
+            (Format::Json, _) | (Format::Html, None) => {
+                let problem =
+                    Problem { kind: "about:blank", title, status: status.as_u16(), detail, instance: request_id };
+                match serde_json::to_vec(&problem) {
+                    Ok(json) => ("application/problem+json", json.into()),
+                    // Plain strings and a number always serialize; text is the safe fallback.
+                    Err(_) => ("text/plain; charset=utf-8", plain_text(status, title, detail, request_id)),
+                }
+            }
+            (Format::Text, _) => ("text/plain; charset=utf-8", plain_text(status, title, detail, request_id)),
+        };
+
+        strip_body_headers(&mut parts.headers);
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        // The body now depends on Accept, so caches must key on it.
+        add_vary(&mut parts.headers, "accept");
+        Response::from_parts(parts, Body::from(body))
+    }
+}
+
+impl Default for Errors {
+    /// 5xx only, text unless the client prefers JSON, app-written bodies kept, no pages.
+    fn default() -> Self {
+        Errors::from_parts(&ErrorsConfig::default())
+    }
+}
+
+/// What `errors` keeps of the request to describe a failure (the request itself moves inward).
+/// Every field is a cheap clone: `Uri`, `Method` and header values share their bytes.
+struct Seen {
+    method: Method,
+    uri: Uri,
+    request_id: Option<HeaderValue>,
+    accept: Option<HeaderValue>,
+}
+
+impl Seen {
+    fn of(req: &Request) -> Self {
+        let mut lines = req.headers().get_all(header::ACCEPT).iter();
+        let accept = match (lines.next(), lines.next()) {
+            (None, _) => None,
+            (Some(one), None) => Some(one.clone()),
+            // Several Accept lines are one list (RFC 9110 §5.3); joining them is rare, so it may allocate.
+            (Some(_), Some(_)) => {
+                let joined: Vec<&[u8]> = req.headers().get_all(header::ACCEPT).iter().map(|v| v.as_bytes()).collect();
+                HeaderValue::from_bytes(&joined.join(&b", "[..])).ok()
+            }
+        };
+        Seen {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            accept,
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_ref().and_then(|id| id.to_str().ok())
+    }
+}
+
+impl Middleware<Request, Response> for Errors {
+    async fn handle(&self, req: Request, next: Next) -> Response {
+        let seen = Seen::of(&req);
+        // A panic inside is already a 500 marked `GeneratedError` when it gets here: `Next::run`
+        // catches it at the panicking layer's boundary (see `FromPanic for Response`).
+        let res = next.run(req).await;
+        self.finish(res, &seen)
+    }
+
+    fn kind(&self) -> &'static str {
+        "errors"
+    }
+
+    fn facts(&self) -> Facts {
+        Facts::of(&[Fact::RecoversErrors, Fact::ReadsRequestId])
+    }
+}
+
+/// RFC 9457 problem details. Every field is fixed text or the request id: nothing from the failure.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instance: Option<&'a str>,
+}
+
+fn plain_text(status: StatusCode, title: &str, detail: &str, request_id: Option<&str>) -> Bytes {
+    let mut text = format!("{} {title}\n\n{detail}\n", status.as_u16());
+    if let Some(id) = request_id {
+        text.push_str("\nRequest id: ");
+        text.push_str(id);
+        text.push('\n');
+    }
+    text.into()
+}
+
+fn title(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or(if status.is_server_error() { "Server Error" } else { "Client Error" })
+}
+
+/// A fixed sentence per status: safe to show anyone, says nothing about the cause.
+fn generic_detail(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "The request could not be understood.",
+        401 => "Authentication is required to access this resource.",
+        403 => "You do not have permission to access this resource.",
+        404 => "The requested resource was not found.",
+        405 => "The request method is not allowed for this resource.",
+        408 => "The server timed out waiting for the request.",
+        413 => "The request body is too large.",
+        415 => "The request body's media type is not supported.",
+        429 => "Too many requests. Please try again later.",
+        502 => "The server received an invalid response from an upstream server.",
+        503 => "The service is temporarily unavailable. Please try again later.",
+        504 => "An upstream server did not respond in time.",
+        _ if status.is_client_error() => "The request could not be processed.",
+        _ => "The server encountered an error and could not complete the request.",
+    }
+}
+
+fn page_status(key: &str) -> Result<StatusCode, ConfigError> {
+    let status = key.trim().parse::<u16>().ok().and_then(|n| StatusCode::from_u16(n).ok());
+    match status {
+        Some(status) if status.is_client_error() || status.is_server_error() => Ok(status),
+        _ => Err(ConfigError::field("pages", format!("`{key}` is not an error status: expected 400 to 599"))),
+    }
+}
+
+/// Headers that describe the body being replaced. Everything else the inner layers set
+/// (`retry-after`, `www-authenticate`, `allow`, `cache-control`, CORS, `set-cookie`…) describes the
+/// response and is kept.
+fn strip_body_headers(headers: &mut HeaderMap) {
+    const BODY_HEADERS: [HeaderName; 11] = [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::CONTENT_LANGUAGE,
+        header::CONTENT_LOCATION,
+        header::CONTENT_DISPOSITION,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::ACCEPT_RANGES,
+        header::TRANSFER_ENCODING,
+    ];
+    for name in &BODY_HEADERS {
+        headers.remove(name);
+    }
+    for name in ["content-digest", "repr-digest", "digest"] {
+        headers.remove(name);
+    }
+}
