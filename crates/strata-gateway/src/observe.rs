@@ -31,7 +31,7 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching: with metrics, the request counts as in flight until [`Watch::finish`] or a drop.
+    /// Starts watching: with metrics, the request counts as in flight until its response head is ready, or until it is dropped.
     pub fn start(metrics: Option<Arc<RouteMetrics>>, timer: LayerTimer, method: usize, trace: Option<Traced>) -> Watch {
         if metrics.is_some() {
             metrics::global().in_flight.add(1);

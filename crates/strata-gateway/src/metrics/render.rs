@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format (0.0.4) or OpenMetrics 1.0, and the same figures as
 //! JSON for the dashboard.
 //!
-//! The two text formats differ in a few places, all handled by [`Writer`]: OpenMetrics names a
+//! The two text formats differ in a few places, all handled by one writer: OpenMetrics names a
 //! counter family without its `_total` suffix (its samples keep it) and ends with `# EOF`.
 
 use std::fmt::Write as _;
