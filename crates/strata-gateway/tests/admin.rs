@@ -284,12 +284,13 @@ async fn a_sampled_live_request_is_shown_layer_by_layer_without_its_secrets() {
     let strata = Strata::start(Some(&config("")));
     let http = client();
     // The first request is always sampled; the credentials are wrong, so `auth` answers by itself.
-    let res =
-        http.get(strata.url("/private/anything")).basic_auth("alice", Some("not-the-password")).send().await.unwrap();
+    let url = strata.url("/private/anything?api_key=k3y-in-query");
+    let res = http.get(url).basic_auth("alice", Some("not-the-password")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     let body = http.get(strata.admin_url("/debug/requests")).send().await.unwrap().text().await.unwrap();
     let credentials = "YWxpY2U6bm90LXRoZS1wYXNzd29yZA"; // base64 of alice:not-the-password
     assert!(!body.contains(credentials) && !body.contains("not-the-password"), "{body}");
+    assert!(!body.contains("k3y-in-query") && body.contains("api_key=[redacted]"), "{body}");
     let traces: serde_json::Value = serde_json::from_str(&body).unwrap();
     let newest = &traces[0];
     assert_eq!(newest["route"]["name"], "/private", "{newest:#}");

@@ -9,7 +9,7 @@
 //! | `/readyz` | `200` when serving; `503` while shutting down, or while an upstream route has no healthy target |
 //! | `/config` | the running config as JSON, secrets redacted |
 //! | `/api/stats` | the dashboard's figures as JSON |
-//! | `/debug/requests` | the newest sampled requests (one a second at most), layer by layer, as `strata explain --request` shows them, secrets redacted |
+//! | `/debug/requests` | the newest sampled requests (one a second at most), layer by layer, as `strata explain --request` shows them, secret headers and query values redacted |
 //!
 //! Peers outside `allow` (when set) get a `403`; methods other than `GET` and `HEAD` a `405`.
 

@@ -26,7 +26,7 @@ impl LiveCapture {
         let recorder = Arc::new(Recorder::new(service.layers().len()));
         let request = RequestSummary {
             method: req.method().to_string(),
-            target: req.uri().to_string(),
+            target: without_query_values(req.uri()),
             headers: redactor.show(req.headers()),
             body_bytes: req.body().as_bytes().map_or(0, <[u8]>::len),
         };
@@ -140,5 +140,35 @@ impl DebugLog {
 impl Default for DebugLog {
     fn default() -> Self {
         DebugLog::new(DEBUG_LOG_CAPACITY, Duration::from_secs(1))
+    }
+}
+
+/// `uri` as a live trace shows it: query values may be tokens or keys (`?api_key=…`), so only
+/// their names are kept (`/search?q=[redacted]&page=[redacted]`). A request explained from the
+/// command line shows its own query as given.
+fn without_query_values(uri: &Uri) -> String {
+    let path = uri.path();
+    match uri.query() {
+        None => path.to_string(),
+        Some(query) => {
+            let names: Vec<String> = query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| format!("{}={REDACTED}", pair.split_once('=').map_or(pair, |(name, _)| name)))
+                .collect();
+            format!("{path}?{}", names.join("&"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn live_traces_keep_query_names_not_values() {
+        let uri: Uri = "/search?q=secret-token&page=2&flag".parse().unwrap();
+        assert_eq!(without_query_values(&uri), "/search?q=[redacted]&page=[redacted]&flag=[redacted]");
+        assert_eq!(without_query_values(&"/plain".parse().unwrap()), "/plain");
     }
 }
