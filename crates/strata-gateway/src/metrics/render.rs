@@ -326,6 +326,11 @@ impl ProcessStats {
     }
 }
 
+/// Counts as a JSON object keyed by their names (`{"2xx": 5, …}`).
+fn named_counts<const N: usize>(names: &[&str; N], counts: [u64; N]) -> Value {
+    Value::Object(names.iter().zip(counts).map(|(name, n)| (name.to_string(), json!(n))).collect())
+}
+
 /// The dashboard's figures: the same counts as `/metrics`, shaped for a page that polls them.
 pub fn json(scrape: &Scrape) -> Value {
     let registry = global();
@@ -344,7 +349,7 @@ pub fn json(scrape: &Scrape) -> Value {
             json!({
                 "name": r.name,
                 "requests": by_class.iter().sum::<u64>(),
-                "by_class": STATUS_CLASSES.iter().zip(by_class).map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "by_class": named_counts(&STATUS_CLASSES, by_class),
                 "duration": histogram(&r.duration.snapshot()),
                 "layers": r.layers.iter().map(|l| {
                     let answered = l.answered.values();
@@ -352,7 +357,7 @@ pub fn json(scrape: &Scrape) -> Value {
                         "name": l.name,
                         "kind": l.kind,
                         "duration": histogram(&l.duration.snapshot()),
-                        "answered": STATUS_CLASSES.iter().zip(answered).map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                        "answered": named_counts(&STATUS_CLASSES, answered),
                     })
                 }).collect::<Vec<_>>(),
             })
@@ -366,7 +371,7 @@ pub fn json(scrape: &Scrape) -> Value {
                 "route": t.route,
                 "target": t.target,
                 "up": t.up,
-                "outcomes": UPSTREAM_OUTCOMES.iter().zip(t.outcomes).map(|(o, n)| (o.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "outcomes": named_counts(&UPSTREAM_OUTCOMES, t.outcomes),
             })
         })
         .collect();
