@@ -246,7 +246,7 @@ impl Pool {
                             link: Mutex::new(link),
                             pool,
                             finished: false,
-                            request_id: strata::http::RequestId::current(),
+                            request_id: strata::http::AssignedRequestId::current(),
                         })
                     }));
                 }
@@ -353,7 +353,7 @@ struct Driven {
     finished: bool,
     /// The id of the request this body answers, for the log line (its task-local one is gone by
     /// the time the body is read).
-    request_id: Option<strata::http::RequestId>,
+    request_id: Option<strata::http::AssignedRequestId>,
 }
 
 impl http_body::Body for Driven {

@@ -7,7 +7,7 @@
 
 use serde::de::DeserializeOwned;
 use strata::Middleware;
-use strata::http::{Layer, Request, Response};
+use strata::http::{NamedLayer, Request, Response};
 use strata::middleware::{self as mw, BuildContext};
 use toml::Spanned;
 use toml::de::DeValue;
@@ -19,7 +19,7 @@ macro_rules! kinds {
         /// The names of every kind, in the order `strata --help` and the docs list them.
         pub const KINDS: &[&str] = &[$($kind),*];
 
-        fn build_kind(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildContext) -> Option<Result<Layer, ConfigError>> {
+        fn build_kind(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildContext) -> Option<Result<NamedLayer, ConfigError>> {
             match decl.kind.as_str() {
                 $($kind => Some(build(decl, source, ctx, $constructor)),)*
                 _ => None,
@@ -52,7 +52,11 @@ kinds! {
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.
-pub fn build_layer(decl: MiddlewareDecl<'_>, source: Source<'_>, ctx: &BuildContext) -> Result<Layer, ConfigError> {
+pub fn build_layer(
+    decl: MiddlewareDecl<'_>,
+    source: Source<'_>,
+    ctx: &BuildContext,
+) -> Result<NamedLayer, ConfigError> {
     let unknown = unknown_kind(&decl, source);
     build_kind(decl, source, ctx).unwrap_or(Err(unknown))
 }
@@ -95,7 +99,7 @@ fn build<C, M>(
     source: Source<'_>,
     ctx: &BuildContext,
     constructor: fn(C, &BuildContext) -> Result<M, mw::ConfigError>,
-) -> Result<Layer, ConfigError>
+) -> Result<NamedLayer, ConfigError>
 where
     C: DeserializeOwned,
     M: Middleware<Request, Response>,
@@ -106,7 +110,7 @@ where
         let span = e.field.map_or_else(|| decl.kind_span.clone(), field_span);
         source.error(span, format!("middleware `{}` ({}): {}", decl.name, decl.kind, e.message))
     })?;
-    Ok(Layer::new(decl.name, middleware))
+    Ok(NamedLayer::new(decl.name, middleware))
 }
 
 fn key_span(table: &Spanned<DeValue<'_>>, field: &str) -> Option<std::ops::Range<usize>> {

@@ -33,7 +33,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, StatusCode, header};
 use strata::http::client_ip::TrustedProxies;
 use strata::http::path::{Normalized, PathPolicy};
-use strata::http::{Layer, Refusal, Request, Response, Service, Stack, response};
+use strata::http::{NamedLayer, Refusal, Request, Response, Service, Stack, response};
 use strata::middleware::BuildContext;
 use strata::{BoxFuture, Diagnostic, Endpoint, Fact, Facts, LayerInfo};
 
@@ -146,7 +146,7 @@ impl Gateway {
         let source = config.source;
         let running_config = Arc::new(crate::admin::redacted_config(source.text));
         let mut errors = Vec::new();
-        let mut layers: HashMap<String, Layer> = HashMap::new();
+        let mut layers: HashMap<String, NamedLayer> = HashMap::new();
         for decl in config.middleware {
             let name = decl.name.clone();
             match registry::build_layer(decl, source, ctx) {
@@ -310,7 +310,7 @@ impl Gateway {
         }
         let mut unused: Vec<String> = layers.keys().filter(|n| !used.contains(*n)).cloned().collect();
         unused.sort();
-        let mut named: Vec<&Layer> = layers.values().collect();
+        let mut named: Vec<&NamedLayer> = layers.values().collect();
         named.sort_by(|a, b| a.name().cmp(b.name()));
         let layer_diagnostics = named.iter().flat_map(|l| l.diagnostics().iter().cloned()).collect();
         let (hosts, mut groups) = HostTable::build(config.routes.iter().map(|r| r.hosts.as_slice()));
@@ -465,7 +465,7 @@ struct RouteEntry {
 
 /// A service's layers as metrics name them: each layer, then the endpoint as `app`.
 fn onion_of(service: &Service) -> Vec<LayerInfo> {
-    let mut layers: Vec<LayerInfo> = service.layers().iter().map(Layer::info).collect();
+    let mut layers: Vec<LayerInfo> = service.layers().iter().map(NamedLayer::info).collect();
     layers.push(LayerInfo { name: "app".into(), kind: "app", facts: Facts::NONE });
     layers
 }

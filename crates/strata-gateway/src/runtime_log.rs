@@ -10,7 +10,7 @@
 //!   unless the environment chose it; the format is fixed when strata starts.
 //!
 //! Lines about a request carry its `request_id` field when a `request_id` layer gave it one
-//! (see [`strata::http::RequestId::current`]).
+//! (see [`strata::http::AssignedRequestId::current`]).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;

@@ -37,6 +37,6 @@ pub mod tower;
 
 pub use check::{Diagnostic, Fact, Facts, Severity};
 pub use stack::{
-    BoxFuture, Endpoint, FromFn, FromPanic, Inspect, Layer, LayerInfo, LayerTime, LayerTimer, Middleware, Next, Panic,
-    Run, Service, Stack, from_fn,
+    BoxFuture, Endpoint, FromFn, FromPanic, Inspect, LayerInfo, LayerTime, LayerTimer, Middleware, NamedLayer, Next,
+    Panic, Run, Service, Stack, from_fn,
 };

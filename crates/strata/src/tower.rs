@@ -6,7 +6,7 @@
 //!   inside gets an `http::Request<strata::http::Body>` (axum's `Router` and tower-http's services
 //!   take any body) and its response body is kept as it is, `size_hint` and `is_end_stream`
 //!   included, so `content-length` survives.
-//! - **A tower layer in a stack.** [`layer`] makes any tower layer a strata [`Layer`](crate::http::Layer):
+//! - **A tower layer in a stack.** [`layer`] makes any tower layer a strata [`NamedLayer`](crate::http::NamedLayer):
 //!   `Stack::new().with_layer(strata::tower::layer("powered_by", SetResponseHeaderLayer::overriding(..)))`.
 //!   The tower layer wraps a [`NextService`]: the rest of the stack as a `tower::Service`.
 //! - [`Service`] is a `tower::Service` (always ready; it never fails, its errors are
@@ -112,7 +112,7 @@ impl Stack<Request, Response> {
     }
 }
 
-impl crate::stack::Layer<Request, Response> {
+impl crate::stack::NamedLayer<Request, Response> {
     /// This one layer as a [`tower_layer::Layer`]; see [`Stack::into_tower_layer`].
     pub fn into_tower_layer(self) -> StackLayer {
         Stack::new().with_layer(self).into_tower_layer()
@@ -229,13 +229,13 @@ impl TowerService<Request> for NextService {
     }
 }
 
-/// A tower layer as a strata [`Layer`](crate::http::Layer) named `name`, of kind `"tower"`.
+/// A tower layer as a strata [`NamedLayer`](crate::http::NamedLayer) named `name`, of kind `"tower"`.
 ///
 /// The tower layer is applied once, here, around a [`NextService`]; each request clones the
 /// resulting service, polls it ready and calls it. That service must be `Clone`, and `Send + Sync`
 /// (a strata layer is shared by every request), with a `Send` future, an error that converts into
 /// [`BoxError`] and any `Send` body. The layer declares no facts ([`Facts::NONE`](crate::Facts::NONE)): say what it
-/// does with [`Layer::with_facts`](crate::stack::Layer::with_facts) so that
+/// does with [`NamedLayer::with_facts`](crate::stack::NamedLayer::with_facts) so that
 /// [`Stack::check`] can order it.
 ///
 /// ```
@@ -249,7 +249,7 @@ impl TowerService<Request> for NextService {
 ///     .serve(|_req: Request| async { Response::new(Body::from("hello")) });
 /// assert_eq!(service.layers()[0].name(), "powered_by");
 /// ```
-pub fn layer<L, ResBody>(name: impl Into<Arc<str>>, tower_layer: L) -> crate::stack::Layer<Request, Response>
+pub fn layer<L, ResBody>(name: impl Into<Arc<str>>, tower_layer: L) -> crate::stack::NamedLayer<Request, Response>
 where
     L: TowerLayer<NextService>,
     L::Service: TowerService<Request, Response = http::Response<ResBody>> + Clone + Send + Sync + 'static,
@@ -261,7 +261,7 @@ where
     let name = name.into();
     let service = tower_layer.layer(NextService::default());
     let middleware = FromTower { service, name: name.clone(), _body: PhantomData };
-    crate::stack::Layer::new(name, middleware)
+    crate::stack::NamedLayer::new(name, middleware)
 }
 
 /// The strata middleware around a tower layer's service (see [`layer`]).
@@ -313,7 +313,7 @@ fn failed(who: &str, error: BoxError) -> Response {
     tracing::error!(
         layer = who,
         error = %error,
-        request_id = crate::http::RequestId::current().map(tracing::field::display),
+        request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
         "a tower service failed; answered 500"
     );
     internal_error()
@@ -322,7 +322,7 @@ fn failed(who: &str, error: BoxError) -> Response {
 fn lost_slot(what: &str) -> Response {
     tracing::error!(
         missing = what,
-        request_id = crate::http::RequestId::current().map(tracing::field::display),
+        request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
         "a layer dropped the request's extensions, which carry the rest of the chain (or called it twice); answered 500"
     );
     internal_error()

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use http::uri::Authority;
-use strata::http::{Body, Request, RequestId, Response, response};
+use strata::http::{AssignedRequestId, Body, Request, Response, response};
 
 use super::{BAD_BODY, RouteLog, SLOW_BODY};
 
@@ -16,7 +16,7 @@ pub(super) struct WatchedResponseBody {
     pub(super) route: Arc<RouteLog>,
     pub(super) upstream: Authority,
     /// The id of the request this body answers, for the log line.
-    pub(super) request_id: Option<RequestId>,
+    pub(super) request_id: Option<AssignedRequestId>,
 }
 
 impl http_body::Body for WatchedResponseBody {
@@ -48,7 +48,7 @@ impl http_body::Body for WatchedResponseBody {
 pub(crate) fn log_truncated(
     route: &str,
     upstream: &dyn std::fmt::Display,
-    request_id: Option<&RequestId>,
+    request_id: Option<&AssignedRequestId>,
     error: &(dyn std::error::Error + 'static),
 ) {
     tracing::warn!(
@@ -137,7 +137,7 @@ pub(super) fn client_body_failed(
     upstream: &Authority,
 ) -> Option<Response> {
     let failure = failure?.get()?;
-    tracing::debug!(route, %upstream, error = %failure.error, request_id = RequestId::current().map(tracing::field::display), "the client's request body failed; not forwarded");
+    tracing::debug!(route, %upstream, error = %failure.error, request_id = AssignedRequestId::current().map(tracing::field::display), "the client's request body failed; not forwarded");
     Some(if failure.timed_out {
         response::generated_error(StatusCode::REQUEST_TIMEOUT, SLOW_BODY)
     } else {

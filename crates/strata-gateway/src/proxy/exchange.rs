@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::StatusCode;
 use http::uri::{PathAndQuery, Uri};
-use strata::http::{Body, Request, RequestId, Response, response};
+use strata::http::{AssignedRequestId, Body, Request, Response, response};
 
 use super::body::{ClientBodyFailure, client_body_failed};
 use super::headers::{Via, response_headers};
@@ -86,7 +86,7 @@ impl Exchange {
                             route = %self.route,
                             upstream = %target.authority,
                             %status,
-                            request_id = RequestId::current().map(tracing::field::display),
+                            request_id = AssignedRequestId::current().map(tracing::field::display),
                             "retrying on another upstream");
                         req = replay(head);
                         index = next;
@@ -115,7 +115,7 @@ impl Exchange {
                             %error,
                             failures,
                             retrying = next.is_some(),
-                            request_id = RequestId::current().map(tracing::field::display),
+                            request_id = AssignedRequestId::current().map(tracing::field::display),
                             "upstream request failed"
                         );
                     }
@@ -143,7 +143,7 @@ impl Exchange {
                             upstream = %target.authority,
                             ?timeout,
                             failures,
-                            request_id = RequestId::current().map(tracing::field::display),
+                            request_id = AssignedRequestId::current().map(tracing::field::display),
                             "upstream did not answer in time"
                         );
                     }

@@ -54,7 +54,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use strata::BoxFuture;
 use strata::Endpoint;
-use strata::http::{Body, ConnectionInfo, Request, RequestId, Response, response};
+use strata::http::{AssignedRequestId, Body, ConnectionInfo, Request, Response, response};
 use tokio_util::task::TaskTracker;
 
 use crate::config::{ProxyOptions, UpstreamOptions, UpstreamTarget};
@@ -318,7 +318,7 @@ fn aim(req: &mut Request, target: &Backend, forwarded: &PathAndQuery, target_hos
 /// The answer when every target is out: `503` with `Retry-After`.
 fn no_target(upstreams: &Upstreams, route: &RouteLog) -> Response {
     if let Some(failures) = route.failure_due() {
-        tracing::warn!(%route, failures, request_id = RequestId::current().map(tracing::field::display), "every upstream of the route is out (ejected or failing health checks)");
+        tracing::warn!(%route, failures, request_id = AssignedRequestId::current().map(tracing::field::display), "every upstream of the route is out (ejected or failing health checks)");
     }
     let mut res = response::generated_error(StatusCode::SERVICE_UNAVAILABLE, NO_TARGET);
     let wait = upstreams.retry_after().as_secs();
@@ -330,7 +330,7 @@ impl Endpoint<Request, Response> for Proxy {
     fn call(&self, mut req: Request) -> BoxFuture<Response> {
         if self.via.as_ref().is_some_and(|via| via.has_looped(req.headers())) {
             // Anyone can send this header: a DEBUG line, the 508 shows in the access log.
-            tracing::debug!(route = %self.route, request_id = RequestId::current().map(tracing::field::display), "request loop refused: Via names this gateway");
+            tracing::debug!(route = %self.route, request_id = AssignedRequestId::current().map(tracing::field::display), "request loop refused: Via names this gateway");
             return Box::pin(std::future::ready(response::generated_error(StatusCode::LOOP_DETECTED, LOOPED)));
         }
         let key = self.upstreams.hash_key(&req);
@@ -397,7 +397,7 @@ impl Endpoint<Request, Response> for Proxy {
                             %upstream,
                             error = %error_chain(&error),
                             failures,
-                            request_id = RequestId::current().map(tracing::field::display),
+                            request_id = AssignedRequestId::current().map(tracing::field::display),
                             "upstream request failed"
                         );
                     }
@@ -412,7 +412,7 @@ impl Endpoint<Request, Response> for Proxy {
                     }
                     upstreams.failed(first, Outcome::Timeout);
                     if let Some(failures) = route.failure_due() {
-                        tracing::warn!(%route, %upstream, ?timeout, failures, request_id = RequestId::current().map(tracing::field::display), "upstream did not answer in time");
+                        tracing::warn!(%route, %upstream, ?timeout, failures, request_id = AssignedRequestId::current().map(tracing::field::display), "upstream did not answer in time");
                     }
                     return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }
@@ -436,7 +436,7 @@ impl Endpoint<Request, Response> for Proxy {
             }
             // The pool's bodies report their own failures; these are hyper-util's.
             // The body is read after this request's task-local id is gone: it keeps its own.
-            let request_id = RequestId::current();
+            let request_id = AssignedRequestId::current();
             res.map(|incoming| Body::wrap(WatchedResponseBody { inner: incoming, route, upstream, request_id }))
         })
     }

@@ -19,7 +19,7 @@ pub type Stack = crate::stack::Stack<Request, Response>;
 /// An HTTP stack wrapped around its endpoint.
 pub type Service = crate::stack::Service<Request, Response>;
 /// A named HTTP layer.
-pub type Layer = crate::stack::Layer<Request, Response>;
+pub type NamedLayer = crate::stack::NamedLayer<Request, Response>;
 
 impl crate::stack::FromPanic for Response {
     /// A bare 500 marked [`GeneratedError`]: the panic message stays in the logs, never in the
@@ -161,25 +161,25 @@ impl ConnectionInfo {
 /// The request id of the current request, set by the `request_id` middleware in the request's
 /// extensions for inner layers, logs and upstreams.
 ///
-/// While the layers inside `request_id` run, the id is also the task's [`RequestId::current`], so
+/// While the layers inside `request_id` run, the id is also the task's [`AssignedRequestId::current`], so
 /// that a log line written where the request is out of reach (a caught panic, a proxy's failure)
 /// still names its request:
 ///
 /// ```
-/// use strata::http::RequestId;
+/// use strata::http::AssignedRequestId;
 ///
-/// tracing::warn!(request_id = RequestId::current().map(tracing::field::display), "something failed");
+/// tracing::warn!(request_id = AssignedRequestId::current().map(tracing::field::display), "something failed");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(pub http::HeaderValue);
+pub struct AssignedRequestId(pub http::HeaderValue);
 
 tokio::task_local! {
-    /// The id of the request whose layers the task is running (see [`RequestId::scope`]).
-    static CURRENT_REQUEST_ID: RequestId;
+    /// The id of the request whose layers the task is running (see [`AssignedRequestId::scope`]).
+    static CURRENT_REQUEST_ID: AssignedRequestId;
 }
 
-impl RequestId {
-    /// Runs `future` with this id as the task's [`RequestId::current`].
+impl AssignedRequestId {
+    /// Runs `future` with this id as the task's [`AssignedRequestId::current`].
     ///
     /// A task-local rather than a tracing span: it costs a reference count and no allocation per
     /// request, and nothing at all until a log line asks for it.
@@ -188,9 +188,9 @@ impl RequestId {
     }
 
     /// The id of the request this task is serving, when a `request_id` layer outside the caller
-    /// set one ([`RequestId::scope`]). `None` outside a request, and in tasks a request spawned.
-    pub fn current() -> Option<RequestId> {
-        CURRENT_REQUEST_ID.try_with(RequestId::clone).ok()
+    /// set one ([`AssignedRequestId::scope`]). `None` outside a request, and in tasks a request spawned.
+    pub fn current() -> Option<AssignedRequestId> {
+        CURRENT_REQUEST_ID.try_with(AssignedRequestId::clone).ok()
     }
 
     /// The id as text (the `request_id` layer only makes and accepts visible ASCII).
@@ -199,7 +199,7 @@ impl RequestId {
     }
 }
 
-impl std::fmt::Display for RequestId {
+impl std::fmt::Display for AssignedRequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

@@ -39,8 +39,9 @@ mod test_support;
 /// overflows, so an absurd value must stop at load time rather than in a connection.
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
-/// Parses a config duration: `"500ms"`, `"10s"`, `"2m"` or `"1h"` (a whole number and a unit), at
-/// most [`MAX_DURATION`]. Shared by every setting that takes one, so they all accept the same forms.
+/// Parses a config duration in the humantime forms: `"500ms"`, `"10s"`, `"1.5s"`, `"1m30s"`,
+/// `"2h 15m"` (units `ns`, `us`, `ms`, `s`, `m`, `h`, `d`, `w`, and their long names), at most
+/// [`MAX_DURATION`]. Shared by every setting that takes one, so they all accept the same forms.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     parse_duration_at_most(text, MAX_DURATION)
 }
@@ -48,31 +49,20 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// Parses a duration as [`parse_duration`] does, accepting at most `max` (itself capped at
 /// [`MAX_DURATION`]), for settings with a tighter sensible bound.
 pub fn parse_duration_at_most(text: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
     let max = max.min(MAX_DURATION);
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let expected = || format!("`{text}`: expected a duration such as \"500ms\", \"10s\", \"2m\" or \"1h\"");
     let too_long = || {
         let year = if max == MAX_DURATION { " (365 days)" } else { "" };
         format!("`{text}`: expected a duration of at most {}{year}", describe_duration(max))
     };
-    let millis_per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(expected()),
+    let duration = match humantime::parse_duration(text) {
+        Ok(duration) => duration,
+        // A number too large for the parser is too long, not malformed.
+        Err(humantime::DurationError::NumberOverflow) => return Err(too_long()),
+        Err(_) => {
+            return Err(format!("`{text}`: expected a duration such as \"500ms\", \"1.5s\", \"1m30s\" or \"2h\""));
+        }
     };
-    // All digits by construction: a number that does not fit a u64 is too large, not malformed.
-    let n: u64 = match number.parse() {
-        Ok(n) => n,
-        Err(_) if !number.is_empty() => return Err(too_long()),
-        Err(_) => return Err(expected()),
-    };
-    let millis = n.checked_mul(millis_per_unit).ok_or_else(too_long)?;
-    let duration = Duration::from_millis(millis);
     if duration > max {
         return Err(too_long());
     }
@@ -151,7 +141,11 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["10", "-1s", "1.5s", "s", "", "1d", "1 h x"] {
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h 15m"), Ok(Duration::from_secs(8100)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        for bad in ["10", "-1s", "s", "", "1 h x", "1.5", "10 parsecs"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("expected a duration such as"), "{bad}: {e}");
         }

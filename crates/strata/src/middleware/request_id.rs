@@ -2,7 +2,7 @@
 //!
 //! The id comes from the incoming header (by default `x-request-id`) when it is well formed and
 //! trusted, otherwise it is a fresh UUID v4. It is put in the request's extensions as
-//! [`crate::http::RequestId`] (for logs and inner layers), set on the request (so an upstream sees
+//! [`crate::http::AssignedRequestId`] (for logs and inner layers), set on the request (so an upstream sees
 //! it) and set on the response, whatever produced that response: the app, an inner layer that
 //! answered by itself, or the 500 an inner panic became.
 //!
@@ -19,7 +19,7 @@
 //! let service = Stack::new()
 //!     .with(RequestId::default()) // outermost: every layer inside sees the id
 //!     .serve(|req: Request| async move {
-//!         let id = req.extensions().get::<strata::http::RequestId>().cloned();
+//!         let id = req.extensions().get::<strata::http::AssignedRequestId>().cloned();
 //!         Response::new(Body::from(format!("{:?}", id)))
 //!     });
 //! # let _ = service;
@@ -33,8 +33,7 @@ use crate::http::{Next, Request, Response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
-// The extension this layer sets. Renamed here because the middleware itself is called `RequestId`.
-use crate::http::RequestId as AssignedId;
+use crate::http::AssignedRequestId as AssignedId;
 
 /// The `traceparent` header of W3C Trace Context.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -86,7 +85,7 @@ pub enum TraceContextMode {
 /// The request-id middleware (kind `request_id`). Build it with [`RequestId::new`] from a config, or
 /// [`RequestId::default`] for the defaults.
 ///
-/// Not to be confused with [`crate::http::RequestId`], the extension this layer puts on each request.
+/// Not to be confused with [`crate::http::AssignedRequestId`], the extension this layer puts on each request.
 #[derive(Clone, Debug)]
 pub struct RequestId {
     header: HeaderName,

@@ -79,7 +79,7 @@ impl Middleware<Request, Response> for Timeout {
             Err(_) => {
                 tracing::warn!(
                     timeout = ?self.duration,
-                    request_id = crate::http::RequestId::current().map(tracing::field::display),
+                    request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
                     "no response head in time: answered 504"
                 );
                 let res = response::generated_error(StatusCode::GATEWAY_TIMEOUT, DETAIL);

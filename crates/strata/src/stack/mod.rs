@@ -95,7 +95,7 @@ impl Panic<'_> {
         tracing::error!(
             layer = self.layer,
             panic = self.message,
-            request_id = crate::http::RequestId::current().map(tracing::field::display),
+            request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
             "a layer panicked; answered with an error response"
         );
     }
@@ -135,7 +135,7 @@ trait DynMiddleware<Req, Res>: Send + Sync + 'static {
 }
 
 /// A named middleware, ready to be placed in a [`Stack`].
-pub struct Layer<Req, Res> {
+pub struct NamedLayer<Req, Res> {
     name: Arc<str>,
     kind: &'static str,
     facts: Facts,
@@ -169,7 +169,7 @@ where
     }
 }
 
-impl<Req, Res> Layer<Req, Res>
+impl<Req, Res> NamedLayer<Req, Res>
 where
     Req: Send + 'static,
     Res: FromPanic + Send + 'static,
@@ -179,7 +179,7 @@ where
         let name = name.into();
         let diagnostics =
             middleware.diagnostics().into_iter().map(|d| Diagnostic { layer: name.to_string(), ..d }).collect();
-        Layer {
+        NamedLayer {
             kind: middleware.kind(),
             facts: middleware.facts(),
             diagnostics,
@@ -189,7 +189,7 @@ where
     }
 }
 
-impl<Req, Res> Layer<Req, Res> {
+impl<Req, Res> NamedLayer<Req, Res> {
     /// The layer's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -223,9 +223,9 @@ impl<Req, Res> Layer<Req, Res> {
     }
 }
 
-impl<Req, Res> Clone for Layer<Req, Res> {
+impl<Req, Res> Clone for NamedLayer<Req, Res> {
     fn clone(&self) -> Self {
-        Layer {
+        NamedLayer {
             name: self.name.clone(),
             kind: self.kind,
             facts: self.facts,
@@ -235,9 +235,13 @@ impl<Req, Res> Clone for Layer<Req, Res> {
     }
 }
 
-impl<Req, Res> fmt::Debug for Layer<Req, Res> {
+impl<Req, Res> fmt::Debug for NamedLayer<Req, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Layer").field("name", &self.name).field("kind", &self.kind).field("facts", &self.facts).finish()
+        f.debug_struct("NamedLayer")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("facts", &self.facts)
+            .finish()
     }
 }
 
@@ -254,7 +258,7 @@ pub struct LayerInfo {
 
 /// An ordered list of layers, outermost first. Turn it into a [`Service`] with [`Stack::serve`].
 pub struct Stack<Req, Res> {
-    layers: Vec<Layer<Req, Res>>,
+    layers: Vec<NamedLayer<Req, Res>>,
 }
 
 impl<Req, Res> Default for Stack<Req, Res> {
@@ -288,16 +292,16 @@ where
     /// Adds a middleware inside the ones already added, named after its kind.
     pub fn with<M: Middleware<Req, Res>>(self, middleware: M) -> Self {
         let name = middleware.kind();
-        self.with_layer(Layer::new(name, middleware))
+        self.with_layer(NamedLayer::new(name, middleware))
     }
 
     /// Adds a middleware inside the ones already added, under the given name.
     pub fn with_named<M: Middleware<Req, Res>>(self, name: impl Into<Arc<str>>, middleware: M) -> Self {
-        self.with_layer(Layer::new(name, middleware))
+        self.with_layer(NamedLayer::new(name, middleware))
     }
 
-    /// Adds a prepared [`Layer`] inside the ones already added.
-    pub fn with_layer(mut self, layer: Layer<Req, Res>) -> Self {
+    /// Adds a prepared [`NamedLayer`] inside the ones already added.
+    pub fn with_layer(mut self, layer: NamedLayer<Req, Res>) -> Self {
         self.layers.push(layer);
         self
     }
@@ -309,13 +313,13 @@ where
     }
 
     /// The layers, outermost first.
-    pub fn layers(&self) -> &[Layer<Req, Res>] {
+    pub fn layers(&self) -> &[NamedLayer<Req, Res>] {
         &self.layers
     }
 
     /// The layers as the ordering rules see them, outermost first.
     pub fn infos(&self) -> Vec<LayerInfo> {
-        self.layers.iter().map(Layer::info).collect()
+        self.layers.iter().map(NamedLayer::info).collect()
     }
 
     /// Runs the ordering rules over this stack, after each layer's report on its own configuration:
@@ -339,7 +343,7 @@ where
 }
 
 struct Chain<Req, Res> {
-    layers: Box<[Layer<Req, Res>]>,
+    layers: Box<[NamedLayer<Req, Res>]>,
     endpoint: Arc<dyn Endpoint<Req, Res>>,
     // The layers' names then "app", shared by every LayerTimer of this chain.
     names: Arc<[Arc<str>]>,
@@ -395,7 +399,7 @@ where
     }
 
     /// The layers, outermost first.
-    pub fn layers(&self) -> &[Layer<Req, Res>] {
+    pub fn layers(&self) -> &[NamedLayer<Req, Res>] {
         &self.chain.layers
     }
 
@@ -518,7 +522,7 @@ where
     }
 
     /// The layers still to run, outermost first (not counting the endpoint).
-    pub fn remaining(&self) -> &[Layer<Req, Res>] {
+    pub fn remaining(&self) -> &[NamedLayer<Req, Res>] {
         &self.chain.layers[self.index..]
     }
 

@@ -52,7 +52,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use serde::Deserialize;
 
 use crate::check::{Fact, Facts};
-use crate::http::{AuthenticatedUser, Body, BoxError, ConnectionInfo, Next, Request, RequestId, Response};
+use crate::http::{AssignedRequestId, AuthenticatedUser, Body, BoxError, ConnectionInfo, Next, Request, Response};
 use crate::middleware::{BuildContext, ConfigError};
 use crate::stack::Middleware;
 
@@ -262,7 +262,7 @@ impl PendingLine {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            request_id: req.extensions().get::<AssignedRequestId>().map(|id| id.0.clone()),
             user: req.extensions().get::<AuthenticatedUser>().map(|u| u.0.clone()),
             user_agent: headers.get(header::USER_AGENT).cloned(),
             referer: headers.get(header::REFERER).cloned(),

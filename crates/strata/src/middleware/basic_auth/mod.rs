@@ -394,7 +394,7 @@ impl BasicAuth {
             tracing::warn!(
                 client = %client,
                 retry_after_secs = secs,
-                request_id = crate::http::RequestId::current().map(tracing::field::display),
+                request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
                 "too many failed logins from one client; refusing its attempts until its window ends"
             );
         }
@@ -473,7 +473,7 @@ impl Middleware<Request, Response> for BasicAuth {
                 Err(Rejection::Lost(user)) => {
                     tracing::error!(
                         user = %user,
-                        request_id = crate::http::RequestId::current().map(tracing::field::display),
+                        request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
                         "password verification failed unexpectedly"
                     );
                     let mut res = response::text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n");

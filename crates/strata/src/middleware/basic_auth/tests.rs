@@ -526,7 +526,7 @@ fn failure_settings_are_validated_and_read_from_config() {
         let config: BasicAuthConfig = serde_json::from_value(json).unwrap();
         BasicAuth::new(config, &BuildContext::default())
     };
-    for bad in ["", "10", "1 minute", "0s", "2d", "25h"] {
+    for bad in ["", "10", "1 fortnight", "0s", "2d", "25h"] {
         let e = from(serde_json::json!({ "users": { "a": sha_hash("x") }, "failure_window": bad })).unwrap_err();
         assert_eq!(e.field, Some("failure_window"), "{bad:?}: {e}");
         assert!(e.message.contains("1m"), "says what is expected: {e}");

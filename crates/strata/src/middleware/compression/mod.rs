@@ -276,7 +276,7 @@ impl Compression {
                 tracing::warn!(
                     %error,
                     algorithm = algorithm.as_str(),
-                    request_id = crate::http::RequestId::current().map(tracing::field::display),
+                    request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
                     "could not start a compressor; sent uncompressed"
                 );
                 return res;

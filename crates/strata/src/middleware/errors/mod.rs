@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{BuildContext, ConfigError};
 use crate::check::{Fact, Facts};
 use crate::http::headers::add_vary;
-use crate::http::{Body, Next, Request, RequestId, Response};
+use crate::http::{AssignedRequestId, Body, Next, Request, Response};
 use crate::stack::Middleware;
 
 mod accept;
@@ -241,7 +241,7 @@ impl Seen {
         Seen {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            request_id: req.extensions().get::<AssignedRequestId>().map(|id| id.0.clone()),
             accept,
         }
     }

@@ -15,7 +15,7 @@ fn request(accept: Option<&'static str>) -> Request {
     }
     builder
         .header(header::AUTHORIZATION, "Bearer secret-header")
-        .extension(RequestId(HeaderValue::from_static("req-42")))
+        .extension(AssignedRequestId(HeaderValue::from_static("req-42")))
         .body(Body::empty())
         .unwrap()
 }

@@ -414,7 +414,7 @@ impl RateLimit {
             tracing::warn!(
                 client = %client,
                 shadow_rejections = total,
-                request_id = crate::http::RequestId::current().map(tracing::field::display),
+                request_id = crate::http::AssignedRequestId::current().map(tracing::field::display),
                 "rate limit (shadow): would have rejected a request"
             );
         }
