@@ -13,11 +13,10 @@
 //!   stack, and [`Service`] as a `tower::Service`.
 //!
 //! ```
-//! use strata::http::{Body, Request, Response};
-//! use strata::{from_fn, Stack};
+//! use strata::http::{Body, Request, Response, Stack, from_fn};
 //!
 //! let service = Stack::new()
-//!     .with(from_fn(|req: Request, next: strata::http::Next| async move {
+//!     .with(from_fn(|req, next| async move {
 //!         let mut res = next.run(req).await;
 //!         res.headers_mut().insert("x-outer", "1".parse().unwrap());
 //!         res

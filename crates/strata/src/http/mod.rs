@@ -21,6 +21,30 @@ pub type Service = crate::stack::Service<Request, Response>;
 /// A named HTTP layer.
 pub type NamedLayer = crate::stack::NamedLayer<Request, Response>;
 
+/// [`crate::from_fn`] for HTTP stacks: the closure's arguments are a [`Request`] and a [`Next`], so
+/// `|req, next| async move { .. }` needs no type annotations (the generic `from_fn` leaves them to
+/// be inferred, which fails as soon as the body calls a method on the response).
+///
+/// ```
+/// use strata::http::{Body, Request, Response, Stack, from_fn};
+///
+/// let service = Stack::new()
+///     .with(from_fn(|req, next| async move {
+///         let mut res = next.run(req).await;
+///         res.headers_mut().insert("x-powered-by", "strata".parse().unwrap());
+///         res
+///     }))
+///     .serve(|_req: Request| async { Response::new(Body::from("hello")) });
+/// # let _ = service;
+/// ```
+pub fn from_fn<F, Fut>(f: F) -> crate::FromFn<F, Fut>
+where
+    F: Fn(Request, Next) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response> + Send + 'static,
+{
+    crate::from_fn(f)
+}
+
 impl crate::stack::FromPanic for Response {
     /// A bare 500 marked [`GeneratedError`]: the panic message stays in the logs, never in the
     /// response.
