@@ -39,3 +39,33 @@ pub use stack::{
     BoxFuture, Endpoint, FromFn, FromPanic, Inspect, LayerInfo, LayerTime, LayerTimer, Middleware, NamedLayer, Next,
     Panic, Run, Service, Stack, from_fn,
 };
+
+/// The Rust snippets of the markdown docs, compiled and run as doctests so that they cannot drift
+/// from the API (`cargo test -p strata --doc`).
+#[cfg(doctest)]
+mod markdown_docs {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../../docs/middleware.md")]
+    struct Middleware;
+    #[doc = include_str!("../../../docs/middleware/access_log.md")]
+    struct MiddlewareAccessLog;
+    #[doc = include_str!("../../../docs/middleware/basic_auth.md")]
+    struct MiddlewareBasicAuth;
+    #[doc = include_str!("../../../docs/middleware/body_limit.md")]
+    struct MiddlewareBodyLimit;
+    #[doc = include_str!("../../../docs/middleware/compression.md")]
+    struct MiddlewareCompression;
+    #[doc = include_str!("../../../docs/middleware/cors.md")]
+    struct MiddlewareCors;
+    #[doc = include_str!("../../../docs/middleware/errors.md")]
+    struct MiddlewareErrors;
+    #[doc = include_str!("../../../docs/middleware/rate_limit.md")]
+    struct MiddlewareRateLimit;
+    #[doc = include_str!("../../../docs/middleware/request_id.md")]
+    struct MiddlewareRequestId;
+    #[doc = include_str!("../../../docs/middleware/timeout.md")]
+    struct MiddlewareTimeout;
+    #[doc = include_str!("../../../docs/middleware/timing.md")]
+    struct MiddlewareTiming;
+}

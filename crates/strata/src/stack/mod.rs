@@ -584,7 +584,9 @@ impl<Res: FromPanic> Future for Run<Res> {
     }
 }
 
-/// A middleware made from a plain async function or closure `(req, next) -> res`.
+/// A middleware made from a plain async function or closure `(req, next) -> res`, for any request
+/// and response types. For HTTP stacks, [`crate::http::from_fn`] fixes the types, so a closure's
+/// arguments need no annotations.
 ///
 /// ```
 /// use strata::http::{Next, Request, Stack};
