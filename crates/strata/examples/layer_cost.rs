@@ -1,6 +1,8 @@
 //! Instruction counts of the onion, for measurements that a busy machine does not disturb.
 //!
-//! Runs ITERATIONS requests through LAYERS pass-through layers on a current-thread runtime. Under
+//! Runs ITERATIONS requests through LAYERS pass-through layers on a current-thread runtime (with a
+//! third argument `tower`, each layer is `tower::layer::util::Identity` placed with
+//! `strata::tower::layer`: the bridge's cost beside a native layer's). Under
 //! callgrind the instruction count is the same run after run, so the per-layer cost is
 //! `(Ir(32 layers) − Ir(0 layers)) / (32 × ITERATIONS)`:
 //!
@@ -29,7 +31,14 @@ fn main() {
         eprintln!("usage: layer_cost LAYERS ITERATIONS");
         std::process::exit(2);
     };
-    let stack = (0..layers).fold(Stack::new(), |stack, _| stack.with(Pass));
+    let tower = std::env::args().nth(3).is_some_and(|a| a == "tower");
+    let stack = (0..layers).fold(Stack::new(), |stack, _| {
+        if tower {
+            stack.with_layer(strata::tower::layer("identity", tower::layer::util::Identity::new()))
+        } else {
+            stack.with(Pass)
+        }
+    });
     let service = stack.serve(|_req: Request| async { Response::new(Body::empty()) });
     let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
     runtime.block_on(async {

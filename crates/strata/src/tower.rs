@@ -41,12 +41,13 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
 use futures_util::future::{Either, Map, Ready, ready};
+use sync_wrapper::SyncWrapper;
 use tower_layer::Layer as TowerLayer;
 use tower_service::Service as TowerService;
 
@@ -283,8 +284,7 @@ where
     fn handle(&self, mut req: Request, next: Next<Request, Response>) -> impl Future<Output = Response> + Send {
         put(req.extensions_mut(), next);
         let service = self.service.clone();
-        let name = self.name.clone();
-        async move { call_ready(service, req, &name).await }
+        call_ready(service, req, &self.name)
     }
 
     fn kind(&self) -> &'static str {
@@ -334,44 +334,51 @@ fn internal_error() -> Response {
     res
 }
 
-/// A value a request carries from one side of a bridge to the other, in its extensions.
+/// The values of one type a request carries from one side of a bridge to the other, in its
+/// extensions.
 ///
-/// Extensions must be `Clone + Sync`, which a `Next` or a tower service need not be: the value sits
-/// in an `Arc<Mutex<..>>` that is unwrapped without locking when the request holds the only copy
-/// (the usual case). A slot filled while another of the same type is still there (bridges nested
-/// inside each other) keeps the outer one, which comes back when the inner one is taken.
+/// Extensions must be `Clone + Sync`, which a `Next` or a tower service need not be. The values are
+/// only ever reached through `&mut`, so a [`SyncWrapper`] makes them `Sync` without a lock, and a
+/// clone of the extensions gets an empty slot: the request the values were put on keeps them.
+/// Bridges nested inside each other (a tower layer inside another) stack their values in the one
+/// slot, innermost on top, so that after the first bridge a put or a take is neither a hash-map
+/// insertion nor an allocation.
 struct Slot<T> {
-    value: Arc<Mutex<Option<T>>>,
-    outer: Option<Box<Slot<T>>>,
+    values: SyncWrapper<Stacked<T>>,
+}
+
+/// The innermost value, and the ones it covers.
+struct Stacked<T> {
+    top: Option<T>,
+    covered: Vec<T>,
 }
 
 impl<T> Clone for Slot<T> {
     fn clone(&self) -> Self {
-        Slot { value: self.value.clone(), outer: self.outer.clone() }
+        Slot { values: SyncWrapper::new(Stacked { top: None, covered: Vec::new() }) }
     }
 }
 
 fn put<T: Send + 'static>(extensions: &mut http::Extensions, value: T) {
-    let outer = extensions.remove::<Slot<T>>().map(Box::new);
-    extensions.insert(Slot { value: Arc::new(Mutex::new(Some(value))), outer });
+    match extensions.get_mut::<Slot<T>>() {
+        Some(slot) => {
+            let stacked = slot.values.get_mut();
+            if let Some(outer) = stacked.top.replace(value) {
+                stacked.covered.push(outer);
+            }
+        }
+        None => {
+            extensions.insert(Slot { values: SyncWrapper::new(Stacked { top: Some(value), covered: Vec::new() }) });
+        }
+    }
 }
 
 fn take<T: Send + 'static>(extensions: &mut http::Extensions) -> Option<T> {
-    let slot = extensions.remove::<Slot<T>>()?;
-    if let Some(outer) = slot.outer {
-        extensions.insert(*outer);
-    }
-    match Arc::try_unwrap(slot.value) {
-        Ok(only) => only.into_inner().unwrap_or_else(PoisonError::into_inner),
-        // A layer cloned the extensions: the first to take the value has it.
-        Err(shared) => shared.lock().unwrap_or_else(PoisonError::into_inner).take(),
-    }
+    let stacked = extensions.get_mut::<Slot<T>>()?.values.get_mut();
+    let value = stacked.top.take();
+    stacked.top = stacked.covered.pop();
+    value
 }
-
-/// The snippets of `docs/middleware.md`, compiled and run by `cargo test --doc`.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/middleware.md")]
-struct MiddlewareDocs;
 
 #[cfg(test)]
 mod tests {
@@ -386,7 +393,7 @@ mod tests {
         assert_eq!(take::<String>(&mut extensions).as_deref(), Some("inner"));
         assert_eq!(take::<String>(&mut extensions).as_deref(), Some("outer"));
         assert_eq!(take::<String>(&mut extensions), None);
-        // The copy shared the values: they were taken already.
+        // A copy of the extensions carries no value: the request it was put on keeps it.
         let mut copy = copy;
         assert_eq!(take::<String>(&mut copy), None);
     }
