@@ -19,11 +19,13 @@
 //! of the layer's configuration each time. What changes per request (the rest of the strata stack,
 //! [`Next`]; or the inner tower service, ready for one call) travels in the request's extensions, in a
 //! slot the bridge fills and the service on the other side empties. The trade-offs:
-//! - one small allocation per request and per bridge (the slot, and the extension map's entry);
+//! - the first bridge a request crosses gives it an extension map and a slot (two small
+//!   allocations); nested bridges stack their values in that one slot;
 //! - a layer on the way that replaces the request's extensions (building a new request from
 //!   scratch) cuts the chain: the other side finds no slot and answers a logged `500`;
-//! - the rest of the stack runs once per request, as in a plain stack: a tower layer that calls its
-//!   inner service a second time for the same request (a retry) gets a `500` the second time.
+//! - the rest of the stack runs once per request, with the request it was put on: a tower layer
+//!   that calls its inner service with a copy of the request (a retry layer's clone) or a second
+//!   time gets a logged `500` for that call.
 //!
 //! Readiness is honoured where it is asked for: the tower service of a tower layer, and the inner
 //! service of a stack used as a tower layer, are each cloned for the request and polled ready
