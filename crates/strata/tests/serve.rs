@@ -1,0 +1,1 @@
+//! `strata::serve` with a real client on loopback.
