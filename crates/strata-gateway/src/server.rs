@@ -57,11 +57,7 @@ impl Router {
     pub fn handle(&self, req: Request, connection: &Connection<'_>, https_port: Option<u16>) -> Dispatched {
         let connection = Connection { trusted: self.trusted_proxies(), ..*connection };
         let req = with_connection_info(req, self.facts(), &connection);
-        if connection.secure {
-            self.call_tls(req, connection.server_name)
-        } else {
-            self.call_plain(req, https_port)
-        }
+        if connection.secure { self.call_tls(req, connection.server_name) } else { self.call_plain(req, https_port) }
     }
 }
 

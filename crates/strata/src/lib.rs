@@ -39,9 +39,9 @@ pub mod stack;
 #[cfg(feature = "tower")]
 pub mod tower;
 
+pub use check::{Diagnostic, Fact, Facts, Severity};
 #[cfg(feature = "server")]
 pub use server::serve;
-pub use check::{Diagnostic, Fact, Facts, Severity};
 pub use stack::{
     BoxFuture, Endpoint, FromFn, FromPanic, Inspect, LayerInfo, LayerTime, LayerTimer, Middleware, NamedLayer, Next,
     Panic, Run, Service, Stack, from_fn,

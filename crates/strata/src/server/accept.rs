@@ -187,7 +187,15 @@ pub(super) async fn accept_loop<H: Handler, A: Accept>(
                 () = stop.cancelled() => return,
             };
             let Some(accepted) = accepted else { return };
-            let task = ConnectionTask { shared: serving, stop, peer, local, secure: accepted.secure, server_name: accepted.server_name, state };
+            let task = ConnectionTask {
+                shared: serving,
+                stop,
+                peer,
+                local,
+                secure: accepted.secure,
+                server_name: accepted.server_name,
+                state,
+            };
             task.run(accepted.io).await;
         });
     }

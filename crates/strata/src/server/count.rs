@@ -103,7 +103,6 @@ impl LogEvery {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,7 +181,9 @@ impl<H: Handler> Serve<H> {
     async fn run(self) -> io::Result<bool> {
         let Serve { handler, listeners, limits, trusted, count, upgraded, shutdown } = self;
         let count = count.unwrap_or_else(|| {
-            ConnectionCount::new(limits.max_connections.unwrap_or_else(|| connection_cap(descriptor_limit().unwrap_or(1024))))
+            ConnectionCount::new(
+                limits.max_connections.unwrap_or_else(|| connection_cap(descriptor_limit().unwrap_or(1024))),
+            )
         });
         let shared = Arc::new(accept::Shared {
             handler,
