@@ -2,6 +2,11 @@
 //! HTTPS (HTTP/1.1 and HTTP/2 over TLS) on another ([`serve_listeners`], [`crate::tls`]), header
 //! size limits, a header-read timeout, graceful shutdown, and hot reload.
 //!
+//! The accept loop, the connection watchdog and the graceful shutdown are the library's
+//! ([`strata::server`]); this module adapts the gateway to them: its [`Router`] as the handler,
+//! its TLS handshake as the [`Accept`] hook, its `[server]` settings as [`ConnectionLimits`]
+//! ([`connection_limits`]), and its WebSocket tunnels ([`crate::proxy::tunnels`]) to wait for.
+//!
 //! # Reload
 //!
 //! The listener serves a [`LiveRouter`]: the current [`Router`] behind an atomic pointer

@@ -132,7 +132,7 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What every listener of one server shares.
 pub(super) struct Shared<H> {
-    pub(super) handler: Arc<H>,
+    pub(super) handler: H,
     pub(super) builder: auto::Builder<TokioExecutor>,
     pub(super) limits: ConnectionLimits,
     pub(super) trusted: Arc<TrustedProxies>,

@@ -113,7 +113,7 @@ type StartLoop<H> = Box<dyn FnOnce(Arc<accept::Shared<H>>) -> AcceptLoop + Send>
 /// [`ConnectionLimits::shutdown_grace`], and resolves to whether they all did.
 #[must_use = "a server does nothing until it is awaited"]
 pub struct Serve<H> {
-    handler: Arc<H>,
+    handler: H,
     listeners: Vec<StartLoop<H>>,
     limits: ConnectionLimits,
     trusted: Arc<TrustedProxies>,
@@ -126,7 +126,7 @@ impl<H: Handler> Serve<H> {
     /// A server of `handler` with no listener yet: add them with [`Serve::listener`].
     pub fn new(handler: H) -> Self {
         Serve {
-            handler: Arc::new(handler),
+            handler,
             listeners: Vec::new(),
             limits: ConnectionLimits::default(),
             trusted: Arc::new(TrustedProxies::none()),
