@@ -195,6 +195,11 @@ impl<H: Handler> Serve<H> {
             stop: CancellationToken::new(),
         });
         let loops = futures_util::future::try_join_all(listeners.into_iter().map(|start| start(shared.clone())));
+        // Accept loops end only with an error; a server without listeners waits for its signal.
+        let loops = async {
+            loops.await?;
+            std::future::pending::<io::Result<()>>().await
+        };
         let shutdown = async {
             match shutdown {
                 Some(signal) => signal.await,
@@ -203,7 +208,7 @@ impl<H: Handler> Serve<H> {
         };
         // Leaving the select drops the accept loops, and with them the listeners.
         tokio::select! {
-            result = loops => { result?; }
+            result = loops => result?,
             () = shutdown => {}
         }
         tracing::info!(grace = ?limits.shutdown_grace, "shutting down: no new connections, waiting for in-flight requests");
