@@ -11,7 +11,7 @@ use strata::http::client_ip::TrustedProxies;
 use strata::http::{Body, ConnectionInfo, Request, Response, Service, Stack};
 use strata::middleware::BuildContext;
 use strata::middleware::rate_limit::{RateLimit, RateLimitConfig};
-use strata::server::{ConnectionLimits, Serve};
+use strata::server::{Accept, Accepted, Connection, ConnectionLimits, GuardedIo, Handler, PlainTcp, Serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
@@ -188,4 +188,62 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(Duration::from_secs(5), beyond.read(&mut buf)).await.expect("closed at once");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// Says what its connection is, as an `Accept` hook and the `Connection` reported it.
+struct WhatConnection;
+
+impl Handler for WhatConnection {
+    type Answer = std::future::Ready<Response>;
+
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Self::Answer {
+        let info = connection.info(req.headers());
+        let text =
+            format!("secure={} sni={} client={}", info.secure, connection.server_name.unwrap_or("-"), info.client);
+        std::future::ready(Response::new(Body::from(text)))
+    }
+}
+
+/// A stand-in for a TLS handshake: the stream as it is, reported as secure for `example.test`.
+struct PretendTls;
+
+impl Accept for PretendTls {
+    type Io = GuardedIo<TcpStream>;
+
+    async fn accept(
+        &self,
+        io: GuardedIo<TcpStream>,
+        _: SocketAddr,
+        _: tokio::time::Instant,
+    ) -> Option<Accepted<Self::Io>> {
+        Some(Accepted { io, secure: true, server_name: Some("example.test".into()) })
+    }
+}
+
+#[tokio::test]
+async fn an_accept_hook_marks_its_listeners_connections_secure_with_their_sni() {
+    let (plain, plain_addr) = listener().await;
+    let (hooked, hooked_addr) = listener().await;
+    let server = Serve::new(WhatConnection).listener(plain, PlainTcp).listener(hooked, PretendTls);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(
+        server
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+
+    let http = client().build().unwrap();
+    let res = http.get(format!("http://{plain_addr}/")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "secure=false sni=- client=127.0.0.1");
+    let res = http.get(format!("http://{hooked_addr}/")).send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "secure=true sni=example.test client=127.0.0.1");
+
+    stop.send(()).unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(15), served).await.unwrap().unwrap().unwrap();
+    assert!(drained);
+    // Both listeners closed with the one shutdown.
+    assert!(TcpStream::connect(plain_addr).await.is_err());
+    assert!(TcpStream::connect(hooked_addr).await.is_err());
 }
