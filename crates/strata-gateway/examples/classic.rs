@@ -6,12 +6,11 @@
 //! curl -u alice:wonderland localhost:8080/tasks
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use strata::http::Stack;
 use strata::middleware::{AccessLog, BasicAuth, Cors, RequestId, Timing};
-use strata_gateway::{apps, config, server};
+use strata_gateway::{apps, server};
 
 /// alice / wonderland, made with `strata hash-password`.
 const ALICE: &str = "$argon2id$v=19$m=19456,t=2,p=1$LLkVIMhQoh6WuT+JmOktrA$MLzwBru1zEjIK1UrLGtwGlyXmLnCg1cOwWR76SSFm08";
@@ -46,8 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = server::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("classic stack listening on http://{}", listener.local_addr()?);
-    let settings = config::Server::default();
-    server::serve(listener, Arc::new(service), &settings, shutdown).await?;
+    strata::serve(listener, service).with_graceful_shutdown(shutdown).await?;
     strata::middleware::access_log::flush_all();
     Ok(())
 }

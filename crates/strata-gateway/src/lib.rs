@@ -8,8 +8,9 @@
 //! - [`routes`]: the router (longest prefix wins) and the per-route onions; [`hosts`]: routing by host.
 //! - [`proxy`]: the reverse proxy behind `upstream` routes; [`upstream`]: a route's targets, how
 //!   one is picked, their health and the retry budget; [`pool`]: their HTTP/1.1 connections.
-//! - [`server`]: listeners, HTTP/1.1 and HTTP/2, graceful shutdown, hot reload; [`limits`]: the
-//!   connection timeouts and the connection cap.
+//! - [`server`]: the gateway's listeners on the library's server ([`strata::server`]: HTTP/1.1 and
+//!   HTTP/2, the connection timeouts and cap, graceful shutdown), TLS, hot reload; [`limits`]: the
+//!   process's open-file limit the default connection cap follows.
 //! - [`tls`]: TLS termination: certificates picked by SNI, the rustls configuration.
 //! - [`apps`]: the built-in apps (`tasks`, `echo`).
 //! - [`runtime_log`]: the gateway's own log on stderr (`[log]`, `RUST_LOG`), reloadable.

@@ -2,6 +2,11 @@
 //! HTTPS (HTTP/1.1 and HTTP/2 over TLS) on another ([`serve_listeners`], [`crate::tls`]), header
 //! size limits, a header-read timeout, graceful shutdown, and hot reload.
 //!
+//! The accept loop, the connection watchdog and the graceful shutdown are the library's
+//! ([`strata::server`]); this module adapts the gateway to them: its [`Router`] as the handler,
+//! its TLS handshake as the [`Accept`] hook, its `[server]` settings as [`ConnectionLimits`]
+//! ([`connection_limits`]), and its WebSocket tunnels ([`crate::proxy::tunnels`]) to wait for.
+//!
 //! # Reload
 //!
 //! The listener serves a [`LiveRouter`]: the current [`Router`] behind an atomic pointer
@@ -17,68 +22,24 @@
 //! `[log] level` takes effect at once (unless `RUST_LOG` or `STRATA_LOG` chose the filter); a
 //! changed `[log] format` needs a restart ([`crate::runtime_log`]).
 
-use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::time::Duration;
-
-use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use strata::http::client_ip::TrustedProxies;
-use strata::http::{Body, ConnectionInfo, Request, Response, Service};
-use strata::{Fact, Facts, Run};
-use tokio::net::TcpListener;
+use strata::http::Request;
+use strata::server::{Accept, Accepted, Connection, ConnectionLimits, GuardedIo, Handler, PlainTcp, Serve};
+use strata::{Fact, Facts};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Server;
-use crate::limits::{
-    self, ConnectionCount, ConnectionLimits, ConnectionState, GuardedIo, LogEvery, TimedBody, TrackedBody,
-};
+use crate::limits::ConnectionCount;
 use crate::observe::Dispatched;
 use crate::routes::Router;
-
-/// What a listener hands each request to: a gateway's [`Router`] (live or fixed) or any library
-/// [`Service`].
-pub trait Handler: Send + Sync + 'static {
-    /// The future of one answer.
-    type Answer: Future<Output = Response> + Send + 'static;
-
-    /// Answers one request that arrived on `connection`.
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Self::Answer;
-
-    /// The TLS configuration of a new handshake on a TLS listener; `None`: no TLS.
-    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
-        None
-    }
-}
-
-/// The connection a request arrived on, with what it takes to resolve the client's address.
-#[derive(Clone, Copy, Debug)]
-pub struct Connection<'a> {
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// The local address the connection was accepted on.
-    pub local: SocketAddr,
-    /// The proxies whose forwarding header names the client: the listener's, for a [`Service`];
-    /// a [`Router`] resolves with its own config's list instead, so that a reload changes it.
-    pub trusted: &'a TrustedProxies,
-    /// Whether the connection is TLS (HTTPS).
-    pub secure: bool,
-    /// On a plain connection, the port of the server's TLS listener, if it has one: where
-    /// `redirect_http` sends clients.
-    pub https_port: Option<u16>,
-    /// On a TLS connection, the server name its handshake sent (SNI), lowercase.
-    pub server_name: Option<&'a str>,
-}
 
 /// Resolving the client's address (a header walk behind a trusted proxy) and inserting it into the
 /// request's extensions (an allocation) happen only for stacks with a layer, or an upstream target,
@@ -86,38 +47,22 @@ pub struct Connection<'a> {
 /// connection.
 fn with_connection_info(mut req: Request, facts: Facts, connection: &Connection<'_>) -> Request {
     if facts.has(Fact::ReadsClientAddress) {
-        let info = ConnectionInfo::resolve(connection.peer, connection.local, req.headers(), connection.trusted)
-            .over_tls(connection.secure);
+        let info = connection.info(req.headers());
         req.extensions_mut().insert(info);
     }
     req
 }
 
-impl Handler for Router {
-    type Answer = Dispatched;
-
+impl Router {
+    /// Answers a request that arrived on `connection`; `https_port`: on a plain connection, the
+    /// port of the server's TLS listener, if it has one (where `redirect_http` sends clients).
+    ///
     /// Resolves the client with the router's own `trusted_proxies` (its config's), not the
     /// connection's: after a reload, the resolver and the proxies trust the same list.
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Dispatched {
+    pub fn handle(&self, req: Request, connection: &Connection<'_>, https_port: Option<u16>) -> Dispatched {
         let connection = Connection { trusted: self.trusted_proxies(), ..*connection };
         let req = with_connection_info(req, self.facts(), &connection);
-        if connection.secure {
-            self.call_tls(req, connection.server_name)
-        } else {
-            self.call_plain(req, connection.https_port)
-        }
-    }
-
-    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
-        Router::tls_config(self).cloned()
-    }
-}
-
-impl Handler for Service {
-    type Answer = Run<Response>;
-
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Run<Response> {
-        self.call(with_connection_info(req, self.facts(), connection))
+        if connection.secure { self.call_tls(req, connection.server_name) } else { self.call_plain(req, https_port) }
     }
 }
 
@@ -141,47 +86,121 @@ impl LiveRouter {
     pub fn replace(&self, router: Arc<Router>) {
         self.current.store(router);
     }
-}
 
-impl Handler for LiveRouter {
-    type Answer = Dispatched;
-
-    fn handle(&self, req: Request, connection: &Connection<'_>) -> Dispatched {
-        // The returned future owns its route's chain: the guard (and the router) may go at once.
-        self.current.load().handle(req, connection)
-    }
-
-    fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+    /// The TLS configuration of a new handshake on the TLS listener; `None`: the current config
+    /// has no `[server.tls]`.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
         self.current.load().tls_config().cloned()
     }
 }
 
-/// hyper refuses HTTP/1 read buffers smaller than this.
-const MIN_HTTP1_BUFFER: usize = 8 * 1024;
+/// What the gateway's listeners serve: the live router, and where HTTPS is served (for the plain
+/// listener's redirects).
+struct Gateway {
+    live: Arc<LiveRouter>,
+    https_port: Option<u16>,
+}
 
-/// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and gives in-flight
-/// requests, and the proxy's upgraded connections ([`crate::proxy::tunnels`]), up to
-/// `settings.shutdown_grace` to finish. Upgraded connections still open then end with the runtime.
+impl Handler for Gateway {
+    type Answer = Dispatched;
+
+    fn handle(&self, req: Request, connection: &Connection<'_>) -> Dispatched {
+        // The returned future owns its route's chain: the guard (and the router) may go at once.
+        self.live.current.load().handle(req, connection, self.https_port)
+    }
+}
+
+/// The TLS listener's handshake, with the live router's current certificates.
+struct TlsHandshake {
+    live: Arc<LiveRouter>,
+    /// The configuration the listener started with, kept for handshakes while a reloaded config
+    /// has no `[server.tls]` (a listener comes and goes only with a restart).
+    started: Arc<rustls::ServerConfig>,
+}
+
+impl Accept for TlsHandshake {
+    type Io = tokio_rustls::server::TlsStream<GuardedIo<TcpStream>>;
+
+    async fn accept(
+        &self,
+        io: GuardedIo<TcpStream>,
+        peer: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<Accepted<Self::Io>> {
+        let config = self.live.tls_config().unwrap_or_else(|| self.started.clone());
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Ok(Ok(stream)) => {
+                let server_name = stream.get_ref().1.server_name().map(|name| name.to_ascii_lowercase().into());
+                Some(Accepted { io: stream, secure: true, server_name })
+            }
+            // Scanners and clients that distrust the certificate: not news.
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, timeout = "header_read_timeout", "TLS handshake timed out");
+                None
+            }
+        }
+    }
+}
+
+/// The connection limits of a `[server]` section (the keys of the same names).
+pub fn connection_limits(settings: &Server) -> ConnectionLimits {
+    ConnectionLimits {
+        header_read_timeout: settings.header_read_timeout,
+        keepalive_timeout: settings.keepalive_timeout,
+        body_read_timeout: settings.body_read_timeout,
+        send_timeout: settings.send_timeout,
+        max_connections: settings.max_connections,
+        max_header_bytes: settings.max_header_bytes,
+        http2: settings.http2,
+        shutdown_grace: settings.shutdown_grace,
+    }
+}
+
+/// Serves `handler` on `listener` with the `[server]` settings until `shutdown` resolves, then
+/// stops accepting and gives in-flight requests, and the proxy's upgraded connections
+/// ([`crate::proxy::tunnels`]), up to `settings.shutdown_grace` to finish. Upgraded connections
+/// still open then end with the runtime.
 ///
-/// Every connection runs under the limits of [`crate::limits`]: `max_connections` open at once
+/// Every connection runs under the limits of [`strata::server`]: `max_connections` open at once
 /// (beyond it a connection is accepted and closed at once, so that clients fail fast instead of
 /// waiting in the listen queue), and the head, keep-alive, body and send timeouts.
 ///
 /// Returns whether every connection finished within the grace period.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
-    handler: Arc<H>,
+    handler: H,
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
-    serve_listeners(Listeners { plain: listener, tls: None, connections: None }, handler, settings, shutdown).await
+    let server = strata::serve(listener, handler)
+        .limits(connection_limits(settings))
+        .trusted_proxies(settings.trusted_proxies.clone())
+        .upgraded_connections(crate::proxy::tunnels().clone());
+    serve_until(server, shutdown).await
+}
+
+/// Runs `server` until `shutdown` resolves, then lets it drain. The gateway's shutdown futures
+/// borrow from their callers (and need not be `Send`): they are awaited here, beside the server.
+async fn serve_until<H: Handler>(server: Serve<H>, shutdown: impl Future<Output = ()>) -> io::Result<bool> {
+    let stop = CancellationToken::new();
+    let mut served = server.with_graceful_shutdown(stop.clone().cancelled_owned()).into_future();
+    tokio::select! {
+        result = &mut served => return result,
+        () = shutdown => stop.cancel(),
+    }
+    served.await
 }
 
 /// The sockets one server accepts connections on.
 pub struct Listeners {
     /// Plain HTTP: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
     pub plain: TcpListener,
-    /// HTTPS: HTTP/1.1 and HTTP/2 over TLS, with the handler's [`Handler::tls_config`].
+    /// HTTPS: HTTP/1.1 and HTTP/2 over TLS, with the router's current TLS configuration.
     pub tls: Option<TcpListener>,
     /// The count of open connections to admit them by (its `max` is the cap), for a caller that
     /// reports it (the admin listener's `strata_connections_open`); `None`: one of
@@ -189,267 +208,40 @@ pub struct Listeners {
     pub connections: Option<Arc<ConnectionCount>>,
 }
 
-/// [`serve`] on several listeners at once. They share one connection cap, one graceful shutdown
-/// and the same limits; a TLS connection's handshake must end within `header_read_timeout` of the
-/// accept (the deadline of a plain connection's first head, which then still applies), and its
-/// certificates are those of the handler's current [`Handler::tls_config`], read per handshake.
-pub async fn serve_listeners<H: Handler>(
+/// [`serve`] of the live router on several listeners at once. They share one connection cap, one
+/// graceful shutdown and the same limits; a TLS connection's handshake must end within
+/// `header_read_timeout` of the accept (the deadline of a plain connection's first head, which
+/// then still applies), and its certificates are those of the router's current config, read per
+/// handshake.
+pub async fn serve_listeners(
     listeners: Listeners,
-    handler: Arc<H>,
+    live: Arc<LiveRouter>,
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
-    let max_connections =
-        settings.max_connections.unwrap_or_else(|| limits::connection_cap(limits::descriptor_limit().unwrap_or(1024)));
-    let started_tls = match &listeners.tls {
-        Some(_) => Some(handler.tls_config().ok_or_else(|| {
+    let Listeners { plain, tls, connections } = listeners;
+    let started_tls = match &tls {
+        Some(_) => Some(live.tls_config().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "a TLS listener needs a config with `[server.tls]`")
         })?),
         None => None,
     };
-    let acceptor = Acceptor {
-        handler,
-        builder: Arc::new(connection_builder(settings)),
-        limits: ConnectionLimits::of(settings),
-        trusted: settings.trusted_proxies.clone(),
-        max_connections,
-        count: listeners.connections.clone().unwrap_or_else(|| ConnectionCount::new(max_connections)),
-        connections: TaskTracker::new(),
-        stop: CancellationToken::new(),
-    };
-    let https_port = match &listeners.tls {
+    let https_port = match &tls {
         Some(tls) => Some(tls.local_addr()?.port()),
         None => None,
     };
-    let plain = acceptor.accept_loop(&listeners.plain, listeners.plain.local_addr()?, Transport::Plain { https_port });
-    let tls = async {
-        match (&listeners.tls, started_tls) {
-            (Some(listener), Some(started)) => {
-                acceptor.accept_loop(listener, listener.local_addr()?, Transport::Tls { started }).await;
-            }
-            _ => std::future::pending::<()>().await,
-        }
-        Ok::<(), io::Error>(())
-    };
-    tokio::select! {
-        () = plain => {}
-        result = tls => result?,
-        () = shutdown => {}
+    let mut server = Serve::new(Gateway { live: live.clone(), https_port })
+        .listener(plain, PlainTcp)
+        .limits(connection_limits(settings))
+        .trusted_proxies(settings.trusted_proxies.clone())
+        .upgraded_connections(crate::proxy::tunnels().clone());
+    if let (Some(listener), Some(started)) = (tls, started_tls) {
+        server = server.listener(listener, TlsHandshake { live, started });
     }
-    drop(listeners);
-    tracing::info!(grace = ?settings.shutdown_grace, "shutting down: no new connections, waiting for in-flight requests");
-    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
-    acceptor.stop.cancel();
-    acceptor.connections.close();
-    let requests_done = tokio::time::timeout_at(deadline, acceptor.connections.wait()).await.is_ok();
-    // Upgraded connections (WebSocket) left hyper's connections: they get what is left of the grace.
-    let tunnels = crate::proxy::tunnels();
-    tunnels.close();
-    if !tunnels.is_empty() {
-        tracing::info!(open = tunnels.len(), "waiting for upgraded connections to close");
+    if let Some(count) = connections {
+        server = server.connection_count(count);
     }
-    let tunnels_done = tokio::time::timeout_at(deadline, tunnels.wait()).await.is_ok();
-    tunnels.reopen();
-    if requests_done && tunnels_done {
-        Ok(true)
-    } else {
-        tracing::warn!(upgraded = tunnels.len(), "grace period over: closing the remaining connections");
-        Ok(false)
-    }
-}
-
-/// What a listener's connections are spoken over.
-enum Transport {
-    /// Plain TCP; `https_port`: where the TLS listener is, for `redirect_http`.
-    Plain { https_port: Option<u16> },
-    /// TLS; `started`: the configuration the listener started with, kept for handshakes while a
-    /// reloaded config has no `[server.tls]` (a listener comes and goes only with a restart).
-    Tls { started: Arc<rustls::ServerConfig> },
-}
-
-/// What every listener of one server shares.
-struct Acceptor<H> {
-    handler: Arc<H>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    limits: ConnectionLimits,
-    trusted: Arc<TrustedProxies>,
-    max_connections: usize,
-    count: Arc<ConnectionCount>,
-    connections: TaskTracker,
-    stop: CancellationToken,
-}
-
-impl<H: Handler> Acceptor<H> {
-    /// Accepts connections on `listener` until the future is dropped.
-    async fn accept_loop(&self, listener: &TcpListener, local: SocketAddr, transport: Transport) {
-        let mut refused = LogEvery::new(REPORT_INTERVAL);
-        let mut failed = LogEvery::new(REPORT_INTERVAL);
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and similar: pause instead of spinning or exiting,
-                    // and say so once per interval, not once per failure.
-                    if let Some(n) = failed.hit(tokio::time::Instant::now()) {
-                        tracing::warn!(%error, failures = n, "accept failed");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Some(slot) = self.count.admit() else {
-                drop(stream);
-                if let Some(n) = refused.hit(tokio::time::Instant::now()) {
-                    let max_connections = self.max_connections;
-                    tracing::warn!(max_connections, refused = n, "connection limit reached: closing new connections");
-                }
-                continue;
-            };
-            // Small responses go out at once instead of waiting for Nagle's algorithm.
-            let _ = stream.set_nodelay(true);
-            let state = ConnectionState::new();
-            let io = GuardedIo::new(stream, state.clone());
-            let mut task = ConnectionTask {
-                handler: self.handler.clone(),
-                builder: self.builder.clone(),
-                limits: self.limits,
-                trusted: self.trusted.clone(),
-                stop: self.stop.child_token(),
-                peer,
-                local,
-                secure: false,
-                https_port: None,
-                server_name: None,
-                state,
-            };
-            match &transport {
-                Transport::Plain { https_port } => {
-                    task.https_port = *https_port;
-                    self.connections.spawn(async move {
-                        let _slot = slot;
-                        task.run(io).await;
-                    });
-                }
-                Transport::Tls { started } => {
-                    task.secure = true;
-                    let config = self.handler.tls_config().unwrap_or_else(|| started.clone());
-                    let deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
-                    self.connections.spawn(async move {
-                        let _slot = slot;
-                        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
-                        let stream = tokio::select! {
-                            done = tokio::time::timeout_at(deadline, handshake) => match done {
-                                Ok(Ok(stream)) => stream,
-                                // Scanners and clients that distrust the certificate: not news.
-                                Ok(Err(error)) => {
-                                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, timeout = "header_read_timeout", "TLS handshake timed out");
-                                    return;
-                                }
-                            },
-                            () = task.stop.cancelled() => return,
-                        };
-                        task.server_name =
-                            stream.get_ref().1.server_name().map(|name| name.to_ascii_lowercase().into());
-                        task.run(stream).await;
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// One accepted connection, with what serving it takes.
-struct ConnectionTask<H> {
-    handler: Arc<H>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    limits: ConnectionLimits,
-    trusted: Arc<TrustedProxies>,
-    stop: CancellationToken,
-    peer: SocketAddr,
-    local: SocketAddr,
-    secure: bool,
-    https_port: Option<u16>,
-    /// The TLS handshake's SNI, lowercase.
-    server_name: Option<Arc<str>>,
-    state: Arc<ConnectionState>,
-}
-
-impl<H: Handler> ConnectionTask<H> {
-    /// Serves HTTP on `io` (the socket, or the TLS stream around it) under the connection's
-    /// watchdog, until it ends.
-    async fn run<I>(self, io: I)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let ConnectionTask {
-            handler,
-            builder,
-            limits,
-            trusted,
-            stop,
-            peer,
-            local,
-            secure,
-            https_port,
-            server_name,
-            state,
-        } = self;
-        let request_state = state.clone();
-        let hyper_service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let connection =
-                Connection { peer, local, trusted: &trusted, secure, https_port, server_name: server_name.as_deref() };
-            let in_flight = request_state.start_request(req.version());
-            let req = req.map(|body| {
-                // Bodies that are already complete (most requests: none at all) need no timer.
-                if body.is_end_stream() {
-                    Body::from(body)
-                } else {
-                    Body::wrap(TimedBody::new(body, limits.body_read_timeout))
-                }
-            });
-            let response = handler.handle(req, &connection);
-            async move { Ok::<_, Infallible>(response.await.map(|body| TrackedBody::new(body, in_flight))) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service).into_owned();
-        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-        match limits::watch(connection, graceful, state, limits, stop).await {
-            (Some(expiry), _) => tracing::debug!(%peer, timeout = expiry.key(), "connection timed out"),
-            (None, Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-            (None, Ok(())) => {}
-        }
-    }
-}
-
-/// How often refused connections and failed accepts are reported at most.
-const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-
-fn connection_builder(settings: &Server) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // The connection's watchdog times the head (from the accept, or from a later head's first
-        // byte) and the idle time between requests; hyper's own head timer would start at the end
-        // of each response and so cut keep-alive connections at the head timeout.
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(settings.max_header_bytes.max(MIN_HTTP1_BUFFER));
-    // Pings find HTTP/2 clients that stopped reading (they never acknowledge): one per half send
-    // timeout, each with the other half to be answered.
-    let half_send = (settings.send_timeout / 2).max(Duration::from_millis(500));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(half_send))
-        .keep_alive_timeout(half_send);
-    if !settings.http2 {
-        builder = builder.http1_only();
-    }
-    builder
+    serve_until(server, shutdown).await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,4 +1,5 @@
-//! tower-http's `SetResponseHeaderLayer` and `TimeoutLayer` inside a strata stack, served by hyper.
+//! tower-http's `SetResponseHeaderLayer` and `TimeoutLayer` inside a strata stack, served by
+//! `strata::serve`.
 //!
 //! ```text
 //! cargo run -p strata --example tower_in_strata
@@ -37,15 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let service = service.clone();
-        tokio::spawn(async move {
-            // `strata::http::Service` is a hyper service: no adapter needed.
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                eprintln!("connection error: {e}");
-            }
-        });
-    }
+    // HTTP/1.1 and h2c, the connection timeouts, and each request's `ConnectionInfo`.
+    strata::serve(listener, service).await?;
+    Ok(())
 }

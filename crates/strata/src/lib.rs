@@ -9,6 +9,8 @@
 //! - [`http`]: the HTTP instantiation — [`http::Request`], [`http::Response`], [`http::Body`] and
 //!   response helpers.
 //! - [`middleware`]: the production middlewares, one file each.
+//! - [`server`] (feature `server`, on by default): [`serve`] serves a stack on a `TcpListener` —
+//!   HTTP/1.1 and h2c on one port, connection timeouts and cap, graceful shutdown.
 //! - `tower` (feature `tower`, on by default): a stack as a `tower::Layer`, any tower layer in a
 //!   stack, and [`Service`] as a `tower::Service`.
 //!
@@ -30,11 +32,15 @@
 pub mod check;
 pub mod http;
 pub mod middleware;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stack;
 #[cfg(feature = "tower")]
 pub mod tower;
 
 pub use check::{Diagnostic, Fact, Facts, Severity};
+#[cfg(feature = "server")]
+pub use server::serve;
 pub use stack::{
     BoxFuture, Endpoint, FromFn, FromPanic, Inspect, LayerInfo, LayerTime, LayerTimer, Middleware, NamedLayer, Next,
     Panic, Run, Service, Stack, from_fn,
