@@ -127,7 +127,7 @@ async fn redis_stopped_applies_each_mode_and_restarted_resumes_without_restartin
     // 127.0.0.1 is trusted so that each request can name its client in X-Forwarded-For.
     let mode = |m: &str| {
         config(
-            &format!("rate = \"3/min\"\nstore = \"{}\"\non_store_error = \"{m}\"\nstore_retry_ms = 100", redis.url()),
+            &format!("rate = \"3/min\"\nstore = \"{}\"\non_store_error = \"{m}\"\nstore_retry = \"100ms\"", redis.url()),
             "trusted_proxies = [\"127.0.0.1/32\"]",
         )
     };
