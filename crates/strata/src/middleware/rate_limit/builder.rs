@@ -200,10 +200,10 @@ impl OnStoreError {
     pub(super) fn describe(self) -> &'static str {
         match self {
             OnStoreError::Local => {
-                "local: while Redis fails, each instance limits alone with the same quotas (a client may get up to one quota per instance)"
+                "local: while the store fails, each instance limits alone with the same quotas (a client may get up to one quota per instance)"
             }
-            OnStoreError::Allow => "allow: while Redis fails, requests pass unlimited (fail open)",
-            OnStoreError::Deny => "deny: while Redis fails, every request gets 503 (fail closed)",
+            OnStoreError::Allow => "allow: while the store fails, requests pass unlimited (fail open)",
+            OnStoreError::Deny => "deny: while the store fails, every request gets 503 (fail closed)",
         }
     }
 }
@@ -254,6 +254,7 @@ pub const STORE_RETRY_RANGE: (Duration, Duration) = (Duration::from_millis(10), 
 
 /// Checks a shared store's timeout and retry delay against their ranges; errors name the config
 /// keys `store_timeout` and `store_retry`.
+#[cfg(any(feature = "redis", feature = "config"))]
 pub(super) fn check_store_timing(timeout: Duration, retry: Duration) -> Result<(), ConfigError> {
     let (min, max) = STORE_TIMEOUT_RANGE;
     if !(min..=max).contains(&timeout) {
