@@ -29,6 +29,9 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome, StoreErro
 /// status, as [`gcra::check`] computes them. Checks of one key must be atomic: two concurrent
 /// requests must never both take the last place.
 ///
+/// The future does not borrow `key`: take its [`hash`](StoreKey::hash) or [`name`](StoreKey::name)
+/// before building it.
+///
 /// An `Err` is a store that cannot answer (unreachable, too slow): the layer then applies its
 /// [`OnStoreError`](super::OnStoreError) rule, exactly as for Redis.
 ///
