@@ -308,7 +308,7 @@ kind = "rate_limit"
 rate = "1000000/s"
 store = "$store"
 on_store_error = "deny"
-store_timeout_ms = 500
+store_timeout = "500ms"
 
 [[route]]
 prefix = "/"

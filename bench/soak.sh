@@ -178,8 +178,8 @@ rate = "200000/s"
 burst = 200000
 store = "redis://127.0.0.1:$REDIS_PORT"
 on_store_error = "local"
-store_timeout_ms = 50
-store_retry_ms = 1000
+store_timeout = "50ms"
+store_retry = "1s"
 
 [[route]]
 prefix = "/a"

@@ -419,7 +419,7 @@ pub fn rate_and_duration(data: &[u8]) {
         }
     }
     let config = RateLimitConfig { rate: Some(text.to_string()), ..RateLimitConfig::default() };
-    if let Err(e) = RateLimit::new(config, &BuildContext::default()) {
+    if let Err(e) = RateLimit::from_config(config, &BuildContext::default()) {
         assert!(!e.message.is_empty());
     }
 }

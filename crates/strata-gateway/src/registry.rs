@@ -46,9 +46,9 @@ kinds! {
     "basic_auth" => mw::BasicAuth::new,
     "errors" => mw::Errors::new,
     "compression" => mw::Compression::new,
-    "timeout" => mw::Timeout::new,
-    "body_limit" => mw::BodyLimit::new,
-    "rate_limit" => mw::RateLimit::new,
+    "timeout" => mw::Timeout::from_config,
+    "body_limit" => mw::BodyLimit::from_config,
+    "rate_limit" => mw::RateLimit::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -213,7 +213,7 @@ async fn each_redis_outage_logs_one_warning_and_one_recovery() {
     let mut redis = Some(Redis::start_on(port));
     let config = format!(
         "[server]\nstack = [\"limit\"]\n[middleware.limit]\nkind = \"rate_limit\"\nrate = \"1000/min\"\n\
-         store = \"redis://127.0.0.1:{port}\"\non_store_error = \"allow\"\nstore_retry_ms = 100\n\
+         store = \"redis://127.0.0.1:{port}\"\non_store_error = \"allow\"\nstore_retry = \"100ms\"\n\
          [[route]]\nprefix = \"/\"\napp = \"echo\"\n"
     );
     let strata = Strata::start(Some(&config));

@@ -127,7 +127,10 @@ async fn redis_stopped_applies_each_mode_and_restarted_resumes_without_restartin
     // 127.0.0.1 is trusted so that each request can name its client in X-Forwarded-For.
     let mode = |m: &str| {
         config(
-            &format!("rate = \"3/min\"\nstore = \"{}\"\non_store_error = \"{m}\"\nstore_retry_ms = 100", redis.url()),
+            &format!(
+                "rate = \"3/min\"\nstore = \"{}\"\non_store_error = \"{m}\"\nstore_retry = \"100ms\"",
+                redis.url()
+            ),
             "trusted_proxies = [\"127.0.0.1/32\"]",
         )
     };
@@ -266,4 +269,40 @@ async fn several_limits_in_redis_are_all_enforced_and_reported() {
             assert_eq!(fields[1].1, 0, "hourly exhausted");
         }
     }
+}
+
+/// `store_timeout` and `store_retry` are durations: out of range or in the old integer form, each
+/// error points at its key's line and column, all reported at once.
+#[test]
+fn store_durations_are_checked_at_their_key() {
+    let checked = |limit: &str| {
+        let file = write_config(&config(limit, ""));
+        let path = file.path.to_str().unwrap().to_string();
+        let out = run(&["check", "--config", &path], "");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            path,
+        )
+    };
+    // `kind` is on line 8 of `config`, the keys follow.
+    let (ok, output, path) = checked("rate = \"1/s\"\nstore_timeout = \"20s\"");
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(&format!(
+            "{path}:9:1: error: middleware `limit` (rate_limit): `20s`: expected a duration of at most 10s"
+        )),
+        "{output}"
+    );
+    let (ok, output, path) = checked("rate = \"1/s\"\nstore = \"redis://127.0.0.1:6379\"\nstore_retry = \"5ms\"");
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(&format!("{path}:10:1: error: middleware `limit` (rate_limit): expected 10ms to 60s")),
+        "{output}"
+    );
+    let (ok, output, _) = checked("rate = \"1/s\"\nstore_timeout_ms = 50");
+    assert!(!ok && output.contains("store_timeout_ms"), "the old key is unknown: {output}");
+    let (ok, output, _) =
+        checked("rate = \"1/s\"\nstore = \"redis://127.0.0.1:6379\"\nstore_timeout = \"1.5s\"\nstore_retry = \"1m\"");
+    assert!(ok, "{output}");
 }

@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use http::StatusCode;
 use strata::http::{Body, ConnectionInfo, Request, Stack, response};
-use strata::middleware::BuildContext;
 use strata::middleware::rate_limit::gcra::{Gcra, MonotonicClock};
 use strata::middleware::rate_limit::memory_store::MemoryStore;
-use strata::middleware::rate_limit::{RateLimit, RateLimitConfig};
+use strata::middleware::rate_limit::{Quota, RateLimit};
 
 fn ip(i: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0x0A00_0000 | (i & 0x00FF_FFFF)))
@@ -61,8 +60,8 @@ fn layer(c: &mut Criterion) {
     };
     let empty = Stack::new().serve(endpoint);
     c.bench_function("rate_limit/layer/empty_stack", |b| b.iter(|| rt.block_on(empty.call(request()))));
-    let config = RateLimitConfig { rate: Some("1000000/s".into()), ..Default::default() };
-    let limited = Stack::new().with(RateLimit::new(config, &BuildContext::default()).unwrap()).serve(endpoint);
+    let limit = RateLimit::builder().quota(Quota::per_second(1_000_000)).build().unwrap();
+    let limited = Stack::new().with(limit).serve(endpoint);
     let res = rt.block_on(limited.call(request()));
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().contains_key("ratelimit"), "the layer ran");

@@ -9,17 +9,17 @@
 //! ```
 
 use strata::http::{Body, Request, Response, Stack};
-use strata::middleware::rate_limit::{RateLimit, RateLimitConfig};
-use strata::middleware::{BuildContext, RequestId};
+use strata::middleware::RequestId;
+use strata::middleware::rate_limit::{Quota, RateLimit};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:3000".into());
     // Keyed by client address: `strata::serve` gives every request its `ConnectionInfo`.
-    let rate_limit = RateLimitConfig { rate: Some("5/s".into()), ..Default::default() };
+    let rate_limit = RateLimit::builder().quota(Quota::per_second(5)).build()?;
     let service = Stack::new()
         .with(RequestId::default())
-        .with(RateLimit::new(rate_limit, &BuildContext::default())?)
+        .with(rate_limit)
         .serve(|req: Request| async move { Response::new(Body::from(format!("hello over {:?}\n", req.version()))) });
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;

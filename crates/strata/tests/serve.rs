@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use strata::http::client_ip::TrustedProxies;
 use strata::http::{Body, ConnectionInfo, Request, Response, Service, Stack};
-use strata::middleware::BuildContext;
-use strata::middleware::rate_limit::{RateLimit, RateLimitConfig};
+use strata::middleware::rate_limit::{Quota, RateLimit};
 use strata::server::{Accept, Accepted, Connection, ConnectionLimits, GuardedIo, Handler, PlainTcp, Serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,12 +79,11 @@ async fn http1_and_h2c_are_answered_on_one_port() {
 
 #[tokio::test]
 async fn a_rate_limit_keyed_on_the_client_address_gives_each_client_its_own_bucket() {
-    let config = RateLimitConfig { rate: Some("1/min".into()), burst: Some(1), ..Default::default() };
-    let limited =
-        Stack::new().with(RateLimit::new(config, &BuildContext::default()).unwrap()).serve(|req: Request| async move {
-            let client = req.extensions().get::<ConnectionInfo>().map(|info| info.client.to_string());
-            Response::new(Body::from(client.unwrap_or_default()))
-        });
+    let limit = RateLimit::builder().quota(Quota::per_minute(1).burst(1)).build().unwrap();
+    let limited = Stack::new().with(limit).serve(|req: Request| async move {
+        let client = req.extensions().get::<ConnectionInfo>().map(|info| info.client.to_string());
+        Response::new(Body::from(client.unwrap_or_default()))
+    });
     let (listener, addr) = listener().await;
     let (_stop, _served) = start(strata::serve(listener, limited));
     let url = format!("http://{addr}/");

@@ -18,10 +18,14 @@
 //! use strata::middleware::BodyLimit;
 //!
 //! let service = Stack::new()
-//!     .with(BodyLimit::bytes(1024 * 1024))
+//!     .with(BodyLimit::bytes(1024 * 1024)?)
 //!     .serve(|_req: Request| async { Response::new("small enough".into()) });
 //! # let _ = service;
+//! # Ok::<(), strata::middleware::ConfigError>(())
 //! ```
+//!
+//! A limit is at least one byte: [`BodyLimit::bytes`] refuses 0, as the gateway's `max_bytes` key
+//! does (with the `config` feature, `BodyLimitConfig` and `BodyLimit::from_config`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,9 +35,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
-use serde::Deserialize;
 
-use super::{BuildContext, ConfigError};
+use super::ConfigError;
 use crate::Middleware;
 use crate::check::{Fact, Facts};
 use crate::http::{Body, BoxError, GeneratedError, Next, Refusal, Request, Response, response};
@@ -43,14 +46,6 @@ const DETAIL: &str = "The request body is larger than this server accepts.";
 /// The body for stacks without an `errors` layer (which replaces it).
 const BODY: &str = "413 Content Too Large\n\nThe request body is larger than this server accepts.\n";
 
-/// The `[middleware.NAME]` table of kind `body_limit`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BodyLimitConfig {
-    /// The largest accepted request body, in bytes. Required.
-    pub max_bytes: u64,
-}
-
 /// The `body_limit` middleware. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct BodyLimit {
@@ -58,20 +53,47 @@ pub struct BodyLimit {
 }
 
 impl BodyLimit {
-    /// Validates the config: a limit of at least one byte.
-    pub fn new(config: BodyLimitConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
-        if config.max_bytes == 0 {
+    /// A limit of `max` bytes: at least one, else an error naming the config key `max_bytes`.
+    pub fn bytes(max: u64) -> Result<Self, ConfigError> {
+        if max == 0 {
             return Err(ConfigError::field(
                 "max_bytes",
                 "expected at least 1 byte (to refuse bodies entirely, refuse the methods that carry them)",
             ));
         }
-        Ok(BodyLimit { max: config.max_bytes })
+        Ok(BodyLimit { max })
     }
 
-    /// A limit of `max` bytes.
-    pub fn bytes(max: u64) -> Self {
-        BodyLimit { max }
+    /// The largest accepted body, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max
+    }
+}
+
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use self::config::BodyLimitConfig;
+
+#[cfg(feature = "config")]
+mod config {
+    use serde::Deserialize;
+
+    use super::BodyLimit;
+    use crate::middleware::{BuildContext, ConfigError};
+
+    /// The `[middleware.NAME]` table of kind `body_limit`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct BodyLimitConfig {
+        /// The largest accepted request body, in bytes. Required.
+        pub max_bytes: u64,
+    }
+
+    impl BodyLimit {
+        /// Builds the table's limit through [`BodyLimit::bytes`].
+        pub fn from_config(config: BodyLimitConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
+            BodyLimit::bytes(config.max_bytes)
+        }
     }
 }
 
@@ -175,7 +197,7 @@ mod tests {
 
     /// An app that reads the whole body (up to 1 MB) and answers with its length.
     fn reading_app() -> crate::http::Service {
-        Stack::new().with(BodyLimit::bytes(10)).serve(|req: Request| async move {
+        Stack::new().with(BodyLimit::bytes(10).unwrap()).serve(|req: Request| async move {
             match req.into_body().collect_limited(1 << 20).await {
                 Ok(bytes) => response::text(StatusCode::OK, bytes.len().to_string()),
                 Err(_) => response::text(StatusCode::BAD_REQUEST, "broken body"),
@@ -200,14 +222,25 @@ mod tests {
 
     #[test]
     fn a_zero_limit_is_a_build_error() {
-        let e = BodyLimit::new(BodyLimitConfig { max_bytes: 0 }, &BuildContext::default()).unwrap_err();
-        assert_eq!(e.field, Some("max_bytes"));
+        assert_eq!(BodyLimit::bytes(0).unwrap_err().field, Some("max_bytes"));
+        assert_eq!(BodyLimit::bytes(1).unwrap().max_bytes(), 1);
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
+    fn a_zero_limit_in_the_config_is_the_same_error() {
+        let from_config = |max_bytes| {
+            BodyLimit::from_config(BodyLimitConfig { max_bytes }, &crate::middleware::BuildContext::default())
+        };
+        assert_eq!(from_config(0).unwrap_err(), BodyLimit::bytes(0).unwrap_err());
+        assert_eq!(from_config(10).unwrap().max_bytes(), 10);
     }
 
     #[tokio::test]
     async fn a_declared_length_over_the_limit_is_refused_before_the_app() {
-        let service =
-            Stack::new().with(BodyLimit::bytes(10)).serve(|_req: Request| async { response::status(StatusCode::OK) });
+        let service = Stack::new()
+            .with(BodyLimit::bytes(10).unwrap())
+            .serve(|_req: Request| async { response::status(StatusCode::OK) });
         let res = service.call(request(chunked(&["x"]), Some("11"))).await;
         assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(res.extensions().get::<GeneratedError>().and_then(|g| g.detail()), Some(DETAIL));
@@ -234,7 +267,7 @@ mod tests {
     #[tokio::test]
     async fn an_app_that_answers_without_reading_keeps_its_answer() {
         let service = Stack::new()
-            .with(BodyLimit::bytes(3))
+            .with(BodyLimit::bytes(3).unwrap())
             .serve(|_req: Request| async { response::status(StatusCode::ACCEPTED) });
         let res = service.call(request(chunked(&["0123456789"]), None)).await;
         assert_eq!(res.status(), StatusCode::ACCEPTED);

@@ -26,11 +26,17 @@ pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode}
 pub mod timing;
 pub use timing::{Timing, TimingConfig};
 pub mod timeout;
-pub use timeout::{Timeout, TimeoutConfig};
+pub use timeout::Timeout;
+#[cfg(feature = "config")]
+pub use timeout::TimeoutConfig;
 pub mod body_limit;
-pub use body_limit::{BodyLimit, BodyLimitConfig};
+pub use body_limit::BodyLimit;
+#[cfg(feature = "config")]
+pub use body_limit::BodyLimitConfig;
 pub mod rate_limit;
-pub use rate_limit::{RateLimit, RateLimitConfig};
+#[cfg(feature = "config")]
+pub use rate_limit::RateLimitConfig;
+pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
 #[cfg(test)]
 mod test_support;
 
@@ -181,11 +187,13 @@ mod tests {
         assert_eq!(describe_duration(Duration::ZERO), "0s");
     }
 
-    // A typed builder takes any Duration: the deadline must not be computed with a panicking `+`.
+    // `Duration::MAX` is refused when the layer is built; the longest accepted deadline must not be
+    // computed with a panicking `+` either.
     #[tokio::test]
     async fn a_timeout_of_duration_max_answers_instead_of_panicking() {
+        assert_eq!(Timeout::after(Duration::MAX).unwrap_err().field, Some("duration"));
         let service = Stack::new()
-            .with(Timeout::after(Duration::MAX))
+            .with(Timeout::after(Timeout::MAX).unwrap())
             .serve(|_req: Request| async { Response::new(Body::from("in time")) });
         let res = service.call(Request::new(Body::empty())).await;
         assert_eq!(res.status(), http::StatusCode::OK);

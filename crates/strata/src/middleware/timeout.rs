@@ -18,32 +18,27 @@
 //! use strata::middleware::Timeout;
 //!
 //! let service = Stack::new()
-//!     .with(Timeout::after(Duration::from_secs(5)))
+//!     .with(Timeout::after(Duration::from_secs(5))?)
 //!     .serve(|_req: Request| async { Response::new("fast enough".into()) });
 //! # let _ = service;
+//! # Ok::<(), strata::middleware::ConfigError>(())
 //! ```
+//!
+//! The deadline is above zero and at most [`Timeout::MAX`] (a day): [`Timeout::after`] refuses
+//! anything else, as the gateway's `duration = "…"` key does (with the `config` feature,
+//! `TimeoutConfig` and `Timeout::from_config`).
 
 use std::time::Duration;
 
 use http::StatusCode;
-use serde::Deserialize;
 
-use super::{BuildContext, ConfigError, parse_duration};
+use super::ConfigError;
 use crate::Middleware;
 use crate::check::{Fact, Facts};
 use crate::http::{Next, Refusal, Request, Response, response};
 
 /// What clients are told when the deadline passes (as text, or reformatted by an `errors` layer).
 const DETAIL: &str = "The server did not answer in time.";
-
-/// The `[middleware.NAME]` table of kind `timeout`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeoutConfig {
-    /// How long the inner layers may take to produce the response head: `"500ms"`, `"30s"`, `"2m"`.
-    /// Required.
-    pub duration: String,
-}
 
 /// The `timeout` middleware. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -52,23 +47,51 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    /// Validates the config: a duration above zero and at most a day.
-    pub fn new(config: TimeoutConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let duration = parse_duration(&config.duration).map_err(|msg| ConfigError::field("duration", msg))?;
-        if duration.is_zero() || duration > Duration::from_secs(24 * 3600) {
+    /// The longest deadline accepted: a day. A response head later than that is not a response
+    /// anyone waits for, and a deadline computed from a far larger value could overflow.
+    pub const MAX: Duration = Duration::from_secs(24 * 3600);
+
+    /// A timeout layer with the given deadline: above zero and at most [`Timeout::MAX`], else an
+    /// error naming the config key `duration`.
+    pub fn after(duration: Duration) -> Result<Self, ConfigError> {
+        if duration.is_zero() || duration > Self::MAX {
             return Err(ConfigError::field("duration", "expected a duration above zero and at most 24h"));
         }
         Ok(Timeout { duration })
     }
 
-    /// A timeout layer with the given deadline.
-    pub fn after(duration: Duration) -> Self {
-        Timeout { duration }
-    }
-
     /// The deadline.
     pub fn duration(&self) -> Duration {
         self.duration
+    }
+}
+
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use self::config::TimeoutConfig;
+
+#[cfg(feature = "config")]
+mod config {
+    use serde::Deserialize;
+
+    use super::Timeout;
+    use crate::middleware::{BuildContext, ConfigError, parse_duration};
+
+    /// The `[middleware.NAME]` table of kind `timeout`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TimeoutConfig {
+        /// How long the inner layers may take to produce the response head: `"500ms"`, `"30s"`, `"2m"`.
+        /// Required.
+        pub duration: String,
+    }
+
+    impl Timeout {
+        /// Parses the table's duration and builds through [`Timeout::after`].
+        pub fn from_config(config: TimeoutConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
+            let duration = parse_duration(&config.duration).map_err(|msg| ConfigError::field("duration", msg))?;
+            Timeout::after(duration)
+        }
     }
 }
 
@@ -104,10 +127,22 @@ mod tests {
     use crate::http::{Body, GeneratedError, Stack};
     use crate::middleware::test_support::request;
 
+    #[cfg(feature = "config")]
     fn config(duration: &str) -> Result<Timeout, ConfigError> {
-        Timeout::new(TimeoutConfig { duration: duration.into() }, &BuildContext::default())
+        Timeout::from_config(TimeoutConfig { duration: duration.into() }, &crate::middleware::BuildContext::default())
     }
 
+    #[test]
+    fn the_typed_deadline_is_validated_as_the_config_is() {
+        assert_eq!(Timeout::after(Duration::from_millis(1)).unwrap().duration(), Duration::from_millis(1));
+        assert_eq!(Timeout::after(Timeout::MAX).unwrap().duration(), Duration::from_secs(24 * 3600));
+        for bad in [Duration::ZERO, Timeout::MAX + Duration::from_nanos(1), Duration::MAX] {
+            let e = Timeout::after(bad).unwrap_err();
+            assert_eq!(e.field, Some("duration"), "{bad:?}: {e}");
+        }
+    }
+
+    #[cfg(feature = "config")]
     #[test]
     fn durations_are_validated_at_build_time() {
         assert_eq!(config("250ms").unwrap().duration(), Duration::from_millis(250));
@@ -120,10 +155,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_inner_layer_gets_a_marked_504() {
-        let service = Stack::new().with(Timeout::after(Duration::from_millis(50))).serve(|_req: Request| async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Response::new(Body::from("too late"))
-        });
+        let service =
+            Stack::new().with(Timeout::after(Duration::from_millis(50)).unwrap()).serve(|_req: Request| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Response::new(Body::from("too late"))
+            });
         let started = std::time::Instant::now();
         let res = service.call(request("GET", "/", &[])).await;
         assert!(started.elapsed() < Duration::from_secs(2));
@@ -135,15 +171,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_fast_answer_passes_untouched_and_its_body_may_stream_longer() {
-        let service = Stack::new().with(Timeout::after(Duration::from_millis(100))).serve(|_req: Request| async {
-            type Chunk = Result<http_body::Frame<bytes::Bytes>, std::io::Error>;
-            let (tx, body) = futures_channel::mpsc::unbounded::<Chunk>();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                let _ = tx.unbounded_send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"late body"))));
+        let service =
+            Stack::new().with(Timeout::after(Duration::from_millis(100)).unwrap()).serve(|_req: Request| async {
+                type Chunk = Result<http_body::Frame<bytes::Bytes>, std::io::Error>;
+                let (tx, body) = futures_channel::mpsc::unbounded::<Chunk>();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let _ = tx.unbounded_send(Ok(http_body::Frame::data(bytes::Bytes::from_static(b"late body"))));
+                });
+                Response::new(Body::wrap(http_body_util::StreamBody::new(body)))
             });
-            Response::new(Body::wrap(http_body_util::StreamBody::new(body)))
-        });
         let res = service.call(request("GET", "/", &[])).await;
         assert_eq!(res.status(), StatusCode::OK);
         let body = res.into_body().collect_limited(100).await.unwrap();

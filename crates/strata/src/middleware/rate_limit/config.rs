@@ -1,9 +1,18 @@
 //! The configuration: the fields of a `kind = "rate_limit"` table (the limits, the key, the store and
-//! what to do when it fails or a key is missing) and their defaults.
+//! what to do when it fails or a key is missing), their defaults, and their mapping onto
+//! [`RateLimitBuilder`]: strings become typed values here, every check is the builder's.
 
+use std::time::Duration;
+
+use http::HeaderName;
 use serde::Deserialize;
 
-/// The configuration of a [`RateLimit`](super::RateLimit) layer: the fields of a `kind = "rate_limit"` table.
+use super::builder::{DEFAULT_MAX_KEYS, check_store_timing};
+use super::gcra::parse_rate;
+use super::{Backend, Key, MissingKey, OnStoreError, Quota, RateLimit, RateLimitBuilder};
+use crate::middleware::{BuildContext, ConfigError, parse_duration_at_most};
+
+/// The configuration of a [`RateLimit`] layer: the fields of a `kind = "rate_limit"` table.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -29,13 +38,14 @@ pub struct RateLimitConfig {
     /// With a Redis store, what happens while Redis fails: `"local"` (default), `"allow"`, `"deny"`.
     #[serde(default)]
     pub on_store_error: OnStoreError,
-    /// How long one Redis check may take before it counts as a failure. Default: 50; 1 to 10 000.
-    #[serde(default = "default_store_timeout_ms")]
-    pub store_timeout_ms: u64,
-    /// After a Redis failure, how long checks skip Redis before trying it again. Default: 1000;
-    /// 10 to 60 000.
-    #[serde(default = "default_store_retry_ms")]
-    pub store_retry_ms: u64,
+    /// How long one Redis check may take before it counts as a failure: `"50ms"` (default);
+    /// 1ms to 10s.
+    #[serde(default = "default_store_timeout")]
+    pub store_timeout: String,
+    /// After a Redis failure, how long checks skip Redis before trying it again: `"1s"` (default);
+    /// 10ms to 60s.
+    #[serde(default = "default_store_retry")]
+    pub store_retry: String,
     /// Prefix of the Redis keys. Default: `"strata:rate_limit:"`. The quotas are part of every
     /// key, so layers with different quotas never share buckets.
     #[serde(default = "default_key_prefix")]
@@ -65,68 +75,30 @@ pub struct LimitConfig {
     pub name: Option<String>,
 }
 
-/// What a request without the key's value gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MissingKey {
-    /// Limited by its client address.
-    #[default]
-    ClientIp,
-    /// Not limited.
-    Allow,
-    /// Refused with `403 Forbidden`.
-    Deny,
-}
-
-/// What a Redis-backed layer does while Redis fails.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnStoreError {
-    /// A local memory limiter with the same quotas decides (per instance).
-    #[default]
-    Local,
-    /// Requests pass unlimited (fail open).
-    Allow,
-    /// Requests get `503 Service Unavailable` (fail closed).
-    Deny,
-}
-
-impl OnStoreError {
-    pub(super) fn describe(self) -> &'static str {
-        match self {
-            OnStoreError::Local => {
-                "local: while Redis fails, each instance limits alone with the same quotas (a client may get up to one quota per instance)"
-            }
-            OnStoreError::Allow => "allow: while Redis fails, requests pass unlimited (fail open)",
-            OnStoreError::Deny => "deny: while Redis fails, every request gets 503 (fail closed)",
-        }
-    }
-}
-
 fn default_key() -> String {
     "client_ip".into()
 }
 fn default_store() -> String {
     "memory".into()
 }
-fn default_store_timeout_ms() -> u64 {
-    50
+fn default_store_timeout() -> String {
+    "50ms".into()
 }
-fn default_store_retry_ms() -> u64 {
-    1000
+fn default_store_retry() -> String {
+    "1s".into()
 }
 fn default_key_prefix() -> String {
     "strata:rate_limit:".into()
 }
 fn default_max_keys() -> usize {
-    1_000_000
+    DEFAULT_MAX_KEYS
 }
 fn default_true() -> bool {
     true
 }
 
 impl Default for RateLimitConfig {
-    /// The documented defaults, with no quota yet: [`RateLimit::new`](super::RateLimit::new) requires `rate` or `limits`.
+    /// The documented defaults, with no quota yet: [`RateLimit::from_config`] requires `rate` or `limits`.
     fn default() -> Self {
         RateLimitConfig {
             rate: None,
@@ -136,12 +108,132 @@ impl Default for RateLimitConfig {
             missing_key: MissingKey::default(),
             store: default_store(),
             on_store_error: OnStoreError::default(),
-            store_timeout_ms: default_store_timeout_ms(),
-            store_retry_ms: default_store_retry_ms(),
+            store_timeout: default_store_timeout(),
+            store_retry: default_store_retry(),
             key_prefix: default_key_prefix(),
             max_keys: default_max_keys(),
             shadow: false,
             headers: true,
+        }
+    }
+}
+
+impl RateLimit {
+    /// Maps a `kind = "rate_limit"` table onto [`RateLimit::builder`]: parses its strings (rates,
+    /// key, store URL, durations) and lets [`RateLimitBuilder::build`] validate. Redis is not contacted.
+    pub fn from_config(config: RateLimitConfig, _ctx: &BuildContext) -> Result<RateLimit, ConfigError> {
+        let in_limits = !config.limits.is_empty();
+        config.into_builder()?.build().map_err(|mut e| {
+            // Quotas written in `limits` are pointed at there, even when there is only one.
+            if in_limits && matches!(e.field, Some("rate" | "burst")) {
+                e.field = Some("limits");
+            }
+            e
+        })
+    }
+}
+
+impl RateLimitConfig {
+    /// The builder this table describes. Errors name the key at fault, as the builder's do.
+    pub fn into_builder(self) -> Result<RateLimitBuilder, ConfigError> {
+        let quotas = match (&self.rate, self.limits.is_empty()) {
+            (Some(rate), true) => {
+                let mut quota = quota(rate, self.burst, "rate")?;
+                quota = quota.named("default");
+                vec![quota]
+            }
+            (None, false) => {
+                if self.burst.is_some() {
+                    return Err(ConfigError::field("burst", "with `limits`, give each limit its own `burst`"));
+                }
+                self.limits
+                    .iter()
+                    .map(|l| {
+                        Ok(quota(&l.rate, l.burst, "limits")?
+                            .named(l.name.clone().unwrap_or_else(|| l.rate.trim().to_string())))
+                    })
+                    .collect::<Result<Vec<_>, ConfigError>>()?
+            }
+            (Some(_), false) => {
+                return Err(ConfigError::field(
+                    "limits",
+                    "give either `rate` (one quota) or `limits` (several), not both",
+                ));
+            }
+            // The builder names what is missing.
+            (None, true) => Vec::new(),
+        };
+        let key = parse_key(&self.key)?;
+        let store_timeout = duration(&self.store_timeout, "store_timeout", Duration::from_secs(10))?;
+        let store_retry = duration(&self.store_retry, "store_retry", Duration::from_secs(60))?;
+        let store = store(&self.store, store_timeout, store_retry, self.key_prefix)?;
+        let builder = RateLimit::builder()
+            .quotas(quotas)
+            .key(key)
+            .missing_key(self.missing_key)
+            .store(store)
+            .on_store_error(self.on_store_error)
+            .max_keys(self.max_keys)
+            .shadow(self.shadow)
+            .headers(self.headers);
+        Ok(builder)
+    }
+}
+
+/// A quota from its rate text and burst; errors name `field`.
+fn quota(rate: &str, burst: Option<u64>, field: &'static str) -> Result<Quota, ConfigError> {
+    let (count, period) = parse_rate(rate).map_err(|e| ConfigError::field(field, e))?;
+    let quota = Quota::new(count, period);
+    Ok(match burst {
+        Some(burst) => quota.burst(burst),
+        None => quota,
+    })
+}
+
+fn duration(text: &str, field: &'static str, max: Duration) -> Result<Duration, ConfigError> {
+    parse_duration_at_most(text, max).map_err(|e| ConfigError::field(field, e))
+}
+
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+fn store(text: &str, timeout: Duration, retry: Duration, key_prefix: String) -> Result<Backend, ConfigError> {
+    if text == "memory" {
+        // Unused with memory, but still valid: a later switch to Redis must not reveal them.
+        check_store_timing(timeout, retry)?;
+        return Ok(Backend::Memory);
+    }
+    if text.starts_with("redis://") || text.starts_with("rediss://") {
+        #[cfg(feature = "redis")]
+        return Ok(Backend::Redis(
+            super::redis_store::RedisStore::builder(text).timeout(timeout).retry_after(retry).key_prefix(key_prefix),
+        ));
+        #[cfg(not(feature = "redis"))]
+        return Err(ConfigError::field(
+            "store",
+            format!("`{}`: Redis stores need strata's `redis` feature", super::redact(text)),
+        ));
+    }
+    Err(ConfigError::field(
+        "store",
+        format!("`{}`: expected \"memory\" or a Redis URL such as \"redis://127.0.0.1:6379\"", super::redact(text)),
+    ))
+}
+
+fn parse_key(text: &str) -> Result<Key, ConfigError> {
+    let expected = || {
+        ConfigError::field(
+            "key",
+            format!(
+                "`{text}`: expected \"client_ip\", \"user\", \"global\" or \"header:NAME\" (e.g. \"header:x-api-key\")"
+            ),
+        )
+    };
+    match text {
+        "client_ip" => Ok(Key::ClientIp),
+        "user" => Ok(Key::User),
+        "global" => Ok(Key::Global),
+        _ => {
+            let name = text.strip_prefix("header:").ok_or_else(expected)?;
+            HeaderName::from_bytes(name.trim().as_bytes()).map(Key::Header).map_err(|_| expected())
         }
     }
 }

@@ -17,6 +17,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::gcra::{self, Clock, Gcra, MAX_LIMITS, Outcome};
+use super::store::{CheckFuture, RateLimitStore, StoreKey};
 
 const SHARDS: usize = 64;
 /// Shards smaller than this are never swept: not worth the pass.
@@ -133,6 +134,13 @@ impl MemoryStore {
             shard.map.insert(key, Entry { tats, idle_at: gcra::idle_at(&tats) });
         }
         outcome
+    }
+}
+
+impl RateLimitStore for MemoryStore {
+    fn check<'a>(&'a self, key: &StoreKey<'_>, quotas: &'a [Gcra]) -> CheckFuture<'a> {
+        let outcome = MemoryStore::check(self, key.hash(), quotas);
+        Box::pin(std::future::ready(Ok(outcome)))
     }
 }
 

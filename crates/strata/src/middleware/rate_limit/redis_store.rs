@@ -43,6 +43,8 @@ use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::gcra::{self, Gcra, MAX_LIMITS, Outcome};
+use super::store::{CheckFuture, RateLimitStore, StoreError, StoreKey};
+use crate::middleware::ConfigError;
 
 /// KEYS: the batch's distinct clients, `n` keys each (one per limit, a string holding that
 /// limit's TAT in µs). ARGV: n, then T and τ (µs) per limit, then per client (in KEYS order) how
@@ -101,33 +103,6 @@ const GATHER_ROUNDS: usize = 3;
 /// Checks waiting for the sender task beyond this many are failed at once (Redis cannot keep up).
 const QUEUE: usize = 4096;
 
-/// Why a check could not be made in Redis.
-#[derive(Clone, Debug)]
-pub enum StoreError {
-    /// A recent failure: Redis is not tried again until the retry delay is over.
-    CoolingDown,
-    /// No answer within the timeout.
-    Timeout,
-    /// More checks are waiting for Redis than it answers.
-    Overloaded,
-    /// Redis answered with an error, or the connection failed.
-    Redis(Arc<redis::RedisError>),
-    /// Redis answered something the script never returns.
-    Unexpected,
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::CoolingDown => f.write_str("waiting before trying Redis again"),
-            StoreError::Timeout => f.write_str("Redis did not answer in time"),
-            StoreError::Overloaded => f.write_str("too many checks waiting for Redis"),
-            StoreError::Redis(e) => write!(f, "{e}"),
-            StoreError::Unexpected => f.write_str("unexpected reply from the rate-limit script"),
-        }
-    }
-}
-
 /// One check waiting for the sender task.
 struct Job {
     key: String,
@@ -145,9 +120,104 @@ struct Shared {
     retry: Duration,
 }
 
+/// How long one Redis call may take by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long checks skip Redis after a failure by default.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The prefix of the Redis keys by default.
+pub const DEFAULT_KEY_PREFIX: &str = "strata:rate_limit:";
+
+/// The settings of a Redis store, before it knows its quotas: give it to
+/// [`RateLimitBuilder::store`](super::RateLimitBuilder::store), which builds the store with the
+/// layer's quotas.
+///
+/// ```
+/// use std::time::Duration;
+/// use strata::middleware::rate_limit::{Quota, RateLimit, RedisStore};
+///
+/// let limit = RateLimit::builder()
+///     .quota(Quota::per_second(100).burst(200))
+///     .store(RedisStore::builder("redis://127.0.0.1:6379").timeout(Duration::from_millis(20)))
+///     .build()
+///     .expect("a valid rate limit (Redis is contacted on the first request)");
+/// # let _ = limit;
+/// ```
+#[derive(Clone)]
+pub struct RedisStoreBuilder {
+    url: String,
+    timeout: Duration,
+    retry_after: Duration,
+    key_prefix: String,
+}
+
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &super::redact(&self.url))
+            .field("timeout", &self.timeout)
+            .field("retry_after", &self.retry_after)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+impl RedisStoreBuilder {
+    /// How long one call to Redis may take, connecting included, before it counts as a failure
+    /// (a check waiting behind a call in flight is answered within twice this). Default: 50 ms;
+    /// 1 ms to 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// After a failure, how long checks skip Redis (the layer's `on_store_error` answers at once)
+    /// before one tries it again. Default: 1 s; 10 ms to 60 s.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// The prefix of every Redis key. Default: `"strata:rate_limit:"`.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The URL without its credentials, for messages and diagnostics.
+    pub fn redacted_url(&self) -> String {
+        super::redact(&self.url)
+    }
+
+    /// Validates the settings and makes the store for `quotas` (rounded with [`Gcra::in_micros`]);
+    /// nothing is connected yet. Errors name the config keys: `store`, `store_timeout`, `store_retry`.
+    pub fn build(self, quotas: &[Gcra]) -> Result<RedisStore, ConfigError> {
+        super::builder::check_store_timing(self.timeout, self.retry_after)?;
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| ConfigError::field("store", super::redact(&format!("`{}`: {e}", self.url))))?;
+        if quotas.is_empty() || quotas.len() > MAX_LIMITS {
+            return Err(ConfigError::field("limits", format!("expected 1 to {MAX_LIMITS} quotas")));
+        }
+        Ok(RedisStore {
+            shared: Arc::new(Shared {
+                client,
+                script: redis::Script::new(SCRIPT),
+                quotas: quotas.iter().map(|q| q.in_micros()).collect(),
+                timeout: self.timeout,
+                retry: self.retry_after,
+            }),
+            key_prefix: self.key_prefix,
+            jobs: OnceLock::new(),
+            origin: Instant::now(),
+            retry_at_ms: AtomicU64::new(0),
+            failing_since_ms: AtomicU64::new(0),
+        })
+    }
+}
+
 /// GCRA state in Redis (see the module docs).
 pub struct RedisStore {
     shared: Arc<Shared>,
+    key_prefix: String,
     jobs: OnceLock<mpsc::Sender<Job>>,
     origin: Instant,
     // Milliseconds since `origin` before which Redis is not tried; 0 when healthy.
@@ -167,26 +237,20 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// A store enforcing `quotas` (rounded with [`Gcra::in_micros`]) in the Redis at `url`
-    /// (`redis://host:port/db`); nothing is connected yet.
-    pub fn new(url: &str, quotas: &[Gcra], timeout: Duration, retry: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("`{url}`: {e}"))?;
-        if quotas.is_empty() || quotas.len() > MAX_LIMITS {
-            return Err(format!("expected 1 to {MAX_LIMITS} quotas"));
+    /// The settings of a store in the Redis at `url` (`redis://[:password@]host:port[/db]`,
+    /// `redis+unix:///path`), with the defaults.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder {
+            url: url.into(),
+            timeout: DEFAULT_TIMEOUT,
+            retry_after: DEFAULT_RETRY_AFTER,
+            key_prefix: DEFAULT_KEY_PREFIX.to_string(),
         }
-        Ok(RedisStore {
-            shared: Arc::new(Shared {
-                client,
-                script: redis::Script::new(SCRIPT),
-                quotas: quotas.iter().map(|q| q.in_micros()).collect(),
-                timeout,
-                retry,
-            }),
-            jobs: OnceLock::new(),
-            origin: Instant::now(),
-            retry_at_ms: AtomicU64::new(0),
-            failing_since_ms: AtomicU64::new(0),
-        })
+    }
+
+    /// The prefix of its keys.
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
     }
 
     /// The queue to the sender task, started on the first check (it needs a runtime).
@@ -202,8 +266,8 @@ impl RedisStore {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Checks one request of `key`.
-    pub async fn check(&self, key: String) -> Result<Outcome, StoreError> {
+    /// Checks one request of the Redis key `key` (a [`StoreKey::name`]) against the store's quotas.
+    pub async fn check_name(&self, key: String) -> Result<Outcome, StoreError> {
         let retry_at = self.retry_at_ms.load(Ordering::Relaxed);
         if retry_at != 0 && self.now_ms() < retry_at {
             return Err(StoreError::CoolingDown);
@@ -245,6 +309,18 @@ impl RedisStore {
     }
 }
 
+impl RateLimitStore for RedisStore {
+    /// Checks `key` against the quotas the store was built with (a layer always passes those).
+    fn check<'a>(&'a self, key: &StoreKey<'_>, _quotas: &'a [Gcra]) -> CheckFuture<'a> {
+        Box::pin(self.check_name(key.name(&self.key_prefix)))
+    }
+}
+
+/// A Redis error as a [`StoreError`].
+fn redis_error(e: RedisError) -> StoreError {
+    StoreError::Backend(Arc::new(e))
+}
+
 /// A connection to Redis and the future that drives it: it writes the commands queued on
 /// `connection` and hands each its reply. The sender task polls it (see the module docs).
 struct Link {
@@ -278,7 +354,7 @@ impl Link {
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(link)) => Ok(link),
-            Ok(Err(e)) => Err(StoreError::Redis(Arc::new(e))),
+            Ok(Err(e)) => Err(redis_error(e)),
             Err(_) => Err(StoreError::Timeout),
         }
     }
@@ -384,7 +460,7 @@ async fn run_batch(shared: &Shared, link: &mut Option<Link>, batch: &[Job]) -> R
     let result = result.unwrap_or(Err(StoreError::Timeout));
     let broken = match &result {
         Ok(_) => false,
-        Err(StoreError::Redis(e)) => e.is_unrecoverable_error(),
+        Err(StoreError::Backend(e)) => e.downcast_ref::<RedisError>().is_none_or(RedisError::is_unrecoverable_error),
         Err(_) => true,
     };
     if broken || !driving {
@@ -463,7 +539,7 @@ async fn decide<'k>(
     for count in &counts {
         invocation.arg(*count);
     }
-    let reply: Vec<i64> = invocation.invoke_async(connection).await.map_err(|e| StoreError::Redis(Arc::new(e)))?;
+    let reply: Vec<i64> = invocation.invoke_async(connection).await.map_err(redis_error)?;
     let per_client = 1 + n;
     let Some((now, rest)) = reply.split_first() else { return Err(StoreError::Unexpected) };
     if rest.len() != counts.len() * per_client {
@@ -549,15 +625,19 @@ mod tests {
         let port = redis.1;
         let quota = Gcra::new(100, Duration::from_secs(60), 100).unwrap();
         let url = format!("redis://127.0.0.1:{port}");
-        let store = RedisStore::new(&url, &[quota], Duration::from_secs(5), Duration::from_secs(60)).unwrap();
-        assert!(store.check("client".into()).await.unwrap().allowed);
+        let store = RedisStore::builder(&url)
+            .timeout(Duration::from_secs(5))
+            .retry_after(Duration::from_secs(60))
+            .build(&[quota])
+            .unwrap();
+        assert!(store.check_name("client".into()).await.unwrap().allowed);
         drop(redis);
         let _redis = Redis::start_on(port);
         // The idle connection's end has been seen by the sender task, which connects again for
         // the next check: no check fails, so no `retry` period (a minute here) begins.
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..3 {
-            assert!(store.check("client".into()).await.expect("a check after the restart").allowed);
+            assert!(store.check_name("client".into()).await.expect("a check after the restart").allowed);
         }
     }
 
@@ -582,10 +662,14 @@ mod tests {
         }
         let quota = Gcra::new(2, Duration::from_secs(60), 2).unwrap();
         let url = format!("redis+unix://{}", socket.display());
-        let store = RedisStore::new(&url, &[quota], Duration::from_secs(5), Duration::from_secs(1)).unwrap();
+        let store = RedisStore::builder(&url)
+            .timeout(Duration::from_secs(5))
+            .retry_after(Duration::from_secs(1))
+            .build(&[quota])
+            .unwrap();
         let mut admitted = Vec::new();
         for _ in 0..3 {
-            admitted.push(store.check("client".into()).await.expect("a check through the socket").allowed);
+            admitted.push(store.check_name("client".into()).await.expect("a check through the socket").allowed);
         }
         drop(redis);
         let _ = std::fs::remove_dir_all(&dir);
@@ -599,12 +683,14 @@ mod tests {
         let url = format!("redis://127.0.0.1:{}", silent.local_addr().unwrap().port());
         let quota = Gcra::new(100, Duration::from_secs(1), 100).unwrap();
         let timeout = Duration::from_millis(300);
-        let store = Arc::new(RedisStore::new(&url, &[quota], timeout, Duration::from_secs(5)).unwrap());
+        let store = Arc::new(
+            RedisStore::builder(&url).timeout(timeout).retry_after(Duration::from_secs(5)).build(&[quota]).unwrap(),
+        );
         let started = Instant::now();
         let checks: Vec<_> = (0..40)
             .map(|i| {
                 let store = store.clone();
-                tokio::spawn(async move { store.check(format!("client-{i}")).await })
+                tokio::spawn(async move { store.check_name(format!("client-{i}")).await })
             })
             .collect();
         for check in checks {
