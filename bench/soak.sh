@@ -165,7 +165,7 @@ allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 allow_headers = ["content-type", "authorization"]
 expose_headers = ["x-request-id", "x-response-time"]
 allow_credentials = true
-max_age = $max_age
+max_age = "${max_age}s"
 
 [middleware.errors]
 kind = "errors"
