@@ -11,9 +11,9 @@ use super::lists::{header_list, method_list};
 use super::origins::compile_origins;
 use super::{Allowed, AllowedOrigins, Cors};
 
-/// The methods allowed on preflighted requests.
+/// The methods allowed on preflighted requests (the setters of [`CorsBuilder`] name the cases).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AllowMethods {
+enum AllowMethods {
     /// Exactly these methods (`Access-Control-Allow-Methods` is precomputed from them).
     List(Vec<Method>),
     /// Whatever method a preflight asks for, mirrored from `Access-Control-Request-Method`.
@@ -22,7 +22,7 @@ pub enum AllowMethods {
 
 /// The request headers allowed on preflighted requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AllowHeaders {
+enum AllowHeaders {
     /// Exactly these headers, beyond the CORS-safelisted ones.
     List(Vec<HeaderName>),
     /// Whatever headers a preflight asks for, mirrored from `Access-Control-Request-Headers`.
@@ -31,7 +31,7 @@ pub enum AllowHeaders {
 
 /// The response headers scripts may read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExposeHeaders {
+enum ExposeHeaders {
     /// These headers, beyond the CORS-safelisted ones.
     List(Vec<HeaderName>),
     /// Every header: a literal `*`, which browsers honour on requests without credentials only.

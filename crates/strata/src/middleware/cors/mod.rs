@@ -20,17 +20,18 @@
 //!   up, distinctly, in access logs, metrics and the browser's network panel. A preflight from an
 //!   allowed origin always gets the configured lists and the browser decides whether the requested
 //!   method and headers fit, as the standard intends.
-//! - **`"*"` origin** without credentials is answered with a literal `*` (cacheable, no
-//!   `Vary: Origin`). With `allow_credentials = true` it is a build error: browsers refuse a
-//!   literal `*` on credentialed requests, and echoing every origin would let any site make
-//!   credentialed calls.
-//! - **`allow_methods = "*"` / `allow_headers = "*"` mirror** the preflight's
-//!   `Access-Control-Request-Method` / `-Headers` rather than sending a literal `*`: a literal `*`
-//!   is ignored on credentialed requests and never covers `Authorization`, a mirror works in every
-//!   mode. Mirrored preflight responses carry `Vary` on the mirrored request header.
-//! - **`expose_headers = "*"`** is sent as a literal `*` (all headers, for non-credentialed
-//!   requests); with credentials it is a build error, because browsers would read it as a header
-//!   named `*`. List the headers instead.
+//! - **Any origin** (`allow_any_origin`, `"*"` in TOML) without credentials is answered with a
+//!   literal `*` (cacheable, no `Vary: Origin`). With credentials it is a build error: browsers
+//!   refuse a literal `*` on credentialed requests, and echoing every origin would let any site
+//!   make credentialed calls.
+//! - **Mirrored methods and headers** (`mirror_request_methods`, `mirror_request_headers`; `"*"`
+//!   in TOML) echo the preflight's `Access-Control-Request-Method` / `-Headers` rather than
+//!   sending a literal `*`: a literal `*` is ignored on credentialed requests and never covers
+//!   `Authorization`, a mirror works in every mode. Mirrored preflight responses carry `Vary` on
+//!   the mirrored request header.
+//! - **All exposed headers** (`expose_all_headers`, `expose_headers = "*"`) are sent as a literal
+//!   `*` (all headers, for non-credentialed requests); with credentials it is a build error,
+//!   because browsers would read it as a header named `*`. List the headers instead.
 //! - The layer owns the CORS headers of responses from allowed origins: it *replaces* any an inner
 //!   layer set, so a browser never sees two `Access-Control-Allow-Origin` values (which it rejects).
 //!
@@ -72,7 +73,7 @@ mod origins;
 #[cfg(test)]
 mod tests;
 
-pub use builder::{AllowHeaders, AllowMethods, CorsBuilder, ExposeHeaders};
+pub use builder::CorsBuilder;
 #[cfg(feature = "config")]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use config::CorsConfig;
