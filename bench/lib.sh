@@ -96,7 +96,7 @@ allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 allow_headers = ["content-type", "authorization"]
 expose_headers = ["x-request-id", "x-response-time"]
 allow_credentials = true
-max_age = 600
+max_age = "10m"
 
 [middleware.auth]
 kind = "basic_auth"

@@ -15,7 +15,7 @@
 #
 # Timeline: DURATION seconds of load during which, once a second:
 #   - strata gets SIGHUP, alternately with a valid config (the same one, cors `max_age` toggled
-#     between 600 and 601) and an invalid one (a typo: `strip_prefx`), each written and renamed
+#     between "600s" and "601s") and an invalid one (a typo: `strip_prefx`), each written and renamed
 #     into place first: the running config must keep serving through the rejected ones;
 #   - every 30 s (at 10 s, 40 s, …) upstream A's whole process group gets SIGKILL, and A is started
 #     again on the same port 5 s later;
@@ -165,7 +165,7 @@ allow_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 allow_headers = ["content-type", "authorization"]
 expose_headers = ["x-request-id", "x-response-time"]
 allow_credentials = true
-max_age = $max_age
+max_age = "${max_age}s"
 
 [middleware.errors]
 kind = "errors"

@@ -25,9 +25,8 @@ use strata::http::path::{EscapedSlashes, Normalized, PathPolicy};
 use strata::http::{AuthenticatedUser, Body, GeneratedError, Response, Service, Stack};
 use strata::middleware::rate_limit::gcra::{Gcra, parse_rate};
 use strata::middleware::{
-    BasicAuth, BuildContext, Compression, CompressionConfig, Cors, Errors, ErrorsConfig, MAX_DURATION, RateLimit,
-    RateLimitConfig, RequestId, RequestIdConfig, TraceContext, describe_duration, parse_duration,
-    parse_duration_at_most,
+    BasicAuth, BuildContext, Compression, Cors, CorsConfig, Errors, MAX_DURATION, RateLimit, RateLimitConfig,
+    RequestId, RequestIdConfig, TraceContext, describe_duration, parse_duration, parse_duration_at_most,
 };
 
 /// A check: panics when the input breaks a property of its parser.
@@ -114,7 +113,7 @@ const BODY_TEXT: &str = "strata compresses text bodies when the client accepts a
 fn compression_service() -> &'static Service {
     static SERVICE: OnceLock<Service> = OnceLock::new();
     SERVICE.get_or_init(|| {
-        let layer = Compression::new(CompressionConfig::default(), &BuildContext::default()).expect("defaults build");
+        let layer = Compression::default();
         Stack::new().with(layer).serve(|_req: Request<Body>| async {
             let mut res = Response::new(Body::from(BODY_TEXT.repeat(40)));
             res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -126,7 +125,7 @@ fn compression_service() -> &'static Service {
 fn errors_service() -> &'static Service {
     static SERVICE: OnceLock<Service> = OnceLock::new();
     SERVICE.get_or_init(|| {
-        let layer = Errors::new(ErrorsConfig::default(), &BuildContext::default()).expect("defaults build");
+        let layer = Errors::default();
         Stack::new().with(layer).serve(|_req: Request<Body>| async {
             let mut res = strata::http::response::status(StatusCode::SERVICE_UNAVAILABLE);
             res.extensions_mut().insert(GeneratedError::new());
@@ -265,7 +264,9 @@ pub fn cors_origin(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut lines: Vec<&str> = text.split('\n').collect();
     let origin = lines.pop().unwrap_or_default();
-    let cors = match Cors::builder().allow_origins(lines.iter().copied()).build() {
+    let config =
+        CorsConfig { allow_origins: lines.iter().map(|line| line.to_string()).collect(), ..CorsConfig::default() };
+    let cors = match Cors::from_config(config, &BuildContext::default()) {
         Ok(cors) => cors,
         Err(e) => {
             assert!(!e.message.is_empty());

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue, Method, header};
 use strata::http::Stack;
 use strata::middleware::{AccessLog, BasicAuth, Cors, RequestId, Timing};
 use strata_gateway::{apps, server};
@@ -19,10 +20,10 @@ const ALICE: &str = "$argon2id$v=19$m=19456,t=2,p=1$LLkVIMhQoh6WuT+JmOktrA$MLzwB
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
     let cors = Cors::builder()
-        .allow_origins(["http://localhost:5173", "https://*.example.com"])
-        .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allow_headers(["content-type", "authorization"])
-        .expose_headers(["x-request-id", "x-response-time"])
+        .allow_origins(["http://localhost:5173", "https://*.example.com"].map(HeaderValue::from_static))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers(["x-request-id", "x-response-time"].map(HeaderName::from_static))
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
         .build()?;

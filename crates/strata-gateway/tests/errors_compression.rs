@@ -1,12 +1,13 @@
 //! `errors` and `compression` through the real binary: clean problem bodies that keep the outer
-//! layers' headers, and compressed server-sent events that still arrive one by one.
+//! layers' headers, and compressed server-sent events that still arrive one by one; `strata check`
+//! locating mistakes in the `cors`, `errors` and `compression` tables at their keys.
 
 mod common;
 
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use common::{Strata, client};
+use common::{Strata, client, run, write_config};
 
 const CONFIG: &str = r#"
 [server]
@@ -18,6 +19,7 @@ kind = "request_id"
 [middleware.cors]
 kind = "cors"
 allow_origins = ["http://127.0.0.1:5173"]
+max_age = "10m"
 
 [middleware.errors]
 kind = "errors"
@@ -54,6 +56,96 @@ async fn a_panic_becomes_problem_json_with_the_request_id_and_cors_headers() {
     let text = client().get(strata.url("/panic")).header("accept", "text/plain").send().await.unwrap();
     assert_eq!(text.status(), 500);
     assert!(text.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+}
+
+#[tokio::test]
+async fn a_preflight_carries_the_max_age_duration_in_seconds() {
+    let strata = Strata::start(Some(CONFIG));
+    let res = client()
+        .request(reqwest::Method::OPTIONS, strata.url("/anything"))
+        .header("origin", "http://127.0.0.1:5173")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(res.headers()["access-control-max-age"], "600");
+}
+
+/// Runs `strata check` on `text`; its exit code, stderr and the config's path.
+fn check_with(text: &str) -> (Option<i32>, String, String) {
+    let config = write_config(text);
+    let file = config.path.to_str().unwrap().to_string();
+    let out = run(&["check", "--config", &file], "");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), file)
+}
+
+const TYPED_TABLES: &str = r#"[server]
+stack = ["cors", "errors", "gzip"]
+
+[middleware.cors]
+kind = "cors"
+allow_origins = ["http://127.0.0.1:5173"]
+max_age = MAX_AGE
+
+[middleware.errors]
+kind = "errors"
+statuses = STATUSES
+pages = { 404 = "pages/404.html" }
+
+[middleware.gzip]
+kind = "compression"
+level = LEVEL
+
+[[route]]
+prefix = "/"
+app = "echo"
+"#;
+
+fn typed_tables(max_age: &str, statuses: &str, level: &str) -> String {
+    TYPED_TABLES.replace("MAX_AGE", max_age).replace("STATUSES", statuses).replace("LEVEL", level)
+}
+
+#[test]
+fn check_reads_pages_beside_the_config_and_durations_for_max_age() {
+    let config = write_config(&typed_tables("\"1m30s\"", "\"all\"", "{ br = 11 }"));
+    std::fs::create_dir(config.dir.path().join("pages")).unwrap();
+    std::fs::write(config.dir.path().join("pages/404.html"), "<h1>lost</h1>").unwrap();
+    // Run from elsewhere: the page path is relative to the config file, not the working directory.
+    let out = run(&["check", "--config", config.path.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn check_locates_mistakes_of_the_cors_errors_and_compression_tables() {
+    // The old integer form of max_age is a type error at its value.
+    let (code, stderr, file) = check_with(&typed_tables("600", "\"all\"", "\"best\""));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:7:11: error: invalid type: integer `600`, expected a string")),
+        "{stderr}"
+    );
+
+    // Values the builders reject are located at their keys, every table's in one run.
+    let (code, stderr, file) = check_with(&typed_tables("\"1.5s\"", "\"server\"", "{ br = 12 }"));
+    assert_eq!(code, Some(2), "{stderr}");
+    for expected in [
+        "7:1: error: middleware `cors` (cors): `1500ms`: Access-Control-Max-Age counts whole seconds",
+        "12:1: error: middleware `errors` (errors): page for 404 Not Found: 4xx pages need `statuses = \"all\"`",
+        "16:1: error: middleware `gzip` (compression): br level 12 is out of range: expected 0 to 11",
+    ] {
+        assert!(stderr.contains(&format!("{file}:{expected}")), "{expected}\n{stderr}");
+    }
+    assert!(stderr.contains("3 errors in the config"), "{stderr}");
+
+    // A page that cannot be read, relative to the config's directory.
+    let (code, stderr, file) = check_with(&typed_tables("\"10m\"", "\"all\"", "\"best\""));
+    assert_eq!(code, Some(2), "{stderr}");
+    let dir = file.trim_end_matches("strata.toml");
+    let expected = format!(
+        "{file}:12:1: error: middleware `errors` (errors): page for 404 Not Found: cannot read {dir}pages/404.html"
+    );
+    assert!(stderr.contains(&expected), "{expected}\n{stderr}");
 }
 
 #[tokio::test]

@@ -41,11 +41,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode};
-use http::{Method, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
 use strata::http::{Body, Request, Response, Service, Stack, response};
+#[cfg(feature = "compression")]
+use strata::middleware::Compression;
 use strata::middleware::{
-    AccessLog, BasicAuth, BuildContext, Compression, Cors, Errors, LogFormat, RequestId, Timing, TimingConfig,
+    AccessLog, BasicAuth, BuildContext, Cors, Errors, LogFormat, RequestId, Timing, TimingConfig,
 };
 use tokio::runtime::Runtime;
 
@@ -74,6 +76,7 @@ enum Shape {
     /// With Basic credentials.
     Auth,
     /// With `Accept-Encoding: gzip`.
+    #[cfg_attr(not(feature = "compression"), allow(dead_code))]
     Gzip,
     /// With `Origin` and Basic credentials, as the load run sends.
     Classic,
@@ -104,6 +107,7 @@ enum Reply {
     /// `200` with `200 OK\n` as text, what the echo app's `/status/200` sends.
     Small,
     /// `200` with 16 KiB of text.
+    #[cfg_attr(not(feature = "compression"), allow(dead_code))]
     Text16k,
     /// An empty `500`, as a failing upstream or app might give.
     Empty500,
@@ -154,10 +158,10 @@ fn baseline_id(shape: Shape, reply: Reply) -> String {
 fn the_cors() -> Cors {
     // examples/classic.toml's `[middleware.cors]`.
     Cors::builder()
-        .allow_origins([ORIGIN, "https://*.example.com"])
-        .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allow_headers(["content-type", "authorization"])
-        .expose_headers(["x-request-id", "x-response-time"])
+        .allow_origins([ORIGIN, "https://*.example.com"].map(HeaderValue::from_static))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers(["x-request-id", "x-response-time"].map(HeaderName::from_static))
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
         .build()
@@ -208,7 +212,7 @@ fn cases(access_log: &AccessLog) -> Vec<Case> {
     let baseline = |shape, reply, expect| case(&baseline_id(shape, reply), shape, reply, Stack::new(), expect);
     use Reply::*;
     use Shape::*;
-    vec![
+    let mut cases = vec![
         baseline(Plain, Small, ok),
         case("timing", Plain, Small, Stack::new().with(Timing::default()), |r| {
             has(r, "x-response-time");
@@ -236,6 +240,9 @@ fn cases(access_log: &AccessLog) -> Vec<Case> {
         }),
         baseline(Auth, Small, ok),
         case("basic_auth/cached", Auth, Small, Stack::new().with(the_auth(true)), ok),
+    ];
+    #[cfg(feature = "compression")]
+    cases.extend([
         baseline(Gzip, Small, ok),
         case("compression/skip-small", Gzip, Small, Stack::new().with(Compression::default()), |r| {
             ok(r);
@@ -245,6 +252,8 @@ fn cases(access_log: &AccessLog) -> Vec<Case> {
         case("compression/gzip-16k", Gzip, Text16k, Stack::new().with(Compression::default()), |r| {
             assert_eq!(r.headers()[header::CONTENT_ENCODING], "gzip");
         }),
+    ]);
+    cases.extend([
         baseline(Classic, Small, ok),
         case("classic", Classic, Small, classic(Timing::default(), Some(access_log)), |r| {
             ok(r);
@@ -262,7 +271,8 @@ fn cases(access_log: &AccessLog) -> Vec<Case> {
             samples: COLD_SAMPLE_SIZE,
             ..case("basic_auth/cold", Auth, Small, Stack::new().with(the_auth(false)), ok)
         },
-    ]
+    ]);
+    cases
 }
 
 /// One request, response body read to its end (the access log writes its line there, compression

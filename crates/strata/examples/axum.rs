@@ -5,12 +5,16 @@
 //! curl -i http://127.0.0.1:3000/hello -H 'origin: https://app.example'
 //! ```
 
+use http::{HeaderValue, Method};
 use strata::http::Stack;
 use strata::middleware::{Cors, RequestId};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cors = Cors::builder().allow_origin("https://app.example").allow_methods(["GET", "POST"]).build()?;
+    let cors = Cors::builder()
+        .allow_origin(HeaderValue::from_static("https://app.example"))
+        .allow_methods([Method::GET, Method::POST])
+        .build()?;
     // One order: request_id is outermost, so even a preflight cors answers carries an id.
     let strata = Stack::new().with(RequestId::default()).with(cors);
     let app = axum::Router::new()

@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{HeaderValue, header};
+use http::{HeaderName, HeaderValue, Method, header};
 use http_body_util::BodyExt;
 use strata::Middleware;
 use strata::http::{Body, ConnectionInfo, Next, Request, Response, Stack};
@@ -38,10 +38,10 @@ const ALICE: &str = "$argon2id$v=19$m=19456,t=2,p=1$LLkVIMhQoh6WuT+JmOktrA$MLzwB
 
 fn cors() -> Cors {
     Cors::builder()
-        .allow_origins(["http://localhost:5173", "https://*.example.com"])
-        .allow_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allow_headers(["content-type", "authorization"])
-        .expose_headers(["x-request-id", "x-response-time"])
+        .allow_origins(["http://localhost:5173", "https://*.example.com"].map(HeaderValue::from_static))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers(["x-request-id", "x-response-time"].map(HeaderName::from_static))
         .allow_credentials(true)
         .max_age(Duration::from_secs(600))
         .build()

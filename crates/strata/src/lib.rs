@@ -28,6 +28,7 @@
 //! ```
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod check;
 pub mod http;

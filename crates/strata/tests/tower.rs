@@ -27,7 +27,11 @@ fn client() -> reqwest::Client {
 }
 
 fn strata_layers() -> Stack {
-    let cors = Cors::builder().allow_origin(ORIGIN).allow_methods(["GET", "POST"]).build().unwrap();
+    let cors = Cors::builder()
+        .allow_origin(HeaderValue::from_static(ORIGIN))
+        .allow_methods([Method::GET, Method::POST])
+        .build()
+        .unwrap();
     Stack::new().with(RequestId::default()).with(cors)
 }
 

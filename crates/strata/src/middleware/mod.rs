@@ -8,14 +8,23 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "compression")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
 pub mod compression;
-pub use compression::{Compression, CompressionConfig};
+#[cfg(all(feature = "compression", feature = "config"))]
+pub use compression::CompressionConfig;
+#[cfg(feature = "compression")]
+pub use compression::{Compression, CompressionBuilder};
 
 pub mod errors;
-pub use errors::{Errors, ErrorsConfig, GeneratedError};
+#[cfg(feature = "config")]
+pub use errors::ErrorsConfig;
+pub use errors::{Errors, ErrorsBuilder, GeneratedError};
 
 pub mod cors;
-pub use cors::{Cors, CorsBuilder, CorsConfig};
+#[cfg(feature = "config")]
+pub use cors::CorsConfig;
+pub use cors::{Cors, CorsBuilder};
 pub mod basic_auth;
 pub use basic_auth::{BasicAuth, BasicAuthBuilder, BasicAuthConfig, HashScheme};
 

@@ -1,5 +1,6 @@
-//! The configuration: the codings offered, their levels (named or numeric, for all algorithms or
-//! per algorithm), the size threshold and the excluded content types, as the TOML table spells them.
+//! The `kind = "compression"` table: the codings offered, their levels (named or numeric, for all
+//! algorithms or per algorithm), the size threshold and the excluded content types, as the TOML
+//! table spells them, fed to a [`CompressionBuilder`](super::CompressionBuilder).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,69 +8,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-/// A content coding `compression` can produce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    /// Brotli (`br`).
-    Br,
-    /// Zstandard (`zstd`).
-    Zstd,
-    /// gzip (`gzip`; clients may also ask for it as `x-gzip`).
-    Gzip,
-}
-
-impl Algorithm {
-    /// The token used in `Accept-Encoding`, `Content-Encoding` and the config.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Br => "br",
-            Algorithm::Zstd => "zstd",
-            Algorithm::Gzip => "gzip",
-        }
-    }
-
-    /// The levels a number may take for this algorithm, and what the named levels mean.
-    ///
-    /// zstd stops at 19: levels 20–22 use windows larger than the 8 MiB that HTTP's zstd coding
-    /// allows (RFC 9659), which browsers refuse to decode.
-    pub(super) fn levels(self) -> LevelScale {
-        match self {
-            Algorithm::Br => LevelScale { min: 0, max: 11, fastest: 1, default: 4, best: 11 },
-            Algorithm::Zstd => LevelScale { min: 1, max: 19, fastest: 1, default: 3, best: 19 },
-            Algorithm::Gzip => LevelScale { min: 1, max: 9, fastest: 1, default: 6, best: 9 },
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-pub(super) struct LevelScale {
-    pub(super) min: i32,
-    pub(super) max: i32,
-    pub(super) fastest: i32,
-    pub(super) default: i32,
-    pub(super) best: i32,
-}
-
-/// One compression level: a name that means the same intent for every algorithm, or a number on
-/// the algorithm's own scale (br 0–11, zstd 1–19, gzip 1–9).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Level {
-    /// Level 1 of each algorithm: least CPU.
-    Fastest,
-    /// br 4, zstd 3, gzip 6: a good ratio at a CPU cost fit for responses made per request.
-    #[default]
-    Default,
-    /// br 11, zstd 19, gzip 9: smallest output, much more CPU and (zstd) memory per response.
-    Best,
-    /// A number on the algorithm's own scale.
-    Precise(i32),
-}
+use super::{Algorithm, Compression, DEFAULT_EXCLUDED_CONTENT_TYPES, Level};
+use crate::middleware::{BuildContext, ConfigError};
 
 impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -117,15 +57,6 @@ pub enum Levels {
 impl Default for Levels {
     fn default() -> Self {
         Levels::All(Level::Default)
-    }
-}
-
-impl Levels {
-    pub(super) fn get(&self, algorithm: Algorithm) -> Level {
-        match self {
-            Levels::All(level) => *level,
-            Levels::PerAlgorithm(map) => map.get(&algorithm).copied().unwrap_or_default(),
-        }
     }
 }
 
@@ -183,28 +114,6 @@ pub struct CompressionConfig {
     pub content_types: Vec<String>,
 }
 
-/// The default `content_types` exclusions: formats that are already compressed (or, for gRPC,
-/// compress themselves), where a second pass costs CPU and saves nothing.
-pub const DEFAULT_EXCLUDED_CONTENT_TYPES: &[&str] = &[
-    "image/*",
-    "!image/svg+xml",
-    "audio/*",
-    "video/*",
-    "font/*",
-    "application/font-woff",
-    "application/font-woff2",
-    "application/zip",
-    "application/gzip",
-    "application/x-gzip",
-    "application/x-7z-compressed",
-    "application/x-rar-compressed",
-    "application/vnd.rar",
-    "application/x-bzip2",
-    "application/x-xz",
-    "application/zstd",
-    "application/grpc*",
-];
-
 impl Default for CompressionConfig {
     fn default() -> Self {
         CompressionConfig {
@@ -213,5 +122,23 @@ impl Default for CompressionConfig {
             min_size: 1024,
             content_types: DEFAULT_EXCLUDED_CONTENT_TYPES.iter().map(|s| s.to_string()).collect(),
         }
+    }
+}
+
+impl Compression {
+    /// Builds the layer from a `kind = "compression"` table, through [`Compression::builder`]'s
+    /// validation.
+    pub fn from_config(config: CompressionConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let builder = Compression::builder()
+            .algorithms(config.algorithms)
+            .min_size(config.min_size)
+            .content_types(config.content_types);
+        match config.level {
+            Levels::All(level) => builder.level(level),
+            Levels::PerAlgorithm(map) => {
+                map.into_iter().fold(builder, |b, (algorithm, level)| b.level_for(algorithm, level))
+            }
+        }
+        .build()
     }
 }

@@ -16,12 +16,31 @@
 //! → `W/"x", "x"`): `If-None-Match` compares weakly (RFC 9110 §13.1.2), so to a correct upstream the
 //! two are the same tag, and an upstream whose own tags are weak still finds the one it issued.
 //!
+//! ```
+//! use strata::http::{Request, Response, Stack};
+//! use strata::middleware::compression::{Algorithm, Compression, Level};
+//!
+//! let compression = Compression::builder()
+//!     .algorithms([Algorithm::Br, Algorithm::Gzip])
+//!     .level(Level::Fastest)
+//!     .level_for(Algorithm::Br, Level::Precise(5))
+//!     .min_size(512)
+//!     .build()?;
+//! let service = Stack::new()
+//!     .with(compression)
+//!     .serve(|_req: Request| async { Response::new("hello".into()) });
+//! # let _ = service;
+//! # Ok::<(), strata::middleware::ConfigError>(())
+//! ```
+//!
+//! The same in the gateway's TOML:
+//!
 //! ```toml
 //! [middleware.compression]
 //! kind = "compression"
-//! algorithms = ["br", "zstd", "gzip"]
-//! level = "default"
-//! min_size = 1024
+//! algorithms = ["br", "gzip"]
+//! level = { br = 5, gzip = "fastest" }
+//! min_size = 512
 //! ```
 //!
 //! See `docs/middleware/compression.md` for every option and rule.
@@ -30,7 +49,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 use http_body::Body as _;
 
-use super::{BuildContext, ConfigError};
+use super::ConfigError;
 use crate::check::{Fact, Facts};
 use crate::http::headers::{add_vary, is_tchar};
 use crate::http::{Body, Next, Request, Response};
@@ -38,32 +57,35 @@ use crate::stack::Middleware;
 
 mod accept_encoding;
 mod body;
+mod builder;
+#[cfg(feature = "config")]
 mod config;
+mod level;
 mod metadata;
 #[cfg(test)]
 mod tests;
 
 use accept_encoding::negotiate;
 use body::{CompressedBody, Encoder};
-pub use config::{Algorithm, CompressionConfig, DEFAULT_EXCLUDED_CONTENT_TYPES, Level, Levels};
+pub use builder::{CompressionBuilder, DEFAULT_EXCLUDED_CONTENT_TYPES};
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use config::{CompressionConfig, Levels};
+pub use level::{Algorithm, Level};
 use metadata::{declared_length, entity_tags, has_no_transform, media_essence, weaken_etag, with_strong_forms};
 
-/// The `compression` middleware. Build it with [`Compression::new`] from a [`CompressionConfig`], or
-/// take [`Compression::default`].
+/// The `compression` middleware. Build it with [`Compression::builder`], or take
+/// [`Compression::default`] (br, zstd, gzip at their default levels, 1 KiB minimum, the default
+/// exclusions).
 ///
 /// ```
 /// use strata::http::{Request, Response, Stack};
-/// use strata::middleware::{BuildContext, Compression, CompressionConfig};
+/// use strata::middleware::Compression;
 ///
-/// let gzip_only = Compression::new(
-///     CompressionConfig { algorithms: vec![strata::middleware::compression::Algorithm::Gzip], ..Default::default() },
-///     &BuildContext::default(),
-/// )?;
 /// let service = Stack::new()
-///     .with(gzip_only)
+///     .with(Compression::default())
 ///     .serve(|_req: Request| async { Response::new("hello".into()) });
 /// # let _ = service;
-/// # Ok::<(), strata::middleware::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Compression {
@@ -118,44 +140,9 @@ impl TypePattern {
 }
 
 impl Compression {
-    /// Validates the config and resolves levels and content-type patterns once.
-    pub fn new(config: CompressionConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
-        if config.algorithms.is_empty() {
-            return Err(ConfigError::field("algorithms", "list at least one of \"br\", \"zstd\", \"gzip\""));
-        }
-        let mut algorithms = Vec::with_capacity(config.algorithms.len());
-        for &algorithm in &config.algorithms {
-            if algorithms.iter().any(|&(a, _)| a == algorithm) {
-                return Err(ConfigError::field("algorithms", format!("\"{algorithm}\" is listed twice")));
-            }
-            let scale = algorithm.levels();
-            let level = match config.level.get(algorithm) {
-                Level::Fastest => scale.fastest,
-                Level::Default => scale.default,
-                Level::Best => scale.best,
-                Level::Precise(n) if (scale.min..=scale.max).contains(&n) => n,
-                Level::Precise(n) => {
-                    return Err(ConfigError::field(
-                        "level",
-                        format!("{algorithm} level {n} is out of range: expected {} to {}", scale.min, scale.max),
-                    ));
-                }
-            };
-            algorithms.push((algorithm, level));
-        }
-        // A level for an algorithm that is not offered is almost certainly a typo'd intent.
-        let unused = match &config.level {
-            Levels::PerAlgorithm(map) => map.keys().find(|a| !config.algorithms.contains(a)),
-            Levels::All(_) => None,
-        };
-        if let Some(unused) = unused {
-            return Err(ConfigError::field(
-                "level",
-                format!("a level is set for \"{unused}\", which is not in `algorithms`"),
-            ));
-        }
-        let excluded = config.content_types.iter().map(|entry| TypePattern::parse(entry)).collect::<Result<_, _>>()?;
-        Ok(Compression { algorithms: algorithms.into(), min_size: config.min_size, excluded })
+    /// Starts a [`CompressionBuilder`] with the defaults.
+    pub fn builder() -> CompressionBuilder {
+        CompressionBuilder::default()
     }
 
     /// The codings this layer offers, most preferred first, with their resolved numeric levels.
@@ -300,8 +287,7 @@ impl Compression {
 impl Default for Compression {
     /// br, zstd, gzip at their default levels; 1 KiB minimum; the default exclusions.
     fn default() -> Self {
-        Compression::new(CompressionConfig::default(), &BuildContext::default())
-            .expect("the default compression config is valid")
+        CompressionBuilder::default().build().expect("the default compression settings are valid")
     }
 }
 

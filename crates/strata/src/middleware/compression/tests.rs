@@ -124,8 +124,8 @@ fn layer() -> Compression {
     Compression::default()
 }
 
-fn with(config: CompressionConfig) -> Compression {
-    Compression::new(config, &BuildContext::default()).unwrap()
+fn with(build: impl FnOnce(CompressionBuilder) -> CompressionBuilder) -> Compression {
+    build(Compression::builder()).build().unwrap()
 }
 
 fn serve(layer: Compression, make: impl Fn() -> Response + Send + Sync + 'static) -> Service<Request, Response> {
@@ -174,7 +174,7 @@ async fn each_algorithm_round_trips() {
 async fn every_level_form_builds_and_round_trips() {
     let original = text(10_000);
     for level in [Level::Fastest, Level::Default, Level::Best, Level::Precise(2)] {
-        let layer = with(CompressionConfig { level: Levels::All(level), ..Default::default() });
+        let layer = with(|b| b.level(level));
         for algorithm in ["br", "zstd", "gzip"] {
             let body = original.clone();
             let service = serve(layer.clone(), move || typed("text/plain", body.clone()));
@@ -263,7 +263,7 @@ fn every_accept_encoding_line_counts() {
 
 #[test]
 fn the_configured_order_is_the_server_preference() {
-    let layer = with(CompressionConfig { algorithms: vec![Algorithm::Gzip, Algorithm::Br], ..Default::default() });
+    let layer = with(|b| b.algorithms([Algorithm::Gzip, Algorithm::Br]));
     let mut headers = HeaderMap::new();
     headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, gzip, zstd"));
     assert_eq!(negotiate(&headers, &layer.algorithms).map(|(a, _)| a), Some(Algorithm::Gzip));
@@ -478,8 +478,7 @@ async fn skips_excluded_content_types_by_default() {
 
 #[tokio::test]
 async fn content_type_exclusions_are_configurable() {
-    let config = CompressionConfig { content_types: vec!["text/*".into(), "!text/html".into()], ..Default::default() };
-    let layer = with(config);
+    let layer = with(|b| b.content_types(["text/*", "!text/html"]));
     for (content_type, compressed) in [("text/plain", false), ("text/html", true), ("image/png", true)] {
         let service = serve(layer.clone(), move || typed(content_type, text(4096)));
         let res = service.call(get("gzip")).await;
@@ -511,7 +510,7 @@ async fn min_size_applies_to_known_lengths_only() {
     assert_eq!(encoding(&res), Some("gzip"));
     assert_eq!(decode("gzip", &body_bytes(res).await), b"tiny");
 
-    let configured = with(CompressionConfig { min_size: 10, ..Default::default() });
+    let configured = with(|b| b.min_size(10));
     let service = serve(configured, || typed("text/plain", text(10)));
     assert_eq!(encoding(&service.call(get("gzip")).await), Some("gzip"));
 }
@@ -692,41 +691,99 @@ async fn a_large_stream_is_compressed_as_it_arrives() {
     assert!(decoded.chunks(CHUNK).all(|c| c == expected.as_bytes()));
 }
 
-fn from_toml(source: &str) -> Result<Compression, String> {
-    let config: CompressionConfig = toml::from_str(source).map_err(|e| e.to_string())?;
-    Compression::new(config, &BuildContext::default()).map_err(|e| e.to_string())
+fn builder_error(build: impl FnOnce(CompressionBuilder) -> CompressionBuilder) -> ConfigError {
+    build(Compression::builder()).build().expect_err("invalid settings")
 }
 
 #[test]
-fn config_reads_every_level_form() {
+fn the_builder_resolves_levels() {
     let levels = |c: Compression| c.algorithms().collect::<Vec<_>>();
     use Algorithm::*;
-    assert_eq!(levels(from_toml("").unwrap()), [(Br, 4), (Zstd, 3), (Gzip, 6)]);
-    assert_eq!(levels(from_toml("level = \"best\"").unwrap()), [(Br, 11), (Zstd, 19), (Gzip, 9)]);
-    assert_eq!(levels(from_toml("level = \"fastest\"").unwrap()), [(Br, 1), (Zstd, 1), (Gzip, 1)]);
-    assert_eq!(levels(from_toml("level = 5").unwrap()), [(Br, 5), (Zstd, 5), (Gzip, 5)]);
+    assert_eq!(levels(Compression::default()), [(Br, 4), (Zstd, 3), (Gzip, 6)]);
+    assert_eq!(levels(with(|b| b.level(Level::Best))), [(Br, 11), (Zstd, 19), (Gzip, 9)]);
     assert_eq!(
-        levels(from_toml("algorithms = [\"gzip\", \"br\"]\nlevel = { br = 11, gzip = \"fastest\" }").unwrap()),
-        [(Gzip, 1), (Br, 11)]
+        levels(with(|b| b.level(Level::Best).level_for(Gzip, Level::Fastest))),
+        [(Br, 11), (Zstd, 19), (Gzip, 1)]
     );
-    assert_eq!(levels(from_toml("algorithms = [\"zstd\"]\nmin_size = 0\ncontent_types = []").unwrap()), [(Zstd, 3)]);
+    assert_eq!(levels(with(|b| b.algorithms([Zstd]).level_for(Zstd, Level::Precise(19)))), [(Zstd, 19)]);
 }
 
+/// The builder rejects what the TOML table rejects, naming the same key.
 #[test]
-fn config_mistakes_are_reported() {
-    let err = |source: &str| from_toml(source).err().unwrap_or_else(|| panic!("accepted: {source}"));
-    assert!(err("algorithms = []").contains("at least one"));
-    assert!(err("algorithms = [\"gzip\", \"gzip\"]").contains("listed twice"));
-    assert!(err("algorithms = [\"deflate\"]").contains("unknown variant"));
-    assert!(err("level = 10").contains("gzip level 10 is out of range"));
-    assert!(err("level = 20").contains("out of range"));
-    assert!(err("level = \"max\"").contains("\"fastest\", \"default\", \"best\""));
-    assert!(err("level = { deflate = 1 }").contains("unknown variant"));
-    assert!(err("algorithms = [\"gzip\"]\nlevel = { br = 1 }").contains("not in `algorithms`"));
-    assert!(err("content_types = [\"images\"]").contains("`images`"));
-    assert!(err("content_types = [\"text/*html\"]").contains("`text/*html`"));
-    assert!(err("content_types = [\"text/html; charset=utf-8\"]").contains("no parameters"));
-    assert!(err("min_sise = 10").contains("unknown field"));
+fn builder_mistakes_name_the_toml_key() {
+    let field = |e: ConfigError| e.field.unwrap();
+    use Algorithm::*;
+    assert_eq!(field(builder_error(|b| b.algorithms([]))), "algorithms");
+    assert_eq!(field(builder_error(|b| b.algorithms([Gzip, Gzip]))), "algorithms");
+    let e = builder_error(|b| b.level(Level::Precise(10)));
+    assert_eq!((e.field, e.message.as_str()), (Some("level"), "gzip level 10 is out of range: expected 1 to 9"));
+    assert_eq!(field(builder_error(|b| b.level_for(Br, Level::Precise(12)))), "level");
+    assert_eq!(field(builder_error(|b| b.level_for(Zstd, Level::Precise(0)))), "level");
+    assert_eq!(field(builder_error(|b| b.algorithms([Gzip]).level_for(Br, Level::Fastest))), "level");
+    for bad in ["images", "text/*html", "text/html; charset=utf-8", "*/plain", "!"] {
+        let e = builder_error(|b| b.content_types(["text/plain", bad]));
+        assert_eq!(e.field, Some("content_types"), "{bad}");
+    }
+    // The valid neighbours build.
+    with(|b| b.level_for(Br, Level::Precise(0)).content_types(Vec::<String>::new()));
+}
+
+#[cfg(feature = "config")]
+mod from_config {
+    use super::*;
+    use crate::middleware::BuildContext;
+
+    fn from_toml(source: &str) -> Result<Compression, String> {
+        let config: CompressionConfig = toml::from_str(source).map_err(|e| e.to_string())?;
+        Compression::from_config(config, &BuildContext::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn config_reads_every_level_form() {
+        let levels = |c: Compression| c.algorithms().collect::<Vec<_>>();
+        use Algorithm::*;
+        assert_eq!(levels(from_toml("").unwrap()), [(Br, 4), (Zstd, 3), (Gzip, 6)]);
+        assert_eq!(levels(from_toml("level = \"best\"").unwrap()), [(Br, 11), (Zstd, 19), (Gzip, 9)]);
+        assert_eq!(levels(from_toml("level = \"fastest\"").unwrap()), [(Br, 1), (Zstd, 1), (Gzip, 1)]);
+        assert_eq!(levels(from_toml("level = 5").unwrap()), [(Br, 5), (Zstd, 5), (Gzip, 5)]);
+        assert_eq!(
+            levels(from_toml("algorithms = [\"gzip\", \"br\"]\nlevel = { br = 11, gzip = \"fastest\" }").unwrap()),
+            [(Gzip, 1), (Br, 11)]
+        );
+        assert_eq!(
+            levels(from_toml("algorithms = [\"zstd\"]\nmin_size = 0\ncontent_types = []").unwrap()),
+            [(Zstd, 3)]
+        );
+    }
+
+    #[test]
+    fn config_mistakes_are_reported() {
+        let err = |source: &str| from_toml(source).err().unwrap_or_else(|| panic!("accepted: {source}"));
+        assert!(err("algorithms = []").contains("at least one"));
+        assert!(err("algorithms = [\"gzip\", \"gzip\"]").contains("listed twice"));
+        assert!(err("algorithms = [\"deflate\"]").contains("unknown variant"));
+        assert!(err("level = 10").contains("gzip level 10 is out of range"));
+        assert!(err("level = 20").contains("out of range"));
+        assert!(err("level = \"max\"").contains("\"fastest\", \"default\", \"best\""));
+        assert!(err("level = { deflate = 1 }").contains("unknown variant"));
+        assert!(err("algorithms = [\"gzip\"]\nlevel = { br = 1 }").contains("not in `algorithms`"));
+        assert!(err("content_types = [\"images\"]").contains("`images`"));
+        assert!(err("content_types = [\"text/*html\"]").contains("`text/*html`"));
+        assert!(err("content_types = [\"text/html; charset=utf-8\"]").contains("no parameters"));
+        assert!(err("min_sise = 10").contains("unknown field"));
+    }
+
+    #[test]
+    fn config_errors_name_the_same_keys_as_the_builder() {
+        let field = |source: &str| {
+            let config: CompressionConfig = toml::from_str(source).unwrap();
+            Compression::from_config(config, &BuildContext::default()).unwrap_err().field.unwrap()
+        };
+        assert_eq!(field("algorithms = []"), "algorithms");
+        assert_eq!(field("level = 10"), "level");
+        assert_eq!(field("algorithms = [\"gzip\"]\nlevel = { br = 1 }"), "level");
+        assert_eq!(field("content_types = [\"images\"]"), "content_types");
+    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Origins: the configured list compiled into exact origins and subdomain patterns, and the
 //! `scheme://host[:port]` parser both the config and each request's `Origin` go through.
 
+use http::HeaderValue;
+
 use crate::middleware::ConfigError;
 
 use super::AllowedOrigins;
@@ -30,29 +32,39 @@ impl SubdomainPattern {
 
 const ORIGIN_SHAPE: &str = "expected scheme://host[:port] with no path (https://app.example.com), a subdomain pattern (https://*.example.com), \"null\", or \"*\"";
 
-pub(super) fn compile_origins(list: &[String]) -> Result<AllowedOrigins, ConfigError> {
+/// Compiles the allowed origins: `any` alone, or a list of exact origins, subdomain patterns and
+/// `null`.
+pub(super) fn compile_origins(any: bool, list: &[HeaderValue]) -> Result<AllowedOrigins, ConfigError> {
+    if any {
+        return if list.is_empty() {
+            Ok(AllowedOrigins::Any)
+        } else {
+            Err(ConfigError::field("allow_origins", "`\"*\"` allows every origin: it cannot be combined with others"))
+        };
+    }
     if list.is_empty() {
         return Err(ConfigError::field(
             "allow_origins",
             "at least one origin is required, e.g. [\"https://app.example.com\"], or \"*\" for any",
         ));
     }
-    if list.iter().any(|o| o == "*") {
-        return if list.len() == 1 {
-            Ok(AllowedOrigins::Any)
-        } else {
-            Err(ConfigError::field("allow_origins", "`\"*\"` allows every origin: it cannot be combined with others"))
-        };
-    }
     let mut exact = Vec::new();
     let mut patterns = Vec::new();
-    for raw in list {
+    for value in list {
+        let lossy = String::from_utf8_lossy(value.as_bytes());
+        let bad = |why: &str| {
+            ConfigError::field("allow_origins", format!("`{lossy}` is not an origin: {why}; {ORIGIN_SHAPE}"))
+        };
+        let Ok(raw) = value.to_str() else {
+            return Err(bad("it contains a space, a control or a non-ASCII character"));
+        };
         if raw == "null" {
-            exact.push(raw.clone());
+            exact.push(raw.to_string());
             continue;
         }
-        let bad =
-            |why: &str| ConfigError::field("allow_origins", format!("`{raw}` is not an origin: {why}; {ORIGIN_SHAPE}"));
+        if raw == "*" {
+            return Err(bad("`*` alone means any origin: use `allow_any_origin`"));
+        }
         if let Some((scheme, rest)) = raw.split_once("://")
             && let Some(suffix_and_port) = rest.strip_prefix("*.")
         {

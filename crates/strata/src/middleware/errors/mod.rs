@@ -7,39 +7,65 @@
 //! `replace_app_errors = true`. The body never carries a panic message, stack trace or any other
 //! internal detail; the failure is logged with the request id, status, method and path.
 //!
+//! ```
+//! use http::StatusCode;
+//! use strata::http::{Request, Response, Stack};
+//! use strata::middleware::errors::{ErrorFormat, ErrorStatuses, Errors};
+//!
+//! let errors = Errors::builder()
+//!     .statuses(ErrorStatuses::All)
+//!     .default_format(ErrorFormat::Json)
+//!     .page(StatusCode::NOT_FOUND, "<h1>Nothing here</h1>")
+//!     .build()?;
+//! let service = Stack::new()
+//!     .with(errors) // outermost: every failure inside it comes out clean
+//!     .serve(|_req: Request| async { Response::new("hello".into()) });
+//! # let _ = service;
+//! # Ok::<(), strata::middleware::ConfigError>(())
+//! ```
+//!
+//! The same in the gateway's TOML, with the page read from a file beside the config:
+//!
 //! ```toml
 //! [middleware.errors]
 //! kind = "errors"
-//! statuses = "server"
-//! pages = { 500 = "errors/500.html" }
+//! statuses = "all"
+//! default_format = "json"
+//! pages = { 404 = "errors/404.html" }
 //! ```
 //!
 //! See `docs/middleware/errors.md` for every option and rule.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_body::Body as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{BuildContext, ConfigError};
 use crate::check::{Fact, Facts};
 use crate::http::headers::add_vary;
 use crate::http::{AssignedRequestId, Body, Next, Request, Response};
 use crate::stack::Middleware;
 
 mod accept;
+mod builder;
+#[cfg(feature = "config")]
+mod config;
 #[cfg(test)]
 mod tests;
 
 use accept::{Format, choose_format, preferences};
+pub use builder::ErrorsBuilder;
+use builder::scope_contains;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+pub use config::ErrorsConfig;
 
 /// Which error statuses `errors` formats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum ErrorStatuses {
     /// 5xx only (`"server"`): failures of the server, never the answers an app gives on purpose.
     #[default]
@@ -49,8 +75,8 @@ pub enum ErrorStatuses {
 }
 
 /// The body format used when the client's `Accept` has no preference between JSON and text.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum ErrorFormat {
     /// `text/plain; charset=utf-8` (`"text"`).
     #[default]
@@ -59,27 +85,10 @@ pub enum ErrorFormat {
     Json,
 }
 
-/// The `[middleware.NAME]` table of kind `"errors"`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ErrorsConfig {
-    /// `"server"` (default): format 5xx responses; `"all"`: 4xx and 5xx.
-    pub statuses: ErrorStatuses,
-    /// Also replace error bodies the application wrote itself. Default `false`: only empty bodies,
-    /// strata's bare panic body and responses marked [`GeneratedError`] are replaced.
-    pub replace_app_errors: bool,
-    /// What `Accept: */*`, a missing or unparseable `Accept`, or an `Accept` that allows none of
-    /// the formats gets: `"text"` (default) or `"json"`.
-    pub default_format: ErrorFormat,
-    /// HTML pages per status, e.g. `{ 404 = "errors/404.html" }`; paths are relative to the config
-    /// file. Read once when the stack is built, served to clients that accept `text/html`.
-    pub pages: BTreeMap<String, PathBuf>,
-}
-
 pub use crate::http::GeneratedError;
 
-/// The `errors` middleware. Build it with [`Errors::new`] from an [`ErrorsConfig`], or take
-/// [`Errors::default`] (5xx only, text unless JSON is preferred, no pages).
+/// The `errors` middleware. Build it with [`Errors::builder`], or take [`Errors::default`] (5xx
+/// only, text unless JSON is preferred, no pages).
 ///
 /// ```
 /// use strata::http::{Request, Response, Stack};
@@ -99,46 +108,13 @@ pub struct Errors {
 }
 
 impl Errors {
-    /// Validates the config and reads every page once.
-    pub fn new(config: ErrorsConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let mut errors = Errors::from_parts(&config);
-        for (key, path) in &config.pages {
-            let status = page_status(key)?;
-            let resolved = ctx.resolve(path);
-            let html = std::fs::read(&resolved).map_err(|e| {
-                ConfigError::field("pages", format!("page for {status}: cannot read {}: {e}", resolved.display()))
-            })?;
-            errors = errors.with_page(status, html)?;
-        }
-        Ok(errors)
-    }
-
-    fn from_parts(config: &ErrorsConfig) -> Self {
-        Errors {
-            statuses: config.statuses,
-            replace_app_errors: config.replace_app_errors,
-            default_format: config.default_format,
-            pages: HashMap::new(),
-        }
-    }
-
-    /// Serves `html` for `status` to clients that accept `text/html`. Fails when `status` is not an
-    /// error status this layer formats (a 404 page needs `statuses = "all"`).
-    pub fn with_page(mut self, status: StatusCode, html: impl Into<Bytes>) -> Result<Self, ConfigError> {
-        if !self.in_scope(status) {
-            let why = if status.is_client_error() {
-                format!("page for {status}: 4xx pages need `statuses = \"all\"`")
-            } else {
-                format!("page for {status}: only 4xx and 5xx statuses have error pages")
-            };
-            return Err(ConfigError::field("pages", why));
-        }
-        self.pages.insert(status, html.into());
-        Ok(self)
+    /// Starts an [`ErrorsBuilder`] with the defaults.
+    pub fn builder() -> ErrorsBuilder {
+        ErrorsBuilder::default()
     }
 
     fn in_scope(&self, status: StatusCode) -> bool {
-        status.is_server_error() || (self.statuses == ErrorStatuses::All && status.is_client_error())
+        scope_contains(self.statuses, status)
     }
 
     /// Whether the response is an error strata made (a panic's 500 is marked by the core), as
@@ -213,7 +189,12 @@ impl Errors {
 impl Default for Errors {
     /// 5xx only, text unless the client prefers JSON, app-written bodies kept, no pages.
     fn default() -> Self {
-        Errors::from_parts(&ErrorsConfig::default())
+        Errors {
+            statuses: ErrorStatuses::default(),
+            replace_app_errors: false,
+            default_format: ErrorFormat::default(),
+            pages: HashMap::new(),
+        }
     }
 }
 
@@ -312,14 +293,6 @@ fn generic_detail(status: StatusCode) -> &'static str {
         504 => "An upstream server did not respond in time.",
         _ if status.is_client_error() => "The request could not be processed.",
         _ => "The server encountered an error and could not complete the request.",
-    }
-}
-
-fn page_status(key: &str) -> Result<StatusCode, ConfigError> {
-    let status = key.trim().parse::<u16>().ok().and_then(|n| StatusCode::from_u16(n).ok());
-    match status {
-        Some(status) if status.is_client_error() || status.is_server_error() => Ok(status),
-        _ => Err(ConfigError::field("pages", format!("`{key}` is not an error status: expected 400 to 599"))),
     }
 }
 

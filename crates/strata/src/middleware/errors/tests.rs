@@ -110,9 +110,7 @@ async fn the_body_follows_accept() {
 
 #[tokio::test]
 async fn json_can_be_the_default_format() {
-    let errors =
-        Errors::new(ErrorsConfig { default_format: ErrorFormat::Json, ..Default::default() }, &BuildContext::default())
-            .unwrap();
+    let errors = Errors::builder().default_format(ErrorFormat::Json).build().unwrap();
     let service = serve(errors, || response::status(StatusCode::BAD_GATEWAY));
     for accept in [None, Some("*/*"), Some("image/png")] {
         let res = service.call(request(accept)).await;
@@ -135,8 +133,7 @@ async fn an_app_made_error_body_is_left_alone() {
     assert!(res.headers().get(header::VARY).is_none());
     assert_eq!(body_text(res).await, r#"{"error":"tasks store unavailable"}"#);
 
-    let replacing =
-        Errors::new(ErrorsConfig { replace_app_errors: true, ..Default::default() }, &BuildContext::default()).unwrap();
+    let replacing = Errors::builder().replace_app_errors(true).build().unwrap();
     let res = serve(replacing, make).call(request(Some("text/plain"))).await;
     assert_eq!(content_type(&res), "text/plain; charset=utf-8");
     assert!(res.headers().get(header::ETAG).is_none(), "the validator described the old body");
@@ -157,9 +154,7 @@ async fn empty_and_marked_errors_are_formatted_within_scope() {
     let res = serve(Errors::default(), not_found).call(request(None)).await;
     assert_eq!(res.status(), 404);
     assert!(res.headers().get(header::CONTENT_TYPE).is_none());
-    let all =
-        Errors::new(ErrorsConfig { statuses: ErrorStatuses::All, ..Default::default() }, &BuildContext::default())
-            .unwrap();
+    let all = Errors::builder().statuses(ErrorStatuses::All).build().unwrap();
     let res = serve(all.clone(), not_found).call(request(Some("application/json"))).await;
     assert_eq!(res.status(), 404);
     let problem: serde_json::Value = serde_json::from_str(&body_text(res).await).unwrap();
@@ -210,7 +205,7 @@ async fn safe_headers_from_inner_layers_are_kept() {
     assert_eq!(length, body_text(res).await.len());
 }
 
-fn temp_page(name: &str, html: &str) -> PathBuf {
+fn temp_page(name: &str, html: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-errors-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
@@ -218,14 +213,8 @@ fn temp_page(name: &str, html: &str) -> PathBuf {
     path
 }
 
-#[tokio::test]
-async fn custom_pages_are_served_to_browsers() {
-    let page = temp_page("404.html", "<h1>Lost?</h1>");
-    let ctx = BuildContext { base_dir: page.parent().unwrap().to_path_buf() };
-    let config: ErrorsConfig = toml::from_str("statuses = \"all\"\npages = { 404 = \"404.html\" }").unwrap();
-    let errors = Errors::new(config, &ctx).unwrap();
+async fn a_page_is_served_to_browsers_only(errors: Errors) {
     let service = serve(errors, || response::status(StatusCode::NOT_FOUND));
-
     let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
     let res = service.call(request(Some(browser))).await;
     assert_eq!(res.status(), 404);
@@ -239,36 +228,77 @@ async fn custom_pages_are_served_to_browsers() {
     assert_eq!(content_type(&res), "text/plain; charset=utf-8");
 }
 
+#[tokio::test]
+async fn custom_pages_are_served_to_browsers() {
+    let all = || Errors::builder().statuses(ErrorStatuses::All);
+    a_page_is_served_to_browsers_only(all().page(StatusCode::NOT_FOUND, "<h1>Lost?</h1>").build().unwrap()).await;
+    let file = temp_page("builder-404.html", "<h1>Lost?</h1>");
+    a_page_is_served_to_browsers_only(all().page_file(StatusCode::NOT_FOUND, file).build().unwrap()).await;
+}
+
+/// The builder rejects what the TOML table rejects, naming the same key.
 #[test]
-fn page_mistakes_name_the_status() {
-    let ctx = BuildContext { base_dir: std::env::temp_dir() };
-    let missing: ErrorsConfig = toml::from_str("pages = { 503 = \"no/such/page.html\" }").unwrap();
-    let err = Errors::new(missing, &ctx).unwrap_err();
+fn builder_page_mistakes_name_the_status_and_the_key() {
+    let err = Errors::builder().page_file(StatusCode::SERVICE_UNAVAILABLE, "/no/such/page.html").build().unwrap_err();
     assert_eq!(err.field, Some("pages"));
     assert!(err.message.contains("503 Service Unavailable") && err.message.contains("page.html"), "{err}");
 
-    let page = temp_page("plain-404.html", "<p>404</p>");
-    let out_of_scope = ErrorsConfig { pages: BTreeMap::from([("404".into(), page)]), ..Default::default() };
-    let err = Errors::new(out_of_scope, &ctx).unwrap_err();
+    let err = Errors::builder().page(StatusCode::NOT_FOUND, "<p>404</p>").build().unwrap_err();
+    assert_eq!(err.field, Some("pages"));
     assert!(err.message.contains("404 Not Found") && err.message.contains("statuses = \"all\""), "{err}");
-
-    for key in ["200", "abc", "1000", "302"] {
-        let config = ErrorsConfig { pages: BTreeMap::from([(key.into(), "x.html".into())]), ..Default::default() };
-        let err = Errors::new(config, &ctx).unwrap_err();
-        assert!(err.message.contains(&format!("`{key}`")), "{err}");
+    for status in [StatusCode::OK, StatusCode::FOUND] {
+        let err = Errors::builder().statuses(ErrorStatuses::All).page(status, "<p>x</p>").build().unwrap_err();
+        assert_eq!(err.field, Some("pages"), "{status}");
+        assert!(err.message.contains("only 4xx and 5xx"), "{err}");
     }
-    assert!(Errors::default().with_page(StatusCode::OK, "<p>ok</p>").is_err());
 }
 
-#[test]
-fn config_reads_toml_and_rejects_unknown_fields() {
-    let config: ErrorsConfig =
-        toml::from_str("statuses = \"all\"\nreplace_app_errors = true\ndefault_format = \"json\"").unwrap();
-    assert_eq!(config.statuses, ErrorStatuses::All);
-    assert!(config.replace_app_errors);
-    assert_eq!(config.default_format, ErrorFormat::Json);
-    assert!(toml::from_str::<ErrorsConfig>("status = \"all\"").unwrap_err().to_string().contains("unknown field"));
-    assert!(toml::from_str::<ErrorsConfig>("statuses = \"some\"").is_err());
+#[cfg(feature = "config")]
+mod from_config {
+    use super::*;
+    use crate::middleware::BuildContext;
+    use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn custom_pages_are_read_relative_to_the_config() {
+        let page = temp_page("404.html", "<h1>Lost?</h1>");
+        let ctx = BuildContext { base_dir: page.parent().unwrap().to_path_buf() };
+        let config: ErrorsConfig = toml::from_str("statuses = \"all\"\npages = { 404 = \"404.html\" }").unwrap();
+        a_page_is_served_to_browsers_only(Errors::from_config(config, &ctx).unwrap()).await;
+    }
+
+    #[test]
+    fn page_mistakes_name_the_status() {
+        let ctx = BuildContext { base_dir: std::env::temp_dir() };
+        let missing: ErrorsConfig = toml::from_str("pages = { 503 = \"no/such/page.html\" }").unwrap();
+        let err = Errors::from_config(missing, &ctx).unwrap_err();
+        assert_eq!(err.field, Some("pages"));
+        assert!(err.message.contains("503 Service Unavailable") && err.message.contains("page.html"), "{err}");
+
+        let page = temp_page("plain-404.html", "<p>404</p>");
+        let out_of_scope = ErrorsConfig { pages: BTreeMap::from([("404".into(), page)]), ..Default::default() };
+        let err = Errors::from_config(out_of_scope, &ctx).unwrap_err();
+        assert_eq!(err.field, Some("pages"));
+        assert!(err.message.contains("404 Not Found") && err.message.contains("statuses = \"all\""), "{err}");
+
+        for key in ["200", "abc", "1000", "302"] {
+            let config = ErrorsConfig { pages: BTreeMap::from([(key.into(), "x.html".into())]), ..Default::default() };
+            let err = Errors::from_config(config, &ctx).unwrap_err();
+            assert_eq!(err.field, Some("pages"));
+            assert!(err.message.contains(&format!("`{key}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn config_reads_toml_and_rejects_unknown_fields() {
+        let config: ErrorsConfig =
+            toml::from_str("statuses = \"all\"\nreplace_app_errors = true\ndefault_format = \"json\"").unwrap();
+        assert_eq!(config.statuses, ErrorStatuses::All);
+        assert!(config.replace_app_errors);
+        assert_eq!(config.default_format, ErrorFormat::Json);
+        assert!(toml::from_str::<ErrorsConfig>("status = \"all\"").unwrap_err().to_string().contains("unknown field"));
+        assert!(toml::from_str::<ErrorsConfig>("statuses = \"some\"").is_err());
+    }
 }
 
 #[test]
