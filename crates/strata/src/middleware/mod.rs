@@ -16,13 +16,20 @@ pub use errors::{Errors, ErrorsConfig, GeneratedError};
 
 pub mod cors;
 pub use cors::{Cors, CorsBuilder, CorsConfig};
+#[cfg(feature = "basic-auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
 pub mod basic_auth;
-pub use basic_auth::{BasicAuth, BasicAuthBuilder, BasicAuthConfig, HashScheme};
+#[cfg(all(feature = "basic-auth", feature = "config"))]
+pub use basic_auth::BasicAuthConfig;
+#[cfg(feature = "basic-auth")]
+pub use basic_auth::{BasicAuth, BasicAuthBuilder, HashScheme, VerifyPool};
 
 pub mod access_log;
 pub mod request_id;
 pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
-pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
+#[cfg(feature = "config")]
+pub use request_id::RequestIdConfig;
+pub use request_id::{IdGenerator, RequestId, RequestIdBuilder, TraceContext, TraceContextMode, UuidV4};
 pub mod timing;
 pub use timing::{Timing, TimingConfig};
 pub mod timeout;
@@ -86,6 +93,11 @@ pub fn describe_duration(duration: std::time::Duration) -> String {
 pub struct BuildContext {
     /// The directory relative paths in a config are resolved against (the config file's directory).
     pub base_dir: PathBuf,
+    /// The threads every `basic_auth` layer built with this context verifies slow hashes on, so
+    /// that they share one bound on CPU and argon2 memory; `None` gives each layer its own.
+    #[cfg(feature = "basic-auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
+    pub verify_pool: Option<basic_auth::VerifyPool>,
 }
 
 impl BuildContext {
