@@ -43,7 +43,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use strata::middleware::{BuildContext, VerifyPool};
+use strata::middleware::{BuildContext, SharedResources, VerifyPool};
 
 pub use routes::Gateway;
 
@@ -134,7 +134,7 @@ pub fn build_context(base_dir: &Path) -> BuildContext {
     static VERIFY_POOL: OnceLock<VerifyPool> = OnceLock::new();
     BuildContext {
         base_dir: base_dir.to_path_buf(),
-        verify_pool: Some(VERIFY_POOL.get_or_init(VerifyPool::default).clone()),
+        shared: SharedResources { verify_pool: Some(VERIFY_POOL.get_or_init(VerifyPool::default).clone()) },
     }
 }
 

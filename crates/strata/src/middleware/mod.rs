@@ -93,8 +93,17 @@ pub fn describe_duration(duration: std::time::Duration) -> String {
 pub struct BuildContext {
     /// The directory relative paths in a config are resolved against (the config file's directory).
     pub base_dir: PathBuf,
-    /// The threads every `basic_auth` layer built with this context verifies slow hashes on, so
-    /// that they share one bound on CPU and argon2 memory; `None` gives each layer its own.
+    /// What the layers built with this context share (threads, for one), rather than each
+    /// owning its own.
+    pub shared: SharedResources,
+}
+
+/// Resources the layers built with one [`BuildContext`] share: each `None` gives every layer its
+/// own. The gateway makes them once per process, so its routes and reloads share one bound.
+#[derive(Clone, Debug, Default)]
+pub struct SharedResources {
+    /// The threads every `basic_auth` layer verifies slow hashes on, so that they share one bound
+    /// on CPU and argon2 memory.
     #[cfg(feature = "basic-auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
     pub verify_pool: Option<basic_auth::VerifyPool>,

@@ -112,9 +112,10 @@ impl fmt::Debug for BasicAuthConfig {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl BasicAuth {
     /// Builds the layer a `kind = "basic_auth"` table declares: parses the durations and the
-    /// header name, resolves the htpasswd path against `ctx.base_dir`, takes `ctx.verify_pool`
+    /// header name, resolves the htpasswd path against `ctx.base_dir`, takes `ctx.shared.verify_pool`
     /// when there is one, and validates the rest as [`BasicAuthBuilder::build`](super::BasicAuthBuilder::build) does.
     pub fn from_config(config: BasicAuthConfig, ctx: &BuildContext) -> Result<BasicAuth, ConfigError> {
         let cache_ttl = parse_duration(&config.cache_ttl).map_err(|why| {
@@ -139,7 +140,7 @@ impl BasicAuth {
         if let Some(path) = &config.htpasswd {
             builder = builder.htpasswd(ctx.resolve(path));
         }
-        if let Some(pool) = &ctx.verify_pool {
+        if let Some(pool) = &ctx.shared.verify_pool {
             builder = builder.verify_pool(pool.clone());
         }
         builder.build()

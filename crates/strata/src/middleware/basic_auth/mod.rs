@@ -1,11 +1,38 @@
 //! `basic_auth`: HTTP Basic authentication ([RFC 7617]) against password hashes.
 //!
+//! ```
+//! use std::time::Duration;
+//! use http::HeaderName;
+//! use strata::middleware::basic_auth::BasicAuth;
+//!
+//! # fn main() -> Result<(), strata::middleware::ConfigError> {
+//! let auth = BasicAuth::builder()
+//!     .realm("admin area")
+//!     // A `{SHA}` entry, as old htpasswd files hold; prefer argon2id (`strata hash-password`).
+//!     .user("alice", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")
+//!     .forward_user_header(HeaderName::from_static("x-forwarded-user"))
+//!     .strip_authorization(true)
+//!     .cache_ttl(Duration::from_secs(60))
+//!     .failure_window(Duration::from_secs(5 * 60))
+//!     .build()?;
+//! assert_eq!(auth.weak_hashes().len(), 1);
+//! let stack = strata::http::Stack::new().with(auth);
+//! # let _ = stack;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Users come from an inline table (`users`), an Apache-style `htpasswd` file, or both. A request
 //! without valid credentials gets `401` with `WWW-Authenticate: Basic realm="…", charset="UTF-8"`
 //! and never reaches inner layers. On success the user is put in the request's extensions as
 //! [`AuthenticatedUser`] (for inner layers) and copied into the response's extensions (for an access
 //! log outside), optionally forwarded upstream in a header, and `Authorization` is optionally
 //! stripped.
+//!
+//! [`BasicAuthBuilder::build`] is where every setting is checked; the gateway's
+//! `kind = "basic_auth"` tables reach it through [`BasicAuth::from_config`] (feature `config`),
+//! which only turns their text into typed values. The module and its hash crates are the
+//! `basic-auth` feature (on by default).
 //!
 //! # Hashes
 //!
@@ -49,28 +76,6 @@
 //!   their scheme but not whether a name exists among the strong ones. Digest comparisons are
 //!   constant-time (`subtle`; the argon2 and bcrypt crates compare in constant time themselves).
 //!
-//! ```
-//! use std::time::Duration;
-//! use http::HeaderName;
-//! use strata::middleware::basic_auth::BasicAuth;
-//!
-//! # fn main() -> Result<(), strata::middleware::ConfigError> {
-//! let auth = BasicAuth::builder()
-//!     .realm("admin area")
-//!     // A `{SHA}` entry, as old htpasswd files hold; prefer argon2id (`strata hash-password`).
-//!     .user("alice", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")
-//!     .forward_user_header(HeaderName::from_static("x-forwarded-user"))
-//!     .strip_authorization(true)
-//!     .cache_ttl(Duration::from_secs(60))
-//!     .failure_window(Duration::from_secs(5 * 60))
-//!     .build()?;
-//! assert_eq!(auth.weak_hashes().len(), 1);
-//! let stack = strata::http::Stack::new().with(auth);
-//! # let _ = stack;
-//! # Ok(())
-//! # }
-//! ```
-//!
 //! [RFC 7617]: https://www.rfc-editor.org/rfc/rfc7617
 
 mod builder;
@@ -87,6 +92,7 @@ mod tests;
 
 pub use builder::BasicAuthBuilder;
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use config::BasicAuthConfig;
 pub use hash::HashScheme;
 pub use pool::VerifyPool;

@@ -7,7 +7,7 @@ use super::*;
 use crate::http::{Service, Stack};
 use crate::middleware::test_support;
 #[cfg(feature = "config")]
-use crate::middleware::{BuildContext, ConfigError};
+use crate::middleware::{BuildContext, ConfigError, SharedResources};
 use argon2::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
@@ -685,9 +685,10 @@ async fn layers_share_verification_threads_only_when_given_the_same_pool() {
 #[test]
 fn config_layers_take_the_pool_of_their_build_context() {
     let config = || BasicAuthConfig { users: [("a".to_string(), sha_hash("x"))].into(), ..Default::default() };
-    let ctx = BuildContext { verify_pool: Some(VerifyPool::default()), ..Default::default() };
+    let shared = SharedResources { verify_pool: Some(VerifyPool::default()) };
+    let ctx = BuildContext { shared, ..Default::default() };
     let (a, b) = (BasicAuth::from_config(config(), &ctx).unwrap(), BasicAuth::from_config(config(), &ctx).unwrap());
-    assert!(a.pool.ptr_eq(&b.pool) && a.pool.ptr_eq(ctx.verify_pool.as_ref().unwrap()));
+    assert!(a.pool.ptr_eq(&b.pool) && a.pool.ptr_eq(ctx.shared.verify_pool.as_ref().unwrap()));
     let own = BasicAuth::from_config(config(), &BuildContext::default()).unwrap();
     assert!(!own.pool.ptr_eq(&a.pool));
 }

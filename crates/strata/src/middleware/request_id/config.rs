@@ -30,6 +30,7 @@ impl Default for RequestIdConfig {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl RequestId {
     /// Builds the layer a `kind = "request_id"` table declares: parses the header name, then
     /// validates as [`RequestIdBuilder::build`](super::RequestIdBuilder::build) does (ids are UUID v4).

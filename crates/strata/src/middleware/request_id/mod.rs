@@ -52,6 +52,7 @@ mod random;
 mod tests;
 
 #[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use config::RequestIdConfig;
 
 use std::fmt;
