@@ -298,7 +298,8 @@ pub fn cors_origin(data: &[u8]) {
 fn request_id_service() -> &'static Service {
     static SERVICE: OnceLock<Service> = OnceLock::new();
     SERVICE.get_or_init(|| {
-        let layer = RequestId::new(RequestIdConfig::default(), &BuildContext::default()).expect("defaults build");
+        let layer =
+            RequestId::from_config(RequestIdConfig::default(), &BuildContext::default()).expect("defaults build");
         // The endpoint answers with the trace headers it received, for the check to compare.
         Stack::new().with(layer).serve(|req: Request<Body>| async move {
             let mut res = Response::new(Body::empty());

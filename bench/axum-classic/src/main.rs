@@ -64,7 +64,7 @@ use tracing::Level;
 
 const USAGE: &str = "usage: axum-classic [--no-cache] ADDR ACCESS_LOG USER:ARGON2_HASH...   (e.g. 127.0.0.1:3000 /tmp/access.log 'alice:$argon2id$...')";
 
-/// How long a verified credential is trusted without hashing again: strata's default `cache_ttl_secs`.
+/// How long a verified credential is trusted without hashing again: strata's default `cache_ttl` (5 minutes).
 const CACHE_TTL: Duration = Duration::from_secs(300);
 /// The most credentials remembered at once.
 const CACHE_CAPACITY: usize = 10_000;

@@ -42,8 +42,9 @@ pub mod upstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use strata::middleware::BuildContext;
+use strata::middleware::{BuildContext, SharedResources, VerifyPool};
 
 pub use routes::Gateway;
 
@@ -119,7 +120,22 @@ impl ConfigFile {
 
     /// Builds the middlewares, routes and listeners' settings of a config [`ConfigFile::parse`] made.
     pub fn build(&self, config: config::Config<'_>) -> Result<Gateway, LoadError> {
-        Gateway::build(config, &BuildContext { base_dir: self.base_dir.clone() }).map_err(LoadError::Invalid)
+        Gateway::build(config, &build_context(&self.base_dir)).map_err(LoadError::Invalid)
+    }
+}
+
+/// What the middlewares of a config in `base_dir` are built with.
+///
+/// Every `basic_auth` layer of the process, on every route and after every reload, verifies slow
+/// hashes on the same [`VerifyPool`]: its threads bound the CPU and argon2 memory of all of them
+/// together (a reload builds new layers while the old ones finish their requests; two pools would
+/// double the bound). Its threads start on the first slow verification, so a config without
+/// `basic_auth` costs none.
+pub fn build_context(base_dir: &Path) -> BuildContext {
+    static VERIFY_POOL: OnceLock<VerifyPool> = OnceLock::new();
+    BuildContext {
+        base_dir: base_dir.to_path_buf(),
+        shared: SharedResources { verify_pool: Some(VERIFY_POOL.get_or_init(VerifyPool::default).clone()) },
     }
 }
 
@@ -127,5 +143,5 @@ impl ConfigFile {
 pub fn load_with(path: Option<&Path>, options: &routes::BuildOptions) -> Result<Gateway, LoadError> {
     let file = ConfigFile::read(path)?;
     let config = file.parse()?;
-    Gateway::build_with(config, &BuildContext { base_dir: file.base_dir.clone() }, options).map_err(LoadError::Invalid)
+    Gateway::build_with(config, &build_context(&file.base_dir), options).map_err(LoadError::Invalid)
 }

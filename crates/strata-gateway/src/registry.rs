@@ -39,11 +39,11 @@ macro_rules! kinds {
 }
 
 kinds! {
-    "request_id" => mw::RequestId::new,
+    "request_id" => mw::RequestId::from_config,
     "access_log" => mw::AccessLog::new,
     "timing" => mw::Timing::new,
     "cors" => mw::Cors::from_config,
-    "basic_auth" => mw::BasicAuth::new,
+    "basic_auth" => mw::BasicAuth::from_config,
     "errors" => mw::Errors::from_config,
     "compression" => mw::Compression::from_config,
     "timeout" => mw::Timeout::from_config,

@@ -147,8 +147,9 @@ async fn a_burst_of_wrong_argon2_passwords_costs_the_verifiers_memory_only() {
     }
     let after = rss_kib(strata.child.id());
 
-    // One memory area per verification thread (as many as cores, at most 4), plus some slack for
-    // the connections; before the areas were reused, each attempt kept its own ~19 MiB.
+    // One memory area per thread of the gateway's one verification pool (as many as cores, at most
+    // 4), plus some slack for the connections; before the areas were reused, each attempt kept its
+    // own ~19 MiB.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4) as u64;
     let budget = threads * M_COST_KIB + 16 * 1024;
     let growth = after.saturating_sub(before);
@@ -157,4 +158,81 @@ async fn a_burst_of_wrong_argon2_passwords_costs_the_verifiers_memory_only() {
         started.elapsed()
     );
     assert!(growth <= budget, "RSS grew by {growth} KiB for {BURST} attempts; expected at most {budget}");
+}
+
+/// The thread ids of the process's password verification threads (`strata-verify-N`), sorted.
+fn verify_threads(pid: u32) -> Vec<u64> {
+    let mut tids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?;
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            comm.starts_with("strata-verify-").then(|| task.file_name().to_str()?.parse().ok())?
+        })
+        .collect();
+    tids.sort_unstable();
+    tids
+}
+
+fn two_routes(hash: &str, realm: &str) -> String {
+    format!(
+        r#"
+[middleware.auth_a]
+kind = "basic_auth"
+realm = "{realm} a"
+users = {{ alice = "{hash}" }}
+
+[middleware.auth_b]
+kind = "basic_auth"
+realm = "{realm} b"
+users = {{ alice = "{hash}" }}
+
+[[route]]
+prefix = "/a"
+app = "echo"
+stack = ["auth_a"]
+
+[[route]]
+prefix = "/b"
+app = "echo"
+stack = ["auth_b"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn every_basic_auth_layer_verifies_on_one_pool_across_routes_and_reloads() {
+    let hash = argon2id("s3cret", 1024, 1);
+    let strata = Strata::start(Some(&two_routes(&hash, "v1")));
+    let pid = strata.child.id();
+    let http = client_from("127.0.0.1");
+    assert!(verify_threads(pid).is_empty(), "no thread before the first slow verification");
+
+    // Both routes' layers verify an argon2id hash (wrong passwords: nothing is cached).
+    let both = |http: reqwest::Client| {
+        let urls = [strata.url("/a/anything"), strata.url("/b/anything")];
+        async move {
+            for url in urls {
+                let res = http.get(url).basic_auth("alice", Some("wrong")).send().await.unwrap();
+                assert_eq!(res.status(), 401);
+            }
+        }
+    };
+    both(http.clone()).await;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let first = verify_threads(pid);
+    assert_eq!(first.len(), threads, "one pool for both routes, not one each: {first:?}");
+
+    // A reload builds new layers; they verify on the same threads.
+    std::fs::write(strata.config_path(), two_routes(&hash, "v2")).unwrap();
+    strata.signal("HUP");
+    let start = Instant::now();
+    while !strata.stderr().contains("config reloaded") && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(strata.stderr().contains("config reloaded"), "{}", strata.stderr());
+    let res = http.get(strata.url("/a/anything")).basic_auth("alice", Some("wrong")).send().await.unwrap();
+    assert_eq!(res.headers()["www-authenticate"], "Basic realm=\"v2 a\", charset=\"UTF-8\"", "the new layer answered");
+    both(http).await;
+    assert_eq!(verify_threads(pid), first, "the same threads after the reload");
 }

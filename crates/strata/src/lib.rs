@@ -27,6 +27,8 @@
 //! # let _ = service;
 //! ```
 #![deny(unsafe_code)]
+// docs.rs builds with `--cfg docsrs`: feature-gated items then say which feature they need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -25,13 +25,20 @@ pub mod cors;
 #[cfg(feature = "config")]
 pub use cors::CorsConfig;
 pub use cors::{Cors, CorsBuilder};
+#[cfg(feature = "basic-auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
 pub mod basic_auth;
-pub use basic_auth::{BasicAuth, BasicAuthBuilder, BasicAuthConfig, HashScheme};
+#[cfg(all(feature = "basic-auth", feature = "config"))]
+pub use basic_auth::BasicAuthConfig;
+#[cfg(feature = "basic-auth")]
+pub use basic_auth::{BasicAuth, BasicAuthBuilder, HashScheme, VerifyPool};
 
 pub mod access_log;
 pub mod request_id;
 pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
-pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
+#[cfg(feature = "config")]
+pub use request_id::RequestIdConfig;
+pub use request_id::{IdGenerator, RequestId, RequestIdBuilder, TraceContext, TraceContextMode, UuidV4};
 pub mod timing;
 pub use timing::{Timing, TimingConfig};
 pub mod timeout;
@@ -101,6 +108,20 @@ pub fn describe_duration(duration: std::time::Duration) -> String {
 pub struct BuildContext {
     /// The directory relative paths in a config are resolved against (the config file's directory).
     pub base_dir: PathBuf,
+    /// What the layers built with this context share (threads, for one), rather than each
+    /// owning its own.
+    pub shared: SharedResources,
+}
+
+/// Resources the layers built with one [`BuildContext`] share: each `None` gives every layer its
+/// own. The gateway makes them once per process, so its routes and reloads share one bound.
+#[derive(Clone, Debug, Default)]
+pub struct SharedResources {
+    /// The threads every `basic_auth` layer verifies slow hashes on, so that they share one bound
+    /// on CPU and argon2 memory.
+    #[cfg(feature = "basic-auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
+    pub verify_pool: Option<basic_auth::VerifyPool>,
 }
 
 impl BuildContext {

@@ -334,7 +334,7 @@ fn temp_dir(name: &str) -> PathBuf {
 async fn file_output_appends_and_resolves_relative_paths() {
     let dir = temp_dir("file");
     std::fs::write(dir.join("access.log"), "earlier line\n").unwrap();
-    let ctx = BuildContext { base_dir: dir.clone() };
+    let ctx = BuildContext { base_dir: dir.clone(), ..Default::default() };
     let config = AccessLogConfig { format: LogFormat::Json, output: "access.log".into() };
     let log = AccessLog::new(config.clone(), &ctx).unwrap();
     let again = AccessLog::new(AccessLogConfig { format: LogFormat::Combined, ..config }, &ctx).unwrap();
@@ -354,7 +354,7 @@ async fn file_output_appends_and_resolves_relative_paths() {
 
 #[test]
 fn bad_outputs_are_config_errors() {
-    let ctx = BuildContext { base_dir: temp_dir("bad") };
+    let ctx = BuildContext { base_dir: temp_dir("bad"), ..Default::default() };
     for output in ["", "no/such/dir/access.log"] {
         let err = AccessLog::new(AccessLogConfig { output: output.into(), ..Default::default() }, &ctx).unwrap_err();
         assert_eq!(err.field, Some("output"), "{output:?}: {err}");
@@ -568,7 +568,7 @@ impl Drop for TempDir {
 
 fn file_log(dir: &Path) -> AccessLog {
     let config = AccessLogConfig { format: LogFormat::Combined, output: "access.log".into() };
-    AccessLog::new(config, &BuildContext { base_dir: dir.to_path_buf() }).unwrap()
+    AccessLog::new(config, &BuildContext { base_dir: dir.to_path_buf(), ..Default::default() }).unwrap()
 }
 
 fn paths_in(file: &Path) -> Vec<String> {

@@ -1,16 +1,18 @@
-//! The configuration: the fields of a `kind = "basic_auth"` table, their defaults, a `Debug` that
-//! never shows a password, and the checks of the realm and user names.
+//! The gateway's `kind = "basic_auth"` table: its fields, their defaults, a `Debug` that never
+//! shows a password, and [`BasicAuth::from_config`], which turns its text into typed values for
+//! [`BasicAuthBuilder`](super::BasicAuthBuilder).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use http::HeaderValue;
+use http::HeaderName;
 use serde::Deserialize;
 
-use crate::middleware::ConfigError;
+use super::BasicAuth;
+use crate::middleware::{BuildContext, ConfigError, parse_duration};
 
-/// The configuration of a [`BasicAuth`](super::BasicAuth) layer: the fields of a `kind = "basic_auth"` table.
+/// The configuration of a [`BasicAuth`] layer: the fields of a `kind = "basic_auth"` table.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
@@ -36,10 +38,10 @@ pub struct BasicAuthConfig {
     /// Default: `false`.
     #[serde(default)]
     pub strip_authorization: bool,
-    /// How long, in seconds, a verified credential is remembered. Default: 300; `0` disables the
-    /// cache; at most 86 400.
-    #[serde(default = "default_cache_ttl_secs")]
-    pub cache_ttl_secs: u64,
+    /// How long a verified credential is remembered: a duration such as `"5m"` or `"30s"`.
+    /// Default: `"5m"`; `"0s"` disables the cache; at most a day.
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl: String,
     /// How many verified credentials are remembered at most. Default: 10 000; `0` disables the cache.
     #[serde(default = "default_cache_capacity")]
     pub cache_capacity: usize,
@@ -57,8 +59,8 @@ fn default_realm() -> String {
     "strata".to_string()
 }
 
-fn default_cache_ttl_secs() -> u64 {
-    300
+fn default_cache_ttl() -> String {
+    "5m".to_string()
 }
 
 fn default_cache_capacity() -> usize {
@@ -74,7 +76,7 @@ fn default_failure_window() -> String {
 }
 
 impl Default for BasicAuthConfig {
-    /// The documented defaults, with no users yet: [`BasicAuth::new`](super::BasicAuth::new) requires at least one.
+    /// The documented defaults, with no users yet: [`BasicAuth::from_config`] requires at least one.
     fn default() -> Self {
         BasicAuthConfig {
             realm: default_realm(),
@@ -83,7 +85,7 @@ impl Default for BasicAuthConfig {
             allow_plaintext: false,
             forward_user_header: None,
             strip_authorization: false,
-            cache_ttl_secs: default_cache_ttl_secs(),
+            cache_ttl: default_cache_ttl(),
             cache_capacity: default_cache_capacity(),
             max_failures: default_max_failures(),
             failure_window: default_failure_window(),
@@ -102,7 +104,7 @@ impl fmt::Debug for BasicAuthConfig {
             .field("allow_plaintext", &self.allow_plaintext)
             .field("forward_user_header", &self.forward_user_header)
             .field("strip_authorization", &self.strip_authorization)
-            .field("cache_ttl_secs", &self.cache_ttl_secs)
+            .field("cache_ttl", &self.cache_ttl)
             .field("cache_capacity", &self.cache_capacity)
             .field("max_failures", &self.max_failures)
             .field("failure_window", &self.failure_window)
@@ -110,25 +112,37 @@ impl fmt::Debug for BasicAuthConfig {
     }
 }
 
-/// `Basic realm="…", charset="UTF-8"` with the realm as a quoted-string (RFC 9110 §5.6.4).
-pub(super) fn challenge_value(realm: &str) -> Result<HeaderValue, ConfigError> {
-    if realm.is_empty() || !realm.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
-        return Err(ConfigError::field("realm", "a non-empty realm of printable ASCII characters"));
-    }
-    let escaped = realm.replace('\\', "\\\\").replace('"', "\\\"");
-    HeaderValue::from_str(&format!("Basic realm=\"{escaped}\", charset=\"UTF-8\""))
-        .map_err(|_| ConfigError::field("realm", "a non-empty realm of printable ASCII characters"))
-}
-
-/// RFC 7617: a user-id cannot contain a colon or control characters.
-pub(super) fn validate_user(user: &str) -> Result<(), &'static str> {
-    if user.is_empty() {
-        Err("the user name is empty")
-    } else if user.contains(':') {
-        Err("a user name cannot contain `:` (Basic credentials are `user:password`)")
-    } else if user.chars().any(char::is_control) {
-        Err("a user name cannot contain control characters")
-    } else {
-        Ok(())
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+impl BasicAuth {
+    /// Builds the layer a `kind = "basic_auth"` table declares: parses the durations and the
+    /// header name, resolves the htpasswd path against `ctx.base_dir`, takes `ctx.shared.verify_pool`
+    /// when there is one, and validates the rest as [`BasicAuthBuilder::build`](super::BasicAuthBuilder::build) does.
+    pub fn from_config(config: BasicAuthConfig, ctx: &BuildContext) -> Result<BasicAuth, ConfigError> {
+        let cache_ttl = parse_duration(&config.cache_ttl).map_err(|why| {
+            ConfigError::field("cache_ttl", format!("{why}; the default is \"5m\", \"0s\" disables the cache"))
+        })?;
+        let failure_window = parse_duration(&config.failure_window)
+            .map_err(|why| ConfigError::field("failure_window", format!("{why}; the default is \"1m\"")))?;
+        let mut builder = BasicAuth::builder()
+            .realm(config.realm)
+            .users(config.users)
+            .allow_plaintext(config.allow_plaintext)
+            .strip_authorization(config.strip_authorization)
+            .cache_ttl(cache_ttl)
+            .cache_capacity(config.cache_capacity)
+            .max_failures(config.max_failures)
+            .failure_window(failure_window);
+        if let Some(raw) = &config.forward_user_header {
+            let name = HeaderName::from_bytes(raw.as_bytes())
+                .map_err(|_| ConfigError::field("forward_user_header", format!("`{raw}` is not a header name")))?;
+            builder = builder.forward_user_header(name);
+        }
+        if let Some(path) = &config.htpasswd {
+            builder = builder.htpasswd(ctx.resolve(path));
+        }
+        if let Some(pool) = &ctx.shared.verify_pool {
+            builder = builder.verify_pool(pool.clone());
+        }
+        builder.build()
     }
 }

@@ -1,11 +1,38 @@
 //! `basic_auth`: HTTP Basic authentication ([RFC 7617]) against password hashes.
 //!
+//! ```
+//! use std::time::Duration;
+//! use http::HeaderName;
+//! use strata::middleware::basic_auth::BasicAuth;
+//!
+//! # fn main() -> Result<(), strata::middleware::ConfigError> {
+//! let auth = BasicAuth::builder()
+//!     .realm("admin area")
+//!     // A `{SHA}` entry, as old htpasswd files hold; prefer argon2id (`strata hash-password`).
+//!     .user("alice", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")
+//!     .forward_user_header(HeaderName::from_static("x-forwarded-user"))
+//!     .strip_authorization(true)
+//!     .cache_ttl(Duration::from_secs(60))
+//!     .failure_window(Duration::from_secs(5 * 60))
+//!     .build()?;
+//! assert_eq!(auth.weak_hashes().len(), 1);
+//! let stack = strata::http::Stack::new().with(auth);
+//! # let _ = stack;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Users come from an inline table (`users`), an Apache-style `htpasswd` file, or both. A request
 //! without valid credentials gets `401` with `WWW-Authenticate: Basic realm="…", charset="UTF-8"`
 //! and never reaches inner layers. On success the user is put in the request's extensions as
 //! [`AuthenticatedUser`] (for inner layers) and copied into the response's extensions (for an access
 //! log outside), optionally forwarded upstream in a header, and `Authorization` is optionally
 //! stripped.
+//!
+//! [`BasicAuthBuilder::build`] is where every setting is checked; the gateway's
+//! `kind = "basic_auth"` tables reach it through [`BasicAuth::from_config`] (feature `config`),
+//! which only turns their text into typed values. The module and its hash crates are the
+//! `basic-auth` feature (on by default).
 //!
 //! # Hashes
 //!
@@ -18,14 +45,16 @@
 //! # Why the work is done where it is
 //!
 //! - **Off the executor.** Argon2 and bcrypt take tens of milliseconds of CPU by design. Run on an
-//!   async worker, that would stall every other connection on the thread. They run on a small
-//!   process-wide pool of `strata-verify-N` threads (at most 4, fewer on smaller machines) with a
-//!   bounded queue: when more than 256 verifications are waiting, new ones get
+//!   async worker, that would stall every other connection on the thread. They run on the
+//!   `strata-verify-N` threads of a [`VerifyPool`] (by default the layer's own: as many threads as
+//!   cores, at most 4, started on the first slow check and ended with the layer) with a bounded
+//!   queue: when more than 256 verifications are waiting, new ones get
 //!   `503 Service Unavailable` + `Retry-After: 1` instead of growing memory and latency without
 //!   limit (a password-guessing flood then costs a bounded amount of CPU). Each thread reuses one
 //!   argon2 memory block array, so argon2 memory is `threads × m_cost` however many attempts come
-//!   (see `pool.rs`). The cheap schemes (apr1, `{SHA}`, plaintext) are verified inline: handing
-//!   them to a thread costs more than they do.
+//!   (see `pool.rs`); layers given one pool with [`BasicAuthBuilder::verify_pool`] share that
+//!   bound, as the gateway's layers do. The cheap schemes (apr1, `{SHA}`, plaintext) are verified
+//!   inline: handing them to a thread costs more than they do.
 //! - **Failed attempts are limited per client.** After `max_failures` failures (default 10) within
 //!   `failure_window` (default a minute) from one client address, its attempts get
 //!   `429 Too Many Requests` + `Retry-After` without being verified, until the window that began at
@@ -38,7 +67,7 @@
 //!   does not give an attacker a fast offline oracle to test guesses against (they would still have
 //!   to attack the slow hashes). It is bounded (`cache_capacity`, default 10 000 entries, split in
 //!   shards with one short-held lock each; expired then oldest entries are evicted) and entries
-//!   expire after `cache_ttl_secs` (default 300; `0` disables the cache). Failed attempts are never
+//!   expire after `cache_ttl` (default 5 minutes; zero disables the cache). Failed attempts are never
 //!   cached. Rebuilding the layer (a config reload) starts a new, empty cache.
 //! - **No user enumeration by timing.** A request for an unknown user is still verified, against a
 //!   dummy hash made at build time with the same scheme and cost as the strongest hash configured,
@@ -47,27 +76,11 @@
 //!   their scheme but not whether a name exists among the strong ones. Digest comparisons are
 //!   constant-time (`subtle`; the argon2 and bcrypt crates compare in constant time themselves).
 //!
-//! ```
-//! use strata::middleware::basic_auth::BasicAuth;
-//!
-//! # fn main() -> Result<(), strata::middleware::ConfigError> {
-//! let auth = BasicAuth::builder()
-//!     .realm("admin area")
-//!     // A `{SHA}` entry, as old htpasswd files hold; prefer argon2id (`strata hash-password`).
-//!     .user("alice", "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=")
-//!     .forward_user_header("x-forwarded-user")
-//!     .strip_authorization(true)
-//!     .build()?;
-//! assert_eq!(auth.weak_hashes().len(), 1);
-//! let stack = strata::http::Stack::new().with(auth);
-//! # let _ = stack;
-//! # Ok(())
-//! # }
-//! ```
-//!
 //! [RFC 7617]: https://www.rfc-editor.org/rfc/rfc7617
 
+mod builder;
 mod cache;
+#[cfg(feature = "config")]
 mod config;
 mod credentials;
 mod failures;
@@ -77,34 +90,34 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
+pub use builder::BasicAuthBuilder;
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub use config::BasicAuthConfig;
 pub use hash::HashScheme;
+pub use pool::VerifyPool;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_channel::oneshot;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 
 use self::cache::CredentialCache;
-use self::config::{challenge_value, validate_user};
 use self::credentials::Decoded;
 use self::failures::{Charge, FailureLimit, Refusal};
 use self::hash::{Argon2Memory, Verifier};
-use self::htpasswd::{Entry, parse_htpasswd};
-use self::pool::{Job, Refused, pool};
+use self::pool::{Job, Refused};
 use crate::check::{Diagnostic, Fact, Facts, Severity};
 use crate::http::Refusal as Answered;
 use crate::http::{AuthenticatedUser, ConnectionInfo, GeneratedError, Next, Request, Response, response};
-use crate::middleware::{BuildContext, ConfigError, parse_duration};
 use crate::stack::Middleware;
 
-/// The Basic authentication layer. Build it with [`BasicAuth::new`] or [`BasicAuth::builder`].
+/// The Basic authentication layer (kind `basic_auth`). Build it with [`BasicAuth::builder`].
 pub struct BasicAuth {
     accounts: HashMap<String, Account>,
     /// Verified for unknown users so that they cost what known users cost (see the module docs).
@@ -115,6 +128,8 @@ pub struct BasicAuth {
     cache: Option<CredentialCache>,
     /// `None` when `max_failures = 0`.
     failures: Option<FailureLimit>,
+    /// The threads slow hashes are verified on: the layer's own, or one shared with other layers.
+    pool: VerifyPool,
     /// Whether the missing client address of library use without a server was logged already.
     warned_no_client: AtomicBool,
     /// Hash verifications run so far (real and dummy); the tests count re-hashing with it.
@@ -140,132 +155,15 @@ impl fmt::Debug for BasicAuth {
             .field("strip_authorization", &self.strip_authorization)
             .field("cache", &self.cache.as_ref().map(|c| (c.ttl, c.capacity())))
             .field("failures", &self.failures.as_ref().map(|f| (f.max_failures(), f.window())))
+            .field("verify_pool", &self.pool)
             .finish()
     }
 }
 
-/// Refused so that a forwarded user name cannot change how the request is framed, routed or
-/// authenticated upstream.
-const UNFORWARDABLE: [&str; 5] = ["authorization", "host", "content-length", "transfer-encoding", "connection"];
-
-/// The longest `cache_ttl_secs`: a day. Longer would mostly keep credentials alive in memory.
-const MAX_CACHE_TTL_SECS: u64 = 86_400;
-
-/// The longest `failure_window`: a day. Longer would mostly lock out clients who mistyped once.
-const MAX_FAILURE_WINDOW: Duration = Duration::from_secs(86_400);
-
-/// The settings [`BasicAuthConfig`] holds as text or seconds, as typed values.
-struct Typed {
-    cache_ttl: Duration,
-    failure_window: Duration,
-}
-
 impl BasicAuth {
-    /// Validates `config`, reads the htpasswd file (relative to `ctx.base_dir`), parses every hash
-    /// and prepares the challenge header, the dummy hash and the cache.
-    pub fn new(config: BasicAuthConfig, ctx: &BuildContext) -> Result<BasicAuth, ConfigError> {
-        let cache_ttl = Duration::from_secs(config.cache_ttl_secs);
-        let failure_window = parse_duration(&config.failure_window)
-            .map_err(|why| ConfigError::field("failure_window", format!("{why}; the default is \"1m\"")))?;
-        Self::build(config, ctx, Typed { cache_ttl, failure_window })
-    }
-
-    /// Starts a [`BasicAuthBuilder`] with the defaults of [`BasicAuthConfig`] and no users.
+    /// Starts a [`BasicAuthBuilder`] with the defaults and no users.
     pub fn builder() -> BasicAuthBuilder {
         BasicAuthBuilder::default()
-    }
-
-    fn build(config: BasicAuthConfig, ctx: &BuildContext, typed: Typed) -> Result<BasicAuth, ConfigError> {
-        let Typed { cache_ttl: ttl, failure_window } = typed;
-        let challenge = challenge_value(&config.realm)?;
-        if config.cache_ttl_secs > MAX_CACHE_TTL_SECS {
-            return Err(ConfigError::field(
-                "cache_ttl_secs",
-                format!("at most {MAX_CACHE_TTL_SECS} seconds (a day); 0 disables the cache"),
-            ));
-        }
-        let forward_user_header = match &config.forward_user_header {
-            None => None,
-            Some(raw) => {
-                let name = HeaderName::from_bytes(raw.as_bytes())
-                    .map_err(|_| ConfigError::field("forward_user_header", format!("`{raw}` is not a header name")))?;
-                if UNFORWARDABLE.contains(&name.as_str()) {
-                    return Err(ConfigError::field(
-                        "forward_user_header",
-                        format!(
-                            "`{raw}` is a header the request depends on; pick a dedicated one such as x-forwarded-user"
-                        ),
-                    ));
-                }
-                Some(name)
-            }
-        };
-
-        let mut entries: Vec<Entry> = config
-            .users
-            .iter()
-            .map(|(user, hash)| Entry {
-                user: user.clone(),
-                hash: hash.clone(),
-                field: "users",
-                place: format!("user `{user}`"),
-            })
-            .collect();
-        if let Some(path) = &config.htpasswd {
-            let path = ctx.resolve(path);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError::field("htpasswd", format!("cannot read `{}`: {e}", path.display())))?;
-            entries.extend(parse_htpasswd(&text, &path.display().to_string())?);
-        }
-        let mut accounts = HashMap::with_capacity(entries.len());
-        for Entry { user, hash, field, place } in entries {
-            validate_user(&user).map_err(|why| ConfigError::field(field, format!("{place}: {why}")))?;
-            let (verifier, scheme) = Verifier::parse(&hash, config.allow_plaintext)
-                .map_err(|why| ConfigError::field(field, format!("{place}: {why}")))?;
-            let forwarded = match forward_user_header {
-                // `validate_user` refused control characters, the only bytes a header value cannot hold.
-                Some(_) => HeaderValue::from_bytes(user.as_bytes()).ok(),
-                None => None,
-            };
-            if accounts.contains_key(&user) {
-                return Err(ConfigError::field(field, format!("{place}: `{user}` is defined twice")));
-            }
-            let account = Account { user: Arc::from(user.as_str()), verifier: Arc::new(verifier), scheme, forwarded };
-            accounts.insert(user, account);
-        }
-
-        let strongest = accounts.values().map(|a| &a.verifier).max_by_key(|v| v.work()).ok_or_else(|| {
-            ConfigError::field("users", "at least one user is required (in `users` or an `htpasswd` file)")
-        })?;
-        let dummy = strongest
-            .dummy_like()
-            .map_err(|why| ConfigError::new(format!("cannot prepare the timing-equalizing dummy hash: {why}")))?;
-        let dummy = Arc::new(dummy);
-
-        let cache = match (ttl.is_zero(), config.cache_capacity) {
-            (true, _) | (_, 0) => None,
-            (false, capacity) => Some(CredentialCache::new(ttl, capacity)?),
-        };
-        if failure_window.is_zero() || failure_window > MAX_FAILURE_WINDOW {
-            return Err(ConfigError::field(
-                "failure_window",
-                "a window from 1ms to a day, such as \"1m\" (set max_failures = 0 to disable the limit)",
-            ));
-        }
-        let failures = (config.max_failures > 0)
-            .then(|| FailureLimit::new(config.max_failures, failure_window, failures::CAPACITY));
-
-        Ok(BasicAuth {
-            accounts,
-            dummy,
-            challenge,
-            forward_user_header,
-            strip_authorization: config.strip_authorization,
-            cache,
-            failures,
-            warned_no_client: AtomicBool::new(false),
-            verifications: AtomicU64::new(0),
-        })
     }
 
     /// The users whose entries are cheap to brute-force (`apr1`, `{SHA}`, plaintext), sorted by
@@ -355,7 +253,7 @@ impl BasicAuth {
                 let _ = tx.send(job_verifier.verify(job_password.as_bytes(), memory));
             }
         });
-        match pool().submit(job) {
+        match self.pool.submit(job) {
             Ok(()) => match rx.await {
                 Ok(matched) => Verdict::from(matched),
                 // The verifier panicked (the worker survives it): a bug, not the client's fault.
@@ -527,92 +425,5 @@ impl Middleware<Request, Response> for BasicAuth {
                 fix: "replace it with the output of `strata hash-password` (argon2id) or `htpasswd -B` (bcrypt)".to_string(),
             })
             .collect()
-    }
-}
-
-/// A Rust-side way to write a [`BasicAuthConfig`]; [`BasicAuthBuilder::build`] validates it like
-/// the gateway does (relative htpasswd paths resolve against the current directory).
-#[derive(Clone, Debug, Default)]
-pub struct BasicAuthBuilder {
-    config: BasicAuthConfig,
-    cache_ttl: Option<Duration>,
-    failure_window: Option<Duration>,
-}
-
-impl BasicAuthBuilder {
-    /// Sets the realm (default `"strata"`).
-    pub fn realm(mut self, realm: impl Into<String>) -> Self {
-        self.config.realm = realm.into();
-        self
-    }
-
-    /// Adds a user with its password hash.
-    pub fn user(mut self, user: impl Into<String>, hash: impl Into<String>) -> Self {
-        self.config.users.insert(user.into(), hash.into());
-        self
-    }
-
-    /// Reads more users from an htpasswd file.
-    pub fn htpasswd(mut self, path: impl Into<PathBuf>) -> Self {
-        self.config.htpasswd = Some(path.into());
-        self
-    }
-
-    /// Accepts entries that are not a recognised hash as plaintext passwords.
-    pub fn allow_plaintext(mut self, allow: bool) -> Self {
-        self.config.allow_plaintext = allow;
-        self
-    }
-
-    /// Puts the authenticated user name in this request header.
-    pub fn forward_user_header(mut self, name: impl Into<String>) -> Self {
-        self.config.forward_user_header = Some(name.into());
-        self
-    }
-
-    /// Removes `Authorization` before inner layers see the request.
-    pub fn strip_authorization(mut self, strip: bool) -> Self {
-        self.config.strip_authorization = strip;
-        self
-    }
-
-    /// How long a verified credential is remembered (`Duration::ZERO` disables the cache).
-    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
-        self.config.cache_ttl_secs = ttl.as_secs();
-        self.cache_ttl = Some(ttl);
-        self
-    }
-
-    /// How many verified credentials are remembered at most (`0` disables the cache).
-    pub fn cache_capacity(mut self, capacity: usize) -> Self {
-        self.config.cache_capacity = capacity;
-        self
-    }
-
-    /// How many failed attempts one client address may make within the
-    /// [`failure_window`](Self::failure_window) before its further attempts get `429` without
-    /// being verified (default 10; `0` disables the limit).
-    pub fn max_failures(mut self, max: u32) -> Self {
-        self.config.max_failures = max;
-        self
-    }
-
-    /// The window failures are counted in, from a client's first failure (default a minute; at
-    /// most a day).
-    pub fn failure_window(mut self, window: Duration) -> Self {
-        self.failure_window = Some(window);
-        self
-    }
-
-    /// Validates and builds the layer, as [`BasicAuth::new`] does.
-    pub fn build(self) -> Result<BasicAuth, ConfigError> {
-        let cache_ttl = self.cache_ttl.unwrap_or(Duration::from_secs(self.config.cache_ttl_secs));
-        let failure_window = match self.failure_window {
-            Some(window) => window,
-            None => {
-                parse_duration(&self.config.failure_window).map_err(|why| ConfigError::field("failure_window", why))?
-            }
-        };
-        BasicAuth::build(self.config, &BuildContext::default(), Typed { cache_ttl, failure_window })
     }
 }

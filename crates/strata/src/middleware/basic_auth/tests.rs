@@ -1,13 +1,18 @@
 //! Every verdict of the layer end to end: challenges, hashes and plaintext, the credential cache,
 //! the failure limit per client, forwarding of the authenticated user, and config errors.
 
+use super::builder::MAX_CACHE_TTL;
 use super::hash::testing::{argon2_hash, bcrypt_hash, sha_hash};
 use super::*;
 use crate::http::{Service, Stack};
 use crate::middleware::test_support;
+#[cfg(feature = "config")]
+use crate::middleware::{BuildContext, ConfigError, SharedResources};
 use argon2::Algorithm;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+use std::path::PathBuf;
+use std::time::Duration;
 
 const CHALLENGE: &str = "Basic realm=\"strata\", charset=\"UTF-8\"";
 
@@ -280,15 +285,6 @@ async fn the_cache_can_be_disabled() {
     for auth in [
         BasicAuth::builder().user("alice", sha_hash("pw")).cache_ttl(Duration::ZERO).build().unwrap(),
         BasicAuth::builder().user("alice", sha_hash("pw")).cache_capacity(0).build().unwrap(),
-        BasicAuth::new(
-            BasicAuthConfig {
-                users: [("alice".to_string(), sha_hash("pw"))].into(),
-                cache_ttl_secs: 0,
-                ..Default::default()
-            },
-            &BuildContext::default(),
-        )
-        .unwrap(),
     ] {
         assert!(auth.cache.is_none());
         let (auth, svc) = shared(auth);
@@ -325,7 +321,7 @@ async fn the_user_reaches_inner_layers_and_the_response() {
 async fn the_user_is_forwarded_and_authorization_stripped_when_asked() {
     let auth = BasicAuth::builder()
         .user("alice", sha_hash("pw"))
-        .forward_user_header("X-Forwarded-User")
+        .forward_user_header(HeaderName::from_static("x-forwarded-user"))
         .strip_authorization(true)
         .build()
         .unwrap();
@@ -347,6 +343,7 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+#[cfg(feature = "config")]
 #[tokio::test]
 async fn htpasswd_files_are_read_and_combined_with_inline_users() {
     let path = temp_file(
@@ -356,13 +353,13 @@ async fn htpasswd_files_are_read_and_combined_with_inline_users() {
             bcrypt_hash("b0b")
         ),
     );
-    let ctx = BuildContext { base_dir: path.parent().unwrap().to_path_buf() };
+    let ctx = BuildContext { base_dir: path.parent().unwrap().to_path_buf(), ..Default::default() };
     let config = BasicAuthConfig {
         users: [("alice".to_string(), sha_hash("pw"))].into(),
         htpasswd: Some(PathBuf::from("ok.htpasswd")),
         ..Default::default()
     };
-    let auth = BasicAuth::new(config, &ctx).unwrap();
+    let auth = BasicAuth::from_config(config, &ctx).unwrap();
     assert_eq!(auth.weak_hashes(), [("alice".to_string(), HashScheme::Sha1), ("carol".to_string(), HashScheme::Apr1)]);
     let svc = service(auth);
     for (user, pw) in [("alice", "pw"), ("bob", "b0b"), ("carol", "myPassword")] {
@@ -407,7 +404,11 @@ fn user_names_are_validated() {
         assert_eq!(e.field, Some("users"), "{user:?}");
     }
     // Non-ASCII names work and can be forwarded (as UTF-8 bytes).
-    BasicAuth::builder().user("josé", sha_hash("x")).forward_user_header("x-user").build().unwrap();
+    BasicAuth::builder()
+        .user("josé", sha_hash("x"))
+        .forward_user_header(HeaderName::from_static("x-user"))
+        .build()
+        .unwrap();
 }
 
 #[test]
@@ -516,23 +517,15 @@ async fn without_a_client_address_or_with_max_failures_0_nothing_is_limited() {
 }
 
 #[test]
-fn failure_settings_are_validated_and_read_from_config() {
+fn failure_settings_are_validated() {
     let base = || BasicAuth::builder().user("a", sha_hash("x"));
     for window in [Duration::ZERO, Duration::from_secs(86_401)] {
-        assert_eq!(base().failure_window(window).build().unwrap_err().field, Some("failure_window"), "{window:?}");
-    }
-    base().failure_window(Duration::from_secs(86_400)).build().unwrap();
-    let from = |json: serde_json::Value| {
-        let config: BasicAuthConfig = serde_json::from_value(json).unwrap();
-        BasicAuth::new(config, &BuildContext::default())
-    };
-    for bad in ["", "10", "1 fortnight", "0s", "2d", "25h"] {
-        let e = from(serde_json::json!({ "users": { "a": sha_hash("x") }, "failure_window": bad })).unwrap_err();
-        assert_eq!(e.field, Some("failure_window"), "{bad:?}: {e}");
+        let e = base().failure_window(window).build().unwrap_err();
+        assert_eq!(e.field, Some("failure_window"), "{window:?}");
         assert!(e.message.contains("1m"), "says what is expected: {e}");
     }
-    let auth = from(serde_json::json!({ "users": { "a": sha_hash("x") }, "max_failures": 4, "failure_window": "90s" }))
-        .unwrap();
+    base().failure_window(Duration::from_secs(86_400)).build().unwrap();
+    let auth = base().max_failures(4).failure_window(Duration::from_secs(90)).build().unwrap();
     let limit = auth.failures.as_ref().unwrap();
     assert_eq!((limit.max_failures(), limit.window()), (4, Duration::from_secs(90)));
     let defaults = auth_with(sha_hash("x"));
@@ -540,18 +533,84 @@ fn failure_settings_are_validated_and_read_from_config() {
     assert_eq!((limit.max_failures(), limit.window()), (10, Duration::from_secs(60)));
 }
 
+/// Builds from a TOML-shaped table, as the gateway does.
+#[cfg(feature = "config")]
+fn from_json(json: serde_json::Value) -> Result<BasicAuth, ConfigError> {
+    let config: BasicAuthConfig = serde_json::from_value(json).unwrap();
+    BasicAuth::from_config(config, &BuildContext::default())
+}
+
+#[cfg(feature = "config")]
+#[test]
+fn failure_settings_are_read_from_config() {
+    for bad in ["", "10", "1 fortnight", "0s", "2d", "25h"] {
+        let e = from_json(serde_json::json!({ "users": { "a": sha_hash("x") }, "failure_window": bad })).unwrap_err();
+        assert_eq!(e.field, Some("failure_window"), "{bad:?}: {e}");
+        assert!(e.message.contains("1m"), "says what is expected: {e}");
+    }
+    let auth =
+        from_json(serde_json::json!({ "users": { "a": sha_hash("x") }, "max_failures": 4, "failure_window": "90s" }))
+            .unwrap();
+    let limit = auth.failures.as_ref().unwrap();
+    assert_eq!((limit.max_failures(), limit.window()), (4, Duration::from_secs(90)));
+}
+
+#[cfg(feature = "config")]
+#[test]
+fn cache_ttl_is_a_duration_in_config_with_the_builder_bounds() {
+    let users = || serde_json::json!({ "a": sha_hash("x") });
+    let auth = from_json(serde_json::json!({ "users": users(), "cache_ttl": "1m30s" })).unwrap();
+    assert_eq!(auth.cache.as_ref().unwrap().ttl, Duration::from_secs(90));
+    let auth = from_json(serde_json::json!({ "users": users() })).unwrap();
+    assert_eq!(auth.cache.as_ref().unwrap().ttl, Duration::from_secs(300), "the default is 5 minutes");
+    assert!(from_json(serde_json::json!({ "users": users(), "cache_ttl": "0s" })).unwrap().cache.is_none());
+    // Past a day: the same field as the builder's refusal.
+    for bad in ["25h", "86401s", "300", "soon"] {
+        let e = from_json(serde_json::json!({ "users": users(), "cache_ttl": bad })).unwrap_err();
+        assert_eq!(e.field, Some("cache_ttl"), "{bad:?}: {e}");
+    }
+    from_json(serde_json::json!({ "users": users(), "cache_ttl": "24h" })).unwrap();
+    // The old key is gone, not silently ignored.
+    let old = serde_json::from_value::<BasicAuthConfig>(serde_json::json!({ "users": users(), "cache_ttl_secs": 300 }));
+    assert!(old.unwrap_err().to_string().contains("unknown field"));
+}
+
+#[cfg(feature = "config")]
+#[test]
+fn forward_user_header_errors_name_the_same_field_in_config() {
+    let users = || serde_json::json!({ "a": sha_hash("x") });
+    for bad in ["not a header", "Authorization", "host", ""] {
+        let e = from_json(serde_json::json!({ "users": users(), "forward_user_header": bad })).unwrap_err();
+        assert_eq!(e.field, Some("forward_user_header"), "{bad:?}: {e}");
+    }
+    let auth = from_json(serde_json::json!({ "users": users(), "forward_user_header": "X-Forwarded-User" })).unwrap();
+    assert_eq!(auth.forward_user_header, Some(HeaderName::from_static("x-forwarded-user")));
+}
+
 #[test]
 fn other_config_errors() {
     let base = || BasicAuth::builder().user("a", sha_hash("x"));
-    assert_eq!(base().forward_user_header("not a header").build().unwrap_err().field, Some("forward_user_header"));
-    assert_eq!(base().forward_user_header("Authorization").build().unwrap_err().field, Some("forward_user_header"));
+    for name in
+        [header::AUTHORIZATION, header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION]
+    {
+        assert_eq!(base().forward_user_header(name).build().unwrap_err().field, Some("forward_user_header"));
+    }
     assert_eq!(
-        base().cache_ttl(Duration::from_secs(MAX_CACHE_TTL_SECS + 1)).build().unwrap_err().field,
-        Some("cache_ttl_secs")
+        base().cache_ttl(MAX_CACHE_TTL + Duration::from_millis(1)).build().unwrap_err().field,
+        Some("cache_ttl")
     );
+    base().cache_ttl(MAX_CACHE_TTL).build().unwrap();
     assert_eq!(BasicAuth::builder().build().unwrap_err().field, Some("users"));
 }
 
+#[test]
+fn the_builder_debug_hides_hashes() {
+    let builder = BasicAuth::builder().user("alice", "plain-secret").allow_plaintext(true);
+    assert!(!format!("{builder:?}").contains("plain-secret"));
+    assert!(format!("{builder:?}").contains("alice"));
+}
+
+#[cfg(feature = "config")]
 #[test]
 fn config_reads_from_toml_shaped_data_and_debug_hides_hashes() {
     let config: BasicAuthConfig = serde_json::from_value(serde_json::json!({
@@ -560,10 +619,10 @@ fn config_reads_from_toml_shaped_data_and_debug_hides_hashes() {
         "forward_user_header": "x-forwarded-user",
     }))
     .unwrap();
-    assert_eq!((config.realm.as_str(), config.cache_ttl_secs, config.cache_capacity), ("strata", 300, 10_000));
+    assert_eq!((config.realm.as_str(), config.cache_ttl.as_str(), config.cache_capacity), ("strata", "5m", 10_000));
     assert!(!config.strip_authorization && config.htpasswd.is_none());
     assert!(!format!("{config:?}").contains("plain-secret"));
-    let auth = BasicAuth::new(config, &BuildContext::default()).unwrap();
+    let auth = BasicAuth::from_config(config, &BuildContext::default()).unwrap();
     assert!(!format!("{auth:?}").contains("plain-secret"));
     let unknown = serde_json::from_value::<BasicAuthConfig>(serde_json::json!({ "user": {} }));
     assert!(unknown.unwrap_err().to_string().contains("unknown field"));
@@ -581,4 +640,55 @@ fn kind_and_facts() {
     );
     let unlimited = BasicAuth::builder().user("alice", sha_hash("x")).max_failures(0).build().unwrap();
     assert_eq!(unlimited.facts(), Facts::of(&[Fact::ShortCircuits, Fact::CanFail]));
+}
+
+/// The id of the thread `auth`'s pool runs a job on.
+async fn verifying_thread(auth: &BasicAuth) -> std::thread::ThreadId {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    auth.pool
+        .submit(Box::new(move |_| {
+            let _ = tx.send(std::thread::current().id());
+        }))
+        .unwrap();
+    rx.await.unwrap()
+}
+
+#[tokio::test]
+async fn layers_share_verification_threads_only_when_given_the_same_pool() {
+    let one_thread = || VerifyPool::new(std::num::NonZeroUsize::MIN);
+    let layer = |pool: Option<VerifyPool>| {
+        let builder = BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "pw"));
+        match pool {
+            Some(pool) => builder.verify_pool(pool),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    // Two stacks in one process, each with a layer of its own: separate threads.
+    let (a, b) = (layer(Some(one_thread())), layer(Some(one_thread())));
+    assert!(!a.pool.ptr_eq(&b.pool));
+    assert_ne!(verifying_thread(&a).await, verifying_thread(&b).await);
+    let (a, b) = (layer(None), layer(None));
+    assert!(!a.pool.ptr_eq(&b.pool), "a layer built without a pool owns one");
+    // Given the same pool, they share its one thread.
+    let shared = one_thread();
+    let (a, b) = (layer(Some(shared.clone())), layer(Some(shared)));
+    assert!(a.pool.ptr_eq(&b.pool));
+    assert_eq!(verifying_thread(&a).await, verifying_thread(&b).await);
+    // And a slow hash is verified there, end to end.
+    let svc = service(a);
+    assert_eq!(call(&svc, Some(&basic("alice", "pw"))).await.status(), 200);
+}
+
+#[cfg(feature = "config")]
+#[test]
+fn config_layers_take_the_pool_of_their_build_context() {
+    let config = || BasicAuthConfig { users: [("a".to_string(), sha_hash("x"))].into(), ..Default::default() };
+    let shared = SharedResources { verify_pool: Some(VerifyPool::default()) };
+    let ctx = BuildContext { shared, ..Default::default() };
+    let (a, b) = (BasicAuth::from_config(config(), &ctx).unwrap(), BasicAuth::from_config(config(), &ctx).unwrap());
+    assert!(a.pool.ptr_eq(&b.pool) && a.pool.ptr_eq(ctx.shared.verify_pool.as_ref().unwrap()));
+    let own = BasicAuth::from_config(config(), &BuildContext::default()).unwrap();
+    assert!(!own.pool.ptr_eq(&a.pool));
 }

@@ -262,14 +262,14 @@ mod from_config {
     #[tokio::test]
     async fn custom_pages_are_read_relative_to_the_config() {
         let page = temp_page("404.html", "<h1>Lost?</h1>");
-        let ctx = BuildContext { base_dir: page.parent().unwrap().to_path_buf() };
+        let ctx = BuildContext { base_dir: page.parent().unwrap().to_path_buf(), ..Default::default() };
         let config: ErrorsConfig = toml::from_str("statuses = \"all\"\npages = { 404 = \"404.html\" }").unwrap();
         a_page_is_served_to_browsers_only(Errors::from_config(config, &ctx).unwrap()).await;
     }
 
     #[test]
     fn page_mistakes_name_the_status() {
-        let ctx = BuildContext { base_dir: std::env::temp_dir() };
+        let ctx = BuildContext { base_dir: std::env::temp_dir(), ..Default::default() };
         let missing: ErrorsConfig = toml::from_str("pages = { 503 = \"no/such/page.html\" }").unwrap();
         let err = Errors::from_config(missing, &ctx).unwrap_err();
         assert_eq!(err.field, Some("pages"));
