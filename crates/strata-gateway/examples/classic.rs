@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata::http::Stack;
-use strata::middleware::{AccessLog, BasicAuth, Cors, RequestId, Timing};
+use strata::middleware::{AccessLog, BasicAuth, Cors, LogFormat, RequestId, Timing};
 use strata_gateway::{apps, config, server};
 
 /// alice / wonderland, made with `strata hash-password`.
@@ -29,11 +29,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let auth = BasicAuth::builder().realm("tasks").user("alice", ALICE).build()?;
 
+    let log = AccessLog::builder().format(LogFormat::Json).to_stdout().build()?;
+
     // Outermost first, exactly as in the TOML `stack` array.
     let stack = Stack::new()
         .with(Timing::default())
         .with(RequestId::default())
-        .with_named("log", AccessLog::json())
+        .with_named("log", log.clone())
         .with(cors)
         .with_named("auth", auth);
     for diagnostic in stack.check() {
@@ -48,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("classic stack listening on http://{}", listener.local_addr()?);
     let settings = config::Server::default();
     server::serve(listener, Arc::new(service), &settings, shutdown).await?;
-    strata::middleware::access_log::flush_all();
+    // The writer thread does not outlive the process: the last lines are written before it exits.
+    log.flush();
     Ok(())
 }

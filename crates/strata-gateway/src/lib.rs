@@ -42,7 +42,7 @@ pub mod upstream;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use strata::middleware::BuildContext;
+use strata::middleware::{BuildContext, LogOutputs};
 
 pub use routes::Gateway;
 
@@ -70,16 +70,22 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// Loads and builds a gateway from a config file, or from [`DEFAULT_CONFIG`] when `path` is `None`.
+/// Its access logs get outputs of their own.
 pub fn load(path: Option<&Path>) -> Result<Gateway, LoadError> {
-    load_with_log(path).map(|(gateway, _)| gateway)
+    load_with_log(path, &LogOutputs::new()).map(|(gateway, _)| gateway)
 }
 
-/// [`load`], with the config's `[log]` section (which the gateway itself does not keep).
-pub fn load_with_log(path: Option<&Path>) -> Result<(Gateway, config::LogSettings), LoadError> {
+/// [`load`], with the config's `[log]` section (which the gateway itself does not keep), opening
+/// the access logs' outputs through `log_outputs` (a server passes the same registry at every
+/// reload, so a file keeps one output).
+pub fn load_with_log(
+    path: Option<&Path>,
+    log_outputs: &LogOutputs,
+) -> Result<(Gateway, config::LogSettings), LoadError> {
     let file = ConfigFile::read(path)?;
     let config = file.parse()?;
     let log = config.log.clone();
-    Ok((file.build(config)?, log))
+    Ok((file.build(config, log_outputs)?, log))
 }
 
 /// A config's text, read but not parsed: [`load`] in steps, for a caller that acts between
@@ -116,9 +122,11 @@ impl ConfigFile {
         config::Config::parse(&self.name, &self.text, apps::NAMES).map_err(LoadError::Invalid)
     }
 
-    /// Builds the middlewares, routes and listeners' settings of a config [`ConfigFile::parse`] made.
-    pub fn build(&self, config: config::Config<'_>) -> Result<Gateway, LoadError> {
-        Gateway::build(config, &BuildContext { base_dir: self.base_dir.clone() }).map_err(LoadError::Invalid)
+    /// Builds the middlewares, routes and listeners' settings of a config [`ConfigFile::parse`] made,
+    /// opening the access logs' outputs through `log_outputs`.
+    pub fn build(&self, config: config::Config<'_>, log_outputs: &LogOutputs) -> Result<Gateway, LoadError> {
+        let ctx = BuildContext { base_dir: self.base_dir.clone(), log_outputs: Some(log_outputs.clone()) };
+        Gateway::build(config, &ctx).map_err(LoadError::Invalid)
     }
 }
 
@@ -126,5 +134,6 @@ impl ConfigFile {
 pub fn load_with(path: Option<&Path>, options: &routes::BuildOptions) -> Result<Gateway, LoadError> {
     let file = ConfigFile::read(path)?;
     let config = file.parse()?;
-    Gateway::build_with(config, &BuildContext { base_dir: file.base_dir.clone() }, options).map_err(LoadError::Invalid)
+    let ctx = BuildContext { base_dir: file.base_dir.clone(), log_outputs: Some(LogOutputs::new()) };
+    Gateway::build_with(config, &ctx, options).map_err(LoadError::Invalid)
 }

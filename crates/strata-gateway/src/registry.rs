@@ -40,8 +40,8 @@ macro_rules! kinds {
 
 kinds! {
     "request_id" => mw::RequestId::new,
-    "access_log" => mw::AccessLog::new,
-    "timing" => mw::Timing::new,
+    "access_log" => mw::AccessLog::from_config,
+    "timing" => mw::Timing::from_config,
     "cors" => mw::Cors::new,
     "basic_auth" => mw::BasicAuth::new,
     "errors" => mw::Errors::new,

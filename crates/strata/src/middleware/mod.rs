@@ -21,10 +21,14 @@ pub use basic_auth::{BasicAuth, BasicAuthBuilder, BasicAuthConfig, HashScheme};
 
 pub mod access_log;
 pub mod request_id;
-pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
+#[cfg(feature = "config")]
+pub use access_log::AccessLogConfig;
+pub use access_log::{AccessLog, AccessLogBuilder, AccessLogSink, LogFormat, LogOutput, LogOutputs};
 pub use request_id::{RequestId, RequestIdConfig, TraceContext, TraceContextMode};
 pub mod timing;
-pub use timing::{Timing, TimingConfig};
+#[cfg(feature = "config")]
+pub use timing::TimingConfig;
+pub use timing::{Timing, TimingBuilder};
 pub mod timeout;
 pub use timeout::{Timeout, TimeoutConfig};
 pub mod body_limit;
@@ -86,6 +90,10 @@ pub fn describe_duration(duration: std::time::Duration) -> String {
 pub struct BuildContext {
     /// The directory relative paths in a config are resolved against (the config file's directory).
     pub base_dir: PathBuf,
+    /// The registry access-log layers open their outputs through, so that layers (and the layers
+    /// of a reloaded config) writing to the same place share one output. A server keeps one for
+    /// its life; `None` gives each layer an output of its own.
+    pub log_outputs: Option<access_log::LogOutputs>,
 }
 
 impl BuildContext {

@@ -356,7 +356,7 @@ async fn htpasswd_files_are_read_and_combined_with_inline_users() {
             bcrypt_hash("b0b")
         ),
     );
-    let ctx = BuildContext { base_dir: path.parent().unwrap().to_path_buf() };
+    let ctx = BuildContext { base_dir: path.parent().unwrap().to_path_buf(), ..BuildContext::default() };
     let config = BasicAuthConfig {
         users: [("alice".to_string(), sha_hash("pw"))].into(),
         htpasswd: Some(PathBuf::from("ok.htpasswd")),

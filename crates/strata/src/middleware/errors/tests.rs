@@ -221,7 +221,7 @@ fn temp_page(name: &str, html: &str) -> PathBuf {
 #[tokio::test]
 async fn custom_pages_are_served_to_browsers() {
     let page = temp_page("404.html", "<h1>Lost?</h1>");
-    let ctx = BuildContext { base_dir: page.parent().unwrap().to_path_buf() };
+    let ctx = BuildContext { base_dir: page.parent().unwrap().to_path_buf(), ..BuildContext::default() };
     let config: ErrorsConfig = toml::from_str("statuses = \"all\"\npages = { 404 = \"404.html\" }").unwrap();
     let errors = Errors::new(config, &ctx).unwrap();
     let service = serve(errors, || response::status(StatusCode::NOT_FOUND));
@@ -241,7 +241,7 @@ async fn custom_pages_are_served_to_browsers() {
 
 #[test]
 fn page_mistakes_name_the_status() {
-    let ctx = BuildContext { base_dir: std::env::temp_dir() };
+    let ctx = BuildContext { base_dir: std::env::temp_dir(), ..BuildContext::default() };
     let missing: ErrorsConfig = toml::from_str("pages = { 503 = \"no/such/page.html\" }").unwrap();
     let err = Errors::new(missing, &ctx).unwrap_err();
     assert_eq!(err.field, Some("pages"));
