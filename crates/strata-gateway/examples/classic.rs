@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, header};
 use strata::http::Stack;
-use strata::middleware::{AccessLog, BasicAuth, Cors, RequestId, Timing};
+use strata::middleware::{AccessLog, BasicAuth, Cors, LogFormat, RequestId, Timing};
 use strata_gateway::{apps, server};
 
 /// alice / wonderland, made with `strata hash-password`.
@@ -29,11 +29,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let auth = BasicAuth::builder().realm("tasks").user("alice", ALICE).build()?;
 
+    let log = AccessLog::builder().format(LogFormat::Json).to_stdout().build()?;
+
     // Outermost first, exactly as in the TOML `stack` array.
     let stack = Stack::new()
         .with(Timing::default())
         .with(RequestId::default())
-        .with_named("log", AccessLog::json())
+        .with_named("log", log.clone())
         .with(cors)
         .with_named("auth", auth);
     for diagnostic in stack.check() {
@@ -47,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("classic stack listening on http://{}", listener.local_addr()?);
     strata::serve(listener, service).with_graceful_shutdown(shutdown).await?;
-    strata::middleware::access_log::flush_all();
+    // The writer thread does not outlive the process: the last lines are written before it exits.
+    log.flush();
     Ok(())
 }

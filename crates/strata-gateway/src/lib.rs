@@ -44,7 +44,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use strata::middleware::{BuildContext, SharedResources, VerifyPool};
+use strata::middleware::{BuildContext, LogOutputs, SharedResources, VerifyPool};
 
 pub use routes::Gateway;
 
@@ -72,16 +72,22 @@ impl fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// Loads and builds a gateway from a config file, or from [`DEFAULT_CONFIG`] when `path` is `None`.
+/// Its access logs get outputs of their own.
 pub fn load(path: Option<&Path>) -> Result<Gateway, LoadError> {
-    load_with_log(path).map(|(gateway, _)| gateway)
+    load_with_log(path, &LogOutputs::new()).map(|(gateway, _)| gateway)
 }
 
-/// [`load`], with the config's `[log]` section (which the gateway itself does not keep).
-pub fn load_with_log(path: Option<&Path>) -> Result<(Gateway, config::LogSettings), LoadError> {
+/// [`load`], with the config's `[log]` section (which the gateway itself does not keep), opening
+/// the access logs' outputs through `log_outputs` (a server passes the same registry at every
+/// reload, so a file keeps one output).
+pub fn load_with_log(
+    path: Option<&Path>,
+    log_outputs: &LogOutputs,
+) -> Result<(Gateway, config::LogSettings), LoadError> {
     let file = ConfigFile::read(path)?;
     let config = file.parse()?;
     let log = config.log.clone();
-    Ok((file.build(config)?, log))
+    Ok((file.build(config, log_outputs)?, log))
 }
 
 /// A config's text, read but not parsed: [`load`] in steps, for a caller that acts between
@@ -118,9 +124,10 @@ impl ConfigFile {
         config::Config::parse(&self.name, &self.text, apps::NAMES).map_err(LoadError::Invalid)
     }
 
-    /// Builds the middlewares, routes and listeners' settings of a config [`ConfigFile::parse`] made.
-    pub fn build(&self, config: config::Config<'_>) -> Result<Gateway, LoadError> {
-        Gateway::build(config, &build_context(&self.base_dir)).map_err(LoadError::Invalid)
+    /// Builds the middlewares, routes and listeners' settings of a config [`ConfigFile::parse`] made,
+    /// opening the access logs' outputs through `log_outputs`.
+    pub fn build(&self, config: config::Config<'_>, log_outputs: &LogOutputs) -> Result<Gateway, LoadError> {
+        Gateway::build(config, &build_context(&self.base_dir, log_outputs)).map_err(LoadError::Invalid)
     }
 }
 
@@ -130,12 +137,16 @@ impl ConfigFile {
 /// hashes on the same [`VerifyPool`]: its threads bound the CPU and argon2 memory of all of them
 /// together (a reload builds new layers while the old ones finish their requests; two pools would
 /// double the bound). Its threads start on the first slow verification, so a config without
-/// `basic_auth` costs none.
-pub fn build_context(base_dir: &Path) -> BuildContext {
+/// `basic_auth` costs none. Access logs open their outputs through `log_outputs`, which the server
+/// keeps for its life, so that layers and reloads writing one file share one output.
+pub fn build_context(base_dir: &Path, log_outputs: &LogOutputs) -> BuildContext {
     static VERIFY_POOL: OnceLock<VerifyPool> = OnceLock::new();
     BuildContext {
         base_dir: base_dir.to_path_buf(),
-        shared: SharedResources { verify_pool: Some(VERIFY_POOL.get_or_init(VerifyPool::default).clone()) },
+        shared: SharedResources {
+            verify_pool: Some(VERIFY_POOL.get_or_init(VerifyPool::default).clone()),
+            log_outputs: Some(log_outputs.clone()),
+        },
     }
 }
 
@@ -143,5 +154,5 @@ pub fn build_context(base_dir: &Path) -> BuildContext {
 pub fn load_with(path: Option<&Path>, options: &routes::BuildOptions) -> Result<Gateway, LoadError> {
     let file = ConfigFile::read(path)?;
     let config = file.parse()?;
-    Gateway::build_with(config, &build_context(&file.base_dir), options).map_err(LoadError::Invalid)
+    Gateway::build_with(config, &build_context(&file.base_dir, &LogOutputs::new()), options).map_err(LoadError::Invalid)
 }

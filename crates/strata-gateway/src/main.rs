@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use strata::Severity;
+use strata::middleware::LogOutputs;
 use strata_gateway::config::LogSettings;
 use strata_gateway::runtime_log::RuntimeLog;
 use strata_gateway::{ConfigFile, Gateway, LoadError, explain_request, server, systemd};
@@ -145,13 +146,14 @@ fn load_error_code(e: LoadError) -> ExitCode {
 
 /// Loads the config, installing the runtime log between parsing (which finds its `[log]`) and
 /// building (whose middlewares may log). Errors go to stderr as plain text whatever `[log]` says:
-/// they are for the person starting strata, and the log may not exist yet.
-fn load_or_report(config: Option<&PathBuf>) -> Result<(Gateway, RuntimeLog), ExitCode> {
+/// they are for the person starting strata, and the log may not exist yet. Access logs open their
+/// outputs through `log_outputs`.
+fn load_or_report(config: Option<&PathBuf>, log_outputs: &LogOutputs) -> Result<(Gateway, RuntimeLog), ExitCode> {
     let report = load_error_code;
     let file = ConfigFile::read(config.map(PathBuf::as_path)).map_err(report)?;
     let parsed = file.parse().map_err(report)?;
     let runtime_log = RuntimeLog::install(&parsed.log);
-    let gateway = file.build(parsed).map_err(report)?;
+    let gateway = file.build(parsed, log_outputs).map_err(report)?;
     Ok((gateway, runtime_log))
 }
 
@@ -161,7 +163,10 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SPAN_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option<SocketAddr>, watch: bool) -> ExitCode {
-    let (gateway, runtime_log) = match load_or_report(config.as_ref()) {
+    // The access-log outputs of every config this process serves: one per file or stream, shared by
+    // the layers writing there and across reloads, reopened on SIGHUP and flushed at shutdown.
+    let log_outputs = LogOutputs::new();
+    let (gateway, runtime_log) = match load_or_report(config.as_ref(), &log_outputs) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -205,10 +210,11 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         // Every SIGHUP also reopens access-log files (logrotate renames them, then signals), whether
         // or not there is a config to reload, and whether or not it is valid.
         let mut reopen_signal = server::Hangup::register();
+        let reopened = log_outputs.clone();
         let reopener = tokio::spawn(async move {
             loop {
                 reopen_signal.recv().await;
-                strata::middleware::access_log::reopen_all();
+                reopened.reopen();
             }
         });
         let addr = listen.unwrap_or(gateway.server.listen);
@@ -257,7 +263,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         let live = Arc::new(server::LiveRouter::new(gateway.router));
         let reloader = match config {
             Some(path) => {
-                let mut reloader = server::Reloader::new(path, live.clone(), gateway.server.clone());
+                let mut reloader =
+                    server::Reloader::new(path, live.clone(), gateway.server.clone(), log_outputs.clone());
                 reloader.listen_overridden = listen.is_some();
                 reloader.tls_listen_overridden = tls_listen.is_some();
                 reloader.admin = gateway.admin.clone();
@@ -302,7 +309,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         reloader.abort();
         reopener.abort();
         // The last requests' log lines are still queued to the writer threads.
-        strata::middleware::access_log::flush_all();
+        log_outputs.flush();
         // And their spans to the trace exporters: sent now, within a bounded wait.
         strata_gateway::trace::flush_all(SPAN_FLUSH_LIMIT).await;
         match served {
@@ -319,7 +326,7 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
 }
 
 fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
-    let gateway = match load_or_report(config.as_ref()) {
+    let gateway = match load_or_report(config.as_ref(), &LogOutputs::new()) {
         Ok((gateway, _)) => gateway,
         Err(code) => return code,
     };
@@ -360,7 +367,7 @@ fn check(config: Option<PathBuf>, strict: bool) -> ExitCode {
 }
 
 fn explain(config: Option<PathBuf>) -> ExitCode {
-    let gateway = match load_or_report(config.as_ref()) {
+    let gateway = match load_or_report(config.as_ref(), &LogOutputs::new()) {
         Ok((gateway, _)) => gateway,
         Err(code) => return code,
     };

@@ -40,8 +40,8 @@ macro_rules! kinds {
 
 kinds! {
     "request_id" => mw::RequestId::from_config,
-    "access_log" => mw::AccessLog::new,
-    "timing" => mw::Timing::new,
+    "access_log" => mw::AccessLog::from_config,
+    "timing" => mw::Timing::from_config,
     "cors" => mw::Cors::from_config,
     "basic_auth" => mw::BasicAuth::from_config,
     "errors" => mw::Errors::from_config,

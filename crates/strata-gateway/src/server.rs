@@ -299,11 +299,20 @@ pub struct Reloader {
     pub runtime_log: Option<crate::runtime_log::RuntimeLog>,
     /// The certificate and key files of the config being served, watched with the config file.
     tls_files: std::sync::Mutex<Vec<PathBuf>>,
+    /// The access-log outputs of the config being served: a reloaded config's layers open theirs
+    /// through it, so a file keeps one output (and its rotation) across reloads.
+    log_outputs: strata::middleware::LogOutputs,
 }
 
 impl Reloader {
-    /// Reloads `path` into `live`, which serves the config whose `[server]` settings are `running`.
-    pub fn new(path: PathBuf, live: Arc<LiveRouter>, running: Server) -> Reloader {
+    /// Reloads `path` into `live`, which serves the config whose `[server]` settings are `running`
+    /// and whose access logs were opened through `log_outputs`.
+    pub fn new(
+        path: PathBuf,
+        live: Arc<LiveRouter>,
+        running: Server,
+        log_outputs: strata::middleware::LogOutputs,
+    ) -> Reloader {
         let tls_files = std::sync::Mutex::new(tls_files(&path, &running));
         Reloader {
             path,
@@ -314,6 +323,7 @@ impl Reloader {
             admin: None,
             runtime_log: None,
             tls_files,
+            log_outputs,
         }
     }
 
@@ -334,9 +344,9 @@ impl Reloader {
     }
 
     async fn load_and_swap(&self) -> bool {
-        let path = self.path.clone();
+        let (path, log_outputs) = (self.path.clone(), self.log_outputs.clone());
         // Reading the file and building the layers (opening logs, reading password files) blocks.
-        let built = tokio::task::spawn_blocking(move || crate::load_with_log(Some(&path))).await;
+        let built = tokio::task::spawn_blocking(move || crate::load_with_log(Some(&path), &log_outputs)).await;
         let (gateway, log) = match built {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {

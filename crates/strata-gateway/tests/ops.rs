@@ -274,3 +274,92 @@ async fn access_log_files_are_reopened_on_sighup_without_losing_or_repeating_a_l
     assert_eq!(unique.len(), logged.len(), "{} lines written twice", logged.len() - unique.len());
     assert_eq!(logged, answered, "one line per response across both files");
 }
+
+/// How many of process `pid`'s descriptors are open on `file`.
+fn descriptors_on(pid: u32, file: &Path) -> usize {
+    let file = file.canonicalize().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok()).filter(|target| *target == file).count()
+}
+
+/// The ids of process `pid`'s threads named `name` (as Linux keeps it: its first 15 bytes).
+fn threads_named(pid: u32, name: &str) -> Vec<String> {
+    let name = &name[..name.len().min(15)];
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let mut ids: Vec<String> = tasks
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            (comm.trim() == name).then(|| task.file_name()?.to_str().map(str::to_string))?
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Waits (bounded) until process `pid` has `count` threads named `name`; their ids.
+async fn wait_threads(pid: u32, name: &str, count: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids = threads_named(pid, name);
+        if ids.len() == count || tokio::time::Instant::now() >= deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_and_reloads_writing_one_file_share_one_output() {
+    // Two access-log layers on two routes, naming one file two ways.
+    let config = |second_format: &str| {
+        format!(
+            "[middleware.api_log]\nkind = \"access_log\"\nformat = \"json\"\noutput = \"access.log\"\n\n\
+             [middleware.other_log]\nkind = \"access_log\"\nformat = \"{second_format}\"\noutput = \"./access.log\"\n\n\
+             [[route]]\nprefix = \"/api\"\napp = \"echo\"\nstack = [\"api_log\"]\n\n\
+             [[route]]\nprefix = \"/\"\napp = \"echo\"\nstack = [\"other_log\"]\n"
+        )
+    };
+    let mut strata = Strata::start(Some(&config("json")));
+    let pid = strata.child.id();
+    let dir = strata.config_path().parent().unwrap().to_path_buf();
+    let log = dir.join("access.log");
+    let client = client();
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let res = client.get(format!("http://{}{path}", strata.addr)).send().await.expect("request");
+            assert_eq!(res.status(), 200, "{path}");
+            res.bytes().await.expect("body");
+        }
+    };
+    for n in 0..20 {
+        get(format!("/api/status/200?n={n}")).await;
+        get(format!("/status/200?n={}", 20 + n)).await;
+    }
+    assert_eq!(descriptors_on(pid, &log), 1, "one open file for both layers");
+    let writer = wait_threads(pid, "strata-access-log", 1).await;
+    assert_eq!(writer.len(), 1, "one writer thread for both layers: {writer:?}");
+
+    // A reload (the second layer now combined, still the same file) takes the running output over.
+    std::fs::write(strata.config_path(), config("combined")).unwrap();
+    strata.signal("HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !strata.stderr().contains("config reloaded") {
+        assert!(tokio::time::Instant::now() < deadline, "no reload: {}", strata.stderr());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 40..50 {
+        get(format!("/api/status/200?n={n}")).await;
+    }
+    assert_eq!(descriptors_on(pid, &log), 1, "the reloaded layers write through the same open file");
+    assert_eq!(threads_named(pid, "strata-access-log"), writer, "and the same writer thread");
+
+    strata.signal("TERM");
+    let status = tokio::task::block_in_place(|| strata.wait_exit(Duration::from_secs(20)));
+    assert!(status.expect("strata exits").success(), "{}", strata.stderr());
+    // Every line whole, once: JSON lines from both layers, the last ones flushed at shutdown.
+    let mut logged = logged_numbers(&log);
+    logged.sort_unstable();
+    assert_eq!(logged, (0..50).collect::<Vec<u64>>());
+}

@@ -46,9 +46,7 @@ use http_body_util::BodyExt;
 use strata::http::{Body, Request, Response, Service, Stack, response};
 #[cfg(feature = "compression")]
 use strata::middleware::Compression;
-use strata::middleware::{
-    AccessLog, BasicAuth, BuildContext, Cors, Errors, LogFormat, RequestId, Timing, TimingConfig,
-};
+use strata::middleware::{AccessLog, BasicAuth, Cors, Errors, LogFormat, RequestId, Timing};
 use tokio::runtime::Runtime;
 
 /// alice / wonderland at `strata hash-password`'s cost (argon2id, m=19456 KiB, t=2, p=1), the hash
@@ -194,8 +192,7 @@ fn classic(timing: Timing, access_log: Option<&AccessLog>) -> Stack {
 
 /// `timing` with `per_layer = false`: `Server-Timing` carries only `total`.
 fn timing_total_only() -> Timing {
-    let config = TimingConfig { per_layer: false, ..TimingConfig::default() };
-    Timing::new(config, &BuildContext::default()).expect("a valid timing config")
+    Timing::builder().per_layer(false).build().expect("a valid timing config")
 }
 
 /// The cases in the order they run: each baseline just before the cases it serves, so a machine
@@ -393,7 +390,11 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("a tokio runtime");
     // One writer thread for every case that logs, writing to nowhere: the line is still formatted
     // and queued on the request path, which is what the request pays.
-    let access_log = AccessLog::writing_to(LogFormat::Json, std::io::sink());
+    let access_log = AccessLog::builder()
+        .format(LogFormat::Json)
+        .to_writer(std::io::sink())
+        .build()
+        .expect("spawning the access log writer thread");
     let cases = cases(&access_log);
     let samples = Samples::default();
     // Short windows keep ~20 benchmarks near 80 s on a shared 2-core machine; longer ones do not

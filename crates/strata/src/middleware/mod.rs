@@ -35,12 +35,16 @@ pub use basic_auth::{BasicAuth, BasicAuthBuilder, HashScheme, VerifyPool};
 
 pub mod access_log;
 pub mod request_id;
-pub use access_log::{AccessLog, AccessLogConfig, LogFormat};
+#[cfg(feature = "config")]
+pub use access_log::AccessLogConfig;
+pub use access_log::{AccessLog, AccessLogBuilder, AccessLogSink, LogFormat, LogOutput, LogOutputs};
 #[cfg(feature = "config")]
 pub use request_id::RequestIdConfig;
 pub use request_id::{IdGenerator, RequestId, RequestIdBuilder, TraceContext, TraceContextMode, UuidV4};
 pub mod timing;
-pub use timing::{Timing, TimingConfig};
+#[cfg(feature = "config")]
+pub use timing::TimingConfig;
+pub use timing::{Timing, TimingBuilder};
 pub mod timeout;
 pub use timeout::Timeout;
 #[cfg(feature = "config")]
@@ -122,6 +126,10 @@ pub struct SharedResources {
     #[cfg(feature = "basic-auth")]
     #[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
     pub verify_pool: Option<basic_auth::VerifyPool>,
+    /// The registry access-log layers open their outputs through, so that layers (and the layers
+    /// of a reloaded config) writing to the same place share one output. A server keeps one for
+    /// its life; `None` gives each layer an output of its own.
+    pub log_outputs: Option<access_log::LogOutputs>,
 }
 
 impl BuildContext {

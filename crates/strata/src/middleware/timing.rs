@@ -1,5 +1,21 @@
 //! `timing`: how long the response took, for people and for browsers.
 //!
+//! ```
+//! use http::HeaderName;
+//! use strata::http::{Body, Request, Response, Stack};
+//! use strata::middleware::Timing;
+//!
+//! let timing = Timing::builder()
+//!     .response_time_header(HeaderName::from_static("x-took"))
+//!     .allow_origins(["https://app.example.com"])
+//!     .build()?;
+//! let service = Stack::new()
+//!     .with(timing) // first: it times only what is inside it
+//!     .serve(|_req: Request| async { Response::new(Body::from("hello")) });
+//! # let _ = service;
+//! # Ok::<(), strata::middleware::ConfigError>(())
+//! ```
+//!
 //! - A response-time header (default `x-response-time: 12.345ms`): time from entering this layer
 //!   until the response head came back to it.
 //! - `Server-Timing` with one metric per layer inside this one — the time spent in that layer alone,
@@ -13,9 +29,8 @@
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderName, HeaderValue};
-use serde::Deserialize;
 
-use super::{BuildContext, ConfigError};
+use super::ConfigError;
 use crate::Middleware;
 use crate::http::headers::is_tchar;
 use crate::http::{Next, Request, Response};
@@ -23,32 +38,6 @@ use crate::http::{Next, Request, Response};
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 const TIMING_ALLOW_ORIGIN: HeaderName = HeaderName::from_static("timing-allow-origin");
 const RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
-
-/// The `[middleware.NAME]` table of kind `timing`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TimingConfig {
-    /// The response-time header; an empty string turns it off. Default `x-response-time`.
-    pub header: String,
-    /// Whether to add `Server-Timing`. Default `true`.
-    pub server_timing: bool,
-    /// Whether `Server-Timing` lists every layer (`true`) or only `total` (`false`). Default `true`.
-    pub per_layer: bool,
-    /// Origins allowed to read the timings cross-origin (`Timing-Allow-Origin`): `["*"]` or a list of
-    /// origins. Default: none (the header is not sent).
-    pub timing_allow_origin: Vec<String>,
-}
-
-impl Default for TimingConfig {
-    fn default() -> Self {
-        TimingConfig {
-            header: "x-response-time".to_string(),
-            server_timing: true,
-            per_layer: true,
-            timing_allow_origin: Vec::new(),
-        }
-    }
-}
 
 /// The `timing` middleware. See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -62,55 +51,173 @@ pub struct Timing {
 impl Default for Timing {
     /// `x-response-time` and per-layer `Server-Timing`, no `Timing-Allow-Origin`.
     fn default() -> Self {
-        Timing::new(TimingConfig::default(), &BuildContext::default()).expect("the default config is valid")
+        Timing::builder().build().expect("the default timing is valid")
     }
 }
 
 impl Timing {
-    /// Validates the config and prepares the header names and values.
-    pub fn new(config: TimingConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let header = if config.header.is_empty() {
-            None
-        } else {
-            let name = HeaderName::try_from(config.header.as_str())
-                .map_err(|_| ConfigError::field("header", format!("`{}` is not a valid header name", config.header)))?;
-            // The default name as a static one: a name parsed at run time is reference-counted,
-            // and this layer clones it per response, from every worker thread.
-            Some(if name == RESPONSE_TIME { RESPONSE_TIME } else { name })
-        };
-        let timing_allow_origin = if config.timing_allow_origin.is_empty() {
-            None
-        } else {
-            for origin in &config.timing_allow_origin {
-                if origin != "*" && !is_origin(origin) {
-                    return Err(ConfigError::field(
-                        "timing_allow_origin",
-                        format!("`{origin}`: expected \"*\" or an origin such as \"https://app.example.com\""),
-                    ));
+    /// A builder, starting from the defaults: `x-response-time`, per-layer `Server-Timing`, no
+    /// `Timing-Allow-Origin`.
+    pub fn builder() -> TimingBuilder {
+        TimingBuilder::default()
+    }
+}
+
+/// Who may read the timings cross-origin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum AllowOrigin {
+    #[default]
+    Nobody,
+    Any,
+    /// Origins still to be checked by [`TimingBuilder::build`].
+    Origins(Vec<String>),
+}
+
+/// Builds a [`Timing`] from typed values; [`TimingBuilder::build`] checks the origins and
+/// prepares the header values.
+#[derive(Clone, Debug)]
+pub struct TimingBuilder {
+    header: Option<HeaderName>,
+    server_timing: bool,
+    per_layer: bool,
+    allow_origin: AllowOrigin,
+}
+
+impl Default for TimingBuilder {
+    fn default() -> Self {
+        TimingBuilder {
+            header: Some(RESPONSE_TIME),
+            server_timing: true,
+            per_layer: true,
+            allow_origin: AllowOrigin::Nobody,
+        }
+    }
+}
+
+impl TimingBuilder {
+    /// The response-time header; `None` turns it off. Default `x-response-time`.
+    pub fn response_time_header(mut self, header: impl Into<Option<HeaderName>>) -> Self {
+        self.header = header.into();
+        self
+    }
+
+    /// Whether to add `Server-Timing`. Default `true`.
+    pub fn server_timing(mut self, on: bool) -> Self {
+        self.server_timing = on;
+        self
+    }
+
+    /// Whether `Server-Timing` lists every layer (`true`) or only `total` (`false`). Default `true`.
+    pub fn per_layer(mut self, on: bool) -> Self {
+        self.per_layer = on;
+        self
+    }
+
+    /// Lets any origin read the timings (`Timing-Allow-Origin: *`).
+    pub fn allow_any_origin(mut self) -> Self {
+        self.allow_origin = AllowOrigin::Any;
+        self
+    }
+
+    /// Lets these origins read the timings cross-origin (`Timing-Allow-Origin`), each an origin
+    /// such as `https://app.example.com` (scheme, host, optional port), checked by
+    /// [`build`](TimingBuilder::build); `"*"` among them means any origin. Replaces the origins set
+    /// before; an empty list sends no header (the default).
+    pub fn allow_origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let origins: Vec<String> = origins.into_iter().map(Into::into).collect();
+        self.allow_origin = if origins.is_empty() { AllowOrigin::Nobody } else { AllowOrigin::Origins(origins) };
+        self
+    }
+
+    /// Checks the origins and builds the layer.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the field `timing_allow_origin` when an origin is not `*` or an
+    /// `http`/`https` origin.
+    pub fn build(self) -> Result<Timing, ConfigError> {
+        let timing_allow_origin = match self.allow_origin {
+            AllowOrigin::Nobody => None,
+            AllowOrigin::Any => Some(HeaderValue::from_static("*")),
+            AllowOrigin::Origins(origins) => {
+                for origin in &origins {
+                    if origin != "*" && !is_origin(origin) {
+                        return Err(ConfigError::field(
+                            "timing_allow_origin",
+                            format!("`{origin}`: expected \"*\" or an origin such as \"https://app.example.com\""),
+                        ));
+                    }
                 }
+                let value = if origins.iter().any(|o| o == "*") { "*".to_string() } else { origins.join(", ") };
+                Some(HeaderValue::try_from(value).map_err(|_| {
+                    ConfigError::field("timing_allow_origin", "expected origins made of visible ASCII characters")
+                })?)
             }
-            let value = if config.timing_allow_origin.iter().any(|o| o == "*") {
-                "*".to_string()
-            } else {
-                config.timing_allow_origin.join(", ")
-            };
-            Some(HeaderValue::try_from(value).map_err(|_| {
-                ConfigError::field("timing_allow_origin", "expected origins made of visible ASCII characters")
-            })?)
         };
-        Ok(Timing { header, server_timing: config.server_timing, per_layer: config.per_layer, timing_allow_origin })
+        // The default name as a static one: a name parsed at run time is reference-counted, and
+        // this layer clones it per response, from every worker thread.
+        let header = self.header.map(|name| if name == RESPONSE_TIME { RESPONSE_TIME } else { name });
+        Ok(Timing { header, server_timing: self.server_timing, per_layer: self.per_layer, timing_allow_origin })
+    }
+}
+
+#[cfg(feature = "config")]
+pub use config::TimingConfig;
+
+#[cfg(feature = "config")]
+mod config {
+    use serde::Deserialize;
+
+    use super::{Timing, TimingBuilder};
+    use crate::middleware::{BuildContext, ConfigError};
+    use http::HeaderName;
+
+    /// The `[middleware.NAME]` table of kind `timing`.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct TimingConfig {
+        /// The response-time header; an empty string turns it off. Default `x-response-time`.
+        pub header: String,
+        /// Whether to add `Server-Timing`. Default `true`.
+        pub server_timing: bool,
+        /// Whether `Server-Timing` lists every layer (`true`) or only `total` (`false`). Default `true`.
+        pub per_layer: bool,
+        /// Origins allowed to read the timings cross-origin (`Timing-Allow-Origin`): `["*"]` or a
+        /// list of origins. Default: none (the header is not sent).
+        pub timing_allow_origin: Vec<String>,
     }
 
-    /// Sets the response-time header name (`None` turns it off).
-    pub fn response_time_header(mut self, header: Option<HeaderName>) -> Self {
-        self.header = header;
-        self
+    impl Default for TimingConfig {
+        fn default() -> Self {
+            TimingConfig {
+                header: "x-response-time".to_string(),
+                server_timing: true,
+                per_layer: true,
+                timing_allow_origin: Vec::new(),
+            }
+        }
     }
 
-    /// Sends `Timing-Allow-Origin` with this value (`*` or a list of origins).
-    pub fn allow_origin(mut self, value: HeaderValue) -> Self {
-        self.timing_allow_origin = Some(value);
-        self
+    impl Timing {
+        /// Builds the layer a config table describes, through [`TimingBuilder`].
+        pub fn from_config(config: TimingConfig, _ctx: &BuildContext) -> Result<Self, ConfigError> {
+            let header = if config.header.is_empty() {
+                None
+            } else {
+                Some(HeaderName::try_from(config.header.as_str()).map_err(|_| {
+                    ConfigError::field("header", format!("`{}` is not a valid header name", config.header))
+                })?)
+            };
+            TimingBuilder::default()
+                .response_time_header(header)
+                .server_timing(config.server_timing)
+                .per_layer(config.per_layer)
+                .allow_origins(config.timing_allow_origin)
+                .build()
+        }
     }
 }
 
@@ -286,20 +393,17 @@ mod tests {
 
     #[test]
     fn upstream_metrics_are_kept_and_options_apply() {
-        let config = TimingConfig {
-            header: "x-took".into(),
-            per_layer: false,
-            timing_allow_origin: vec!["https://a.example".into(), "https://b.example:8443".into()],
-            ..TimingConfig::default()
-        };
-        let service = Stack::new()
-            .with(Timing::new(config, &BuildContext::default()).unwrap())
-            .with_named("inner", sleeper(0))
-            .serve(|_req: Request| async {
-                let mut res = response::status(StatusCode::OK);
-                res.headers_mut().insert(SERVER_TIMING, HeaderValue::from_static("db;dur=4.2"));
-                res
-            });
+        let timing = Timing::builder()
+            .response_time_header(HeaderName::from_static("x-took"))
+            .per_layer(false)
+            .allow_origins(["https://a.example", "https://b.example:8443"])
+            .build()
+            .unwrap();
+        let service = Stack::new().with(timing).with_named("inner", sleeper(0)).serve(|_req: Request| async {
+            let mut res = response::status(StatusCode::OK);
+            res.headers_mut().insert(SERVER_TIMING, HeaderValue::from_static("db;dur=4.2"));
+            res
+        });
         let res = block_on(service.call(request("GET", "/", &[])));
         let values: Vec<&str> = res.headers().get_all(SERVER_TIMING).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(values.len(), 2);
@@ -347,14 +451,35 @@ mod tests {
     }
 
     #[test]
+    fn the_builder_rejects_bad_origins_and_any_origin_is_a_star() {
+        for bad in [vec!["example.com"], vec!["https://a.example", "ftp://b.example"], vec!["https://a.example/path"]] {
+            let err = Timing::builder().allow_origins(bad.clone()).build().unwrap_err();
+            assert_eq!(err.field, Some("timing_allow_origin"), "{bad:?}: {err}");
+        }
+        let star = |timing: Timing| {
+            let service = Stack::new().with(timing).serve(|_req: Request| async { response::status(StatusCode::OK) });
+            block_on(service.call(request("GET", "/", &[]))).headers().get(TIMING_ALLOW_ORIGIN).cloned()
+        };
+        assert_eq!(star(Timing::builder().allow_any_origin().build().unwrap()).unwrap(), "*");
+        assert_eq!(star(Timing::builder().allow_origins(["https://a.example", "*"]).build().unwrap()).unwrap(), "*");
+        let none: [&str; 0] = [];
+        assert_eq!(star(Timing::builder().allow_any_origin().allow_origins(none).build().unwrap()), None);
+        let off = Timing::builder().response_time_header(None).server_timing(false).build().unwrap();
+        let service = Stack::new().with(off).serve(|_req: Request| async { response::status(StatusCode::OK) });
+        assert!(block_on(service.call(request("GET", "/", &[]))).headers().is_empty());
+    }
+
+    #[cfg(feature = "config")]
+    #[test]
     fn bad_config_is_rejected_with_the_field() {
         let bad_header = TimingConfig { header: "bad header".into(), ..TimingConfig::default() };
-        assert_eq!(Timing::new(bad_header, &BuildContext::default()).unwrap_err().field, Some("header"));
+        let ctx = crate::middleware::BuildContext::default();
+        assert_eq!(Timing::from_config(bad_header, &ctx).unwrap_err().field, Some("header"));
         let bad_origin = TimingConfig { timing_allow_origin: vec!["example.com".into()], ..TimingConfig::default() };
-        assert_eq!(Timing::new(bad_origin, &BuildContext::default()).unwrap_err().field, Some("timing_allow_origin"));
+        assert_eq!(Timing::from_config(bad_origin, &ctx).unwrap_err().field, Some("timing_allow_origin"));
         let off = TimingConfig { header: String::new(), server_timing: false, ..TimingConfig::default() };
         let service = Stack::new()
-            .with(Timing::new(off, &BuildContext::default()).unwrap())
+            .with(Timing::from_config(off, &ctx).unwrap())
             .serve(|_req: Request| async { response::status(StatusCode::OK) });
         let res = block_on(service.call(request("GET", "/", &[])));
         assert!(res.headers().is_empty(), "{:?}", res.headers());

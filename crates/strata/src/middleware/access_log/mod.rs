@@ -1,61 +1,73 @@
 //! `access_log`: one line per request, written once the response body has been sent.
 //!
+//! ```
+//! use strata::http::{Body, Request, Response, Stack};
+//! use strata::middleware::{AccessLog, LogFormat, RequestId};
+//!
+//! let log = AccessLog::builder().format(LogFormat::Json).to_stderr().build()?;
+//! let service = Stack::new()
+//!     .with(RequestId::default()) // outside the log, so lines carry the id
+//!     .with(log.clone()) // outside anything that may reject, so rejections are logged
+//!     .serve(|_req: Request| async { Response::new(Body::from("hello")) });
+//! # let _ = service;
+//! // After the last request, before the process exits:
+//! log.flush();
+//! # Ok::<(), strata::middleware::ConfigError>(())
+//! ```
+//!
 //! The line is written when the last byte of the response body has gone out, so it carries the
 //! bytes actually sent and the duration to the last byte. If the body is dropped before its end
 //! (the client went away), the line is written then, with the bytes sent so far and status `499`
 //! (nginx's "client closed request"). Either way there is exactly one line per request.
 //!
 //! Two formats: `combined` (the Apache/nginx combined log format, which every log tool reads) and
-//! `json` (one object per line, stable field names). Lines go to stdout, stderr or a file.
+//! `json` (one object per line, stable field names). Lines go to stdout, stderr, a file, any
+//! writer, or a sink of your own ([`AccessLogSink`]).
 //!
-//! Writing never blocks a request: a line is formatted into a reused per-thread buffer and appended
-//! to its output's pending bytes (a short, in-memory critical section), and one writer thread per
-//! output takes all the pending bytes at once and writes them with one `write` call. The writer
-//! lets lines gather for up to 5 ms before writing, so a busy server's lines go out in batches
-//! without waking the writer for each one, and every line reaches its output within a few
-//! milliseconds. When more than [`PENDING_CAPACITY`] bytes wait (a stuck disk), new lines are
-//! dropped and counted ([`AccessLog::dropped_lines`]); the writer thread reports drops through
-//! `tracing`. Servers call [`flush_all`] after their last request, so nothing queued is lost at
-//! shutdown.
+//! Writing never blocks a request: a line is formatted into a reused per-thread buffer and handed
+//! to the layer's sink. The built-in outputs ([`LogOutput`]) append it to their pending bytes (a
+//! short, in-memory critical section), and one writer thread per output takes all the pending
+//! bytes at once and writes them with one `write` call. The writer lets lines gather for up to
+//! 5 ms before writing, so a busy server's lines go out in batches without waking the writer for
+//! each one, and every line reaches its output within a few milliseconds. When more than
+//! [`PENDING_CAPACITY`] bytes wait (a stuck disk), new lines are dropped and counted
+//! ([`AccessLog::dropped_lines`]); the writer thread reports drops through `tracing`.
 //!
-//! Log rotation: [`reopen_all`] makes every file output reopen its path (logrotate renames the file,
-//! then signals the server, which calls it). Each writer thread reopens between two batches, so
-//! every line is written once, to the old file or to the new one.
+//! Outputs belong to the layers that hold them: the writer thread ends, after writing what is
+//! pending, when the last layer holding its output is dropped. Layers share an output only when
+//! given the same one ([`AccessLogBuilder::output`], or a [`LogOutputs`] registry, which a server
+//! keeps for its life so that its layers and reloads share one output per file). Call
+//! [`AccessLog::flush`] (or [`LogOutputs::flush`]) after the last request, so nothing queued is
+//! lost at exit.
+//!
+//! Log rotation: [`LogOutput::reopen`] (or [`LogOutputs::reopen`]) makes a file output reopen its
+//! path (logrotate renames the file, then signals the server, which calls it). The writer thread
+//! reopens between two batches, so every line is written once, to the old file or to the new one.
 //!
 //! The values of `Authorization`, `Proxy-Authorization` and `Cookie` are never logged: the only
 //! headers a line contains are `User-Agent` and `Referer`.
-//!
-//! ```
-//! use strata::http::{Body, Request, Response, Stack};
-//! use strata::middleware::{AccessLog, RequestId};
-//!
-//! let service = Stack::new()
-//!     .with(RequestId::default()) // outside the log, so lines carry the id
-//!     .with(AccessLog::json()) // outside anything that may reject, so rejections are logged
-//!     .serve(|_req: Request| async { Response::new(Body::from("hello")) });
-//! # let _ = service;
-//! ```
 
 use std::cell::Cell;
-use std::io::Write;
+use std::fmt;
+use std::io::{self, Write};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri, Version, header};
 use http_body::{Body as _, Frame, SizeHint};
-use serde::Deserialize;
 
 use crate::check::{Fact, Facts};
 use crate::http::{AssignedRequestId, AuthenticatedUser, Body, BoxError, ConnectionInfo, Next, Request, Response};
-use crate::middleware::{BuildContext, ConfigError};
+use crate::middleware::ConfigError;
 use crate::stack::Middleware;
 
+#[cfg(feature = "config")]
+mod config;
 mod format;
 #[cfg(test)]
 mod format_tests;
@@ -63,12 +75,14 @@ mod format_tests;
 mod tests;
 mod writer;
 
+#[cfg(feature = "config")]
+pub use config::AccessLogConfig;
 use format::{write_combined, write_json};
-use writer::{Sink, Target};
-pub use writer::{flush_all, reopen_all};
+pub use writer::{LogOutput, LogOutputs};
 
-/// How many bytes of lines may wait for the writer thread: ~16k lines of ~250 bytes. Enough to ride
-/// out a slow disk for a moment, small enough that a stuck output cannot eat the memory.
+/// How many bytes of lines may wait for an output's writer thread: ~16k lines of ~250 bytes.
+/// Enough to ride out a slow disk for a moment, small enough that a stuck output cannot eat the
+/// memory.
 pub const PENDING_CAPACITY: usize = 4 << 20;
 /// How long the writer thread lets lines gather after the first one of a batch. Without it, a
 /// writer faster than the request rate would be woken (a system call on the request path and a
@@ -82,26 +96,9 @@ const MAX_KEPT_SCRATCH: usize = 16 * 1024;
 /// The status logged when the client went away before the body ended (nginx's convention).
 const CLIENT_CLOSED: u16 = 499;
 
-/// The `[middleware.NAME]` table of kind `access_log`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AccessLogConfig {
-    /// The line format. Default [`LogFormat::Combined`].
-    pub format: LogFormat,
-    /// Where lines go: `"stdout"` (default), `"stderr"`, or a file path (appended to, created if
-    /// missing; a relative path is resolved against the config file's directory).
-    pub output: String,
-}
-
-impl Default for AccessLogConfig {
-    fn default() -> Self {
-        AccessLogConfig { format: LogFormat::Combined, output: "stdout".to_string() }
-    }
-}
-
 /// The format of an access log line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "config", derive(serde::Deserialize), serde(rename_all = "lowercase"))]
 pub enum LogFormat {
     /// The Apache/nginx combined format:
     /// `%h - %u [%d/%b/%Y:%H:%M:%S %z] "%r" %s %b "%{Referer}i" "%{User-agent}i"`, times in UTC.
@@ -115,67 +112,134 @@ pub enum LogFormat {
     Json,
 }
 
-/// The access-log middleware (kind `access_log`).
+/// Where an access-log layer's lines go: the extension point for shipping them to a system of
+/// your own (a log collector's socket, a message queue, an in-memory buffer).
 ///
-/// Build it with [`AccessLog::new`] from a config, or with [`AccessLog::combined`] /
-/// [`AccessLog::json`] for stdout, or [`AccessLog::writing_to`] for any writer. Clones share one output.
-#[derive(Clone, Debug)]
+/// A sink receives finished lines, in the layer's [`LogFormat`] (JSON lines have stable field
+/// names and parse with any tool), rather than a record to format: what a collector ingests is
+/// the line, and the formats stay defined in one place. [`LogOutput`] (stdout, stderr, a file, any
+/// writer) is the built-in implementation.
+///
+/// [`write_line`](AccessLogSink::write_line) runs on the thread that served the request, once per
+/// request, when its response has ended: it must not block (no network or disk I/O there). Queue
+/// the line and return; do the I/O on a thread or task of your own, and drop lines rather than
+/// wait when that falls behind.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use strata::middleware::{AccessLog, AccessLogSink, LogFormat};
+///
+/// /// Keeps the lines in memory (a real sink would hand them to a queue).
+/// #[derive(Default)]
+/// struct Memory(Mutex<Vec<String>>);
+///
+/// impl AccessLogSink for Memory {
+///     fn write_line(&self, line: &[u8]) {
+///         self.0.lock().unwrap().push(String::from_utf8_lossy(line).into_owned());
+///     }
+/// }
+///
+/// let lines = Arc::new(Memory::default());
+/// let log = AccessLog::builder().format(LogFormat::Json).sink(lines.clone()).build()?;
+/// # let _ = log;
+/// # Ok::<(), strata::middleware::ConfigError>(())
+/// ```
+pub trait AccessLogSink: Send + Sync + 'static {
+    /// Takes one complete line, its final `\n` included. Must not block.
+    fn write_line(&self, line: &[u8]);
+
+    /// Blocks until every line taken so far has reached its destination; [`AccessLog::flush`]
+    /// calls it (in tests and at shutdown, never on a request path). Nothing to do by default.
+    fn flush(&self) {}
+
+    /// How many lines the sink has dropped rather than block (see [`AccessLog::dropped_lines`]).
+    /// Zero by default.
+    fn dropped_lines(&self) -> u64 {
+        0
+    }
+}
+
+/// A shared sink: hand clones of one `Arc` to several layers.
+impl<S: AccessLogSink + ?Sized> AccessLogSink for Arc<S> {
+    fn write_line(&self, line: &[u8]) {
+        (**self).write_line(line);
+    }
+
+    fn flush(&self) {
+        (**self).flush();
+    }
+
+    fn dropped_lines(&self) -> u64 {
+        (**self).dropped_lines()
+    }
+}
+
+/// The access-log middleware (kind `access_log`). See the [module docs](self).
+///
+/// Build it with [`AccessLog::builder`], or with [`AccessLog::combined`] / [`AccessLog::json`] for
+/// stdout. Clones share one sink.
+#[derive(Clone)]
 pub struct AccessLog {
     format: LogFormat,
-    sink: Arc<Sink>,
+    sink: LineSink,
+}
+
+/// A layer's sink: a built-in output called directly, or a sink of the user's own.
+#[derive(Clone)]
+enum LineSink {
+    Output(LogOutput),
+    Custom(Arc<dyn AccessLogSink>),
+}
+
+impl LineSink {
+    fn write_line(&self, line: &[u8]) {
+        match self {
+            LineSink::Output(output) => output.write_line(line),
+            LineSink::Custom(sink) => sink.write_line(line),
+        }
+    }
+
+    fn flush(&self) {
+        match self {
+            LineSink::Output(output) => output.flush(),
+            LineSink::Custom(sink) => sink.flush(),
+        }
+    }
+
+    fn dropped_lines(&self) -> u64 {
+        match self {
+            LineSink::Output(output) => output.dropped_lines(),
+            LineSink::Custom(sink) => sink.dropped_lines(),
+        }
+    }
+}
+
+impl fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessLog").field("format", &self.format).finish_non_exhaustive()
+    }
 }
 
 impl AccessLog {
-    /// Checks `config`, opens the output, and builds the layer. Layers with the same output share
-    /// one writer thread, so their lines never interleave mid-line.
-    pub fn new(config: AccessLogConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let target = match config.output.as_str() {
-            "stdout" => Target::Stdout,
-            "stderr" => Target::Stderr,
-            "" => {
-                return Err(ConfigError::field(
-                    "output",
-                    "expected \"stdout\", \"stderr\" or a file path, got an empty string",
-                ));
-            }
-            path => Target::File(ctx.resolve(Path::new(path))),
-        };
-        let sink = Sink::shared(target).map_err(|e| {
-            ConfigError::field("output", format!("cannot write the access log to `{}`: {e}", config.output))
-        })?;
-        Ok(AccessLog { format: config.format, sink })
+    /// A builder: combined format on stdout unless told otherwise.
+    pub fn builder() -> AccessLogBuilder {
+        AccessLogBuilder::default()
     }
 
-    /// A combined-format log on stdout.
+    /// A combined-format log on stdout, with an output of its own.
     ///
     /// # Panics
     /// If the writer thread cannot be spawned (the process is out of threads), at build time.
     pub fn combined() -> Self {
-        Self::stdout(LogFormat::Combined)
+        Self::builder().to_stdout().build().expect("spawning the access log writer thread")
     }
 
-    /// A JSON log on stdout.
+    /// A JSON log on stdout, with an output of its own.
     ///
     /// # Panics
     /// If the writer thread cannot be spawned (the process is out of threads), at build time.
     pub fn json() -> Self {
-        Self::stdout(LogFormat::Json)
-    }
-
-    fn stdout(format: LogFormat) -> Self {
-        let sink = Sink::shared(Target::Stdout).expect("spawning the access log writer thread");
-        AccessLog { format, sink }
-    }
-
-    /// A log written to any writer (a socket, a pipe, a buffer in tests), by a writer thread of
-    /// its own.
-    ///
-    /// # Panics
-    /// If the writer thread cannot be spawned (the process is out of threads), at build time.
-    pub fn writing_to(format: LogFormat, writer: impl Write + Send + 'static) -> Self {
-        let sink = Sink::spawn(Box::new(writer), None, PENDING_CAPACITY, "writer".into())
-            .expect("spawning the access log writer thread");
-        AccessLog { format, sink: Arc::new(sink) }
+        Self::builder().format(LogFormat::Json).to_stdout().build().expect("spawning the access log writer thread")
     }
 
     /// The line format.
@@ -183,16 +247,155 @@ impl AccessLog {
         self.format
     }
 
-    /// Blocks until every line queued so far is written and the output flushed. For tests and
-    /// shutdown; never call it on a request path.
+    /// Blocks until every line queued so far is written and the output flushed
+    /// ([`AccessLogSink::flush`]). For tests and shutdown; never call it on a request path.
     pub fn flush(&self) {
         self.sink.flush();
     }
 
-    /// How many lines this layer's output has dropped because its queue was full (shared by every
+    /// How many lines this layer's sink has dropped because its queue was full (shared by every
     /// layer writing to the same output).
     pub fn dropped_lines(&self) -> u64 {
-        self.sink.shared.dropped.load(Ordering::Relaxed)
+        self.sink.dropped_lines()
+    }
+
+    /// The built-in output this layer writes to (`None` for a sink of your own): to reopen its
+    /// file, or to give another layer the same output.
+    pub fn output(&self) -> Option<&LogOutput> {
+        match &self.sink {
+            LineSink::Output(output) => Some(output),
+            LineSink::Custom(_) => None,
+        }
+    }
+}
+
+/// Where an [`AccessLogBuilder`] sends lines.
+enum Destination {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+    Writer(Box<dyn Write + Send>),
+    Output(LogOutput),
+    Sink(Arc<dyn AccessLogSink>),
+}
+
+/// Builds an [`AccessLog`] from typed values; [`AccessLogBuilder::build`] opens the output and
+/// reports what cannot be opened.
+pub struct AccessLogBuilder {
+    format: LogFormat,
+    destination: Destination,
+    outputs: Option<LogOutputs>,
+}
+
+impl Default for AccessLogBuilder {
+    fn default() -> Self {
+        AccessLogBuilder { format: LogFormat::Combined, destination: Destination::Stdout, outputs: None }
+    }
+}
+
+impl fmt::Debug for AccessLogBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let destination = match &self.destination {
+            Destination::Stdout => "stdout".to_string(),
+            Destination::Stderr => "stderr".to_string(),
+            Destination::File(path) => path.display().to_string(),
+            Destination::Writer(_) => "a writer".to_string(),
+            Destination::Output(output) => format!("{output:?}"),
+            Destination::Sink(_) => "a sink".to_string(),
+        };
+        f.debug_struct("AccessLogBuilder")
+            .field("format", &self.format)
+            .field("destination", &destination)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+impl AccessLogBuilder {
+    /// The line format. Default [`LogFormat::Combined`].
+    pub fn format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Lines go to the process's standard output (the default).
+    pub fn to_stdout(mut self) -> Self {
+        self.destination = Destination::Stdout;
+        self
+    }
+
+    /// Lines go to the process's standard error.
+    pub fn to_stderr(mut self) -> Self {
+        self.destination = Destination::Stderr;
+        self
+    }
+
+    /// Lines are appended to the file at `path` (created if missing; a relative path is relative
+    /// to the working directory). [`LogOutput::reopen`] reopens it for log rotation.
+    pub fn to_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.destination = Destination::File(path.into());
+        self
+    }
+
+    /// Lines go to any writer (a socket, a pipe, a buffer in tests), written by a writer thread of
+    /// its own.
+    pub fn to_writer(mut self, writer: impl Write + Send + 'static) -> Self {
+        self.destination = Destination::Writer(Box::new(writer));
+        self
+    }
+
+    /// Lines go to an output already open, which this layer shares with every other layer given
+    /// the same output (a [`LogOutput`] clone).
+    pub fn output(mut self, output: LogOutput) -> Self {
+        self.destination = Destination::Output(output);
+        self
+    }
+
+    /// Lines go to a sink of your own (see [`AccessLogSink`]).
+    pub fn sink(mut self, sink: impl AccessLogSink) -> Self {
+        self.destination = Destination::Sink(Arc::new(sink));
+        self
+    }
+
+    /// Opens stdout, stderr and files through `outputs`, so that every layer built through the
+    /// same registry and writing to the same place shares one output. Without it, the layer (and
+    /// its clones) gets an output of its own.
+    pub fn outputs(mut self, outputs: &LogOutputs) -> Self {
+        self.outputs = Some(outputs.clone());
+        self
+    }
+
+    /// Opens the output and builds the layer.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the field `output` when the file path is empty or the file cannot be
+    /// opened for appending, or the writer thread cannot be spawned.
+    pub fn build(self) -> Result<AccessLog, ConfigError> {
+        let opened = |output: io::Result<LogOutput>, name: &dyn fmt::Display| {
+            output.map_err(|e| ConfigError::field("output", format!("cannot write the access log to `{name}`: {e}")))
+        };
+        let registry = self.outputs.as_ref();
+        let output = match self.destination {
+            Destination::Stdout => opened(registry.map_or_else(LogOutput::stdout, LogOutputs::stdout), &"stdout")?,
+            Destination::Stderr => opened(registry.map_or_else(LogOutput::stderr, LogOutputs::stderr), &"stderr")?,
+            Destination::File(path) if path.as_os_str().is_empty() => {
+                return Err(ConfigError::field(
+                    "output",
+                    "expected \"stdout\", \"stderr\" or a file path, got an empty string",
+                ));
+            }
+            Destination::File(path) => {
+                let output = match registry {
+                    Some(outputs) => outputs.file(&path),
+                    None => LogOutput::file(&path),
+                };
+                opened(output, &path.display())?
+            }
+            Destination::Writer(writer) => opened(LogOutput::writer(writer), &"a writer")?,
+            Destination::Output(output) => output,
+            Destination::Sink(sink) => return Ok(AccessLog { format: self.format, sink: LineSink::Custom(sink) }),
+        };
+        Ok(AccessLog { format: self.format, sink: LineSink::Output(output) })
     }
 }
 
@@ -249,7 +452,7 @@ enum Outcome {
 struct PendingLine {
     entry: Option<Entry>,
     format: LogFormat,
-    sink: Arc<Sink>,
+    sink: LineSink,
 }
 
 impl PendingLine {
@@ -299,7 +502,7 @@ impl PendingLine {
                 LogFormat::Json => write_json(line, &entry, status, elapsed.as_nanos()),
             }
             line.push(b'\n');
-            self.sink.send(line);
+            self.sink.write_line(line);
         };
         // A buffer per thread, reused line after line: formatting allocates nothing. A fresh one
         // while the thread is being torn down (a body dropped by a thread-local's destructor).

@@ -1,15 +1,18 @@
 //! The middleware end to end: lines written for complete, aborted, rejected and panicked requests,
 //! outputs, batching, dropping when full, and reopening for log rotation.
 
+use super::writer::Sink;
 use super::*;
 use crate::from_fn;
 use crate::http::{Service, Stack, response};
 use crate::middleware::request_id::RequestId as RequestIdLayer;
 use crate::middleware::test_support::{self, body_bytes};
+#[cfg(feature = "config")]
+use crate::middleware::{BuildContext, SharedResources};
 use http_body_util::BodyExt;
 use std::io;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
 
 /// A writer whose bytes the test can read.
@@ -34,7 +37,7 @@ impl Capture {
 
 fn captured(format: LogFormat) -> (AccessLog, Capture) {
     let capture = Capture::default();
-    (AccessLog::writing_to(format, capture.clone()), capture)
+    (AccessLog::builder().format(format).to_writer(capture.clone()).build().unwrap(), capture)
 }
 
 /// Flushes and returns the lines written so far.
@@ -330,15 +333,19 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+#[cfg(feature = "config")]
 #[tokio::test]
 async fn file_output_appends_and_resolves_relative_paths() {
     let dir = temp_dir("file");
     std::fs::write(dir.join("access.log"), "earlier line\n").unwrap();
-    let ctx = BuildContext { base_dir: dir.clone(), ..Default::default() };
+    let ctx = BuildContext {
+        base_dir: dir.clone(),
+        shared: SharedResources { log_outputs: Some(LogOutputs::new()), ..Default::default() },
+    };
     let config = AccessLogConfig { format: LogFormat::Json, output: "access.log".into() };
-    let log = AccessLog::new(config.clone(), &ctx).unwrap();
-    let again = AccessLog::new(AccessLogConfig { format: LogFormat::Combined, ..config }, &ctx).unwrap();
-    assert!(Arc::ptr_eq(&log.sink, &again.sink), "one writer thread per output");
+    let log = AccessLog::from_config(config.clone(), &ctx).unwrap();
+    let again = AccessLog::from_config(AccessLogConfig { format: LogFormat::Combined, ..config }, &ctx).unwrap();
+    assert!(log.output().unwrap().same_as(again.output().unwrap()), "one writer thread per output");
     let svc = Stack::new().with(log.clone()).with(again.clone()).serve(hello);
     body_bytes(svc.call(request("GET", "/a")).await).await;
     body_bytes(svc.call(request("GET", "/b")).await).await;
@@ -352,16 +359,27 @@ async fn file_output_appends_and_resolves_relative_paths() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[cfg(feature = "config")]
 #[test]
 fn bad_outputs_are_config_errors() {
     let ctx = BuildContext { base_dir: temp_dir("bad"), ..Default::default() };
     for output in ["", "no/such/dir/access.log"] {
-        let err = AccessLog::new(AccessLogConfig { output: output.into(), ..Default::default() }, &ctx).unwrap_err();
+        let err =
+            AccessLog::from_config(AccessLogConfig { output: output.into(), ..Default::default() }, &ctx).unwrap_err();
         assert_eq!(err.field, Some("output"), "{output:?}: {err}");
+        // The typed builder rejects the same paths with the same field.
+        let path = if output.is_empty() { PathBuf::new() } else { ctx.base_dir.join(output) };
+        let err = AccessLog::builder().to_file(path).build().unwrap_err();
+        assert_eq!(err.field, Some("output"), "{output:?}: {err}");
+        let registry = LogOutputs::new();
+        let path = if output.is_empty() { PathBuf::new() } else { ctx.base_dir.join(output) };
+        let err = AccessLog::builder().outputs(&registry).to_file(path).build().unwrap_err();
+        assert_eq!(err.field, Some("output"), "{output:?} through a registry: {err}");
     }
     let _ = std::fs::remove_dir_all(ctx.base_dir);
 }
 
+#[cfg(feature = "config")]
 #[test]
 fn config_defaults_and_unknown_fields() {
     let c: AccessLogConfig = serde_json::from_str("{}").unwrap();
@@ -370,13 +388,16 @@ fn config_defaults_and_unknown_fields() {
     assert_eq!((c.format, c.output.as_str()), (LogFormat::Json, "stderr"));
     assert!(serde_json::from_str::<AccessLogConfig>(r#"{"format": "common"}"#).is_err());
     assert!(serde_json::from_str::<AccessLogConfig>(r#"{"headers": ["cookie"]}"#).is_err());
-    let stderr =
-        AccessLog::new(AccessLogConfig { output: "stderr".into(), ..Default::default() }, &BuildContext::default())
-            .unwrap();
-    let again =
-        AccessLog::new(AccessLogConfig { output: "stderr".into(), ..Default::default() }, &BuildContext::default())
-            .unwrap();
-    assert!(Arc::ptr_eq(&stderr.sink, &again.sink));
+    let shared = BuildContext {
+        shared: SharedResources { log_outputs: Some(LogOutputs::new()), ..Default::default() },
+        ..BuildContext::default()
+    };
+    let config = || AccessLogConfig { output: "stderr".into(), ..Default::default() };
+    let stderr = AccessLog::from_config(config(), &shared).unwrap();
+    let again = AccessLog::from_config(config(), &shared).unwrap();
+    assert!(stderr.output().unwrap().same_as(again.output().unwrap()), "shared through the context's registry");
+    let own = AccessLog::from_config(config(), &BuildContext::default()).unwrap();
+    assert!(!own.output().unwrap().same_as(stderr.output().unwrap()), "without a registry, an output of its own");
     assert_eq!((stderr.kind(), stderr.format()), ("access_log", LogFormat::Combined));
     assert_eq!(stderr.facts(), Facts::of(&[Fact::SeesEveryRequest, Fact::ReadsRequestId, Fact::ReadsClientAddress]));
     assert_eq!(AccessLog::json().format(), LogFormat::Json);
@@ -412,7 +433,7 @@ async fn a_full_buffer_drops_and_counts_lines_instead_of_blocking() {
     // Room for two of the lines below (`/2` to `/9` are all as long as `/1`), not three.
     let line_len = "- - [23/Nov/2026:10:00:00 +0000] \"GET /1 HTTP/1.1\" 200 5 \"-\" \"-\"\n".len();
     let sink = Sink::spawn(Box::new(stalled), None, 2 * line_len + line_len / 2, "stalled".into()).unwrap();
-    let log = AccessLog { format: LogFormat::Combined, sink: Arc::new(sink) };
+    let log = AccessLog::builder().output(LogOutput::from_sink(sink)).build().unwrap();
     let svc = Stack::new().with(log.clone()).serve(hello);
 
     body_bytes(svc.call(request("GET", "/1")).await).await;
@@ -501,8 +522,8 @@ async fn a_line_longer_than_the_kept_buffer_is_written_whole_and_the_next_one_to
 #[test]
 fn the_last_layer_gone_writes_what_was_pending() {
     let capture = Capture::default();
-    let log = AccessLog::writing_to(LogFormat::Combined, capture.clone());
-    let shared = log.sink.shared.clone();
+    let log = AccessLog::builder().to_writer(capture.clone()).build().unwrap();
+    let shared = log.output().unwrap().shared();
     let svc = Stack::new().with(log).serve(hello);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     runtime.block_on(async {
@@ -567,8 +588,7 @@ impl Drop for TempDir {
 }
 
 fn file_log(dir: &Path) -> AccessLog {
-    let config = AccessLogConfig { format: LogFormat::Combined, output: "access.log".into() };
-    AccessLog::new(config, &BuildContext { base_dir: dir.to_path_buf(), ..Default::default() }).unwrap()
+    AccessLog::builder().to_file(dir.join("access.log")).build().unwrap()
 }
 
 fn paths_in(file: &Path) -> Vec<String> {
@@ -589,7 +609,7 @@ fn numbered(range: std::ops::Range<u32>) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn reopen_all_moves_the_next_lines_to_a_new_file_at_the_same_path() {
+async fn reopen_moves_the_next_lines_to_a_new_file_at_the_same_path() {
     let dir = TempDir::new("reopen");
     let log = file_log(&dir.0);
     let svc = Stack::new().with(log.clone()).serve(hello);
@@ -600,14 +620,14 @@ async fn reopen_all_moves_the_next_lines_to_a_new_file_at_the_same_path() {
     send(&svc, 50..60).await;
     // Written before the signal: they stay in the renamed file (a batch taken after it would not).
     log.flush();
-    reopen_all();
+    log.output().unwrap().reopen();
     send(&svc, 60..100).await;
     log.flush();
     assert_eq!(paths_in(&dir.0.join("access.log.1")), numbered(0..60), "lines before the reopen stay in the old file");
     assert_eq!(paths_in(&dir.0.join("access.log")), numbered(60..100), "lines after it go to the new one");
     // An idle writer reopens at once: the new file exists before any further line.
     std::fs::rename(dir.0.join("access.log"), dir.0.join("access.log.2")).unwrap();
-    reopen_all();
+    log.output().unwrap().reopen();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !dir.0.join("access.log").exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
@@ -625,9 +645,125 @@ async fn a_path_that_cannot_be_reopened_keeps_the_old_file() {
     send(&svc, 0..10).await;
     // The directory is gone from the path: reopening it fails, and no line may be lost for that.
     std::fs::rename(&logs, dir.0.join("moved")).unwrap();
-    reopen_all();
+    log.output().unwrap().reopen();
     send(&svc, 10..20).await;
     log.flush();
     assert_eq!(paths_in(&dir.0.join("moved/access.log")), numbered(0..20));
     assert_eq!(log.dropped_lines(), 0);
+}
+
+/// Waits (bounded) for an output's writer thread to end.
+fn writer_ended(shared: &writer::Shared) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shared.lock().writer_gone && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shared.lock().writer_gone
+}
+
+#[tokio::test]
+async fn two_stacks_share_an_output_only_when_given_the_same_one() {
+    let dir = TempDir::new("own-outputs");
+    let path = dir.0.join("access.log");
+    let first = AccessLog::builder().to_file(&path).build().unwrap();
+    let second = AccessLog::builder().to_file(&path).build().unwrap();
+    let (first_output, second_output) = (first.output().unwrap().clone(), second.output().unwrap().clone());
+    assert!(!first_output.same_as(&second_output), "each layer built alone opens an output of its own");
+    let (first_writer, second_writer) = (first_output.shared(), second_output.shared());
+    drop((first_output, second_output));
+    let first_svc = Stack::new().with(first).serve(hello);
+    let second_svc = Stack::new().with(second.clone()).serve(hello);
+    send(&first_svc, 0..5).await;
+    drop(first_svc);
+    assert!(writer_ended(&first_writer), "the first stack's writer thread ends with its layer");
+    assert!(!second_writer.lock().writer_gone, "the second stack's writer thread is its own and still runs");
+    send(&second_svc, 5..10).await;
+    second.flush();
+    let mut paths = paths_in(&path);
+    paths.sort_by_key(|p| p[1..].parse::<u32>().unwrap());
+    assert_eq!(paths, numbered(0..10), "every line of both, each written whole");
+
+    // Given the same output, two stacks share its one writer thread.
+    let shared = LogOutput::file(&path).unwrap();
+    let a = AccessLog::builder().output(shared.clone()).build().unwrap();
+    let b = AccessLog::builder().format(LogFormat::Json).output(shared.clone()).build().unwrap();
+    assert!(a.output().unwrap().same_as(b.output().unwrap()));
+    let writer = shared.shared();
+    drop(shared);
+    let a_svc = Stack::new().with(a).serve(hello);
+    drop(b);
+    send(&a_svc, 10..11).await;
+    assert!(!writer.lock().writer_gone, "the output lives while one layer holds it");
+    drop(a_svc);
+    assert!(writer_ended(&writer), "and ends with the last one");
+    assert_eq!(paths_in(&path).len(), 11, "after writing what was pending");
+}
+
+#[tokio::test]
+async fn a_registry_shares_outputs_without_keeping_them_alive_and_reopens_and_flushes_them() {
+    let dir = TempDir::new("registry");
+    let registry = LogOutputs::new();
+    let path = dir.0.join("access.log");
+    let log = AccessLog::builder().outputs(&registry).to_file(&path).build().unwrap();
+    // Another spelling of the same file is the same output.
+    let other_spelling = dir.0.join(".").join("access.log");
+    let again =
+        AccessLog::builder().format(LogFormat::Json).outputs(&registry).to_file(other_spelling).build().unwrap();
+    assert!(log.output().unwrap().same_as(again.output().unwrap()));
+    let svc = Stack::new().with(log.clone()).with(again.clone()).serve(hello);
+    send(&svc, 0..3).await;
+    registry.flush();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 6, "flushed through the registry");
+    std::fs::rename(&path, dir.0.join("access.log.1")).unwrap();
+    registry.reopen();
+    send(&svc, 3..4).await;
+    registry.flush();
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2, "reopened through the registry");
+
+    let writer = log.output().unwrap().shared();
+    drop((svc, log, again));
+    assert!(writer_ended(&writer), "the registry does not keep an output alive");
+    registry.flush(); // nothing live: returns at once
+    let next = AccessLog::builder().outputs(&registry).to_file(&path).build().unwrap();
+    assert!(!next.output().unwrap().shared().lock().writer_gone, "a new output for the next layer");
+    assert!(format!("{registry:?}").contains("access.log"), "{registry:?}");
+}
+
+/// A sink of a user's own: keeps the lines, counts the flushes, reports drops.
+#[derive(Default)]
+struct Collector {
+    lines: Mutex<Vec<Vec<u8>>>,
+    flushes: AtomicU64,
+}
+
+impl AccessLogSink for Collector {
+    fn write_line(&self, line: &[u8]) {
+        self.lines.lock().unwrap().push(line.to_vec());
+    }
+    fn flush(&self) {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+    fn dropped_lines(&self) -> u64 {
+        7
+    }
+}
+
+#[tokio::test]
+async fn a_custom_sink_receives_each_whole_line_and_the_flushes() {
+    let collector = Arc::new(Collector::default());
+    let log = AccessLog::builder().format(LogFormat::Json).sink(collector.clone()).build().unwrap();
+    assert!(log.output().is_none());
+    let svc = Stack::new().with(RequestIdLayer::default()).with(log.clone()).serve(hello);
+    send(&svc, 0..3).await;
+    let lines = collector.lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 3, "one call per request, written as the response ends");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line.last(), Some(&b'\n'), "a line ends with its newline");
+        let value: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert_eq!(value["path"], format!("/{i}"));
+        assert!(value["request_id"].is_string(), "{value}");
+    }
+    log.flush();
+    assert_eq!(collector.flushes.load(Ordering::Relaxed), 1);
+    assert_eq!(log.dropped_lines(), 7);
 }
