@@ -143,10 +143,9 @@ pub fn build_context(base_dir: &Path, log_outputs: &LogOutputs) -> BuildContext 
     static VERIFY_POOL: OnceLock<VerifyPool> = OnceLock::new();
     BuildContext {
         base_dir: base_dir.to_path_buf(),
-        shared: SharedResources {
-            verify_pool: Some(VERIFY_POOL.get_or_init(VerifyPool::default).clone()),
-            log_outputs: Some(log_outputs.clone()),
-        },
+        shared: SharedResources::default()
+            .with_verify_pool(VERIFY_POOL.get_or_init(VerifyPool::default).clone())
+            .with_log_outputs(log_outputs.clone()),
     }
 }
 

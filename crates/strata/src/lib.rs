@@ -30,7 +30,6 @@
 // docs.rs builds with `--cfg docsrs`: feature-gated items then say which feature they need.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod check;
 pub mod http;

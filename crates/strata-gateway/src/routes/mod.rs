@@ -14,7 +14,7 @@
 //!   (`uri-host[:port]`); an absolute-form target (`GET http://h/x`) names the host itself and
 //!   replaces `Host`; over HTTP/2 a `Host` that disagrees with `:authority` is refused (RFC 9113
 //!   §8.3.1).
-//! - **Path**: normalised by the `[server]` [`PathPolicy`] (dot segments, escapes, slashes). Every
+//! - **Path**: normalised by the `[server]` [`PathPolicy`](strata::http::path::PathPolicy) (dot segments, escapes, slashes). Every
 //!   layer, the route's prefix match and the upstream see the normalised path; a built-in app sees
 //!   it without the route's prefix.
 //! - **Path parameters**: a path whose route would change if `;` parameters were dropped from its

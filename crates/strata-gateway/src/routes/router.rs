@@ -308,7 +308,7 @@ impl Router {
 
 /// Where the router sends one request ([`Router::route_for`]).
 pub struct Routed<'a> {
-    /// The route's position in [`Gateway::routes`] (config order); `None`: the server stack
+    /// The route's position in [`Gateway::routes`](super::Gateway::routes) (config order); `None`: the server stack
     /// answers by itself (no route matches, or the request was refused before routing).
     pub route: Option<usize>,
     /// The onion that answers: the route's, or the server stack around the router's own answers.

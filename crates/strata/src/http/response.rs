@@ -10,7 +10,7 @@ pub fn text(status: StatusCode, body: impl Into<Body>) -> Response {
 }
 
 /// An `application/json` response from any serializable value.
-pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
+pub fn json<T: serde_core::Serialize + ?Sized>(status: StatusCode, value: &T) -> Response {
     // Serializing plain data (maps, strings, numbers) cannot fail; fall back to a 500 if a
     // caller's custom Serialize impl does.
     match serde_json::to_vec(value) {

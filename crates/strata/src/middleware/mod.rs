@@ -1,11 +1,16 @@
-//! The production middlewares, one file each, read top to bottom: config struct (serde, the same
-//! fields as the gateway's TOML table) → constructor that validates and precomputes → `handle` →
-//! unit tests.
+//! The production middlewares, a module (or a folder, when it has parts) each.
 //!
-//! Every constructor has the shape `fn new(config: XConfig, ctx: &BuildContext) -> Result<X, ConfigError>`
-//! so the gateway's registry of kinds is one line per kind.
+//! Every middleware is built in Rust from typed values — a constructor (`Timeout::after`) or a
+//! builder (`Cors::builder()…build()`) whose one validating function returns a [`ConfigError`]
+//! naming the field at fault. With the `config` feature, each also has a serde table (`XConfig`,
+//! the gateway's TOML) and `X::from_config(config, &BuildContext)`, which only turns strings into
+//! typed values and goes through the same validation: the gateway's registry of kinds is one line
+//! per kind.
+//!
+//! The heavy ones are features: `compression`, `basic-auth`, `rate-limit` (and its `redis` store).
 
 use std::fmt;
+#[cfg(feature = "config")]
 use std::path::{Path, PathBuf};
 
 #[cfg(feature = "compression")]
@@ -53,9 +58,12 @@ pub mod body_limit;
 pub use body_limit::BodyLimit;
 #[cfg(feature = "config")]
 pub use body_limit::BodyLimitConfig;
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
 pub mod rate_limit;
-#[cfg(feature = "config")]
+#[cfg(all(feature = "rate-limit", feature = "config"))]
 pub use rate_limit::RateLimitConfig;
+#[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
 #[cfg(test)]
 mod test_support;
@@ -65,6 +73,8 @@ mod test_support;
 /// overflows, so an absurd value must stop at load time rather than in a connection.
 pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 /// Parses a config duration in the humantime forms: `"500ms"`, `"10s"`, `"1.5s"`, `"1m30s"`,
 /// `"2h 15m"` (units `ns`, `us`, `ms`, `s`, `m`, `h`, `d`, `w`, and their long names), at most
 /// [`MAX_DURATION`]. Shared by every setting that takes one, so they all accept the same forms.
@@ -72,6 +82,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     parse_duration_at_most(text, MAX_DURATION)
 }
 
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 /// Parses a duration as [`parse_duration`] does, accepting at most `max` (itself capped at
 /// [`MAX_DURATION`]), for settings with a tighter sensible bound.
 pub fn parse_duration_at_most(text: &str, max: std::time::Duration) -> Result<std::time::Duration, String> {
@@ -107,6 +119,8 @@ pub fn describe_duration(duration: std::time::Duration) -> String {
     }
 }
 
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 /// What a constructor may need besides its own config.
 #[derive(Clone, Debug, Default)]
 pub struct BuildContext {
@@ -117,6 +131,8 @@ pub struct BuildContext {
     pub shared: SharedResources,
 }
 
+#[cfg(feature = "config")]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 /// Resources the layers built with one [`BuildContext`] share: each `None` gives every layer its
 /// own. The gateway makes them once per process, so its routes and reloads share one bound.
 #[derive(Clone, Debug, Default)]
@@ -132,6 +148,24 @@ pub struct SharedResources {
     pub log_outputs: Option<access_log::LogOutputs>,
 }
 
+#[cfg(feature = "config")]
+impl SharedResources {
+    /// Shares `outputs` between the access-log layers built with these resources.
+    pub fn with_log_outputs(mut self, outputs: access_log::LogOutputs) -> Self {
+        self.log_outputs = Some(outputs);
+        self
+    }
+
+    /// Shares `pool` between the `basic_auth` layers built with these resources.
+    #[cfg(feature = "basic-auth")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "basic-auth")))]
+    pub fn with_verify_pool(mut self, pool: basic_auth::VerifyPool) -> Self {
+        self.verify_pool = Some(pool);
+        self
+    }
+}
+
+#[cfg(feature = "config")]
 impl BuildContext {
     /// Resolves a path from a config against [`BuildContext::base_dir`].
     pub fn resolve(&self, path: &Path) -> PathBuf {
@@ -179,6 +213,7 @@ mod tests {
     use crate::http::{Body, Request, Response, Stack};
 
     #[test]
+    #[cfg(feature = "config")]
     fn durations_parse_in_every_unit() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
@@ -196,6 +231,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "config")]
     fn durations_are_bounded_by_a_year_and_overflow_is_an_error() {
         assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
         assert_eq!(parse_duration("31536000000ms"), Ok(MAX_DURATION));
@@ -206,6 +242,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "config")]
     fn a_tighter_bound_is_named_in_its_unit() {
         let hour = Duration::from_secs(3600);
         assert_eq!(parse_duration_at_most("60m", hour), Ok(hour));

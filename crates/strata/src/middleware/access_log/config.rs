@@ -26,7 +26,7 @@ impl Default for AccessLogConfig {
 
 impl AccessLog {
     /// Builds the layer a config table describes, through [`AccessLogBuilder`](super::AccessLogBuilder).
-    /// With [`BuildContext::log_outputs`], outputs are opened through that registry, so layers
+    /// With [`SharedResources::log_outputs`](crate::middleware::SharedResources::log_outputs), outputs are opened through that registry, so layers
     /// (and reloads) writing to the same place share one output.
     pub fn from_config(config: AccessLogConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
         let mut builder = AccessLog::builder().format(config.format);

@@ -326,6 +326,7 @@ async fn credentials_never_reach_the_log() {
     }
 }
 
+#[cfg(feature = "config")]
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-access-log-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -338,10 +339,8 @@ fn temp_dir(name: &str) -> PathBuf {
 async fn file_output_appends_and_resolves_relative_paths() {
     let dir = temp_dir("file");
     std::fs::write(dir.join("access.log"), "earlier line\n").unwrap();
-    let ctx = BuildContext {
-        base_dir: dir.clone(),
-        shared: SharedResources { log_outputs: Some(LogOutputs::new()), ..Default::default() },
-    };
+    let ctx =
+        BuildContext { base_dir: dir.clone(), shared: SharedResources::default().with_log_outputs(LogOutputs::new()) };
     let config = AccessLogConfig { format: LogFormat::Json, output: "access.log".into() };
     let log = AccessLog::from_config(config.clone(), &ctx).unwrap();
     let again = AccessLog::from_config(AccessLogConfig { format: LogFormat::Combined, ..config }, &ctx).unwrap();
@@ -389,7 +388,7 @@ fn config_defaults_and_unknown_fields() {
     assert!(serde_json::from_str::<AccessLogConfig>(r#"{"format": "common"}"#).is_err());
     assert!(serde_json::from_str::<AccessLogConfig>(r#"{"headers": ["cookie"]}"#).is_err());
     let shared = BuildContext {
-        shared: SharedResources { log_outputs: Some(LogOutputs::new()), ..Default::default() },
+        shared: SharedResources::default().with_log_outputs(LogOutputs::new()),
         ..BuildContext::default()
     };
     let config = || AccessLogConfig { output: "stderr".into(), ..Default::default() };

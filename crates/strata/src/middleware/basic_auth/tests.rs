@@ -685,7 +685,7 @@ async fn layers_share_verification_threads_only_when_given_the_same_pool() {
 #[test]
 fn config_layers_take_the_pool_of_their_build_context() {
     let config = || BasicAuthConfig { users: [("a".to_string(), sha_hash("x"))].into(), ..Default::default() };
-    let shared = SharedResources { verify_pool: Some(VerifyPool::default()), ..Default::default() };
+    let shared = SharedResources::default().with_verify_pool(VerifyPool::default());
     let ctx = BuildContext { shared, ..Default::default() };
     let (a, b) = (BasicAuth::from_config(config(), &ctx).unwrap(), BasicAuth::from_config(config(), &ctx).unwrap());
     assert!(a.pool.ptr_eq(&b.pool) && a.pool.ptr_eq(ctx.shared.verify_pool.as_ref().unwrap()));

@@ -42,7 +42,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_body::Body as _;
-use serde::Serialize;
 
 use crate::check::{Fact, Facts};
 use crate::http::headers::add_vary;
@@ -251,15 +250,28 @@ impl Middleware<Request, Response> for Errors {
 }
 
 /// RFC 9457 problem details. Every field is fixed text or the request id: nothing from the failure.
-#[derive(Serialize)]
 struct Problem<'a> {
-    #[serde(rename = "type")]
     kind: &'static str,
     title: &'static str,
     status: u16,
     detail: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     instance: Option<&'a str>,
+}
+
+/// Written out rather than derived, so that the core needs no proc-macro crates.
+impl serde_core::Serialize for Problem<'_> {
+    fn serialize<S: serde_core::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde_core::ser::SerializeStruct;
+        let mut problem = serializer.serialize_struct("Problem", 4 + usize::from(self.instance.is_some()))?;
+        problem.serialize_field("type", self.kind)?;
+        problem.serialize_field("title", self.title)?;
+        problem.serialize_field("status", &self.status)?;
+        problem.serialize_field("detail", self.detail)?;
+        if let Some(instance) = self.instance {
+            problem.serialize_field("instance", instance)?;
+        }
+        problem.end()
+    }
 }
 
 fn plain_text(status: StatusCode, title: &str, detail: &str, request_id: Option<&str>) -> Bytes {
