@@ -52,6 +52,8 @@ pub use stack::{
 /// from the API (`cargo test -p strata --doc`).
 #[cfg(doctest)]
 mod markdown_docs {
+    #[doc = include_str!("../README.md")]
+    struct CrateReadme;
     #[doc = include_str!("../../../README.md")]
     struct Readme;
     #[doc = include_str!("../../../docs/middleware.md")]
