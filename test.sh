@@ -6,7 +6,7 @@
 # Ends with one total line over every test binary: `tests: N passed, M failed`.
 #
 #   bash test.sh                 # everything
-#   bash test.sh -p strata       # extra arguments go to `cargo test`
+#   bash test.sh -p strata-http       # extra arguments go to `cargo test`
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -19,7 +19,7 @@ VARIANTS=${VARIANTS:-"empty timing request_id access_log cors basic_auth classic
 
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y valgrind" >&2; exit 1; }
 if [[ -z "${SKIP_BUILD:-}" ]]; then
-  cargo build --release -q -p strata --example classic_cost
+  cargo build --release -q -p strata-http --example classic_cost
 fi
 bin=target/release/examples/classic_cost
 out=$(mktemp -d)

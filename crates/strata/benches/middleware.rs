@@ -29,7 +29,7 @@
 //! the classic stack against the sum of its parts, the access log's dropped lines (a dropped line
 //! would be work not done) and the 1-minute load average.
 //!
-//! Run with `cargo bench -p strata --bench middleware` (about 80 s plus the build). Filters work as
+//! Run with `cargo bench -p strata-http --bench middleware` (about 80 s plus the build). Filters work as
 //! usual (`-- cors`); a case whose baseline was filtered out shows `-` in the summary.
 //! `-- --test` runs every case once, after the same checks that each case takes the intended path.
 

@@ -11,7 +11,7 @@
 //! pushes 1 000 000 distinct keys through a store whose keys go idle after 10 ms and prints how
 //! many it holds at the end: bounded by the live keys, not by the keys ever seen.
 //!
-//! Run with `cargo bench -p strata --bench rate_limit`.
+//! Run with `cargo bench -p strata-http --bench rate_limit`.
 
 use std::hash::{BuildHasher, RandomState};
 use std::hint::black_box;

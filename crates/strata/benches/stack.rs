@@ -10,8 +10,8 @@
 //! samples, once from the fastest sample (the least disturbed by other work on a shared machine).
 //! The target is at most 50 ns per pass-through layer; see `docs/benchmarks.md`.
 //!
-//! Run with `cargo bench -p strata --bench stack` (about a minute). Criterion's usual filters work,
-//! e.g. `cargo bench -p strata --bench stack -- from_fn`.
+//! Run with `cargo bench -p strata-http --bench stack` (about a minute). Criterion's usual filters work,
+//! e.g. `cargo bench -p strata-http --bench stack -- from_fn`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

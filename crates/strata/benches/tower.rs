@@ -8,7 +8,7 @@
 //!   stack used as a tower layer. The difference is the stack's dispatch, the body conversions and
 //!   the slot.
 //!
-//! Run with `cargo bench -p strata --bench tower`.
+//! Run with `cargo bench -p strata-http --bench tower`.
 
 use std::convert::Infallible;
 use std::hint::black_box;

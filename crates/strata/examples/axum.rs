@@ -1,7 +1,7 @@
 //! An axum app behind strata's `Cors` and `RequestId` layers.
 //!
 //! ```text
-//! cargo run -p strata --example axum
+//! cargo run -p strata-http --example axum
 //! curl -i http://127.0.0.1:3000/hello -H 'origin: https://app.example'
 //! ```
 

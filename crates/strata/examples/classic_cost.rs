@@ -17,7 +17,7 @@
 //! `bench/instructions.sh` does exactly that for every variant:
 //!
 //! ```sh
-//! cargo build --release -p strata --example classic_cost
+//! cargo build --release -p strata-http --example classic_cost
 //! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out target/release/examples/classic_cost classic 2000
 //! callgrind_annotate /tmp/cg.out | head -60
 //! ```

@@ -6,7 +6,7 @@
 //!   diagnostics.
 //!
 //! ```text
-//! cargo run -p strata --example custom_middleware
+//! cargo run -p strata-http --example custom_middleware
 //! ```
 //!
 //! It builds a stack with a mistake in its order (the API-key check outside the access log, so

@@ -7,7 +7,7 @@
 //! `(Ir(32 layers) − Ir(0 layers)) / (32 × ITERATIONS)`:
 //!
 //! ```sh
-//! cargo build --release -p strata --example layer_cost
+//! cargo build --release -p strata-http --example layer_cost
 //! for n in 0 32; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n target/release/examples/layer_cost $n 20000 2>&1 | grep Collected
 //! done

@@ -4,7 +4,7 @@
 //! a panic becomes a reply at the layer that panicked, `check` reads the facts.
 //!
 //! ```text
-//! cargo run -p strata --example not_http
+//! cargo run -p strata-http --example not_http
 //! ```
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! Ctrl-C (in-flight requests get up to 10 s to finish).
 //!
 //! ```sh
-//! cargo run -p strata --example serve -- 127.0.0.1:3000
+//! cargo run -p strata-http --example serve -- 127.0.0.1:3000
 //! curl -i localhost:3000/                     # HTTP/1.1
 //! curl -i --http2-prior-knowledge localhost:3000/
 //! ```

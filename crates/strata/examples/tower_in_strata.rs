@@ -2,7 +2,7 @@
 //! `strata::serve`.
 //!
 //! ```text
-//! cargo run -p strata --example tower_in_strata
+//! cargo run -p strata-http --example tower_in_strata
 //! curl -i http://127.0.0.1:3000/      # x-powered-by and a Server-Timing entry per layer
 //! curl -i http://127.0.0.1:3000/slow  # 408 from tower-http's timeout after 1 s
 //! ```

@@ -49,7 +49,7 @@ pub use stack::{
 };
 
 /// The Rust snippets of the markdown docs, compiled and run as doctests so that they cannot drift
-/// from the API (`cargo test -p strata --doc`).
+/// from the API (`cargo test -p strata-http --doc`).
 #[cfg(doctest)]
 mod markdown_docs {
     #[doc = include_str!("../README.md")]
