@@ -128,17 +128,19 @@ impl Server {
 
 impl Default for Server {
     fn default() -> Self {
+        // The connection defaults are the library server's: one place says what they are.
+        let limits = strata::server::ConnectionLimits::default();
         Server {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             stack: Vec::new(),
-            header_read_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(60),
-            body_read_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(30),
-            max_connections: None,
-            max_header_bytes: 64 * 1024,
-            shutdown_grace: Duration::from_secs(10),
-            http2: true,
+            header_read_timeout: limits.header_read_timeout,
+            keepalive_timeout: limits.keepalive_timeout,
+            body_read_timeout: limits.body_read_timeout,
+            send_timeout: limits.send_timeout,
+            max_connections: limits.max_connections,
+            max_header_bytes: limits.max_header_bytes,
+            shutdown_grace: limits.shutdown_grace,
+            http2: limits.http2,
             workers: None,
             trusted_proxies: Arc::new(TrustedProxies::none()),
             behind_proxy: None,

@@ -1,6 +1,17 @@
 //! `body_limit`: the largest request body the layers inside it (and the app or upstream) accept.
 //! Anything larger gets `413 Content Too Large`.
 //!
+//! ```
+//! use strata::http::{Request, Response, Stack};
+//! use strata::middleware::BodyLimit;
+//!
+//! let service = Stack::new()
+//!     .with(BodyLimit::bytes(1024 * 1024)?)
+//!     .serve(|_req: Request| async { Response::new("small enough".into()) });
+//! # let _ = service;
+//! # Ok::<(), strata::middleware::ConfigError>(())
+//! ```
+//!
 //! - **A declared length over the limit** (`Content-Length`) is answered at once, before a byte of
 //!   the body is read.
 //! - **A body of unknown length** (chunked HTTP/1.1, HTTP/2 without `content-length`) is counted
@@ -12,17 +23,6 @@
 //!   declared length, so counting it again would cost for nothing.
 //! - The 413 is marked [`GeneratedError`], so an `errors` layer outside formats it, and the layers
 //!   outside decorate it.
-//!
-//! ```
-//! use strata::http::{Request, Response, Stack};
-//! use strata::middleware::BodyLimit;
-//!
-//! let service = Stack::new()
-//!     .with(BodyLimit::bytes(1024 * 1024)?)
-//!     .serve(|_req: Request| async { Response::new("small enough".into()) });
-//! # let _ = service;
-//! # Ok::<(), strata::middleware::ConfigError>(())
-//! ```
 //!
 //! A limit is at least one byte: [`BodyLimit::bytes`] refuses 0, as the gateway's `max_bytes` key
 //! does (with the `config` feature, `BodyLimitConfig` and `BodyLimit::from_config`).

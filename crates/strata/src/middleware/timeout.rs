@@ -1,17 +1,6 @@
 //! `timeout`: a deadline for the response head. When the layers inside it (and the app or upstream)
 //! have not answered in time, the request is abandoned and the client gets `504 Gateway Timeout`.
 //!
-//! - The deadline covers the **response head** only. A response that has started streams for as
-//!   long as it needs: a long download or a server-sent events stream is not cut off, and a slow
-//!   body is the client's and upstream's business, not a reason to break a response half sent.
-//! - Abandoning means dropping the inner future: an upstream request in flight is cancelled (its
-//!   connection closed), an app's work stops at its next `.await`.
-//! - The 504 is marked [`GeneratedError`](crate::http::GeneratedError), so an `errors` layer outside formats it, and the layers
-//!   outside decorate it like any other response (CORS, request id, timing).
-//!
-//! Place it inside the layers that must see every request (access log, CORS) so they log and
-//! decorate the 504.
-//!
 //! ```
 //! use std::time::Duration;
 //! use strata::http::{Request, Response, Stack};
@@ -23,6 +12,17 @@
 //! # let _ = service;
 //! # Ok::<(), strata::middleware::ConfigError>(())
 //! ```
+//!
+//! - The deadline covers the **response head** only. A response that has started streams for as
+//!   long as it needs: a long download or a server-sent events stream is not cut off, and a slow
+//!   body is the client's and upstream's business, not a reason to break a response half sent.
+//! - Abandoning means dropping the inner future: an upstream request in flight is cancelled (its
+//!   connection closed), an app's work stops at its next `.await`.
+//! - The 504 is marked [`GeneratedError`](crate::http::GeneratedError), so an `errors` layer outside formats it, and the layers
+//!   outside decorate it like any other response (CORS, request id, timing).
+//!
+//! Place it inside the layers that must see every request (access log, CORS) so they log and
+//! decorate the 504.
 //!
 //! The deadline is above zero and at most [`Timeout::MAX`] (a day): [`Timeout::after`] refuses
 //! anything else, as the gateway's `duration = "…"` key does (with the `config` feature,

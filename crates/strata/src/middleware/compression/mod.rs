@@ -1,21 +1,6 @@
 //! `compression`: compresses response bodies with br, zstd or gzip, as the client's
 //! `Accept-Encoding` allows and the server prefers.
 //!
-//! Bodies are compressed as they stream, one frame at a time, so memory stays bounded whatever the
-//! body's size; `text/event-stream` bodies are flushed after every frame so each server-sent event
-//! reaches the browser on its own. Responses that must not or need not be compressed (already
-//! encoded, ranges, 204, small, media and archives, `no-transform`) pass through untouched.
-//!
-//! **Metadata matches the body a GET would get.** A HEAD response carries the headers of the GET
-//! (RFC 9110 §9.3.2): `Vary: accept-encoding`, and when the GET would be compressed, its
-//! `Content-Encoding`, weakened `ETag` and no `Content-Length`. A `304` carries the `ETag` and `Vary`
-//! its `200` would have carried (RFC 9110 §15.4.5). A strong `ETag` names exact bytes, so a
-//! compressed response's `"x"` becomes `W/"x"`; a client then revalidates with
-//! `If-None-Match: W/"x"`, which an upstream comparing tags as plain strings would never match.
-//! The strong form of each weak tag is therefore **added** to `If-None-Match` on the way in (`W/"x"`
-//! → `W/"x", "x"`): `If-None-Match` compares weakly (RFC 9110 §13.1.2), so to a correct upstream the
-//! two are the same tag, and an upstream whose own tags are weak still finds the one it issued.
-//!
 //! ```
 //! use strata::http::{Request, Response, Stack};
 //! use strata::middleware::compression::{Algorithm, Compression, Level};
@@ -32,6 +17,21 @@
 //! # let _ = service;
 //! # Ok::<(), strata::middleware::ConfigError>(())
 //! ```
+//!
+//! Bodies are compressed as they stream, one frame at a time, so memory stays bounded whatever the
+//! body's size; `text/event-stream` bodies are flushed after every frame so each server-sent event
+//! reaches the browser on its own. Responses that must not or need not be compressed (already
+//! encoded, ranges, 204, small, media and archives, `no-transform`) pass through untouched.
+//!
+//! **Metadata matches the body a GET would get.** A HEAD response carries the headers of the GET
+//! (RFC 9110 §9.3.2): `Vary: accept-encoding`, and when the GET would be compressed, its
+//! `Content-Encoding`, weakened `ETag` and no `Content-Length`. A `304` carries the `ETag` and `Vary`
+//! its `200` would have carried (RFC 9110 §15.4.5). A strong `ETag` names exact bytes, so a
+//! compressed response's `"x"` becomes `W/"x"`; a client then revalidates with
+//! `If-None-Match: W/"x"`, which an upstream comparing tags as plain strings would never match.
+//! The strong form of each weak tag is therefore **added** to `If-None-Match` on the way in (`W/"x"`
+//! → `W/"x", "x"`): `If-None-Match` compares weakly (RFC 9110 §13.1.2), so to a correct upstream the
+//! two are the same tag, and an upstream whose own tags are weak still finds the one it issued.
 //!
 //! The same in the gateway's TOML:
 //!

@@ -1,5 +1,24 @@
 //! `cors`: Cross-Origin Resource Sharing, as the [Fetch standard] defines it.
 //!
+//! ```
+//! use std::time::Duration;
+//!
+//! use http::{HeaderValue, Method, header};
+//! use strata::middleware::cors::Cors;
+//!
+//! let cors = Cors::builder()
+//!     .allow_origin(HeaderValue::from_static("https://app.example.com"))
+//!     .allow_origin(HeaderValue::from_static("https://*.preview.example.com"))
+//!     .allow_methods([Method::GET, Method::POST, Method::DELETE])
+//!     .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+//!     .allow_credentials(true)
+//!     .max_age(Duration::from_secs(600))
+//!     .build()
+//!     .expect("a valid CORS configuration");
+//! let stack = strata::http::Stack::new().with(cors);
+//! # let _ = stack;
+//! ```
+//!
 //! A browser lets a script on one origin read a response from another only when the response says
 //! so with `Access-Control-*` headers. For "non-simple" requests it first sends a *preflight*: an
 //! `OPTIONS` request carrying `Origin` and `Access-Control-Request-Method` (and maybe
@@ -34,25 +53,6 @@
 //!   because browsers would read it as a header named `*`. List the headers instead.
 //! - The layer owns the CORS headers of responses from allowed origins: it *replaces* any an inner
 //!   layer set, so a browser never sees two `Access-Control-Allow-Origin` values (which it rejects).
-//!
-//! ```
-//! use std::time::Duration;
-//!
-//! use http::{HeaderValue, Method, header};
-//! use strata::middleware::cors::Cors;
-//!
-//! let cors = Cors::builder()
-//!     .allow_origin(HeaderValue::from_static("https://app.example.com"))
-//!     .allow_origin(HeaderValue::from_static("https://*.preview.example.com"))
-//!     .allow_methods([Method::GET, Method::POST, Method::DELETE])
-//!     .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
-//!     .allow_credentials(true)
-//!     .max_age(Duration::from_secs(600))
-//!     .build()
-//!     .expect("a valid CORS configuration");
-//! let stack = strata::http::Stack::new().with(cors);
-//! # let _ = stack;
-//! ```
 //!
 //! [Fetch standard]: https://fetch.spec.whatwg.org/#http-cors-protocol
 

@@ -1,12 +1,5 @@
 //! `errors`: makes failures inside it clean and consistent.
 //!
-//! A panic anywhere inside this layer, and every error response strata itself produced inside it
-//! (a bare 500 after a panic, an empty 502, a response marked with [`GeneratedError`]), leaves as
-//! one well-formed body the client asked for: `application/problem+json` (RFC 9457), `text/plain`,
-//! or a configured HTML page. Error bodies the application wrote itself are left alone unless
-//! `replace_app_errors = true`. The body never carries a panic message, stack trace or any other
-//! internal detail; the failure is logged with the request id, status, method and path.
-//!
 //! ```
 //! use http::StatusCode;
 //! use strata::http::{Request, Response, Stack};
@@ -23,6 +16,13 @@
 //! # let _ = service;
 //! # Ok::<(), strata::middleware::ConfigError>(())
 //! ```
+//!
+//! A panic anywhere inside this layer, and every error response strata itself produced inside it
+//! (a bare 500 after a panic, an empty 502, a response marked with [`GeneratedError`]), leaves as
+//! one well-formed body the client asked for: `application/problem+json` (RFC 9457), `text/plain`,
+//! or a configured HTML page. Error bodies the application wrote itself are left alone unless
+//! `replace_app_errors = true`. The body never carries a panic message, stack trace or any other
+//! internal detail; the failure is logged with the request id, status, method and path.
 //!
 //! The same in the gateway's TOML, with the page read from a file beside the config:
 //!
