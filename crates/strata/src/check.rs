@@ -37,11 +37,27 @@ pub enum Fact {
     /// Groups requests by client address (a rate limit keyed on it): wrong client addresses merge
     /// clients.
     KeysOnClientAddress,
+    /// Authenticates requests (basic auth, bearer tokens, an auth service) and refuses the others.
+    Authenticates,
+    /// Sets the [`AuthenticatedUser`](crate::http::AuthenticatedUser) for the layers inside it.
+    SetsUser,
+    /// Uses the [`AuthenticatedUser`](crate::http::AuthenticatedUser) (a rate limit keyed on it, a
+    /// header made from it), so it must sit inside the layer that sets it.
+    ReadsUser,
+    /// Limits the rate of requests (a token bucket per key).
+    LimitsRate,
+    /// Limits the requests in flight at once, holding each one's permit until its response ends.
+    LimitsConcurrency,
+    /// Adds headers to every response that passes through it (security headers, header rules): the
+    /// responses that layers outside it make by themselves go without them.
+    DecoratesResponses,
+    /// Answers some requests with a redirect instead of calling the layers inside it.
+    Redirects,
 }
 
 impl Fact {
     /// Every fact, in a stable order (for display).
-    pub const ALL: [Fact; 12] = [
+    pub const ALL: [Fact; 19] = [
         Fact::ShortCircuits,
         Fact::SeesEveryRequest,
         Fact::AnswersPreflight,
@@ -54,6 +70,13 @@ impl Fact {
         Fact::StreamsEvents,
         Fact::ReadsClientAddress,
         Fact::KeysOnClientAddress,
+        Fact::Authenticates,
+        Fact::SetsUser,
+        Fact::ReadsUser,
+        Fact::LimitsRate,
+        Fact::LimitsConcurrency,
+        Fact::DecoratesResponses,
+        Fact::Redirects,
     ];
 
     const fn bit(self) -> u32 {
@@ -75,6 +98,13 @@ impl Fact {
             Fact::StreamsEvents => "streams server-sent events",
             Fact::ReadsClientAddress => "uses the client's address",
             Fact::KeysOnClientAddress => "groups requests by client address",
+            Fact::Authenticates => "authenticates requests",
+            Fact::SetsUser => "sets the authenticated user",
+            Fact::ReadsUser => "uses the authenticated user",
+            Fact::LimitsRate => "limits the request rate",
+            Fact::LimitsConcurrency => "limits requests in flight",
+            Fact::DecoratesResponses => "adds headers to every response",
+            Fact::Redirects => "answers with redirects",
         }
     }
 }
@@ -175,6 +205,10 @@ const RULES: &[Rule] = &[
     request_id_set_too_late,
     recovery_not_outermost,
     rewrites_event_streams,
+    user_read_before_set,
+    concurrency_limit_outside_rate_limit,
+    decorates_inside_short_circuit,
+    redirect_inside_auth,
 ];
 
 /// Runs every ordering rule over one onion (outermost first; the app, if present, last).
@@ -309,6 +343,75 @@ fn rewrites_event_streams(layers: &[LayerInfo], out: &mut Vec<Diagnostic>) {
     }
 }
 
+fn user_read_before_set(layers: &[LayerInfo], out: &mut Vec<Diagnostic>) {
+    for (outer, inner) in pairs(layers, Fact::ReadsUser, Fact::SetsUser) {
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            rule: "user-read-before-set",
+            layer: outer.name.clone(),
+            message: format!("{} uses the authenticated user but is outside {}, which sets it", label(outer), label(inner)),
+            why: format!(
+                "requests reach {} before they are authenticated, so it never sees a user (a rate limit keyed on `user` treats every request as having no key)",
+                outer.name
+            ),
+            fix: format!("move {} before {} in the stack", inner.name, outer.name),
+        });
+    }
+}
+
+fn concurrency_limit_outside_rate_limit(layers: &[LayerInfo], out: &mut Vec<Diagnostic>) {
+    for (outer, inner) in pairs(layers, Fact::LimitsConcurrency, Fact::LimitsRate) {
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            rule: "concurrency-limit-outside-rate-limit",
+            layer: outer.name.clone(),
+            message: format!("{} limits requests in flight but is outside {}, which limits their rate", label(outer), label(inner)),
+            why: format!(
+                "requests that {} will reject first take (or queue for) an in-flight permit: a client over its rate can fill the queue and delay everyone else; the cheaper check should reject first",
+                inner.name
+            ),
+            fix: format!("move {} before {} in the stack", inner.name, outer.name),
+        });
+    }
+}
+
+fn decorates_inside_short_circuit(layers: &[LayerInfo], out: &mut Vec<Diagnostic>) {
+    // A CORS layer's own answers are preflights, which browsers consume without rendering: they
+    // need no security headers.
+    for (outer, inner) in pairs(layers, Fact::ShortCircuits, Fact::DecoratesResponses) {
+        if outer.facts.has(Fact::AnswersPreflight) || outer.facts.has(Fact::DecoratesResponses) {
+            continue;
+        }
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            rule: "headers-inside-short-circuit",
+            layer: inner.name.clone(),
+            message: format!("{} adds response headers but is inside {}, which can answer by itself", label(inner), label(outer)),
+            why: format!(
+                "the responses {} makes by itself (401, 429, 503…) never pass through {}, so they go out without its headers",
+                outer.name, inner.name
+            ),
+            fix: format!("move {} before {} in the stack", inner.name, outer.name),
+        });
+    }
+}
+
+fn redirect_inside_auth(layers: &[LayerInfo], out: &mut Vec<Diagnostic>) {
+    for (outer, inner) in pairs(layers, Fact::Authenticates, Fact::Redirects) {
+        out.push(Diagnostic {
+            severity: Severity::Warning,
+            rule: "redirect-inside-auth",
+            layer: inner.name.clone(),
+            message: format!("{} redirects requests but is inside {}, which authenticates them", label(inner), label(outer)),
+            why: format!(
+                "a client without credentials gets {}'s 401 instead of the redirect, even for moved public pages and http→https redirects",
+                outer.name
+            ),
+            fix: format!("move {} before {} in the stack", inner.name, outer.name),
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +481,44 @@ mod tests {
         let cors = layer("cors", &[Fact::AnswersPreflight, Fact::ShortCircuits]);
         assert_eq!(rules(&[limit.clone(), cors.clone()]), [("cors-inside-short-circuit", "cors".to_string())]);
         assert!(rules(&[cors, limit]).is_empty());
+    }
+
+    #[test]
+    fn the_user_must_be_set_outside_its_readers() {
+        let auth = layer("jwt", &[Fact::ShortCircuits, Fact::Authenticates, Fact::SetsUser]);
+        let limit = layer("per-user", &[Fact::ShortCircuits, Fact::LimitsRate, Fact::ReadsUser]);
+        assert_eq!(rules(&[limit.clone(), auth.clone()]), [("user-read-before-set", "per-user".to_string())]);
+        assert!(rules(&[auth, limit]).is_empty());
+    }
+
+    #[test]
+    fn the_rate_limit_must_reject_before_the_concurrency_limit() {
+        let rate = layer("rate", &[Fact::ShortCircuits, Fact::LimitsRate]);
+        let inflight = layer("inflight", &[Fact::ShortCircuits, Fact::LimitsConcurrency]);
+        assert_eq!(
+            rules(&[inflight.clone(), rate.clone()]),
+            [("concurrency-limit-outside-rate-limit", "inflight".to_string())]
+        );
+        assert!(rules(&[rate, inflight]).is_empty());
+    }
+
+    #[test]
+    fn response_headers_must_wrap_the_layers_that_answer_by_themselves() {
+        let headers = layer("security", &[Fact::DecoratesResponses]);
+        let auth = layer("auth", &[Fact::ShortCircuits, Fact::Authenticates]);
+        assert_eq!(rules(&[auth.clone(), headers.clone()]), [("headers-inside-short-circuit", "security".to_string())]);
+        assert!(rules(&[headers.clone(), auth]).is_empty());
+        // CORS answers only preflights by itself; they need no security headers.
+        let cors = layer("cors", &[Fact::AnswersPreflight, Fact::ShortCircuits]);
+        assert!(rules(&[cors, headers]).is_empty());
+    }
+
+    #[test]
+    fn redirects_must_not_require_credentials() {
+        let auth = layer("auth", &[Fact::ShortCircuits, Fact::Authenticates]);
+        let moved = layer("moved", &[Fact::ShortCircuits, Fact::Redirects]);
+        assert_eq!(rules(&[auth.clone(), moved.clone()]), [("redirect-inside-auth", "moved".to_string())]);
+        assert!(rules(&[moved, auth]).is_empty());
     }
 
     #[test]

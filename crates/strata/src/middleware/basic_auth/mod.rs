@@ -403,7 +403,7 @@ impl Middleware<Request, Response> for BasicAuth {
     fn facts(&self) -> Facts {
         // It can fail: a saturated verification pool answers 503 and the failure limit 429, which
         // `errors` should format.
-        let facts = Facts::of(&[Fact::ShortCircuits, Fact::CanFail]);
+        let facts = Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::Authenticates, Fact::SetsUser]);
         match self.failures {
             // Counting failures per address merges clients whose address is wrong (a proxy that is
             // not trusted): one of them could then lock everyone out.

@@ -636,10 +636,20 @@ fn kind_and_facts() {
     // `strata check` warns when an untrusted proxy would merge every client into one.
     assert_eq!(
         auth.facts(),
-        Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::ReadsClientAddress, Fact::KeysOnClientAddress])
+        Facts::of(&[
+            Fact::ShortCircuits,
+            Fact::CanFail,
+            Fact::ReadsClientAddress,
+            Fact::KeysOnClientAddress,
+            Fact::Authenticates,
+            Fact::SetsUser
+        ])
     );
     let unlimited = BasicAuth::builder().user("alice", sha_hash("x")).max_failures(0).build().unwrap();
-    assert_eq!(unlimited.facts(), Facts::of(&[Fact::ShortCircuits, Fact::CanFail]));
+    assert_eq!(
+        unlimited.facts(),
+        Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::Authenticates, Fact::SetsUser])
+    );
 }
 
 /// The id of the thread `auth`'s pool runs a job on.
