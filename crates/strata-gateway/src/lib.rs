@@ -145,7 +145,8 @@ pub fn build_context(base_dir: &Path, log_outputs: &LogOutputs) -> BuildContext 
         base_dir: base_dir.to_path_buf(),
         shared: SharedResources::default()
             .with_verify_pool(VERIFY_POOL.get_or_init(VerifyPool::default).clone())
-            .with_log_outputs(log_outputs.clone()),
+            .with_log_outputs(log_outputs.clone())
+            .with_http_client(tls_client::services_client()),
     }
 }
 

@@ -1,6 +1,9 @@
 //! HTTP as one instantiation of the core: [`Request`], [`Response`], [`Body`] and response helpers.
 
 mod body;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
 pub mod client_ip;
 pub mod headers;
 pub mod path;

@@ -135,7 +135,7 @@ pub struct BuildContext {
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 /// Resources the layers built with one [`BuildContext`] share: each `None` gives every layer its
 /// own. The gateway makes them once per process, so its routes and reloads share one bound.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct SharedResources {
     /// The threads every `basic_auth` layer verifies slow hashes on, so that they share one bound
     /// on CPU and argon2 memory.
@@ -146,6 +146,25 @@ pub struct SharedResources {
     /// of a reloaded config) writing to the same place share one output. A server keeps one for
     /// its life; `None` gives each layer an output of its own.
     pub log_outputs: Option<access_log::LogOutputs>,
+    /// The client the layers that call other services (an auth service, a JWKS endpoint) send
+    /// their requests with; `None` gives each a [`PlainHttpClient`](crate::http::client::PlainHttpClient)
+    /// (plain `http://` only). The gateway shares one that also speaks `https://`.
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    pub http_client: Option<std::sync::Arc<dyn crate::http::client::HttpClient>>,
+}
+
+#[cfg(feature = "config")]
+impl fmt::Debug for SharedResources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = f.debug_struct("SharedResources");
+        #[cfg(feature = "basic-auth")]
+        out.field("verify_pool", &self.verify_pool);
+        out.field("log_outputs", &self.log_outputs);
+        #[cfg(feature = "client")]
+        out.field("http_client", &self.http_client.as_ref().map(|_| "HttpClient"));
+        out.finish()
+    }
 }
 
 #[cfg(feature = "config")]
@@ -153,6 +172,15 @@ impl SharedResources {
     /// Shares `outputs` between the access-log layers built with these resources.
     pub fn with_log_outputs(mut self, outputs: access_log::LogOutputs) -> Self {
         self.log_outputs = Some(outputs);
+        self
+    }
+
+    /// Sends the requests of the layers built with these resources (an auth service's, a JWKS
+    /// endpoint's) through `client`.
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    pub fn with_http_client(mut self, client: std::sync::Arc<dyn crate::http::client::HttpClient>) -> Self {
+        self.http_client = Some(client);
         self
     }
 
