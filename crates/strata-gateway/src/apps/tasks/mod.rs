@@ -29,7 +29,9 @@
 //! - 405 with `Allow`: a known path with another method;
 //! - 413: a body over 64 KiB;
 //! - 415: a `Content-Type` other than `application/json` (parameters such as `charset` allowed). A
-//!   body without `Content-Type` is read as JSON, so `curl -d` works as is.
+//!   body without `Content-Type` is read as JSON. `curl -d` sends
+//!   `application/x-www-form-urlencoded`, so it needs `-H 'content-type: application/json'` (or
+//!   `curl --json`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};

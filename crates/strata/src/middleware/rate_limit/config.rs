@@ -13,7 +13,9 @@ use super::{Backend, Key, MissingKey, OnStoreError, Quota, RateLimit, RateLimitB
 use crate::middleware::{BuildContext, ConfigError, parse_duration_at_most};
 
 /// The configuration of a [`RateLimit`] layer: the fields of a `kind = "rate_limit"` table.
-#[derive(Clone, Debug, Deserialize)]
+///
+/// Its `Debug` output shows the store's URL without its credentials.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// One quota: `"100/s"`, `"10/min"`, `"1000/h"`, `"5/day"` (or `"30/10s"`). Its policy is named
@@ -59,6 +61,26 @@ pub struct RateLimitConfig {
     /// Send `RateLimit-Policy` and `RateLimit` on responses. Default: `true`.
     #[serde(default = "default_true")]
     pub headers: bool,
+}
+
+impl std::fmt::Debug for RateLimitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitConfig")
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .field("limits", &self.limits)
+            .field("key", &self.key)
+            .field("missing_key", &self.missing_key)
+            .field("store", &super::redact(&self.store))
+            .field("on_store_error", &self.on_store_error)
+            .field("store_timeout", &self.store_timeout)
+            .field("store_retry", &self.store_retry)
+            .field("key_prefix", &self.key_prefix)
+            .field("max_keys", &self.max_keys)
+            .field("shadow", &self.shadow)
+            .field("headers", &self.headers)
+            .finish()
+    }
 }
 
 /// One quota of [`RateLimitConfig::limits`].
@@ -235,5 +257,19 @@ fn parse_key(text: &str) -> Result<Key, ConfigError> {
             let name = text.strip_prefix("header:").ok_or_else(expected)?;
             HeaderName::from_bytes(name.trim().as_bytes()).map(Key::Header).map_err(|_| expected())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimitConfig;
+
+    #[test]
+    fn debug_output_never_shows_the_store_password() {
+        let config: RateLimitConfig =
+            toml::from_str("rate = \"10/s\"\nstore = \"redis://app:hunter2@127.0.0.1:6379/0\"\n").unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://<credentials>@127.0.0.1:6379/0"), "{shown}");
     }
 }

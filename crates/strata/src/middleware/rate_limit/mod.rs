@@ -316,7 +316,7 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// A Redis URL without its credentials, for messages and diagnostics.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "redis", feature = "config")), allow(dead_code))]
 fn redact(text: &str) -> String {
     match (text.find("://"), text.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://<credentials>@{}", &text[..scheme], &text[at + 1..]),
