@@ -205,6 +205,34 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// The client middlewares send their own requests with (an auth service's, a JWKS endpoint's):
+/// `http://` and `https://`, HTTP/1.1, certificates checked against the system's trusted roots.
+/// One per process, so its connection pool is shared by every layer and outlives reloads.
+pub fn services_client() -> Arc<dyn strata::http::client::HttpClient> {
+    static CLIENT: OnceLock<Arc<dyn strata::http::client::HttpClient>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let config = ClientConfig::builder_with_provider(crypto_provider())
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(system_roots()).with_no_client_auth());
+            // The ring provider supports the default versions: this cannot fail.
+            let mut config = config.expect("ring supports TLS 1.2 and 1.3");
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            let resolver = Arc::new(hyper_rustls::DefaultServerNameResolver::default());
+            let connector = HttpsConnector::new(http, Arc::new(config), false, resolver);
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, strata::http::Body>(connector);
+            Arc::new(move |req: http::Request<strata::http::Body>| {
+                let sent = client.request(req);
+                async move { Ok(sent.await?.map(strata::http::Body::from)) }
+            })
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,30 +339,3 @@ mod tests {
     }
 }
 
-/// The client middlewares send their own requests with (an auth service's, a JWKS endpoint's):
-/// `http://` and `https://`, HTTP/1.1, certificates checked against the system's trusted roots.
-/// One per process, so its connection pool is shared by every layer and outlives reloads.
-pub fn services_client() -> Arc<dyn strata::http::client::HttpClient> {
-    static CLIENT: OnceLock<Arc<dyn strata::http::client::HttpClient>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let config = ClientConfig::builder_with_provider(crypto_provider())
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(system_roots()).with_no_client_auth());
-            // The ring provider supports the default versions: this cannot fail.
-            let mut config = config.expect("ring supports TLS 1.2 and 1.3");
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            let resolver = Arc::new(hyper_rustls::DefaultServerNameResolver::default());
-            let connector = HttpsConnector::new(http, Arc::new(config), false, resolver);
-            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build::<_, strata::http::Body>(connector);
-            Arc::new(move |req: http::Request<strata::http::Body>| {
-                let sent = client.request(req);
-                async move { Ok(sent.await?.map(strata::http::Body::from)) }
-            })
-        })
-        .clone()
-}
