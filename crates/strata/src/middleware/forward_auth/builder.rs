@@ -9,7 +9,9 @@ use http::uri::Scheme;
 use http::{HeaderName, Method, Uri, header};
 
 use super::cache::VerdictCache;
-use super::{ForwardAuth, OnError, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_PROTO, X_FORWARDED_URI};
+use super::{
+    ForwardAuth, OnError, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_METHOD, X_FORWARDED_PROTO, X_FORWARDED_URI,
+};
 use crate::http::client::{HttpClient, PlainHttpClient};
 use crate::middleware::{ConfigError, MAX_DURATION, describe_duration};
 
@@ -200,7 +202,8 @@ impl ForwardAuthBuilder {
         let mut response_headers: Vec<HeaderName> = Vec::new();
         for name in self.response_headers.into_iter().chain(self.user_header.clone()) {
             if FRAMING.contains(&name) {
-                let field = if Some(&name) == self.user_header.as_ref() { "user_header" } else { "auth_response_headers" };
+                let field =
+                    if Some(&name) == self.user_header.as_ref() { "user_header" } else { "auth_response_headers" };
                 return Err(ConfigError::field(
                     field,
                     format!("`{name}` describes the auth service's connection: it cannot be copied onto the request"),

@@ -182,6 +182,8 @@ struct Admission {
 }
 
 /// How a request is decided: from the cache, or by asking (with the cache key to store under).
+// A value of the moment, moved once: boxing the request would add an allocation to save a copy.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Cached(Arc<Admission>),
     Ask(http::Request<Body>, Option<[u8; 32]>),
@@ -189,7 +191,10 @@ enum Step {
 
 /// What the auth service said.
 enum Answer {
-    Admitted { admission: Arc<Admission>, cacheable: bool },
+    Admitted {
+        admission: Arc<Admission>,
+        cacheable: bool,
+    },
     Denied(Response),
     /// No answer; the reason is for the log and `explain`.
     Failed(String),
@@ -244,7 +249,10 @@ impl ForwardAuth {
             Ok(Ok(res)) => res,
             Ok(Err(e)) => return Answer::Failed(format!("auth service failed: {e}")),
             Err(_) => {
-                return Answer::Failed(format!("auth service gave no answer within {}", describe_duration(self.timeout)));
+                return Answer::Failed(format!(
+                    "auth service gave no answer within {}",
+                    describe_duration(self.timeout)
+                ));
             }
         };
         let (parts, body) = res.into_parts();

@@ -115,8 +115,11 @@ async fn the_auth_request_carries_the_chosen_headers_and_the_forwarded_facts() {
 #[tokio::test]
 async fn a_configured_method_and_header_list_and_a_tls_connection_are_forwarded() {
     let (client, seen) = service(token_service);
-    let auth =
-        builder(client).method(Method::HEAD).auth_request_headers([HeaderName::from_static("x-api-key")]).build().unwrap();
+    let auth = builder(client)
+        .method(Method::HEAD)
+        .auth_request_headers([HeaderName::from_static("x-api-key")])
+        .build()
+        .unwrap();
     let req = request("GET", "https://api.example/v1", &[("x-api-key", "k1"), ("authorization", "Bearer good")]);
     let mut req = from_client(req, "2001:db8::5");
     let info = *req.extensions().get::<ConnectionInfo>().unwrap();
@@ -185,7 +188,8 @@ async fn a_denial_body_over_the_bound_is_dropped_but_the_denial_stands() {
         *res.status_mut() = StatusCode::FORBIDDEN;
         res
     });
-    let res = app(builder(client).max_body_bytes(99).on_error(OnError::Allow).build().unwrap()).call(bearer("a", "/")).await;
+    let res =
+        app(builder(client).max_body_bytes(99).on_error(OnError::Allow).build().unwrap()).call(bearer("a", "/")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(body_text(res).await, "");
 }
@@ -226,7 +230,9 @@ async fn on_error_allow_lets_requests_through_without_a_user_or_spoofed_headers(
 #[tokio::test]
 async fn a_transport_error_follows_on_error_too() {
     let refused = || -> Arc<dyn HttpClient> {
-        Arc::new(|_req: http::Request<Body>| async { Err::<http::Response<Body>, BoxError>("connection refused".into()) })
+        Arc::new(|_req: http::Request<Body>| async {
+            Err::<http::Response<Body>, BoxError>("connection refused".into())
+        })
     };
     let res = app(builder(refused()).build().unwrap()).call(bearer("good", "/")).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -323,7 +329,11 @@ fn build_errors_name_the_key_at_fault() {
     let client = || service(token_service).0;
     assert_eq!(field(ForwardAuth::builder()), Some("address"));
     for bad in ["ftp://auth.invalid/", "/verify", "http://user:pw@auth.invalid/"] {
-        assert_eq!(field(ForwardAuth::builder().address(bad.parse().unwrap()).client(client())), Some("address"), "{bad}");
+        assert_eq!(
+            field(ForwardAuth::builder().address(bad.parse().unwrap()).client(client())),
+            Some("address"),
+            "{bad}"
+        );
     }
     let https = ForwardAuth::builder().address("https://auth.invalid/".parse().unwrap());
     assert!(https.build().unwrap_err().message.contains("TLS-capable client"));
@@ -331,7 +341,10 @@ fn build_errors_name_the_key_at_fault() {
     for bad in [header::HOST, header::CONTENT_LENGTH, HeaderName::from_static("x-forwarded-for")] {
         assert_eq!(field(builder(client()).auth_request_headers([bad])), Some("auth_request_headers"));
     }
-    assert_eq!(field(builder(client()).auth_response_headers([header::TRANSFER_ENCODING])), Some("auth_response_headers"));
+    assert_eq!(
+        field(builder(client()).auth_response_headers([header::TRANSFER_ENCODING])),
+        Some("auth_response_headers")
+    );
     assert_eq!(field(builder(client()).user_header(header::CONNECTION)), Some("user_header"));
     assert_eq!(field(builder(client()).timeout(Duration::ZERO)), Some("timeout"));
     assert_eq!(field(builder(client()).timeout(Duration::MAX)), Some("timeout"));
@@ -413,7 +426,8 @@ mod config {
     #[test]
     fn the_shared_client_is_used_and_speaks_https() {
         let (client, _) = service(token_service);
-        let ctx = BuildContext { shared: SharedResources::default().with_http_client(client), ..BuildContext::default() };
+        let ctx =
+            BuildContext { shared: SharedResources::default().with_http_client(client), ..BuildContext::default() };
         assert!(from_toml("address = \"https://auth.invalid/verify\"", &ctx).is_ok());
     }
 }
