@@ -98,7 +98,7 @@ async fn an_admitted_request_reaches_the_app_with_the_copied_headers_and_none_of
 #[tokio::test]
 async fn denials_and_redirects_reach_the_client_as_the_service_made_them() {
     let auth = Gunicorn::start_app("auth_app:app", &[]);
-    let strata = Strata::start(Some(&config(&auth.url(), "")));
+    let strata = Strata::start(Some(&format!("{}\n[admin]\nlisten = \"127.0.0.1:0\"\n", config(&auth.url(), ""))));
     let http = client();
 
     let res = http.get(strata.url("/anything")).bearer_auth("stolen-token").send().await.unwrap();
@@ -117,6 +117,10 @@ async fn denials_and_redirects_reach_the_client_as_the_service_made_them() {
     let statuses: Vec<_> = lines.iter().map(|l| l["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [401, 302]);
     assert!(lines.iter().all(|l| l["user"].is_null()), "{lines:?}");
+
+    // The service's 401 counts as an authentication failure of the layer; its 302 does not.
+    let metrics = http.get(strata.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == r#"strata_auth_failures_total{layer="auth"} 1"#), "{metrics}");
 }
 
 #[tokio::test]
