@@ -258,6 +258,7 @@ impl ForwardAuthBuilder {
             cache,
             client,
             failing: AtomicBool::new(false),
+            warned_body: AtomicBool::new(false),
         })
     }
 }

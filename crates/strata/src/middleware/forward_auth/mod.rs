@@ -156,6 +156,8 @@ pub struct ForwardAuth {
     client: Arc<dyn HttpClient>,
     /// Whether the last ask got no answer, so that an outage is logged once, not per request.
     failing: AtomicBool,
+    /// Whether a denial body that could not be passed on was logged already.
+    warned_body: AtomicBool,
 }
 
 impl fmt::Debug for ForwardAuth {
@@ -267,12 +269,15 @@ impl ForwardAuth {
         let body = match tokio::time::timeout_at(deadline, body.collect_limited(self.max_body_bytes)).await {
             Ok(Ok(bytes)) => Body::from(bytes),
             _ => {
-                // The status is the service's verdict; only its page is lost.
-                tracing::warn!(
-                    status = parts.status.as_u16(),
-                    max_body_bytes = self.max_body_bytes,
-                    "the auth service's denial body was too large, too slow or broken; passing its status and headers on with an empty body"
-                );
+                // The status is the service's verdict; only its page is lost. Said once: a service
+                // whose pages are all too large would otherwise log a line per denial.
+                if !self.warned_body.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        status = parts.status.as_u16(),
+                        max_body_bytes = self.max_body_bytes,
+                        "the auth service's denial body was too large, too slow or broken; passing its status and headers on with an empty body"
+                    );
+                }
                 Body::empty()
             }
         };
