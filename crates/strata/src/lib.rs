@@ -78,4 +78,7 @@ mod markdown_docs {
     struct MiddlewareTimeout;
     #[doc = include_str!("../../../docs/middleware/timing.md")]
     struct MiddlewareTiming;
+    #[cfg(feature = "forward-auth")]
+    #[doc = include_str!("../../../docs/middleware/forward_auth.md")]
+    struct MiddlewareForwardAuth;
 }

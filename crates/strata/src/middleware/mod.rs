@@ -65,6 +65,13 @@ pub mod rate_limit;
 pub use rate_limit::RateLimitConfig;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
+#[cfg(feature = "forward-auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward-auth")))]
+pub mod forward_auth;
+#[cfg(all(feature = "forward-auth", feature = "config"))]
+pub use forward_auth::ForwardAuthConfig;
+#[cfg(feature = "forward-auth")]
+pub use forward_auth::{ForwardAuth, ForwardAuthBuilder};
 #[cfg(test)]
 mod test_support;
 
