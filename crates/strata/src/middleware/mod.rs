@@ -65,6 +65,25 @@ pub mod rate_limit;
 pub use rate_limit::RateLimitConfig;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
+#[cfg(any(feature = "redirect", feature = "rewrite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redirect", feature = "rewrite"))))]
+pub mod path_rule;
+#[cfg(any(feature = "redirect", feature = "rewrite"))]
+pub use path_rule::PathRule;
+#[cfg(feature = "redirect")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redirect")))]
+pub mod redirect;
+#[cfg(feature = "redirect")]
+pub use redirect::{Redirect, RedirectBuilder, TrailingSlash};
+#[cfg(all(feature = "redirect", feature = "config"))]
+pub use redirect::{RedirectConfig, RedirectRuleConfig};
+#[cfg(feature = "rewrite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rewrite")))]
+pub mod rewrite;
+#[cfg(feature = "rewrite")]
+pub use rewrite::{OriginalUri, Rewrite, RewriteBuilder};
+#[cfg(all(feature = "rewrite", feature = "config"))]
+pub use rewrite::{RewriteConfig, RewriteRuleConfig};
 #[cfg(test)]
 mod test_support;
 
