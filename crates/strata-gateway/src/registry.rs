@@ -49,6 +49,8 @@ kinds! {
     "timeout" => mw::Timeout::from_config,
     "body_limit" => mw::BodyLimit::from_config,
     "rate_limit" => mw::RateLimit::from_config,
+    "redirect" => mw::Redirect::from_config,
+    "rewrite" => mw::Rewrite::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -78,4 +78,10 @@ mod markdown_docs {
     struct MiddlewareTimeout;
     #[doc = include_str!("../../../docs/middleware/timing.md")]
     struct MiddlewareTiming;
+    #[cfg(feature = "redirect")]
+    #[doc = include_str!("../../../docs/middleware/redirect.md")]
+    struct MiddlewareRedirect;
+    #[cfg(feature = "rewrite")]
+    #[doc = include_str!("../../../docs/middleware/rewrite.md")]
+    struct MiddlewareRewrite;
 }
