@@ -81,6 +81,7 @@ pub(crate) enum Targets {
     /// Paths only (a rewrite: the request stays on this server).
     Paths,
     /// Paths, or absolute `http://` / `https://` URLs (a redirect).
+    #[cfg_attr(not(feature = "redirect"), allow(dead_code))]
     PathsOrUrls,
 }
 
@@ -147,6 +148,7 @@ impl CompiledRule {
     }
 
     /// Whether the target is an absolute URL (else a path on this server).
+    #[cfg_attr(not(feature = "redirect"), allow(dead_code))]
     pub(crate) fn is_absolute(&self) -> bool {
         self.absolute
     }
