@@ -50,6 +50,8 @@ kinds! {
     "body_limit" => mw::BodyLimit::from_config,
     "rate_limit" => mw::RateLimit::from_config,
     "forward_auth" => mw::ForwardAuth::from_config,
+    "redirect" => mw::Redirect::from_config,
+    "rewrite" => mw::Rewrite::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -81,4 +81,10 @@ mod markdown_docs {
     #[cfg(feature = "forward-auth")]
     #[doc = include_str!("../../../docs/middleware/forward_auth.md")]
     struct MiddlewareForwardAuth;
+    #[cfg(feature = "redirect")]
+    #[doc = include_str!("../../../docs/middleware/redirect.md")]
+    struct MiddlewareRedirect;
+    #[cfg(feature = "rewrite")]
+    #[doc = include_str!("../../../docs/middleware/rewrite.md")]
+    struct MiddlewareRewrite;
 }

@@ -226,7 +226,11 @@ impl Proxy {
             }
             _ => {
                 let path = uri.path();
-                let path = if self.options.strip_prefix { path.get(self.prefix.len()..).unwrap_or(path) } else { path };
+                // A `rewrite` in the route may have moved the path out from under the prefix:
+                // then it is forwarded whole.
+                let below =
+                    path.strip_prefix(self.prefix.as_str()).filter(|rest| rest.is_empty() || rest.starts_with('/'));
+                let path = if self.options.strip_prefix { below.unwrap_or(path) } else { path };
                 let query = uri.query();
                 let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1) + 1);
                 if !path.starts_with('/') {
@@ -509,6 +513,12 @@ mod tests {
         let strip = proxy("http://127.0.0.1:9/app/", "/api", ProxyOptions { strip_prefix: true, ..Default::default() });
         assert_eq!(strip.upstream_uri(&uri).unwrap().to_string(), "http://127.0.0.1:9/app/tasks?x=1");
         assert_eq!(strip.upstream_uri(&"/api".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/app/");
+        // A path a rewrite moved out from under the prefix is forwarded whole.
+        assert_eq!(
+            strip.upstream_uri(&"/apix/y".parse().unwrap()).unwrap().to_string(),
+            "http://127.0.0.1:9/app/apix/y"
+        );
+        assert_eq!(strip.upstream_uri(&"/v2".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/app/v2");
         let root = proxy("http://127.0.0.1:9", "/", ProxyOptions { strip_prefix: true, ..Default::default() });
         assert_eq!(root.upstream_uri(&"/x".parse().unwrap()).unwrap().to_string(), "http://127.0.0.1:9/x");
     }

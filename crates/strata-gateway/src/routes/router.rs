@@ -391,8 +391,9 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
 }
 
 /// `/api/tasks?x=1` under prefix `/api` → `/tasks?x=1`, keeping scheme and authority (HTTP/2).
+/// `None` for a path no longer under the prefix: a `rewrite` in the route moved it.
 fn strip_prefix(uri: &Uri, prefix: &str) -> Option<Uri> {
-    let rest = &uri.path()[prefix.len()..];
+    let rest = uri.path().strip_prefix(prefix).filter(|rest| rest.is_empty() || rest.starts_with('/'))?;
     with_path(uri, if rest.is_empty() { "/" } else { rest })
 }
 
@@ -437,5 +438,9 @@ mod tests {
         assert_eq!(strip_prefix(&uri, "/api").unwrap().to_string(), "http://h:1/tasks?x=1");
         let uri: Uri = "/api".parse().unwrap();
         assert_eq!(strip_prefix(&uri, "/api").unwrap().to_string(), "/");
+        // A path a rewrite moved out from under the prefix is left whole, never cut mid-segment.
+        for moved in ["/v2", "/apix/y", "/a"] {
+            assert!(strip_prefix(&moved.parse().unwrap(), "/api").is_none(), "{moved}");
+        }
     }
 }

@@ -72,6 +72,25 @@ pub mod forward_auth;
 pub use forward_auth::ForwardAuthConfig;
 #[cfg(feature = "forward-auth")]
 pub use forward_auth::{ForwardAuth, ForwardAuthBuilder};
+#[cfg(any(feature = "redirect", feature = "rewrite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "redirect", feature = "rewrite"))))]
+pub mod path_rule;
+#[cfg(any(feature = "redirect", feature = "rewrite"))]
+pub use path_rule::PathRule;
+#[cfg(feature = "redirect")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redirect")))]
+pub mod redirect;
+#[cfg(feature = "redirect")]
+pub use redirect::{Redirect, RedirectBuilder, TrailingSlash};
+#[cfg(all(feature = "redirect", feature = "config"))]
+pub use redirect::{RedirectConfig, RedirectRuleConfig};
+#[cfg(feature = "rewrite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rewrite")))]
+pub mod rewrite;
+#[cfg(feature = "rewrite")]
+pub use rewrite::{OriginalUri, Rewrite, RewriteBuilder};
+#[cfg(all(feature = "rewrite", feature = "config"))]
+pub use rewrite::{RewriteConfig, RewriteRuleConfig};
 #[cfg(test)]
 mod test_support;
 
