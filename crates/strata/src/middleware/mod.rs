@@ -65,6 +65,10 @@ pub mod rate_limit;
 pub use rate_limit::RateLimitConfig;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
+pub mod security_headers;
+#[cfg(feature = "config")]
+pub use security_headers::SecurityHeadersConfig;
+pub use security_headers::{CspNonce, SecurityHeaders, SecurityHeadersBuilder};
 #[cfg(test)]
 mod test_support;
 
