@@ -49,6 +49,8 @@ kinds! {
     "timeout" => mw::Timeout::from_config,
     "body_limit" => mw::BodyLimit::from_config,
     "rate_limit" => mw::RateLimit::from_config,
+    "security_headers" => mw::SecurityHeaders::from_config,
+    "headers" => mw::Headers::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.
