@@ -78,4 +78,8 @@ mod markdown_docs {
     struct MiddlewareTimeout;
     #[doc = include_str!("../../../docs/middleware/timing.md")]
     struct MiddlewareTiming;
+    #[doc = include_str!("../../../docs/middleware/security_headers.md")]
+    struct MiddlewareSecurityHeaders;
+    #[doc = include_str!("../../../docs/middleware/headers.md")]
+    struct MiddlewareHeaders;
 }
