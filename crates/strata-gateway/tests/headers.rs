@@ -13,7 +13,10 @@ use common::{Strata, client, run, write_config};
 fn argon2id(password: &str) -> String {
     let params = Params::new(1024, 1, 1, None).unwrap();
     let salt = SaltString::encode_b64(b"headers-rules").unwrap();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(password.as_bytes(), &salt).unwrap().to_string()
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
 }
 
 fn values(h: &reqwest::header::HeaderMap, name: &str) -> Vec<String> {
@@ -137,12 +140,19 @@ fn bad_rules_are_reported_at_their_line_and_column() {
     let (code, stderr, file) = check("response = { set = { \"x-a\" = \"{nope}\" } }");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains(&format!("{file}:6:1: error: middleware `hdrs` (headers): set.\"x-a\": `{{nope}}`: unknown placeholder `{{nope}}`")),
+        stderr.contains(&format!(
+            "{file}:6:1: error: middleware `hdrs` (headers): set.\"x-a\": `{{nope}}`: unknown placeholder `{{nope}}`"
+        )),
         "{stderr}"
     );
     let (code, stderr, file) = check("request.remove = [\"bad name\"]");
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains(&format!("{file}:6:1: error: middleware `hdrs` (headers): remove: `bad name` is not a header name")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:6:1: error: middleware `hdrs` (headers): remove: `bad name` is not a header name"
+        )),
+        "{stderr}"
+    );
     let (code, stderr, file) = check("request.sett = {}");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains(&format!("{file}:6:9: error: unknown field `sett`")), "{stderr}");

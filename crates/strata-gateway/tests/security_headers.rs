@@ -17,7 +17,10 @@ use common::{Strata, client, run, write_config};
 fn argon2id(password: &str) -> String {
     let params = Params::new(1024, 1, 1, None).unwrap();
     let salt = SaltString::encode_b64(b"security-headers").unwrap();
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(password.as_bytes(), &salt).unwrap().to_string()
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
 }
 
 fn text<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {

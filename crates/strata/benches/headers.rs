@@ -21,7 +21,8 @@ use strata::middleware::{Headers, SecurityHeaders};
 
 /// `GET /api/tasks` from a client, as the router hands it to a route with a user set.
 fn request(tls: bool) -> Request {
-    let mut req = http::Request::builder().uri("/api/tasks").header(header::HOST, "example.com").body(Body::default()).unwrap();
+    let mut req =
+        http::Request::builder().uri("/api/tasks").header(header::HOST, "example.com").body(Body::default()).unwrap();
     let info = ConnectionInfo::new("10.0.0.7:40000".parse().unwrap(), "127.0.0.1:8080".parse().unwrap()).over_tls(tls);
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(MatchedRoute("/api".into()));
@@ -41,12 +42,16 @@ fn main() {
     };
     run("headers/empty_stack", Stack::new(), false, |res| res.headers().len() == 1);
     run("headers/security_preset", Stack::new().with(SecurityHeaders::default()), false, |res| {
-        res.headers().contains_key(header::X_FRAME_OPTIONS) && !res.headers().contains_key(header::STRICT_TRANSPORT_SECURITY)
+        res.headers().contains_key(header::X_FRAME_OPTIONS)
+            && !res.headers().contains_key(header::STRICT_TRANSPORT_SECURITY)
     });
     run("headers/security_preset_https", Stack::new().with(SecurityHeaders::default()), true, |res| {
         res.headers().contains_key(header::STRICT_TRANSPORT_SECURITY)
     });
-    let csp = SecurityHeaders::builder().content_security_policy("default-src 'self'; script-src 'nonce-{nonce}'").build().unwrap();
+    let csp = SecurityHeaders::builder()
+        .content_security_policy("default-src 'self'; script-src 'nonce-{nonce}'")
+        .build()
+        .unwrap();
     run("headers/security_csp_nonce", Stack::new().with(csp), false, |res| {
         res.headers().get(header::CONTENT_SECURITY_POLICY).is_some_and(|v| v.len() > 40)
     });

@@ -42,7 +42,8 @@ impl Headers {
     /// through [`HeadersBuilder::build`](super::HeadersBuilder::build), which parses the templates.
     pub fn from_config(config: HeadersConfig, _ctx: &BuildContext) -> Result<Headers, ConfigError> {
         let mut b = Headers::builder();
-        let sides: [(&'static str, HeaderRulesConfig); 2] = [("request", config.request), ("response", config.response)];
+        let sides: [(&'static str, HeaderRulesConfig); 2] =
+            [("request", config.request), ("response", config.response)];
         for (key, rules) in sides {
             let name = |verb: &str, raw: &str| {
                 HeaderName::from_bytes(raw.trim().as_bytes())
@@ -65,4 +66,3 @@ impl Headers {
         b.build()
     }
 }
-

@@ -173,7 +173,10 @@ impl HeadersBuilder {
             };
             let at = |message: String| ConfigError::field(side.key(), format!("{verb}.\"{name}\": {message}"));
             if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-                return Err(at("describes the body's framing, which the server owns: a wrong value corrupts the connection".to_string()));
+                return Err(at(
+                    "describes the body's framing, which the server owns: a wrong value corrupts the connection"
+                        .to_string(),
+                ));
             }
             let template = Template::parse(&value).map_err(at)?;
             rules.uses = rules.uses.union(template.uses());

@@ -211,9 +211,11 @@ impl Captured {
             out.uri = Some(req.uri().clone());
         }
         if uses.has(Placeholder::Host) {
-            out.host = req.headers().get(header::HOST).cloned().or_else(|| {
-                req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
+            out.host = req
+                .headers()
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         }
         out
     }

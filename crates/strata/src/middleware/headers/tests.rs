@@ -50,9 +50,17 @@ fn templates_parse_into_literals_and_placeholders() {
     assert!(!t.uses().has(Placeholder::Route));
     let req = request("GET", "/", &[("host", "example.com:8080")]);
     let captured = Captured::from_request(&req, t.uses());
-    assert_eq!(t.render(&captured, Some("bob")), Rendered::Value(HeaderValue::from_static("bob@example.com:8080 {literal}")));
-    assert_eq!(Template::parse("a}b").unwrap().render(&Captured::default(), None), Rendered::Value(HeaderValue::from_static("a}b")));
-    assert!(Template::parse("{usr}").unwrap_err().contains("unknown placeholder `{usr}`, expected one of {request_id}"));
+    assert_eq!(
+        t.render(&captured, Some("bob")),
+        Rendered::Value(HeaderValue::from_static("bob@example.com:8080 {literal}"))
+    );
+    assert_eq!(
+        Template::parse("a}b").unwrap().render(&Captured::default(), None),
+        Rendered::Value(HeaderValue::from_static("a}b"))
+    );
+    assert!(
+        Template::parse("{usr}").unwrap_err().contains("unknown placeholder `{usr}`, expected one of {request_id}")
+    );
     assert!(Template::parse("x {user").unwrap_err().contains("without its `}`"));
     assert!(Template::parse("line\nbreak").unwrap_err().contains("not a valid header value"));
     assert!(Template::parse("").unwrap_err().contains("use `remove`"));

@@ -118,9 +118,10 @@ impl SecurityHeaders {
         if let Some(text) = &config.nonce_header {
             let name = match text.trim() {
                 "" => None,
-                name => Some(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    ConfigError::field("nonce_header", format!("`{text}` is not a header name"))
-                })?),
+                name => Some(
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| ConfigError::field("nonce_header", format!("`{text}` is not a header name")))?,
+                ),
             };
             b = b.nonce_header(name);
         }
@@ -132,7 +133,8 @@ impl SecurityHeaders {
 /// [`parse_duration`](crate::middleware::parse_duration), because two years is what the preload
 /// list recommends.
 fn parse_max_age(text: &str) -> Result<Duration, String> {
-    let too_long = || format!("`{text}`: expected a duration of at most {} (730 days)", describe_duration(MAX_HSTS_MAX_AGE));
+    let too_long =
+        || format!("`{text}`: expected a duration of at most {} (730 days)", describe_duration(MAX_HSTS_MAX_AGE));
     match humantime::parse_duration(text.trim()) {
         Ok(age) if age <= MAX_HSTS_MAX_AGE => Ok(age),
         Ok(_) | Err(humantime::DurationError::NumberOverflow) => Err(too_long()),

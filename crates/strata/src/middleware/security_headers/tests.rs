@@ -8,7 +8,6 @@ use http::{StatusCode, header};
 
 use super::*;
 use crate::http::{Service, Stack, response};
-use crate::middleware::ConfigError;
 use crate::middleware::test_support::{from_client, request};
 
 /// What the app saw of the nonce: the extension and the request header.
@@ -194,7 +193,7 @@ fn bad_values_are_build_errors_naming_their_key() {
 #[cfg(feature = "config")]
 #[test]
 fn the_config_table_maps_onto_the_builder() {
-    let from = |toml_text: &str| -> Result<SecurityHeaders, ConfigError> {
+    let from = |toml_text: &str| -> Result<SecurityHeaders, crate::middleware::ConfigError> {
         let config: SecurityHeadersConfig = toml::from_str(toml_text).expect("a valid table");
         SecurityHeaders::from_config(config, &crate::middleware::BuildContext::default())
     };
