@@ -52,6 +52,8 @@ kinds! {
     "forward_auth" => mw::ForwardAuth::from_config,
     "redirect" => mw::Redirect::from_config,
     "rewrite" => mw::Rewrite::from_config,
+    "security_headers" => mw::SecurityHeaders::from_config,
+    "headers" => mw::Headers::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

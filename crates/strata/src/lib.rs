@@ -87,4 +87,8 @@ mod markdown_docs {
     #[cfg(feature = "rewrite")]
     #[doc = include_str!("../../../docs/middleware/rewrite.md")]
     struct MiddlewareRewrite;
+    #[doc = include_str!("../../../docs/middleware/security_headers.md")]
+    struct MiddlewareSecurityHeaders;
+    #[doc = include_str!("../../../docs/middleware/headers.md")]
+    struct MiddlewareHeaders;
 }

@@ -285,12 +285,19 @@ impl Gateway {
                     upstream: traced_upstream,
                 });
             }
+            // `headers` is the kind that reads it (`{route}`): other routes skip its cost.
+            let matched = service
+                .layers()
+                .iter()
+                .any(|l| l.info().kind == "headers")
+                .then(|| strata::http::MatchedRoute(name.as_str().into()));
             entries.push(RouteEntry {
                 prefix: route.prefix.clone(),
                 name,
                 service,
                 metrics,
                 upstreams: route_upstreams,
+                matched,
             });
             routes.push(RoutePlan {
                 prefix: route.prefix.clone(),

@@ -10,7 +10,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, StatusCode, header};
 use strata::http::client_ip::TrustedProxies;
 use strata::http::path::{Normalized, PathPolicy};
-use strata::http::{NamedLayer, Refusal, Request, Response, Service, response};
+use strata::http::{MatchedRoute, NamedLayer, Refusal, Request, Response, Service, response};
 use strata::{BoxFuture, Endpoint, Facts, LayerInfo};
 
 use crate::explain_request::{LiveCapture, Redactor};
@@ -30,6 +30,9 @@ pub(super) struct RouteEntry {
     pub(super) metrics: Option<Arc<RouteMetrics>>,
     // The targets of an upstream route.
     pub(super) upstreams: Option<Arc<Upstreams>>,
+    // Its name for the layers that read it from the request; `None` when none does, so the
+    // other routes' requests skip the extension's allocation.
+    pub(super) matched: Option<MatchedRoute>,
 }
 
 /// A service's layers as metrics name them: each layer, then the endpoint as `app`.
@@ -101,7 +104,12 @@ impl Router {
             None => Ok(None),
         });
         match routed {
-            Ok(Some(index)) => Routed { route: Some(index), service: &self.routes[index].service },
+            Ok(Some(index)) => {
+                if let Some(matched) = &self.routes[index].matched {
+                    req.extensions_mut().insert(matched.clone());
+                }
+                Routed { route: Some(index), service: &self.routes[index].service }
+            }
             Ok(None) => Routed { route: None, service: &self.not_found },
             Err(refused) => {
                 req.extensions_mut().insert(refused);
@@ -165,6 +173,9 @@ impl Router {
                 (&self.not_found, &self.unmatched, None)
             }
         };
+        if let Some(matched) = route.and_then(|index| self.routes[index].matched.as_ref()) {
+            req.extensions_mut().insert(matched.clone());
+        }
         // Before the stack runs: a traced request's `traceparent` is rewritten here.
         let trace = self.tracer.as_ref().and_then(|tracer| tracer.begin(&mut req, route));
         if metrics.is_none() && trace.is_none() {

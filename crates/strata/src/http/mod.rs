@@ -238,6 +238,15 @@ impl std::fmt::Display for AssignedRequestId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthenticatedUser(pub std::sync::Arc<str>);
 
+/// The route a router picked for the request, in the request's extensions: its name as logs and
+/// metrics show it (the prefix, `/api`, after the route's hosts when it names some,
+/// `api.example.com/v1`).
+///
+/// The gateway's router inserts it for the routes whose stack has a layer that reads it (a
+/// `headers` layer, for `{route}`); a library user routing requests inserts it the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedRoute(pub std::sync::Arc<str>);
+
 /// A stack served straight by hyper (`hyper::server::conn::http1::Builder::serve_connection`):
 /// the incoming body becomes a [`Body`] without boxing, and the call never fails.
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Service {

@@ -91,6 +91,14 @@ pub mod rewrite;
 pub use rewrite::{OriginalUri, Rewrite, RewriteBuilder};
 #[cfg(all(feature = "rewrite", feature = "config"))]
 pub use rewrite::{RewriteConfig, RewriteRuleConfig};
+pub mod security_headers;
+#[cfg(feature = "config")]
+pub use security_headers::SecurityHeadersConfig;
+pub use security_headers::{CspNonce, SecurityHeaders, SecurityHeadersBuilder};
+pub mod headers;
+#[cfg(feature = "config")]
+pub use headers::{HeaderRulesConfig, HeadersConfig};
+pub use headers::{Headers, HeadersBuilder};
 #[cfg(test)]
 mod test_support;
 

@@ -47,7 +47,7 @@
 
 #[cfg(feature = "config")]
 mod config;
-mod random;
+pub(crate) mod random;
 #[cfg(test)]
 mod tests;
 

@@ -1,4 +1,4 @@
-//! Random bits for request ids and trace ids, from the operating system's random source.
+//! Random bits for request ids, trace ids and CSP nonces, from the operating system's random source.
 //!
 //! Each thread draws [`BUFFER`] bytes at a time and hands them out in pieces, so a request costs a
 //! copy rather than a system call. Should the OS source fail (it does not on supported systems),
@@ -57,7 +57,7 @@ impl Pool {
 }
 
 /// `N` random bytes.
-pub(super) fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     POOL.with(|pool| pool.borrow_mut().fill(&mut out));
     out
