@@ -23,6 +23,58 @@ pub enum Target {
     App(String),
     /// One or more upstream HTTP servers (in the order written), sharing the route's traffic.
     Upstream(Vec<UpstreamTarget>),
+    /// Files from a directory (`static = "DIR"` or `static = { root = "DIR", … }`).
+    Static(StaticTarget),
+}
+
+/// A route's `static` target: its table, and where each of its keys is written, so that an error
+/// the files' builder reports about a key points at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticTarget {
+    /// The table (`static = "DIR"` is `root` alone).
+    pub config: strata::apps::StaticFilesConfig,
+    /// Each key written and the span of its key (for `static = "DIR"`, `root` and the string's).
+    pub key_spans: Vec<(String, Range<usize>)>,
+}
+
+impl StaticTarget {
+    /// Where `field` is written, else the whole `static` value (`span`).
+    pub fn span_of(&self, field: &str, span: &Range<usize>) -> Range<usize> {
+        self.key_spans.iter().find(|(key, _)| key == field).map_or_else(|| span.clone(), |(_, at)| at.clone())
+    }
+}
+
+/// Reads a route's `static` value: a string (the root directory) or a table of
+/// [`strata::apps::StaticFilesConfig`]'s keys, errors located at the key at fault.
+pub(super) fn parse_static(
+    source: Source<'_>,
+    value: Spanned<toml::de::DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<StaticTarget> {
+    use toml::de::DeValue;
+    let span = value.span();
+    match value.get_ref() {
+        DeValue::String(root) => Some(StaticTarget {
+            config: strata::apps::StaticFilesConfig::root(root.to_string()),
+            key_spans: vec![("root".to_string(), span)],
+        }),
+        DeValue::Table(table) => {
+            let key_spans = table.iter().map(|(k, _)| (k.get_ref().to_string(), k.span())).collect();
+            let config = super::from_table(source, value, errors)?;
+            Some(StaticTarget { config, key_spans })
+        }
+        other => {
+            errors.push(source.error(
+                span,
+                format!(
+                    "`static` must be a directory (`static = \"./public\"`) or a table \
+                     (`static = {{ root = \"./public\", precompressed = true }}`), found {}",
+                    other.type_str()
+                ),
+            ));
+            None
+        }
+    }
 }
 
 /// A `[[route]]`.
@@ -319,7 +371,7 @@ impl RouteSection {
 }
 
 /// Reports each key of `spans` (a key and the span of its value) as one a route serving a
-/// built-in app may not set.
+/// built-in app or static files may not set.
 pub(super) fn reject_upstream_only_keys(
     source: Source<'_>,
     spans: Vec<(&str, Range<usize>)>,
@@ -327,7 +379,7 @@ pub(super) fn reject_upstream_only_keys(
 ) {
     for (key, span) in spans {
         errors.push(
-            source.error(span, format!("`{key}` is an option of upstream routes; this route serves a built-in app")),
+            source.error(span, format!("`{key}` is an option of upstream routes, and this route has no `upstream`")),
         );
     }
 }
