@@ -432,6 +432,25 @@ mod tests {
     }
 
     #[test]
+    fn static_routes_take_a_directory_or_a_table_and_refuse_the_other_targets() {
+        let c = parse("[[route]]\nprefix = \"/assets\"\nstatic = \"./public\"\n").unwrap();
+        let Target::Static(target) = &c.routes[0].target else { panic!("a static route") };
+        assert_eq!(target.config, strata::apps::StaticFilesConfig::root("./public"));
+        assert_eq!(target.span_of("root", &(0..0)), c.routes[0].target_span);
+        let c = parse("[[route]]\nprefix = \"/\"\n[route.static]\nroot = \"dist\"\nspa_fallback = \"index.html\"\n")
+            .unwrap();
+        let Target::Static(target) = &c.routes[0].target else { panic!("a static route") };
+        assert_eq!(target.config.spa_fallback.as_deref(), Some("index.html"));
+        assert!(target.config.index && !target.config.precompressed);
+        let e = first_error("[[route]]\nprefix = \"/\"\nstatic = { root = \"d\", gzip = true }\n");
+        assert_eq!((e.line, e.column), (3, 24), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nstatic = \"d\"\n");
+        assert!(e.message.contains("one target"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nstatic = \"d\"\nvia = false\n");
+        assert!(e.message.contains("`via` is an option of upstream routes"), "{e}");
+    }
+
+    #[test]
     fn https_upstreams_take_tls_keys_and_other_routes_refuse_them() {
         let c = parse(
             "[[route]]\nprefix = \"/\"\nupstream = \"https://10.0.0.5/base\"\ntls_ca_file = \"certs/ca.pem\"\n\
