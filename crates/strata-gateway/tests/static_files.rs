@@ -40,9 +40,7 @@ impl Site {
 /// The gateway serving `site` at `/assets` with `options` added to the `static` table.
 fn serve(site: &Site, options: &str) -> Strata {
     let root = site.public().display().to_string();
-    Strata::start(Some(&format!(
-        "[[route]]\nprefix = \"/assets\"\nstatic = {{ root = \"{root}\"{options} }}\n"
-    )))
+    Strata::start(Some(&format!("[[route]]\nprefix = \"/assets\"\nstatic = {{ root = \"{root}\"{options} }}\n")))
 }
 
 /// curl's answer: the status line and headers (lower-cased names), and the body.
@@ -137,9 +135,14 @@ fn curl_gets_files_ranges_304s_and_the_br_sibling() {
     assert!(plain.header("content-encoding").is_none());
     let tags = [br.header("etag"), gz.header("etag"), plain.header("etag")];
     assert!(tags[0] != tags[1] && tags[1] != tags[2] && tags[0] != tags[2], "one tag per encoding: {tags:?}");
-    let br_again = curl(&strata, "/assets/app.js", &["-H", "Accept-Encoding: br", "-H", &format!("If-None-Match: {}", tags[0].clone().unwrap())]);
+    let br_again = curl(
+        &strata,
+        "/assets/app.js",
+        &["-H", "Accept-Encoding: br", "-H", &format!("If-None-Match: {}", tags[0].clone().unwrap())],
+    );
     assert_eq!(br_again.status(), 304);
-    let plain_with_br_tag = curl(&strata, "/assets/app.js", &["-H", &format!("If-None-Match: {}", tags[0].clone().unwrap())]);
+    let plain_with_br_tag =
+        curl(&strata, "/assets/app.js", &["-H", &format!("If-None-Match: {}", tags[0].clone().unwrap())]);
     assert_eq!(plain_with_br_tag.status(), 200, "the br tag does not validate the plain file");
 }
 
@@ -217,7 +220,11 @@ fn strata_check_locates_bad_static_values() {
     let site = Site::new();
     let root = site.public().display().to_string();
     let cases = [
-        (format!("[[route]]\nprefix = \"/\"\nstatic = {{ root = \"{root}\", indx = true }}\n"), "3:", "unknown field `indx`"),
+        (
+            format!("[[route]]\nprefix = \"/\"\nstatic = {{ root = \"{root}\", indx = true }}\n"),
+            "3:",
+            "unknown field `indx`",
+        ),
         (
             format!("[[route]]\nprefix = \"/\"\nstatic = {{ root = \"{root}\", spa_fallback = \"nope.html\" }}\n"),
             // The column of `spa_fallback`: after `static = { root = "…", `.
@@ -227,7 +234,11 @@ fn strata_check_locates_bad_static_values() {
         ("[[route]]\nprefix = \"/\"\nstatic = \"./no-such-dir\"\n".to_string(), ":3:10:", "`static.root`"),
         ("[[route]]\nprefix = \"/\"\nstatic = 3\n".to_string(), ":3:10:", "`static` must be a directory"),
         ("[[route]]\nprefix = \"/\"\napp = \"echo\"\nstatic = \".\"\n".to_string(), ":4:10:", "one target"),
-        (format!("[[route]]\nprefix = \"/\"\nstatic = \"{root}\"\ntimeout = \"1s\"\n"), ":4:11:", "`timeout` is an option of upstream routes"),
+        (
+            format!("[[route]]\nprefix = \"/\"\nstatic = \"{root}\"\ntimeout = \"1s\"\n"),
+            ":4:11:",
+            "`timeout` is an option of upstream routes",
+        ),
     ];
     for (text, at, message) in cases {
         let config = write_config(&text);
@@ -235,6 +246,9 @@ fn strata_check_locates_bad_static_values() {
         let out = run(&["check", "--config", file], "");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{text}\n{stderr}");
-        assert!(stderr.contains(file) && stderr.contains(at) && stderr.contains(message), "{text}\nwanted {at} {message}\n{stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains(at) && stderr.contains(message),
+            "{text}\nwanted {at} {message}\n{stderr}"
+        );
     }
 }

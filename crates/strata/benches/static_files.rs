@@ -60,10 +60,16 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("static");
     group.bench_function("4k", |b| b.iter(|| run(&rt, &service, || get("/4k.txt").body(Body::empty()).unwrap())));
     group.bench_function("4k-304", |b| {
-        b.iter(|| run(&rt, &service, || get("/4k.txt").header(header::IF_NONE_MATCH, etag.clone()).body(Body::empty()).unwrap()))
+        b.iter(|| {
+            run(&rt, &service, || {
+                get("/4k.txt").header(header::IF_NONE_MATCH, etag.clone()).body(Body::empty()).unwrap()
+            })
+        })
     });
     group.bench_function("4k-br", |b| {
-        b.iter(|| run(&rt, &service, || get("/4k.txt").header(header::ACCEPT_ENCODING, "br").body(Body::empty()).unwrap()))
+        b.iter(|| {
+            run(&rt, &service, || get("/4k.txt").header(header::ACCEPT_ENCODING, "br").body(Body::empty()).unwrap())
+        })
     });
     group.bench_function("1m", |b| b.iter(|| run(&rt, &service, || get("/1m.bin").body(Body::empty()).unwrap())));
     group.bench_function("404", |b| b.iter(|| run(&rt, &service, || get("/missing.txt").body(Body::empty()).unwrap())));
@@ -86,7 +92,9 @@ fn bench(c: &mut Criterion) {
             black_box((file, real.starts_with(&root)))
         })
     });
-    group.bench_function("open-only", |b| b.iter(|| black_box(std::fs::File::open(black_box(Path::new(&deep))).unwrap())));
+    group.bench_function("open-only", |b| {
+        b.iter(|| black_box(std::fs::File::open(black_box(Path::new(&deep))).unwrap()))
+    });
     group.finish();
 }
 

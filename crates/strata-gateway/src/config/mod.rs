@@ -271,10 +271,10 @@ impl<'a> Config<'a> {
             config.routes.push(Route { prefix, hosts, stack, target, target_span, proxy, upstream: upstream_options });
         }
         if config.routes.is_empty() && errors.is_empty() {
-            errors.push(
-                source
-                    .error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"),
-            );
+            errors.push(source.error(
+                0..0,
+                "no routes: add at least one `[[route]]` with a `prefix` and an `app`, `upstream` or `static`",
+            ));
         }
         if let Some(admin) = &config.admin {
             let public = std::iter::once(config.server.listen).chain(config.server.tls.as_ref().map(|t| t.listen));

@@ -88,7 +88,7 @@ pub struct Route {
     pub stack: Vec<NameRef>,
     /// What the route serves.
     pub target: Target,
-    /// Where the target (`app` or `upstream`) is written.
+    /// Where the target (`app`, `upstream` or `static`) is written.
     pub target_span: Range<usize>,
     /// How an upstream route forwards (defaults for app routes, which reject these keys).
     pub proxy: ProxyOptions,

@@ -276,7 +276,8 @@ impl Gateway {
                     let files = match built {
                         Ok(files) => files,
                         Err(e) => {
-                            let at = e.field.map_or(route.target_span.clone(), |f| target.span_of(f, &route.target_span));
+                            let at =
+                                e.field.map_or(route.target_span.clone(), |f| target.span_of(f, &route.target_span));
                             let key = e.field.map_or_else(|| "static".to_string(), |f| format!("static.{f}"));
                             errors.push(source.error(at, format!("`{key}`: {}", e.message)));
                             continue;
@@ -288,11 +289,12 @@ impl Gateway {
                 }
             };
             let mounted_itself = matches!(route.target, Target::Static(_));
-            let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && !mounted_itself && route.prefix != "/" {
-                Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
-            } else {
-                endpoint
-            };
+            let endpoint: Arc<dyn Endpoint<Request, Response>> =
+                if !is_upstream && !mounted_itself && route.prefix != "/" {
+                    Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
+                } else {
+                    endpoint
+                };
             let service = server_stack.clone().then(stack).serve_arc(endpoint);
             facts = facts.union(service.facts()).union(target.facts);
             let name = route_name(&route.hosts, &route.prefix);

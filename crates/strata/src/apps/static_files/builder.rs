@@ -123,7 +123,8 @@ impl StaticFilesBuilder {
             trimmed => trimmed.to_string(),
         };
         if let Some(fallback) = &self.spa_fallback {
-            let plain = !fallback.as_os_str().is_empty() && fallback.components().all(|c| matches!(c, Component::Normal(_)));
+            let plain =
+                !fallback.as_os_str().is_empty() && fallback.components().all(|c| matches!(c, Component::Normal(_)));
             if !plain {
                 return Err(ConfigError::field(
                     "spa_fallback",

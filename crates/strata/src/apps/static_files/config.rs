@@ -52,7 +52,10 @@ impl StaticFiles {
     /// The builder the table describes, `root` resolved against the config file's directory, for
     /// a caller to add what the table does not say (the gateway sets the route's
     /// [mount path](StaticFilesBuilder::mount_path)) before [`build`](StaticFilesBuilder::build).
-    pub fn builder_from_config(config: StaticFilesConfig, ctx: &BuildContext) -> Result<StaticFilesBuilder, ConfigError> {
+    pub fn builder_from_config(
+        config: StaticFilesConfig,
+        ctx: &BuildContext,
+    ) -> Result<StaticFilesBuilder, ConfigError> {
         if config.root.trim().is_empty() {
             return Err(ConfigError::field("root", "expected the path of a directory"));
         }

@@ -69,9 +69,9 @@ use crate::{BoxFuture, Endpoint};
 
 mod body;
 mod builder;
+mod conditional;
 #[cfg(feature = "config")]
 mod config;
-mod conditional;
 mod content_type;
 mod resolve;
 #[cfg(test)]
@@ -129,10 +129,8 @@ impl StaticFiles {
         let settings = &*self.settings;
         let head = request.method == Method::HEAD;
         if request.method != Method::GET && !head {
-            let mut res = response::generated_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Files can only be read, with GET or HEAD.",
-            );
+            let mut res =
+                response::generated_error(StatusCode::METHOD_NOT_ALLOWED, "Files can only be read, with GET or HEAD.");
             res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return res;
         }
@@ -253,10 +251,8 @@ impl Settings {
         let Opened { file, metadata } = opened;
         let len = metadata.len();
         let modified = metadata.modified().ok();
-        let validators = Validators {
-            etag: entity_tag(&metadata, coding),
-            modified: modified.and_then(conditional::whole_seconds),
-        };
+        let validators =
+            Validators { etag: entity_tag(&metadata, coding), modified: modified.and_then(conditional::whole_seconds) };
         let mut res = match validators.evaluate(&request.headers) {
             Precondition::Proceed => Response::new(Body::empty()),
             Precondition::NotModified => response::status(StatusCode::NOT_MODIFIED),

@@ -149,7 +149,19 @@ mod tests {
 
     #[test]
     fn dot_segments_slashes_nul_and_hidden_files_are_refused() {
-        for bad in ["/..", "/a/../b", "/%2e%2e/x", "/.%2E/x", "/a/.", "/a%2fb", "/a%5Cb", "/a%00", "/.env", "/a/.git/config", "/%ff"] {
+        for bad in [
+            "/..",
+            "/a/../b",
+            "/%2e%2e/x",
+            "/.%2E/x",
+            "/a/.",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a%00",
+            "/.env",
+            "/a/.git/config",
+            "/%ff",
+        ] {
             assert!(rel(bad).is_err(), "{bad}");
         }
         assert!(relative("/.env", true).is_ok());

@@ -193,7 +193,8 @@ async fn traversal_hidden_files_and_escaping_links_are_404s_with_reasons() {
     #[cfg(unix)]
     std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
     let files = files(dir.path()).build().unwrap();
-    for path in ["/../hello.txt", "/%2e%2e/hello.txt", "/docs/%2E%2E/%2e%2e/etc/passwd", "/a%2f..%2f..%2fetc", "/.env"] {
+    for path in ["/../hello.txt", "/%2e%2e/hello.txt", "/docs/%2E%2E/%2e%2e/etc/passwd", "/a%2f..%2f..%2fetc", "/.env"]
+    {
         let res = get(&files, path, &[]);
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
         assert!(reason(&res).is_some(), "{path}");
