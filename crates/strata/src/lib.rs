@@ -9,6 +9,8 @@
 //! - [`http`]: the HTTP instantiation — [`http::Request`], [`http::Response`], [`http::Body`] and
 //!   response helpers.
 //! - [`middleware`]: the production middlewares, one file each.
+//! - [`apps`]: ready-made endpoints, such as `StaticFiles` (feature `static-files`) for a directory
+//!   of files.
 //! - [`server`] (feature `server`, on by default): [`serve`] serves a stack on a `TcpListener` —
 //!   HTTP/1.1 and h2c on one port, connection timeouts and cap, graceful shutdown.
 //! - `tower` (feature `tower`, on by default): a stack as a `tower::Layer`, any tower layer in a
@@ -31,6 +33,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+pub mod apps;
 pub mod check;
 pub mod http;
 pub mod middleware;
@@ -91,4 +94,7 @@ mod markdown_docs {
     struct MiddlewareSecurityHeaders;
     #[doc = include_str!("../../../docs/middleware/headers.md")]
     struct MiddlewareHeaders;
+    #[cfg(feature = "static-files")]
+    #[doc = include_str!("../../../docs/static.md")]
+    struct StaticFiles;
 }

@@ -26,8 +26,8 @@ pub use error::{
 };
 pub use log::{LogFormat, LogSettings};
 pub use route::{
-    ForwardedHeaders, MAX_CONNECT_TIMEOUT, MAX_IDLE_TIMEOUT, MAX_UPSTREAM_TIMEOUT, ProxyOptions, Route, Target,
-    UpstreamTlsOptions,
+    ForwardedHeaders, MAX_CONNECT_TIMEOUT, MAX_IDLE_TIMEOUT, MAX_UPSTREAM_TIMEOUT, ProxyOptions, Route, StaticTarget,
+    Target, UpstreamTlsOptions,
 };
 pub use server::{
     CertificateFiles, ClientAuth, DEFAULT_REDIRECT_EXEMPT, DEFAULT_VIA_PSEUDONYM, MAX_SHUTDOWN_GRACE, MAX_WORKERS,
@@ -46,7 +46,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::hosts::HostPattern;
-use route::{RouteSection, normalize_prefix, parse_hosts};
+use route::{RouteSection, normalize_prefix, parse_hosts, parse_static};
 use server::{ServerSection, parse_server};
 use upstream::parse_targets;
 
@@ -176,8 +176,13 @@ impl<'a> Config<'a> {
         }
         // Each (host, prefix) pair is one place; `None` is "any host no route names".
         let mut prefixes: BTreeMap<(Option<HostPattern>, String), Range<usize>> = BTreeMap::new();
-        for value in route_values {
+        for mut value in route_values {
             let span = value.span();
+            // `static` is read apart: a string or a table of the files' own keys.
+            let static_value = match value.get_mut() {
+                DeValue::Table(table) => table.remove("static"),
+                _ => None,
+            };
             let Some(mut section) = from_table::<RouteSection>(source, value, &mut errors) else { continue };
             let stack = check_refs(std::mem::take(&mut section.stack), &mut errors);
             check_duplicates(source, &config.server.stack, &stack, &mut errors);
@@ -208,6 +213,26 @@ impl<'a> Config<'a> {
                 }
                 prefixes.insert(key, prefix_span.clone());
             }
+            let static_span = static_value.as_ref().map(Spanned::span);
+            if let Some(at) = static_span.clone().filter(|_| section.app.is_some() || section.upstream.is_some()) {
+                errors.push(source.error(at, "a route has one target: `app`, `upstream` or `static`, not two"));
+                continue;
+            }
+            if let Some(value) = static_value {
+                let span = value.span();
+                if let Some(target) = parse_static(source, value, &mut errors) {
+                    config.routes.push(Route {
+                        prefix,
+                        hosts,
+                        stack,
+                        target: Target::Static(target),
+                        target_span: span,
+                        proxy,
+                        upstream: upstream_options,
+                    });
+                }
+                continue;
+            }
             let (target, target_span) = match (section.app, section.upstream) {
                 (Some(app), None) => {
                     if !app_names.contains(&app.get_ref().as_str()) {
@@ -237,7 +262,8 @@ impl<'a> Config<'a> {
                 (None, None) => {
                     errors.push(source.error(
                         span,
-                        "a route needs a target: `app = \"tasks\"` (a built-in app) or `upstream = \"http://127.0.0.1:8000\"`",
+                        "a route needs a target: `app = \"tasks\"` (a built-in app), `upstream = \"http://127.0.0.1:8000\"` \
+                         or `static = \"./public\"` (files)",
                     ));
                     continue;
                 }
@@ -245,10 +271,10 @@ impl<'a> Config<'a> {
             config.routes.push(Route { prefix, hosts, stack, target, target_span, proxy, upstream: upstream_options });
         }
         if config.routes.is_empty() && errors.is_empty() {
-            errors.push(
-                source
-                    .error(0..0, "no routes: add at least one `[[route]]` with a `prefix` and an `app` or `upstream`"),
-            );
+            errors.push(source.error(
+                0..0,
+                "no routes: add at least one `[[route]]` with a `prefix` and an `app`, `upstream` or `static`",
+            ));
         }
         if let Some(admin) = &config.admin {
             let public = std::iter::once(config.server.listen).chain(config.server.tls.as_ref().map(|t| t.listen));

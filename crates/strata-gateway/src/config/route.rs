@@ -23,6 +23,58 @@ pub enum Target {
     App(String),
     /// One or more upstream HTTP servers (in the order written), sharing the route's traffic.
     Upstream(Vec<UpstreamTarget>),
+    /// Files from a directory (`static = "DIR"` or `static = { root = "DIR", … }`).
+    Static(StaticTarget),
+}
+
+/// A route's `static` target: its table, and where each of its keys is written, so that an error
+/// the files' builder reports about a key points at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticTarget {
+    /// The table (`static = "DIR"` is `root` alone).
+    pub config: strata::apps::StaticFilesConfig,
+    /// Each key written and the span of its key (for `static = "DIR"`, `root` and the string's).
+    pub key_spans: Vec<(String, Range<usize>)>,
+}
+
+impl StaticTarget {
+    /// Where `field` is written, else the whole `static` value (`span`).
+    pub fn span_of(&self, field: &str, span: &Range<usize>) -> Range<usize> {
+        self.key_spans.iter().find(|(key, _)| key == field).map_or_else(|| span.clone(), |(_, at)| at.clone())
+    }
+}
+
+/// Reads a route's `static` value: a string (the root directory) or a table of
+/// [`strata::apps::StaticFilesConfig`]'s keys, errors located at the key at fault.
+pub(super) fn parse_static(
+    source: Source<'_>,
+    value: Spanned<toml::de::DeValue<'_>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<StaticTarget> {
+    use toml::de::DeValue;
+    let span = value.span();
+    match value.get_ref() {
+        DeValue::String(root) => Some(StaticTarget {
+            config: strata::apps::StaticFilesConfig::root(root.to_string()),
+            key_spans: vec![("root".to_string(), span)],
+        }),
+        DeValue::Table(table) => {
+            let key_spans = table.iter().map(|(k, _)| (k.get_ref().to_string(), k.span())).collect();
+            let config = super::from_table(source, value, errors)?;
+            Some(StaticTarget { config, key_spans })
+        }
+        other => {
+            errors.push(source.error(
+                span,
+                format!(
+                    "`static` must be a directory (`static = \"./public\"`) or a table \
+                     (`static = {{ root = \"./public\", precompressed = true }}`), found {}",
+                    other.type_str()
+                ),
+            ));
+            None
+        }
+    }
 }
 
 /// A `[[route]]`.
@@ -36,7 +88,7 @@ pub struct Route {
     pub stack: Vec<NameRef>,
     /// What the route serves.
     pub target: Target,
-    /// Where the target (`app` or `upstream`) is written.
+    /// Where the target (`app`, `upstream` or `static`) is written.
     pub target_span: Range<usize>,
     /// How an upstream route forwards (defaults for app routes, which reject these keys).
     pub proxy: ProxyOptions,
@@ -319,7 +371,7 @@ impl RouteSection {
 }
 
 /// Reports each key of `spans` (a key and the span of its value) as one a route serving a
-/// built-in app may not set.
+/// built-in app or static files may not set.
 pub(super) fn reject_upstream_only_keys(
     source: Source<'_>,
     spans: Vec<(&str, Range<usize>)>,
@@ -327,7 +379,7 @@ pub(super) fn reject_upstream_only_keys(
 ) {
     for (key, span) in spans {
         errors.push(
-            source.error(span, format!("`{key}` is an option of upstream routes; this route serves a built-in app")),
+            source.error(span, format!("`{key}` is an option of upstream routes, and this route has no `upstream`")),
         );
     }
 }
@@ -377,6 +429,25 @@ mod tests {
         assert!(e.message.contains("`timeout`: expected a duration above zero"), "{e}");
         let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nforwarded = \"both!\"\n");
         assert!(e.message.contains("expected one of `x-forwarded`, `forwarded`, `both`, `none`"), "{e}");
+    }
+
+    #[test]
+    fn static_routes_take_a_directory_or_a_table_and_refuse_the_other_targets() {
+        let c = parse("[[route]]\nprefix = \"/assets\"\nstatic = \"./public\"\n").unwrap();
+        let Target::Static(target) = &c.routes[0].target else { panic!("a static route") };
+        assert_eq!(target.config, strata::apps::StaticFilesConfig::root("./public"));
+        assert_eq!(target.span_of("root", &(0..0)), c.routes[0].target_span);
+        let c = parse("[[route]]\nprefix = \"/\"\n[route.static]\nroot = \"dist\"\nspa_fallback = \"index.html\"\n")
+            .unwrap();
+        let Target::Static(target) = &c.routes[0].target else { panic!("a static route") };
+        assert_eq!(target.config.spa_fallback.as_deref(), Some("index.html"));
+        assert!(target.config.index && !target.config.precompressed);
+        let e = first_error("[[route]]\nprefix = \"/\"\nstatic = { root = \"d\", gzip = true }\n");
+        assert_eq!((e.line, e.column), (3, 24), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\nstatic = \"d\"\n");
+        assert!(e.message.contains("one target"), "{e}");
+        let e = first_error("[[route]]\nprefix = \"/\"\nstatic = \"d\"\nvia = false\n");
+        assert!(e.message.contains("`via` is an option of upstream routes"), "{e}");
     }
 
     #[test]

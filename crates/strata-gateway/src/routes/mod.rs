@@ -268,12 +268,33 @@ impl Gateway {
                     });
                     (Arc::new(proxy), TargetInfo { description, facts, diagnostics }, true)
                 }
+                Target::Static(target) => {
+                    // Mounted at the route's prefix rather than behind `StripPrefix`: its directory
+                    // redirects (`/assets` → `/assets/`) need the path the client asked for.
+                    let built = strata::apps::StaticFiles::builder_from_config(target.config.clone(), ctx)
+                        .and_then(|builder| builder.mount_path(route.prefix.clone()).build());
+                    let files = match built {
+                        Ok(files) => files,
+                        Err(e) => {
+                            let at =
+                                e.field.map_or(route.target_span.clone(), |f| target.span_of(f, &route.target_span));
+                            let key = e.field.map_or_else(|| "static".to_string(), |f| format!("static.{f}"));
+                            errors.push(source.error(at, format!("`{key}`: {}", e.message)));
+                            continue;
+                        }
+                    };
+                    let description = format!("static {}", files.root().display());
+                    let facts = files.facts();
+                    (Arc::new(files), TargetInfo { description, facts, diagnostics: Vec::new() }, false)
+                }
             };
-            let endpoint: Arc<dyn Endpoint<Request, Response>> = if !is_upstream && route.prefix != "/" {
-                Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
-            } else {
-                endpoint
-            };
+            let mounted_itself = matches!(route.target, Target::Static(_));
+            let endpoint: Arc<dyn Endpoint<Request, Response>> =
+                if !is_upstream && !mounted_itself && route.prefix != "/" {
+                    Arc::new(StripPrefix { prefix: route.prefix.clone(), inner: endpoint })
+                } else {
+                    endpoint
+                };
             let service = server_stack.clone().then(stack).serve_arc(endpoint);
             facts = facts.union(service.facts()).union(target.facts);
             let name = route_name(&route.hosts, &route.prefix);
