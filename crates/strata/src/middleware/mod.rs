@@ -65,6 +65,15 @@ pub mod rate_limit;
 pub use rate_limit::RateLimitConfig;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
+pub mod key;
+pub mod ip_filter;
+pub use ip_filter::{IpFilter, IpFilterBuilder};
+#[cfg(feature = "config")]
+pub use ip_filter::IpFilterConfig;
+pub mod concurrency_limit;
+#[cfg(feature = "config")]
+pub use concurrency_limit::ConcurrencyLimitConfig;
+pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitBuilder};
 #[cfg(test)]
 mod test_support;
 

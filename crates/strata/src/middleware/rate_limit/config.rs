@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use http::HeaderName;
 use serde::Deserialize;
 
 use super::builder::{DEFAULT_MAX_KEYS, check_store_timing};
 use super::gcra::parse_rate;
-use super::{Backend, Key, MissingKey, OnStoreError, Quota, RateLimit, RateLimitBuilder};
+use super::{Backend, MissingKey, OnStoreError, Quota, RateLimit, RateLimitBuilder};
+use crate::middleware::key::parse_key;
 use crate::middleware::{BuildContext, ConfigError, parse_duration_at_most};
 
 /// The configuration of a [`RateLimit`] layer: the fields of a `kind = "rate_limit"` table.
@@ -216,24 +216,4 @@ fn store(text: &str, timeout: Duration, retry: Duration, key_prefix: String) -> 
         "store",
         format!("`{}`: expected \"memory\" or a Redis URL such as \"redis://127.0.0.1:6379\"", super::redact(text)),
     ))
-}
-
-fn parse_key(text: &str) -> Result<Key, ConfigError> {
-    let expected = || {
-        ConfigError::field(
-            "key",
-            format!(
-                "`{text}`: expected \"client_ip\", \"user\", \"global\" or \"header:NAME\" (e.g. \"header:x-api-key\")"
-            ),
-        )
-    };
-    match text {
-        "client_ip" => Ok(Key::ClientIp),
-        "user" => Ok(Key::User),
-        "global" => Ok(Key::Global),
-        _ => {
-            let name = text.strip_prefix("header:").ok_or_else(expected)?;
-            HeaderName::from_bytes(name.trim().as_bytes()).map(Key::Header).map_err(|_| expected())
-        }
-    }
 }
