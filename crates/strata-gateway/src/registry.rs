@@ -49,6 +49,8 @@ kinds! {
     "timeout" => mw::Timeout::from_config,
     "body_limit" => mw::BodyLimit::from_config,
     "rate_limit" => mw::RateLimit::from_config,
+    "ip_filter" => mw::IpFilter::from_config,
+    "concurrency_limit" => mw::ConcurrencyLimit::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

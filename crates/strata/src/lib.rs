@@ -78,4 +78,8 @@ mod markdown_docs {
     struct MiddlewareTimeout;
     #[doc = include_str!("../../../docs/middleware/timing.md")]
     struct MiddlewareTiming;
+    #[doc = include_str!("../../../docs/middleware/ip_filter.md")]
+    struct MiddlewareIpFilter;
+    #[doc = include_str!("../../../docs/middleware/concurrency_limit.md")]
+    struct MiddlewareConcurrencyLimit;
 }
