@@ -140,7 +140,10 @@ fn bad_settings_are_errors_at_their_key() {
     );
     let (ok, stderr, path) = checked("max = 3\nmax_wait = \"2s\"");
     assert!(!ok);
-    assert!(stderr.contains(&format!("{path}:8:1: error: middleware `limit` (concurrency_limit): only queued")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:8:1: error: middleware `limit` (concurrency_limit): only queued")),
+        "{stderr}"
+    );
     let (ok, stderr, path) = checked("max = 3\nkey = \"ip\"");
     assert!(!ok);
     assert!(stderr.contains(&format!("{path}:8:1:")) && stderr.contains("expected \"client_ip\""), "{stderr}");

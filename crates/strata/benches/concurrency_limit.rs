@@ -43,9 +43,8 @@ fn main() {
     let per_client = Stack::new().with(limit(Key::ClientIp)).serve(endpoint);
     assert_eq!(rt.block_on(round_trip(&per_client)), 2, "admitted");
     c.bench_function("concurrency_limit/layer/client_ip", |b| b.iter(|| rt.block_on(round_trip(&per_client))));
-    let no_body = Stack::new()
-        .with(limit(Key::Global))
-        .serve(|_req: Request| async { response::status(StatusCode::NO_CONTENT) });
+    let no_body =
+        Stack::new().with(limit(Key::Global)).serve(|_req: Request| async { response::status(StatusCode::NO_CONTENT) });
     c.bench_function("concurrency_limit/layer/global_empty_body", |b| b.iter(|| rt.block_on(round_trip(&no_body))));
     c.final_summary();
 }

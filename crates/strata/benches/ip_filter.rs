@@ -22,9 +22,8 @@ use strata::middleware::IpFilter;
 
 /// `n` disjoint /24 blocks under 10.0.0.0/8, then 192.0.2.0/24 last.
 fn blocks(n: u32) -> Vec<Cidr> {
-    let mut blocks: Vec<Cidr> = (0..n - 1)
-        .map(|i| Cidr::parse(&format!("{}/24", Ipv4Addr::from(0x0A00_0000 | (i << 8)))).unwrap())
-        .collect();
+    let mut blocks: Vec<Cidr> =
+        (0..n - 1).map(|i| Cidr::parse(&format!("{}/24", Ipv4Addr::from(0x0A00_0000 | (i << 8)))).unwrap()).collect();
     blocks.push(Cidr::parse("192.0.2.0/24").unwrap());
     blocks
 }

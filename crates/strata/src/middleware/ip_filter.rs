@@ -353,7 +353,11 @@ mod tests {
         let range = |a: &str, b: &str| (v4(a), v4(b));
         assert_eq!(
             &*allow.v4,
-            [range("10.0.0.0", "10.0.1.255"), range("10.0.3.0", "10.0.3.255"), range("255.255.255.255", "255.255.255.255")]
+            [
+                range("10.0.0.0", "10.0.1.255"),
+                range("10.0.3.0", "10.0.3.255"),
+                range("255.255.255.255", "255.255.255.255")
+            ]
         );
         assert!(f.allows(ip("10.0.1.255")) && !f.allows(ip("10.0.2.0")) && f.allows(ip("10.0.3.0")));
     }
@@ -361,8 +365,9 @@ mod tests {
     /// Many blocks against a linear scan of the same blocks: the merged ranges decide the same.
     #[test]
     fn the_range_lookup_agrees_with_a_linear_scan() {
-        let blocks: Vec<Cidr> =
-            (0..2000u32).map(|i| cidr(&format!("{}.{}.{}.0/{}", 1 + i % 200, (i * 7) % 256, (i * 13) % 256, 16 + i % 9))).collect();
+        let blocks: Vec<Cidr> = (0..2000u32)
+            .map(|i| cidr(&format!("{}.{}.{}.0/{}", 1 + i % 200, (i * 7) % 256, (i * 13) % 256, 16 + i % 9)))
+            .collect();
         let f = IpFilter::builder().allow_cidrs(blocks.iter().copied()).build().unwrap();
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {

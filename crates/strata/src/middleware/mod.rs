@@ -65,11 +65,11 @@ pub mod rate_limit;
 pub use rate_limit::RateLimitConfig;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
-pub mod key;
 pub mod ip_filter;
-pub use ip_filter::{IpFilter, IpFilterBuilder};
+pub mod key;
 #[cfg(feature = "config")]
 pub use ip_filter::IpFilterConfig;
+pub use ip_filter::{IpFilter, IpFilterBuilder};
 pub mod concurrency_limit;
 #[cfg(feature = "config")]
 pub use concurrency_limit::ConcurrencyLimitConfig;

@@ -69,7 +69,9 @@ use http_body::Body as _;
 
 use self::permits::{PermitBody, Refused, Slots};
 use crate::check::{Fact, Facts};
-use crate::http::{AuthenticatedUser, Body, ConnectionInfo, GeneratedError, Next, Refusal, Request, Response, response};
+use crate::http::{
+    AuthenticatedUser, Body, ConnectionInfo, GeneratedError, Next, Refusal, Request, Response, response,
+};
 use crate::middleware::describe_duration;
 use crate::middleware::key::{Key, MissingKey};
 use crate::stack::Middleware;
@@ -128,7 +130,9 @@ impl ConcurrencyLimit {
             Key::Global => return Resolved::Key(0),
             Key::ClientIp => return Resolved::Key(self.ip_hash(req)),
             Key::Header(name) => req.headers().get(name).map(|v| self.hasher.hash_one((1u8, v.as_bytes()))),
-            Key::User => req.extensions().get::<AuthenticatedUser>().map(|u| self.hasher.hash_one((2u8, u.0.as_bytes()))),
+            Key::User => {
+                req.extensions().get::<AuthenticatedUser>().map(|u| self.hasher.hash_one((2u8, u.0.as_bytes())))
+            }
             Key::Custom(extractor) => extractor.key(req).map(|v| self.hasher.hash_one((4u8, v.as_ref()))),
         };
         match (hashed, self.missing_key) {
@@ -161,7 +165,9 @@ impl ConcurrencyLimit {
         let (max, key) = (self.max, self.key.describe());
         let reason = match refused {
             Refused::Full => format!("{max} requests in flight (key: {key}) and no queue"),
-            Refused::QueueFull => format!("{max} requests in flight and {} waiting (key: {key}): queue full", self.queue),
+            Refused::QueueFull => {
+                format!("{max} requests in flight and {} waiting (key: {key}): queue full", self.queue)
+            }
             Refused::Waited => format!(
                 "waited max_wait ({}) in the queue without a turn (key: {key}, max {max})",
                 describe_duration(self.max_wait)

@@ -167,13 +167,17 @@ impl Lease {
         if queue == 0 {
             return Err(Refused::Full);
         }
-        let joined = self.slot.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < queue).then_some(w + 1));
+        let joined =
+            self.slot.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| (w < queue).then_some(w + 1));
         if joined.is_err() {
             return Err(Refused::QueueFull);
         }
         let waiting = Waiting(self.slot.clone());
         let acquired = match tokio::time::timeout(max_wait, self.slot.semaphore.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit.forget()),
+            Ok(Ok(permit)) => {
+                permit.forget();
+                Ok(())
+            }
             Ok(Err(_closed)) => Err(Refused::Full),
             Err(_elapsed) => Err(Refused::Waited),
         };

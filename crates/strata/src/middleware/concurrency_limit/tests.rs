@@ -96,7 +96,8 @@ fn settings_are_checked_at_their_key() {
 fn the_config_maps_onto_the_builder() {
     let ctx = crate::middleware::BuildContext::default();
     let from = |text: &str| ConcurrencyLimit::from_config(toml::from_str(text).expect("a table"), &ctx);
-    let built = from("max = 5\nkey = \"header:x-tenant\"\nqueue = 3\nmax_wait = \"250ms\"\nretry_after = \"5s\"").unwrap();
+    let built =
+        from("max = 5\nkey = \"header:x-tenant\"\nqueue = 3\nmax_wait = \"250ms\"\nretry_after = \"5s\"").unwrap();
     assert_eq!((built.max(), built.queue, built.max_wait), (5, 3, Duration::from_millis(250)));
     assert_eq!(built.retry_after, "5");
     assert!(matches!(built.key, Key::Header(ref name) if name == "x-tenant"));
@@ -349,7 +350,8 @@ fn facts_follow_the_key() {
 #[test]
 fn outside_a_rate_limit_is_reported() {
     // The existing ordering rule sees this layer through its facts.
-    let info = |name: &str, kind: &'static str, facts: Facts| crate::stack::LayerInfo { name: name.into(), kind, facts };
+    let info =
+        |name: &str, kind: &'static str, facts: Facts| crate::stack::LayerInfo { name: name.into(), kind, facts };
     let layers = [
         info("limit", "concurrency_limit", limit(|b| b.max(1)).facts()),
         info("rate", "rate_limit", Facts::of(&[Fact::ShortCircuits, Fact::LimitsRate])),
