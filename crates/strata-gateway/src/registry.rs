@@ -54,6 +54,8 @@ kinds! {
     "rewrite" => mw::Rewrite::from_config,
     "security_headers" => mw::SecurityHeaders::from_config,
     "headers" => mw::Headers::from_config,
+    "ip_filter" => mw::IpFilter::from_config,
+    "concurrency_limit" => mw::ConcurrencyLimit::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

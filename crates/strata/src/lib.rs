@@ -97,4 +97,8 @@ mod markdown_docs {
     #[cfg(feature = "static-files")]
     #[doc = include_str!("../../../docs/static.md")]
     struct StaticFiles;
+    #[doc = include_str!("../../../docs/middleware/ip_filter.md")]
+    struct MiddlewareIpFilter;
+    #[doc = include_str!("../../../docs/middleware/concurrency_limit.md")]
+    struct MiddlewareConcurrencyLimit;
 }

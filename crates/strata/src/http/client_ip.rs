@@ -89,6 +89,23 @@ impl Cidr {
         }
     }
 
+    /// The block's first address (`10.0.0.0` for `10.0.0.0/8`).
+    pub fn network(self) -> IpAddr {
+        match self.0 {
+            Block::V4 { network, .. } => IpAddr::V4(network.into()),
+            Block::V6 { network, .. } => IpAddr::V6(network.into()),
+        }
+    }
+
+    /// The block's prefix length (`8` for `10.0.0.0/8`, `32` or `128` for one address).
+    pub fn prefix_len(self) -> u8 {
+        // A mask is a run of leading ones: at most 128, so the count fits.
+        match self.0 {
+            Block::V4 { mask, .. } => mask.leading_ones() as u8,
+            Block::V6 { mask, .. } => mask.leading_ones() as u8,
+        }
+    }
+
     /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(self, ip: IpAddr) -> bool {
         match (self.0, ip.to_canonical()) {

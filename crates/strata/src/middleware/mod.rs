@@ -99,6 +99,15 @@ pub mod headers;
 #[cfg(feature = "config")]
 pub use headers::{HeaderRulesConfig, HeadersConfig};
 pub use headers::{Headers, HeadersBuilder};
+pub mod ip_filter;
+pub mod key;
+#[cfg(feature = "config")]
+pub use ip_filter::IpFilterConfig;
+pub use ip_filter::{IpFilter, IpFilterBuilder};
+pub mod concurrency_limit;
+#[cfg(feature = "config")]
+pub use concurrency_limit::ConcurrencyLimitConfig;
+pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitBuilder};
 #[cfg(test)]
 mod test_support;
 

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
 use super::gcra::{Clock, Gcra, MAX_LIMITS, MonotonicClock};
 use super::memory_store::MemoryStore;
@@ -17,7 +16,6 @@ use super::memory_store::MemoryStore;
 use super::redis_store::RedisStoreBuilder;
 use super::store::RateLimitStore;
 use super::{RateLimit, SharedStore, Store, StoreBacked};
-use crate::http::Request;
 use crate::middleware::ConfigError;
 
 /// One quota: `count` requests per `period`, `burst` of them at once.
@@ -92,96 +90,8 @@ impl Quota {
     }
 }
 
-/// Where a bucket's key comes from.
-#[derive(Clone)]
-pub enum Key {
-    /// The client address from [`ConnectionInfo`](crate::http::ConnectionInfo), which the gateway
-    /// resolves through `[server] trusted_proxies`. The default.
-    ClientIp,
-    /// The value of a request header, e.g. an API key.
-    Header(HeaderName),
-    /// The [`AuthenticatedUser`](crate::http::AuthenticatedUser) an authentication layer outside set.
-    User,
-    /// One bucket for every request.
-    Global,
-    /// A key of your own: see [`Key::custom`].
-    Custom(Arc<dyn KeyExtractor>),
-}
-
-impl Key {
-    /// A key computed from the request by `extractor`, such as a closure
-    /// `|req: &Request| -> Option<impl Into<Bytes>>`. `None` means the request has no key:
-    /// [`MissingKey`] decides. The value is hashed like a header's, never kept or logged in clear.
-    ///
-    /// ```
-    /// use strata::http::Request;
-    /// use strata::middleware::rate_limit::{Key, Quota, RateLimit};
-    ///
-    /// // One bucket per tenant, the first path segment: `/acme/orders` → `acme`.
-    /// let per_tenant = Key::custom(|req: &Request| {
-    ///     req.uri().path().split('/').nth(1).filter(|s| !s.is_empty()).map(str::to_owned)
-    /// });
-    /// let limit = RateLimit::builder().quota(Quota::per_second(10)).key(per_tenant).build().unwrap();
-    /// # let _ = limit;
-    /// ```
-    pub fn custom(extractor: impl KeyExtractor) -> Key {
-        Key::Custom(Arc::new(extractor))
-    }
-
-    /// What the key is, for logs and refusals (never a value).
-    pub(super) fn describe(&self) -> String {
-        match self {
-            Key::ClientIp => "client_ip".into(),
-            Key::Header(name) => format!("header {name}"),
-            Key::User => "user".into(),
-            Key::Global => "global".into(),
-            Key::Custom(_) => "custom".into(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Key::ClientIp => f.write_str("ClientIp"),
-            Key::Header(name) => f.debug_tuple("Header").field(name).finish(),
-            Key::User => f.write_str("User"),
-            Key::Global => f.write_str("Global"),
-            Key::Custom(_) => f.write_str("Custom(..)"),
-        }
-    }
-}
-
-/// Computes a request's rate-limit key: the extension point behind [`Key::custom`]. Implemented
-/// by every `Fn(&Request) -> Option<K>` closure whose `K` converts into [`Bytes`] (`String`,
-/// `Vec<u8>`, `&'static str`, `Bytes`).
-pub trait KeyExtractor: Send + Sync + 'static {
-    /// The key of `req`, or `None` when it has none.
-    fn key(&self, req: &Request) -> Option<Bytes>;
-}
-
-impl<F, K> KeyExtractor for F
-where
-    F: Fn(&Request) -> Option<K> + Send + Sync + 'static,
-    K: Into<Bytes>,
-{
-    fn key(&self, req: &Request) -> Option<Bytes> {
-        self(req).map(Into::into)
-    }
-}
-
-/// What a request without the key's value gets.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "config", derive(serde::Deserialize), serde(rename_all = "snake_case"))]
-pub enum MissingKey {
-    /// Limited by its client address, in the buckets [`Key::ClientIp`] would use.
-    #[default]
-    ClientIp,
-    /// Not limited.
-    Allow,
-    /// Refused with `403 Forbidden`.
-    Deny,
-}
+// The key a bucket belongs to is shared with `concurrency_limit`: it lives in `middleware::key`.
+pub use crate::middleware::key::{Key, KeyExtractor, MissingKey};
 
 /// What a layer does while its shared store (Redis, or one of your own) fails.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

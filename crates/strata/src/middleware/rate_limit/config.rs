@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use http::HeaderName;
 use serde::Deserialize;
 
 use super::builder::{DEFAULT_MAX_KEYS, check_store_timing};
 use super::gcra::parse_rate;
-use super::{Backend, Key, MissingKey, OnStoreError, Quota, RateLimit, RateLimitBuilder};
+use super::{Backend, MissingKey, OnStoreError, Quota, RateLimit, RateLimitBuilder};
+use crate::middleware::key::parse_key;
 use crate::middleware::{BuildContext, ConfigError, parse_duration_at_most};
 
 /// The configuration of a [`RateLimit`] layer: the fields of a `kind = "rate_limit"` table.
