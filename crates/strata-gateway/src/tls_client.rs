@@ -338,4 +338,3 @@ mod tests {
         load_ca_file(&dir.path().join("ca.pem")).unwrap()
     }
 }
-

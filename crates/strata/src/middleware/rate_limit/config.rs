@@ -240,26 +240,6 @@ fn store(text: &str, timeout: Duration, retry: Duration, key_prefix: String) -> 
     ))
 }
 
-fn parse_key(text: &str) -> Result<Key, ConfigError> {
-    let expected = || {
-        ConfigError::field(
-            "key",
-            format!(
-                "`{text}`: expected \"client_ip\", \"user\", \"global\" or \"header:NAME\" (e.g. \"header:x-api-key\")"
-            ),
-        )
-    };
-    match text {
-        "client_ip" => Ok(Key::ClientIp),
-        "user" => Ok(Key::User),
-        "global" => Ok(Key::Global),
-        _ => {
-            let name = text.strip_prefix("header:").ok_or_else(expected)?;
-            HeaderName::from_bytes(name.trim().as_bytes()).map(Key::Header).map_err(|_| expected())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::RateLimitConfig;
