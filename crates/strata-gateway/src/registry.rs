@@ -49,6 +49,7 @@ kinds! {
     "timeout" => mw::Timeout::from_config,
     "body_limit" => mw::BodyLimit::from_config,
     "rate_limit" => mw::RateLimit::from_config,
+    "jwt" => mw::Jwt::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

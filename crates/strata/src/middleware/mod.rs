@@ -65,6 +65,13 @@ pub mod rate_limit;
 pub use rate_limit::RateLimitConfig;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Quota, RateLimit, RateLimitBuilder};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
+#[cfg(all(feature = "jwt", feature = "config"))]
+pub use jwt::JwtConfig;
+#[cfg(feature = "jwt")]
+pub use jwt::{Jwt, JwtBuilder};
 #[cfg(test)]
 mod test_support;
 
