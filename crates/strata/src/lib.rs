@@ -78,4 +78,7 @@ mod markdown_docs {
     struct MiddlewareTimeout;
     #[doc = include_str!("../../../docs/middleware/timing.md")]
     struct MiddlewareTiming;
+    #[cfg(feature = "jwt")]
+    #[doc = include_str!("../../../docs/middleware/jwt.md")]
+    struct MiddlewareJwt;
 }
