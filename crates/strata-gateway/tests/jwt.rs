@@ -57,8 +57,13 @@ fn write_key_pair(dir: &std::path::Path, name: &str, genpkey_args: &[&str]) {
         .unwrap();
     assert!(status.success(), "openssl genpkey {genpkey_args:?}");
     let public = dir.join(format!("{name}.pub.pem"));
-    let status =
-        Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public).status().unwrap();
+    let status = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .unwrap();
     assert!(status.success(), "openssl pkey -pubout");
 }
 
@@ -132,7 +137,10 @@ async fn a_rotated_jwks_key_is_picked_up_after_exactly_one_refresh() {
     let (status, _, headers) = get(&strata, &old, &[]).await;
     assert_eq!(status, 401, "the rotated-out key no longer verifies");
     let challenge = headers["www-authenticate"].to_str().unwrap();
-    assert!(challenge.contains("error_description=\"The access token was signed with an unknown key.\""), "{challenge}");
+    assert!(
+        challenge.contains("error_description=\"The access token was signed with an unknown key.\""),
+        "{challenge}"
+    );
     assert_eq!(get(&strata, &new, &[]).await.0, 200);
     assert_eq!(fetches().await, "2", "nothing else was fetched");
     assert!(!strata.stderr().contains(&new), "no token in the logs");

@@ -52,8 +52,9 @@ async fn once(service: &Service, token: Option<&str>) -> StatusCode {
 fn bench(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let hs256 = serve(Stack::new().with(Jwt::builder().algorithm(Algorithm::HS256).secret(SECRET).build().unwrap()));
-    let rs256 =
-        serve(Stack::new().with(Jwt::builder().algorithm(Algorithm::RS256).public_key_pem(RSA_PUBLIC).build().unwrap()));
+    let rs256 = serve(
+        Stack::new().with(Jwt::builder().algorithm(Algorithm::RS256).public_key_pem(RSA_PUBLIC).build().unwrap()),
+    );
     let baseline = serve(Stack::new());
     let hs_token = token(jsonwebtoken::Algorithm::HS256, &jsonwebtoken::EncodingKey::from_secret(SECRET));
     let rs_token =

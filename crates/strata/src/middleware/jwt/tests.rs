@@ -87,7 +87,9 @@ fn layer(alg: Algorithm, key: &[u8]) -> Jwt {
 #[tokio::test]
 async fn each_algorithm_accepts_its_key_and_refuses_another() {
     let other_secret = b"another secret of sixty-four bytes, quite unlike the first one!!";
-    let cases: [(Algorithm, &[u8], &[u8], &[u8]); 6] = [
+    // (algorithm, key the layer verifies with, key that signs, a key that is not the right one)
+    type Case<'a> = (Algorithm, &'a [u8], &'a [u8], &'a [u8]);
+    let cases: [Case; 6] = [
         (Algorithm::HS256, SECRET, SECRET, other_secret),
         (Algorithm::HS384, SECRET, SECRET, other_secret),
         (Algorithm::HS512, SECRET, SECRET, other_secret),
