@@ -37,6 +37,13 @@ if ! command -v gunicorn >/dev/null; then
   command -v gunicorn >/dev/null || { echo "gunicorn was installed but is not on PATH" >&2; exit 1; }
 fi
 
+# The jwt tests mint their tokens with PyJWT (RS256 and ES256 need `cryptography`).
+if ! python3 -c "import jwt, cryptography" 2>/dev/null; then
+  echo "== installing pyjwt and cryptography"
+  python3 -m pip --version >/dev/null 2>&1 || need_apt pip3 python3-pip
+  python3 -m pip install -q pyjwt cryptography || python3 -m pip install -q --break-system-packages pyjwt cryptography
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -56,6 +56,7 @@ kinds! {
     "headers" => mw::Headers::from_config,
     "ip_filter" => mw::IpFilter::from_config,
     "concurrency_limit" => mw::ConcurrencyLimit::from_config,
+    "jwt" => mw::Jwt::from_config,
 }
 
 /// Builds the layer a `[middleware.NAME]` table declares.

@@ -101,4 +101,7 @@ mod markdown_docs {
     struct MiddlewareIpFilter;
     #[doc = include_str!("../../../docs/middleware/concurrency_limit.md")]
     struct MiddlewareConcurrencyLimit;
+    #[cfg(feature = "jwt")]
+    #[doc = include_str!("../../../docs/middleware/jwt.md")]
+    struct MiddlewareJwt;
 }

@@ -108,6 +108,13 @@ pub mod concurrency_limit;
 #[cfg(feature = "config")]
 pub use concurrency_limit::ConcurrencyLimitConfig;
 pub use concurrency_limit::{ConcurrencyLimit, ConcurrencyLimitBuilder};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
+#[cfg(all(feature = "jwt", feature = "config"))]
+pub use jwt::JwtConfig;
+#[cfg(feature = "jwt")]
+pub use jwt::{Jwt, JwtBuilder};
 #[cfg(test)]
 mod test_support;
 
