@@ -9,4 +9,4 @@ pub mod static_files;
 #[cfg(all(feature = "static-files", feature = "config"))]
 pub use static_files::StaticFilesConfig;
 #[cfg(feature = "static-files")]
-pub use static_files::{StaticFiles, StaticFilesBuilder};
+pub use static_files::{FileIo, StaticFiles, StaticFilesBuilder};

@@ -19,6 +19,7 @@
 //! dependencies), so that the light limits share it; `rate_limit` re-exports it under its old
 //! paths.
 
+use std::hash::Hasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -139,5 +140,27 @@ pub(crate) fn parse_key(text: &str) -> Result<Key, crate::middleware::ConfigErro
             let name = text.strip_prefix("header:").ok_or_else(expected)?;
             HeaderName::from_bytes(name.trim().as_bytes()).map(Key::Header).map_err(|_| expected())
         }
+    }
+}
+
+/// The hasher of maps keyed by a key's 64-bit keyed hash (the rate limit's memory store, the
+/// concurrency limit's counts): the keys are already uniform, hashing them again would only cost time.
+#[derive(Default)]
+pub(crate) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `u64` keys; fold anything else in for completeness.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }

@@ -115,6 +115,8 @@ pub mod jwt;
 pub use jwt::JwtConfig;
 #[cfg(feature = "jwt")]
 pub use jwt::{Jwt, JwtBuilder};
+#[cfg(any(feature = "basic-auth", feature = "forward-auth"))]
+mod mac_hasher;
 #[cfg(test)]
 mod test_support;
 
@@ -249,6 +251,35 @@ impl BuildContext {
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
+}
+
+/// Accepts `"x"` as well as `["x", "y"]`, so `allow_headers = "*"` or `algorithms = "RS256"` reads
+/// naturally in TOML.
+#[cfg(feature = "config")]
+pub(crate) fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element::<String>()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany)
 }
 
 /// A configuration a middleware's constructor rejected.

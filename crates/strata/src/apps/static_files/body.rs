@@ -1,7 +1,7 @@
-//! The body of a file too large to read at once: read in chunks on tokio's blocking pool, one
-//! chunk at a time, so memory stays at one chunk per response whatever the file's size, and a
-//! client that reads slowly slows the reads down (hyper polls for the next chunk only once the
-//! last one is written).
+//! The body of a file too large to read at once: read in chunks, inline or on tokio's blocking
+//! pool ([`FileIo`]), one chunk at a time, so memory stays at one chunk per response whatever the
+//! file's size, and a client that reads slowly slows the reads down (hyper polls for the next
+//! chunk only once the last one is written).
 
 use std::fs::File;
 use std::future::Future as _;
@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::task::JoinHandle;
 
+use super::FileIo;
 use crate::http::BoxError;
 
 /// `remaining` bytes of `file`, from its current position, in chunks of at most `chunk` bytes.
@@ -20,6 +21,7 @@ pub(super) struct FileBody {
     state: State,
     remaining: u64,
     chunk: usize,
+    io: FileIo,
 }
 
 enum State {
@@ -32,8 +34,8 @@ enum State {
 }
 
 impl FileBody {
-    pub(super) fn new(file: File, remaining: u64, chunk: usize) -> Self {
-        FileBody { state: State::Idle(file), remaining, chunk }
+    pub(super) fn new(file: File, remaining: u64, chunk: usize, io: FileIo) -> Self {
+        FileBody { state: State::Idle(file), remaining, chunk, io }
     }
 }
 
@@ -76,6 +78,17 @@ impl http_body::Body for FileBody {
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Done => return Poll::Ready(None),
                 State::Idle(_) if this.remaining == 0 => return Poll::Ready(None),
+                State::Idle(mut file) if this.io == FileIo::Inline => {
+                    let len = this.remaining.min(this.chunk as u64) as usize;
+                    let chunk = match read_chunk(&mut file, len) {
+                        Ok(chunk) if chunk.is_empty() => return Poll::Ready(Some(Err(Box::new(Shrank)))),
+                        Ok(chunk) => chunk,
+                        Err(e) => return Poll::Ready(Some(Err(Box::new(e)))),
+                    };
+                    this.remaining -= chunk.len() as u64;
+                    this.state = State::Idle(file);
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
                 State::Idle(mut file) => {
                     let len = this.remaining.min(this.chunk as u64) as usize;
                     this.state = State::Reading(tokio::task::spawn_blocking(move || {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::resolve::{OpenError, open_inside};
-use super::{Settings, StaticFiles};
+use super::{FileIo, Settings, StaticFiles};
 use crate::middleware::ConfigError;
 
 /// The default size of each read of a large file: large enough that a 1 GiB file is 8192 reads,
@@ -28,6 +28,7 @@ pub struct StaticFilesBuilder {
     serve_hidden: bool,
     cache_control: Option<HeaderValue>,
     chunk_size: usize,
+    file_io: FileIo,
 }
 
 impl StaticFilesBuilder {
@@ -41,6 +42,7 @@ impl StaticFilesBuilder {
             serve_hidden: false,
             cache_control: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            file_io: FileIo::default(),
         }
     }
 
@@ -100,6 +102,12 @@ impl StaticFilesBuilder {
         self
     }
 
+    /// Where files are opened and read (default [`FileIo::Inline`]).
+    pub fn file_io(mut self, io: FileIo) -> Self {
+        self.file_io = io;
+        self
+    }
+
     /// Checks the settings: the root is an existing directory (its canonical path is kept, so a
     /// symbolic link to it may be replaced later without effect), the mount path a plain absolute
     /// path, the fallback a file inside the root, the chunk size within bounds.
@@ -149,6 +157,7 @@ impl StaticFilesBuilder {
                 serve_hidden: self.serve_hidden,
                 cache_control: self.cache_control,
                 chunk_size: self.chunk_size,
+                file_io: self.file_io,
             }),
         })
     }

@@ -3,7 +3,7 @@
 use http::HeaderValue;
 use serde::Deserialize;
 
-use super::{StaticFiles, StaticFilesBuilder};
+use super::{FileIo, StaticFiles, StaticFilesBuilder};
 use crate::middleware::{BuildContext, ConfigError};
 
 /// A route's `static = { … }` table (or `static = "DIR"`, which is `root` alone). Every key but
@@ -28,6 +28,20 @@ pub struct StaticFilesConfig {
     /// [`StaticFilesBuilder::cache_control`]: the header's value (default none).
     #[serde(default)]
     pub cache_control: Option<String>,
+    /// [`StaticFilesBuilder::file_io`]: `"inline"` (default) or `"blocking_pool"`.
+    #[serde(default)]
+    pub file_io: FileIoConfig,
+}
+
+/// The `file_io` key of a `static` table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileIoConfig {
+    /// [`FileIo::Inline`].
+    #[default]
+    Inline,
+    /// [`FileIo::BlockingPool`].
+    BlockingPool,
 }
 
 fn yes() -> bool {
@@ -44,6 +58,7 @@ impl StaticFilesConfig {
             precompressed: false,
             serve_hidden: false,
             cache_control: None,
+            file_io: FileIoConfig::Inline,
         }
     }
 }
@@ -62,7 +77,11 @@ impl StaticFiles {
         let mut builder = StaticFiles::builder(ctx.resolve(config.root.as_ref()))
             .index(config.index)
             .precompressed(config.precompressed)
-            .serve_hidden(config.serve_hidden);
+            .serve_hidden(config.serve_hidden)
+            .file_io(match config.file_io {
+                FileIoConfig::Inline => FileIo::Inline,
+                FileIoConfig::BlockingPool => FileIo::BlockingPool,
+            });
         if let Some(fallback) = config.spa_fallback {
             builder = builder.spa_fallback(fallback);
         }

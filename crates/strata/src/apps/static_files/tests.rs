@@ -212,10 +212,16 @@ async fn traversal_hidden_files_and_escaping_links_are_404s_with_reasons() {
 
 #[tokio::test]
 async fn large_files_stream_in_chunks_and_ranges_of_them_too() {
+    for io in [FileIo::Inline, FileIo::BlockingPool] {
+        large_file_streams_in_chunks(io).await;
+    }
+}
+
+async fn large_file_streams_in_chunks(io: FileIo) {
     let dir = tempfile::tempdir().unwrap();
     let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("big.bin"), &content).unwrap();
-    let files = StaticFiles::builder(dir.path()).chunk_size(MIN_CHUNK_SIZE).build().unwrap();
+    let files = StaticFiles::builder(dir.path()).chunk_size(MIN_CHUNK_SIZE).file_io(io).build().unwrap();
     let service = Stack::new().serve(files);
     let res = service.call(http::Request::get("/big.bin").body(Body::empty()).unwrap()).await;
     assert_eq!(res.headers()[header::CONTENT_TYPE], "application/octet-stream");

@@ -2,7 +2,7 @@
 //! (see the module docs of [`super`] for why it holds MACs and nothing else).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,6 +11,7 @@ use sha2::Sha256;
 
 use super::hash::random;
 use crate::middleware::ConfigError;
+use crate::middleware::mac_hasher::MacHasher;
 
 /// Verified `(user, password)` pairs, as keyed MACs only (see the module docs for why).
 pub(super) struct CredentialCache {
@@ -23,26 +24,6 @@ pub(super) struct CredentialCache {
 
 /// One lock's worth of the cache: credential MAC → expiry.
 type Shard = Mutex<HashMap<[u8; 32], Instant, BuildHasherDefault<MacHasher>>>;
-
-/// Hashes a cache key by taking 8 of its bytes: keys are MAC outputs under a secret key, so they
-/// are uniformly spread and nobody can aim for a collision, and hashing them again (SipHash over
-/// 32 bytes) would cost more than the rest of the lookup. Bytes 8..16, since bytes 0..2 pick the
-/// shard.
-#[derive(Default)]
-struct MacHasher(u64);
-
-impl Hasher for MacHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // The key's bytes arrive in one call (after its length, which is always 32).
-        if let Some(chunk) = bytes.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-            self.0 = u64::from_le_bytes(chunk);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 pub(super) const CACHE_SHARDS: usize = 16;
 

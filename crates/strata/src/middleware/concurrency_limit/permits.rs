@@ -3,7 +3,7 @@
 //! soon as its last request ends, and the response body that holds a permit until it ends.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,6 +15,7 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::Semaphore;
 
 use crate::http::{Body, BoxError};
+use crate::middleware::key::Prehashed;
 
 /// Shards of the per-key map: a shard is locked for one lookup, so contention needs two requests
 /// landing in the same shard at the same instant.
@@ -246,26 +247,5 @@ impl http_body::Body for PermitBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The keys are already uniform keyed hashes: hashing them again would only cost time.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `u64` keys; fold anything else in for completeness.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }

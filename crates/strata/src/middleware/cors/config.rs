@@ -1,8 +1,6 @@
 //! The `kind = "cors"` table: its serde shape, and the conversion of its strings into the typed
 //! values of a [`CorsBuilder`], which validates them.
 
-use std::fmt;
-
 use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 
@@ -20,19 +18,19 @@ pub struct CorsConfig {
     /// (`"https://app.example.com"`, `"http://localhost:3000"`), subdomain patterns
     /// (`"https://*.example.com"`: one or more labels under `example.com`, same scheme and port),
     /// `"null"` (sandboxed frames, `file:` pages: only when listed), or `"*"` alone for any origin.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "crate::middleware::one_or_many")]
     pub allow_origins: Vec<String>,
     /// Methods allowed on preflighted requests. Default: `["GET", "HEAD", "POST"]`. `"*"` mirrors
     /// the preflight's `Access-Control-Request-Method`.
-    #[serde(default = "default_methods", deserialize_with = "one_or_many")]
+    #[serde(default = "default_methods", deserialize_with = "crate::middleware::one_or_many")]
     pub allow_methods: Vec<String>,
     /// Request headers allowed on preflighted requests. Default: none beyond the CORS-safelisted
     /// ones. `"*"` mirrors the preflight's `Access-Control-Request-Headers`.
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "crate::middleware::one_or_many")]
     pub allow_headers: Vec<String>,
     /// Response headers scripts may read besides the safelisted ones. Default: none. `"*"` means
     /// all of them (non-credentialed requests only).
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "crate::middleware::one_or_many")]
     pub expose_headers: Vec<String>,
     /// Whether credentialed requests (cookies, HTTP auth) may read responses. Default: `false`.
     #[serde(default)]
@@ -134,31 +132,4 @@ fn header_names(field: &'static str, list: &[String]) -> Result<Vec<HeaderName>,
                 .map_err(|_| ConfigError::field(field, format!("`{raw}` is not a header name")))
         })
         .collect()
-}
-
-/// Accepts `"x"` as well as `["x", "y"]`, so `allow_headers = "*"` reads naturally in TOML.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    struct OneOrMany;
-
-    impl<'de> serde::de::Visitor<'de> for OneOrMany {
-        type Value = Vec<String>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or a list of strings")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
-            Ok(vec![v.to_string()])
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(item) = seq.next_element::<String>()? {
-                out.push(item);
-            }
-            Ok(out)
-        }
-    }
-
-    deserializer.deserialize_any(OneOrMany)
 }

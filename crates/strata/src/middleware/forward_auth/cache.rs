@@ -2,7 +2,7 @@
 //! bounded shards (see the module docs of [`super`] for what is cached and why).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use sha2::Sha256;
 
 use super::Admission;
 use crate::middleware::ConfigError;
+use crate::middleware::mac_hasher::MacHasher;
 
 /// Admissions by keyed MAC of their auth request; nothing of the request itself is stored.
 pub(super) struct VerdictCache {
@@ -28,24 +29,6 @@ struct Entry {
 }
 
 type Shard = Mutex<HashMap<[u8; 32], Entry, BuildHasherDefault<MacHasher>>>;
-
-/// Hashes a key by taking 8 of its bytes: keys are MAC outputs under a secret key, so they are
-/// uniformly spread and nobody can aim for a collision; hashing them again would cost for nothing.
-/// Bytes 8..16, since bytes 0..2 pick the shard.
-#[derive(Default)]
-struct MacHasher(u64);
-
-impl Hasher for MacHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        if let Some(chunk) = bytes.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-            self.0 = u64::from_le_bytes(chunk);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 const SHARDS: usize = 16;
 

@@ -17,7 +17,7 @@ use crate::middleware::{BuildContext, ConfigError, parse_duration, parse_duratio
 pub struct JwtConfig {
     /// The accepted algorithms: `"HS256"`, `"HS384"`, `"HS512"`, `"RS256"`, `"ES256"`, `"EdDSA"`
     /// (one, or a list). Required.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "crate::middleware::one_or_many")]
     pub algorithms: Vec<String>,
     /// The shared secret of `HS*` tokens, as text (its UTF-8 bytes), at least 32 bytes for HS256.
     #[serde(default)]
@@ -38,10 +38,10 @@ pub struct JwtConfig {
     #[serde(default)]
     pub jwks_timeout: Option<String>,
     /// The accepted `iss` (one, or a list). Default: not checked.
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "crate::middleware::one_or_many")]
     pub issuer: Vec<String>,
     /// The accepted `aud` (one, or a list). Default: not checked.
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "crate::middleware::one_or_many")]
     pub audience: Vec<String>,
     /// The clock skew allowed on `exp` and `nbf`. Default: `"30s"`, at most `"1h"`.
     #[serde(default)]
@@ -163,31 +163,4 @@ impl Jwt {
         }
         builder.build()
     }
-}
-
-/// Accepts `"x"` as well as `["x", "y"]`, so `algorithms = "RS256"` reads naturally in TOML.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    struct OneOrMany;
-
-    impl<'de> serde::de::Visitor<'de> for OneOrMany {
-        type Value = Vec<String>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or a list of strings")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
-            Ok(vec![v.to_string()])
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(item) = seq.next_element::<String>()? {
-                out.push(item);
-            }
-            Ok(out)
-        }
-    }
-
-    deserializer.deserialize_any(OneOrMany)
 }

@@ -13,11 +13,12 @@
 //! leniency towards some clients under a key flood, in exchange for a hard memory ceiling.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::gcra::{self, Clock, Gcra, MAX_LIMITS, Outcome};
 use super::store::{CheckFuture, RateLimitStore, StoreKey};
+use crate::middleware::key::Prehashed;
 
 const SHARDS: usize = 64;
 /// Shards smaller than this are never swept: not worth the pass.
@@ -28,27 +29,6 @@ const MIN_SWEEP: usize = 64;
 struct Entry {
     tats: [u64; MAX_LIMITS],
     idle_at: u64,
-}
-
-/// The keys are already uniformly distributed hashes: hashing them again would only cost time.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `u64` keys; fold anything else in for completeness.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 #[derive(Default)]
