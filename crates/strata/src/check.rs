@@ -53,11 +53,14 @@ pub enum Fact {
     DecoratesResponses,
     /// Answers some requests with a redirect instead of calling the layers inside it.
     Redirects,
+    /// Reads the route the request matched ([`MatchedRoute`](crate::http::MatchedRoute)); servers
+    /// set it only for stacks that have such a layer.
+    ReadsRoute,
 }
 
 impl Fact {
     /// Every fact, in a stable order (for display).
-    pub const ALL: [Fact; 19] = [
+    pub const ALL: [Fact; 20] = [
         Fact::ShortCircuits,
         Fact::SeesEveryRequest,
         Fact::AnswersPreflight,
@@ -77,6 +80,7 @@ impl Fact {
         Fact::LimitsConcurrency,
         Fact::DecoratesResponses,
         Fact::Redirects,
+        Fact::ReadsRoute,
     ];
 
     const fn bit(self) -> u32 {
@@ -105,6 +109,7 @@ impl Fact {
             Fact::LimitsConcurrency => "limits requests in flight",
             Fact::DecoratesResponses => "adds headers to every response",
             Fact::Redirects => "answers with redirects",
+            Fact::ReadsRoute => "uses the matched route",
         }
     }
 }

@@ -306,12 +306,9 @@ impl Gateway {
                     upstream: traced_upstream,
                 });
             }
-            // `headers` is the kind that reads it (`{route}`): other routes skip its cost.
-            let matched = service
-                .layers()
-                .iter()
-                .any(|l| l.info().kind == "headers")
-                .then(|| strata::http::MatchedRoute(name.as_str().into()));
+            // Only for stacks with a layer that reads it: other routes skip its cost.
+            let matched =
+                service.facts().has(Fact::ReadsRoute).then(|| strata::http::MatchedRoute(name.as_str().into()));
             entries.push(RouteEntry {
                 prefix: route.prefix.clone(),
                 name,

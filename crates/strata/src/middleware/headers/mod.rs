@@ -277,6 +277,9 @@ impl Middleware<Request, Response> for Headers {
         if all.has(Placeholder::ClientIp) {
             facts = facts.with(Fact::ReadsClientAddress);
         }
+        if all.has(Placeholder::Route) {
+            facts = facts.with(Fact::ReadsRoute);
+        }
         // Response rules also find the user in the response: only request rules need the
         // authentication layer outside.
         if self.request.uses.has(Placeholder::User) {

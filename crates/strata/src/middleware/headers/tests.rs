@@ -122,7 +122,13 @@ async fn placeholders_take_their_values_from_the_request_and_the_response() {
         .unwrap();
     assert_eq!(
         layer.facts(),
-        Facts::of(&[Fact::DecoratesResponses, Fact::ReadsRequestId, Fact::ReadsClientAddress, Fact::ReadsUser])
+        Facts::of(&[
+            Fact::DecoratesResponses,
+            Fact::ReadsRequestId,
+            Fact::ReadsClientAddress,
+            Fact::ReadsUser,
+            Fact::ReadsRoute
+        ])
     );
     let (svc, seen) = service(Stack::new().with(layer));
     let mut req = from_client(request("GET", "http://h2.example/x", &[]), "203.0.113.7");
