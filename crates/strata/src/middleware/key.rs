@@ -25,6 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::HeaderName;
 
+use crate::check::{Fact, Facts};
 use crate::http::Request;
 
 /// What a limit groups requests by: each value of the key gets its own bucket (`rate_limit`) or
@@ -45,6 +46,21 @@ pub enum Key {
 }
 
 impl Key {
+    /// What a limit grouping requests by this key (with `missing` for the requests without one)
+    /// reads, for the ordering rules: the user, the client's address, or nothing.
+    pub(crate) fn facts(&self, missing: MissingKey) -> Facts {
+        match self {
+            Key::User => Facts::of(&[Fact::ReadsUser]).union(Key::missing_facts(missing)),
+            Key::ClientIp => Facts::of(&[Fact::ReadsClientAddress, Fact::KeysOnClientAddress]),
+            Key::Global => Facts::NONE,
+            Key::Header(_) | Key::Custom(_) => Key::missing_facts(missing),
+        }
+    }
+
+    fn missing_facts(missing: MissingKey) -> Facts {
+        if missing == MissingKey::ClientIp { Facts::of(&[Fact::ReadsClientAddress]) } else { Facts::NONE }
+    }
+
     /// A key computed from the request by `extractor`, such as a closure
     /// `|req: &Request| -> Option<impl Into<Bytes>>`. `None` means the request has no key:
     /// [`MissingKey`] decides. The value is hashed like a header's, never kept or logged in clear.

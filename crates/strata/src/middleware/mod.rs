@@ -116,7 +116,7 @@ pub use jwt::JwtConfig;
 #[cfg(feature = "jwt")]
 pub use jwt::{Jwt, JwtBuilder};
 #[cfg(any(feature = "basic-auth", feature = "forward-auth"))]
-mod mac_hasher;
+mod mac_cache;
 #[cfg(test)]
 mod test_support;
 

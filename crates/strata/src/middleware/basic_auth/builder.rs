@@ -237,7 +237,7 @@ impl BasicAuthBuilder {
 
         let cache = match (self.cache_ttl.is_zero(), self.cache_capacity) {
             (true, _) | (_, 0) => None,
-            (false, capacity) => Some(CredentialCache::new(self.cache_ttl, capacity)?),
+            (false, capacity) => Some(CredentialCache::credentials(self.cache_ttl, capacity)?),
         };
         let failures = (self.max_failures > 0)
             .then(|| FailureLimit::new(self.max_failures, self.failure_window, failures::CAPACITY));

@@ -229,7 +229,7 @@ impl BasicAuth {
         match self.verify(&account.verifier, &password).await {
             Verdict::Match => {
                 if let Some(cache) = &self.cache {
-                    cache.insert(cache.key(&user, &password));
+                    cache.insert(cache.key(&user, &password), ());
                 }
                 Ok(account)
             }

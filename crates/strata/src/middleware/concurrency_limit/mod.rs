@@ -206,15 +206,7 @@ impl Middleware<Request, Response> for ConcurrencyLimit {
 
     fn facts(&self) -> Facts {
         // CanFail: its 503 (and 403) are errors an `errors` layer outside should format.
-        let mut facts = Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::LimitsConcurrency]);
-        if matches!(self.key, Key::User) {
-            facts = facts.with(Fact::ReadsUser);
-        }
-        if matches!(self.key, Key::ClientIp) {
-            facts = facts.with(Fact::ReadsClientAddress).with(Fact::KeysOnClientAddress);
-        } else if self.missing_key == MissingKey::ClientIp && !matches!(self.key, Key::Global) {
-            facts = facts.with(Fact::ReadsClientAddress);
-        }
-        facts
+        Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::LimitsConcurrency])
+            .union(self.key.facts(self.missing_key))
     }
 }

@@ -243,7 +243,7 @@ impl ForwardAuthBuilder {
                     "expected at least 1 entry (to turn the cache off, set cache_ttl to zero)",
                 ));
             }
-            false => Some(VerdictCache::new(self.cache_ttl, self.cache_capacity)?),
+            false => Some(VerdictCache::verdicts(self.cache_ttl, self.cache_capacity)?),
         };
 
         Ok(ForwardAuth {

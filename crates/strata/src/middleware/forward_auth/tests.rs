@@ -305,8 +305,8 @@ fn service_counting() -> (Arc<dyn HttpClient>, Arc<AtomicUsize>) {
 
 #[test]
 fn the_cache_stays_bounded_and_its_keys_depend_on_the_layer() {
-    let cache = VerdictCache::new(Duration::from_secs(60), 4).unwrap();
-    let other = VerdictCache::new(Duration::from_secs(60), 4).unwrap();
+    let cache = VerdictCache::verdicts(Duration::from_secs(60), 4).unwrap();
+    let other = VerdictCache::verdicts(Duration::from_secs(60), 4).unwrap();
     let names = [header::AUTHORIZATION];
     let key = |cache: &VerdictCache, token: &str| {
         let mut headers = http::HeaderMap::new();

@@ -376,16 +376,7 @@ impl Middleware<Request, Response> for RateLimit {
 
     fn facts(&self) -> Facts {
         // CanFail: its 429 (and a Redis-less 503) are errors `errors` should format.
-        let mut facts = Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::LimitsRate]);
-        if matches!(self.key, Key::User) {
-            facts = facts.with(Fact::ReadsUser);
-        }
-        if matches!(self.key, Key::ClientIp) {
-            facts = facts.with(Fact::ReadsClientAddress).with(Fact::KeysOnClientAddress);
-        } else if self.missing_key == MissingKey::ClientIp && !matches!(self.key, Key::Global) {
-            facts = facts.with(Fact::ReadsClientAddress);
-        }
-        facts
+        Facts::of(&[Fact::ShortCircuits, Fact::CanFail, Fact::LimitsRate]).union(self.key.facts(self.missing_key))
     }
 
     fn diagnostics(&self) -> Vec<Diagnostic> {
