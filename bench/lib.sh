@@ -109,3 +109,36 @@ stack = []
 app = "echo"
 CONFIG
 }
+
+# need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing and we are root.
+need() {
+    command -v "$1" >/dev/null && return 0
+    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || die "$1 is missing: apt-get install $2"
+    echo "installing $2"
+    apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
+}
+
+# start_server NAME PORT COMMAND... : runs COMMAND in the background (log in $WORK/NAME.log), waits
+# up to 20 s for PORT to accept connections, and records its pid in SERVER_PIDS and PIDS_OF[NAME]
+# (an associative array the caller declares).
+start_server() {
+    local name=$1 port=$2
+    shift 2
+    "$@" >"$WORK/$name.log" 2>&1 &
+    local pid=$!
+    SERVER_PIDS+=("$pid")
+    wait_for_port "$name" "$port" "$pid"
+    PIDS_OF[$name]=$pid
+    echo "started $name (pid $pid) on port $port"
+}
+
+# cpu_ticks NAME : user + system CPU ticks used so far by NAME's processes (for names starting with
+# nginx: its workers).
+cpu_ticks() {
+    local pid total=0 pids=${PIDS_OF[$1]}
+    if [[ $1 == nginx* ]]; then pids=$(pgrep -P "${PIDS_OF[$1]}" | tr '\n' ' '); fi
+    for pid in $pids; do
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$total"
+}

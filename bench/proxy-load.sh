@@ -66,7 +66,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-proxy-load.XXXXXX")
 # nginx's workers drop root privileges: they must be able to read the htpasswd files.
 chmod 755 "$WORK"
-# die, free_port, wait_for_port, stop_servers, to_ms, median.
+# die, free_port, wait_for_port, stop_servers, to_ms, median, need, start_server, cpu_ticks.
 source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
@@ -79,37 +79,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing and we are root.
-need() {
-    command -v "$1" >/dev/null && return 0
-    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || die "$1 is missing: apt-get install $2"
-    echo "installing $2"
-    apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
-}
-
-# start_server NAME PORT COMMAND... : runs COMMAND in the background (log in $WORK/NAME.log) and
-# waits up to 20 s for PORT to accept connections.
-start_server() {
-    local name=$1 port=$2
-    shift 2
-    "$@" >"$WORK/$name.log" 2>&1 &
-    local pid=$!
-    SERVER_PIDS+=("$pid")
-    wait_for_port "$name" "$port" "$pid"
-    PIDS_OF[$name]=$pid
-    echo "started $name (pid $pid) on port $port"
-}
-
-# cpu_ticks NAME : user + system CPU ticks used so far by NAME's processes (nginx: its workers).
-cpu_ticks() {
-    local pid total=0 pids=${PIDS_OF[$1]}
-    if [[ $1 == nginx* ]]; then pids=$(pgrep -P "${PIDS_OF[$1]}" | tr '\n' ' '); fi
-    for pid in $pids; do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
-    done
-    echo "$total"
-}
 
 # check NAME PORT : one authenticated request must be a 200 with CORS and request-id headers, and
 # one anonymous request a 401: the stack is really in place before it is measured.
