@@ -1,5 +1,7 @@
-# Helpers shared by the load scripts (load.sh, proxy-load.sh, server_instructions.sh); sourced, not
-# run. Each script keeps its own configuration, contenders and reporting.
+# shellcheck shell=bash
+# Helpers shared by the load scripts (load.sh, proxy-load.sh, static-load.sh,
+# server_instructions.sh); sourced, not run. Each script keeps its own configuration, contenders and
+# reporting.
 
 # die MESSAGE... : prints the message, prefixed with the script's name, and exits 1.
 die() {
@@ -113,7 +115,7 @@ CONFIG
 # need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing and we are root.
 need() {
     command -v "$1" >/dev/null && return 0
-    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null || die "$1 is missing: apt-get install $2"
+    if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then die "$1 is missing: apt-get install $2"; fi
     echo "installing $2"
     apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$2" >/dev/null; }
 }
@@ -128,12 +130,15 @@ start_server() {
     local pid=$!
     SERVER_PIDS+=("$pid")
     wait_for_port "$name" "$port" "$pid"
+    # (An associative array: the key is a name, not arithmetic.)
+    # shellcheck disable=SC2004
     PIDS_OF[$name]=$pid
     echo "started $name (pid $pid) on port $port"
 }
 
 # cpu_ticks NAME : user + system CPU ticks used so far by NAME's processes (for names starting with
-# nginx: its workers).
+# nginx: its workers). /proc/PID/stat counts every thread of PID, so a threaded server (strata,
+# HAProxy with nbthread, Caddy's Go runtime) is priced whole by its one pid.
 cpu_ticks() {
     local pid total=0 pids=${PIDS_OF[$1]}
     if [[ $1 == nginx* ]]; then pids=$(pgrep -P "${PIDS_OF[$1]}" | tr '\n' ' '); fi
@@ -141,4 +146,23 @@ cpu_ticks() {
         total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
     done
     echo "$total"
+}
+
+# csv_row CONTENDER ROUND DURATION_S CONNECTIONS REQ_PER_S P99_MS CPU_US_PER_REQ : appends one measured
+# round to the CSV file $CSV (default target/bench/SCRIPT.csv under the repository, SCRIPT being the
+# running script's name without .sh), writing the header first when the file is new or empty. The
+# date is UTC, loadavg the 1-minute load average as the round ends; an unknown figure is left empty.
+# bench/plot.py draws these files.
+csv_row() {
+    local script=${0##*/}
+    script=${script%.sh}
+    local file=${CSV:-${ROOT:?}/target/bench/$script.csv} p99=$6 cpu=${7:-}
+    [[ $p99 =~ ^[0-9.]+$ ]] || p99=""
+    [[ $cpu =~ ^[0-9.]+$ ]] || cpu=""
+    mkdir -p "$(dirname "$file")"
+    if [[ ! -s $file ]]; then
+        echo "date,script,contender,round,duration_s,connections,req_per_s,p99_ms,cpu_us_per_req,loadavg" >"$file"
+    fi
+    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$script" "$1" "$2" "$3" "$4" \
+        "$5" "$p99" "$cpu" "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null)" >>"$file"
 }

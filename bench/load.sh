@@ -34,6 +34,8 @@
 #   WARMUP=2        seconds of unmeasured load before each round
 #   CONTENDERS="strata-empty bare-hyper strata-classic axum-classic axum-classic-nocache"   which to run
 #   SKIP_BUILD=1    use the binaries already built (target/release, bench/axum-classic/target/release)
+#   CSV=FILE        every measured round is appended to FILE, with the CPU time the contender's
+#                   process spent per request (default target/bench/load.csv; bench/plot.py draws it)
 #
 # Adding a contender: write a `contender_NAME` function (dashes in NAME become underscores) that
 # starts the server with `start_server NAME PORT COMMAND...`, then add NAME to CONTENDERS below.
@@ -66,7 +68,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 AXUM_DIR=$ROOT/bench/axum-classic
 AXUM_TARGET=$AXUM_DIR/target
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-load.XXXXXX")
-# die, free_port, wait_for_port, stop_servers, to_ms, median, classic_config.
+# die, free_port, wait_for_port, stop_servers, to_ms, median, classic_config, cpu_ticks, csv_row.
 source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
@@ -75,7 +77,9 @@ declare -A RPS=()     # contender -> space-separated req/s, one per round
 declare -A P99=()     # contender -> space-separated p99 in ms, one per round
 declare -A SENT=()    # contender -> requests completed in all its runs, warm-ups included
 declare -A ACCESS_LOG=()  # contender -> its access log file, for the lines-vs-requests check
+declare -A PIDS_OF=()  # contender -> its pid, for the CPU time it spends (cpu_ticks)
 ALICE_HASH=""         # the argon2id hash of AUTH_PASSWORD, made once by `strata hash-password`
+CLK_TCK=$(getconf CLK_TCK)
 
 cleanup() {
     stop_servers
@@ -99,6 +103,7 @@ start_server() {
     status=$(http_status "$port" "$URL_PATH")
     [[ $status == 200 ]] || die "$name answered GET $URL_PATH with '$status' instead of 200"
     URL[$name]="http://127.0.0.1:$port$URL_PATH"
+    PIDS_OF[$name]=$pid
     echo "started $name (pid $pid) on ${URL[$name]}"
 }
 
@@ -161,6 +166,8 @@ load() {
             # wrk prints e.g. "     99%    1.23ms"; split the number from its unit.
             p99=$(awk '$1 == "99%" { print $2 }' "$out" | sed -E 's/^([0-9.]+)([a-zµ]+)$/\1 \2/')
             requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
+            # $p99 is "VALUE UNIT": two arguments to to_ms.
+            # shellcheck disable=SC2086
             echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
             ;;
         oha)
@@ -175,6 +182,8 @@ load() {
             p99=$(awk '$1 == "99.00%" && $2 == "in" { print $3, $4 }' "$out" | head -n1)
             # The status code distribution: "  [200] 12345 responses".
             requests=$(awk '$1 ~ /^\[[0-9]+\]$/ && $3 == "responses" { n += $2 } END { print n + 0 }' "$out")
+            # $p99 is "VALUE UNIT": two arguments to to_ms.
+            # shellcheck disable=SC2086
             echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
             ;;
     esac
@@ -204,6 +213,7 @@ contender_bare_hyper() {
 alice_hash() {
     if [[ -z $ALICE_HASH ]]; then
         ALICE_HASH=$(printf '%s\n' "$AUTH_PASSWORD" | "$TARGET/release/strata" hash-password)
+        # shellcheck disable=SC2016 # a literal prefix
         [[ $ALICE_HASH == '$argon2id$'* ]] || die "strata hash-password printed '$ALICE_HASH'"
     fi
 }
@@ -350,19 +360,25 @@ contender_axum_classic_nocache() {
         "$log" "$AUTH_USER:$ALICE_HASH"
 }
 
-# run_contender NAME : one round against NAME: a warm-up, then a measured run whose req/s and p99
-# are appended to NAME's results.
+# run_contender NAME ROUND : one round against NAME: a warm-up, then a measured run whose req/s and
+# p99 are appended to NAME's results, and with the CPU time NAME's process spent per request, to the
+# CSV file.
 run_contender() {
     local name=$1 round=$2 result rps p99 requests
     # Assigned apart from `local` so that a failed run stops the script (set -e).
     result=$(load "${URL[$name]}" "$WARMUP")
     read -r _ _ requests <<<"$result"
     SENT[$name]=$((${SENT[$name]:-0} + requests))
+    local before after cpu
+    before=$(cpu_ticks "$name")
     result=$(load "${URL[$name]}" "$DURATION")
+    after=$(cpu_ticks "$name")
     read -r rps p99 requests <<<"$result"
     SENT[$name]=$((${SENT[$name]:-0} + requests))
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
+    cpu=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0) ? t * 1e6 / hz / n : 0 }')
+    csv_row "$name" "$round" "$DURATION" "$CONNECTIONS" "$rps" "$p99" "$cpu"
     printf '  round %d  %-22s %12.0f req/s   p99 %s ms\n' "$round" "$name" "$rps" "$p99"
 }
 

