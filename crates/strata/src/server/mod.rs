@@ -33,6 +33,9 @@
 //! each with an [`Accept`] hook (a TLS handshake, for example), and [`Serve::connection_count`]
 //! shares the count of open connections with a metrics endpoint.
 //!
+//! [`Serve::workers`] serves the connections per core: each on one of the single-threaded
+//! runtimes of [`Workers`], from its accept to its end (see [`Workers`] for when to prefer it).
+//!
 //! Each connection is watched by one timer ([`watchdog`]): a client that sends no request head,
 //! idles between requests, stalls its request body or stops reading its response is cut after the
 //! matching timeout of [`ConnectionLimits`].

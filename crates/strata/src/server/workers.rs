@@ -286,9 +286,9 @@ mod tests {
         drop(workers);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // A runtime that has shut down drops what is spawned on it: the sender goes, unsent.
-        let _ = handle.spawn(async move {
+        drop(handle.spawn(async move {
             let _ = tx.send(());
-        });
+        }));
         assert!(rx.recv_timeout(std::time::Duration::from_secs(5)).is_err());
     }
 }
