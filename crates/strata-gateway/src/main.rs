@@ -162,6 +162,40 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long `serve` waits at shutdown for the spans still queued to be exported.
 const SPAN_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
+/// The runtime `serve` runs on and, with `runtime = "per_core"`, the per-core runtimes serving the
+/// connections. Per core, the runtime of `serve` is the control runtime: one thread (the main one)
+/// for the accept loops, the admin listener, reloads, health checks and trace exports.
+fn start_runtimes(
+    settings: &strata_gateway::config::Server,
+) -> std::io::Result<(tokio::runtime::Runtime, Option<Arc<strata::server::Workers>>)> {
+    use strata_gateway::config::Runtime;
+    let (runtime, workers) = match settings.runtime {
+        Runtime::PerCore => {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().thread_name("strata-control").enable_all().build()?;
+            let workers =
+                strata::server::Workers::start(settings.workers.unwrap_or_else(strata::server::Workers::available))?;
+            (runtime, Some(workers))
+        }
+        Runtime::WorkStealing => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            // Named for `top -H` and `/proc/PID/task/*/comm` (the runtime's blocking threads share it).
+            builder.thread_name("strata-worker");
+            if let Some(workers) = settings.workers {
+                builder.worker_threads(workers);
+            }
+            (builder.enable_all().build()?, None)
+        }
+    };
+    let threads = workers.as_ref().map_or_else(|| runtime.metrics().num_workers(), |w| w.len());
+    tracing::info!(
+        "serving with {threads} worker thread{} ({})",
+        if threads == 1 { "" } else { "s" },
+        settings.runtime.name()
+    );
+    Ok((runtime, workers))
+}
+
 fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option<SocketAddr>, watch: bool) -> ExitCode {
     // The access-log outputs of every config this process serves: one per file or stream, shared by
     // the layers writing there and across reloads, reopened on SIGHUP and flushed at shutdown.
@@ -179,21 +213,13 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
         (None, None) => None,
     };
     gateway.log_warnings();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // Named for `top -H` and `/proc/PID/task/*/comm` (the runtime's blocking threads share it).
-    builder.thread_name("strata-worker");
-    if let Some(workers) = gateway.server.workers {
-        builder.worker_threads(workers);
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
+    let (runtime, workers) = match start_runtimes(&gateway.server) {
+        Ok(started) => started,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    let workers = runtime.metrics().num_workers();
-    tracing::info!("serving with {workers} worker thread{}", if workers == 1 { "" } else { "s" });
     // Each connection holds a descriptor (a proxied one two): the soft limit is often far below
     // what the system allows.
     let descriptors = strata_gateway::limits::raise_descriptor_limit();
@@ -300,7 +326,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, tls_listen: Option
             admin_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             systemd::stopping();
         };
-        let listeners = server::Listeners { plain: listener, tls: tls_listener, connections: Some(connections) };
+        let listeners =
+            server::Listeners { plain: listener, tls: tls_listener, connections: Some(connections), workers };
         let served = server::serve_listeners(listeners, live, &gateway.server, shutdown).await;
         admin_stop.cancel();
         if let Some(admin) = admin {

@@ -18,7 +18,7 @@
 //! the current one, so a reload changes certificates for new connections only. An invalid file is
 //! logged with its `file:line:column` errors and the running config stays. Listener settings
 //! (`listen`, `[server.tls] listen`, header limits, HTTP/2) belong to the sockets and connections,
-//! and `workers` to the runtime: a change to them is logged as needing a restart. A changed
+//! and `workers` and `runtime` to the runtime: a change to them is logged as needing a restart. A changed
 //! `[log] level` takes effect at once (unless `RUST_LOG` or `STRATA_LOG` chose the filter); a
 //! changed `[log] format` needs a restart ([`crate::runtime_log`]).
 
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use strata::http::Request;
-use strata::server::{Accept, Accepted, Connection, ConnectionLimits, GuardedIo, Handler, PlainTcp, Serve};
+use strata::server::{Accept, Accepted, Connection, ConnectionLimits, GuardedIo, Handler, PlainTcp, Serve, Workers};
 use strata::{Fact, Facts};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -206,6 +206,9 @@ pub struct Listeners {
     /// reports it (the admin listener's `strata_connections_open`); `None`: one of
     /// `max_connections`.
     pub connections: Option<Arc<ConnectionCount>>,
+    /// The per-core runtimes that serve the connections (`runtime = "per_core"`); `None`: the
+    /// runtime the listeners are served on.
+    pub workers: Option<Arc<Workers>>,
 }
 
 /// [`serve`] of the live router on several listeners at once. They share one connection cap, one
@@ -219,7 +222,7 @@ pub async fn serve_listeners(
     settings: &Server,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<bool> {
-    let Listeners { plain, tls, connections } = listeners;
+    let Listeners { plain, tls, connections, workers } = listeners;
     let started_tls = match &tls {
         Some(_) => Some(live.tls_config().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "a TLS listener needs a config with `[server.tls]`")
@@ -240,6 +243,9 @@ pub async fn serve_listeners(
     }
     if let Some(count) = connections {
         server = server.connection_count(count);
+    }
+    if let Some(workers) = workers {
+        server = server.workers(workers);
     }
     serve_until(server, shutdown).await
 }
@@ -416,6 +422,9 @@ impl Reloader {
         }
         if new.workers != old.workers {
             changed.push("workers");
+        }
+        if new.runtime != old.runtime {
+            changed.push("runtime");
         }
         // Certificates reload; the TLS listener itself is bound at the start.
         match (&new.tls, &old.tls) {

@@ -164,11 +164,12 @@ async fn watch_reloads_when_the_file_changes() {
     std::fs::rename(&fresh, strata.config_path()).unwrap();
     assert!(wait_for_version(&strata, 2, Duration::from_secs(15)).await, "{}", strata.stderr());
     // Listener and runtime settings cannot change while running: the rest applies, and that is said.
-    let listener = versioned(&app.url(), 3).replace("[server]", "[server]\nheader_read_timeout = \"3s\"\nworkers = 1");
+    let listener = versioned(&app.url(), 3)
+        .replace("[server]", "[server]\nheader_read_timeout = \"3s\"\nworkers = 1\nruntime = \"work_stealing\"");
     std::fs::write(strata.config_path(), listener).unwrap();
     assert!(wait_for_version(&strata, 3, Duration::from_secs(15)).await, "{}", strata.stderr());
     let stderr = strata.stderr();
-    for setting in ["header_read_timeout", "workers"] {
+    for setting in ["header_read_timeout", "workers", "runtime"] {
         assert!(
             stderr.contains(&format!("`{setting}` changed: it is fixed when strata starts, restart strata")),
             "{stderr}"

@@ -163,22 +163,30 @@ fn an_invalid_config_never_starts_the_server() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
 
-/// The runtime's threads of a running server: its workers, and its blocking threads when it has
-/// started any (they share the name; the echo app starts none).
+/// The threads serving connections: a per-core server's workers (`strata-worker-N`, each with its
+/// own blocking threads, named apart), or a work-stealing runtime's workers and blocking threads
+/// (they share the name; the echo app starts none).
 fn runtime_threads(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .filter_map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).ok())
-        .filter(|name| name.trim_end() == "strata-worker")
+        .filter(|name| name.trim_end().starts_with("strata-worker"))
         .count()
 }
 
 #[tokio::test]
 async fn workers_sets_how_many_threads_serve() {
     let http = client();
-    for (workers, said) in [(1, "serving with 1 worker thread\n"), (3, "serving with 3 worker threads\n")] {
-        let strata =
-            Strata::start(Some(&format!("[server]\nworkers = {workers}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n")));
+    let cases = [
+        ("", 1, "serving with 1 worker thread (per_core)\n"),
+        ("", 3, "serving with 3 worker threads (per_core)\n"),
+        ("runtime = \"work_stealing\"\n", 1, "serving with 1 worker thread (work_stealing)\n"),
+        ("runtime = \"work_stealing\"\n", 3, "serving with 3 worker threads (work_stealing)\n"),
+    ];
+    for (runtime, workers, said) in cases {
+        let strata = Strata::start(Some(&format!(
+            "[server]\nworkers = {workers}\n{runtime}[[route]]\nprefix = \"/\"\napp = \"echo\"\n"
+        )));
         // It serves, on several connections at once.
         let answers =
             futures_util::future::join_all((0..8).map(|_| client().get(strata.url("/status/200")).send())).await;

@@ -31,7 +31,7 @@ pub use route::{
 };
 pub use server::{
     CertificateFiles, ClientAuth, DEFAULT_REDIRECT_EXEMPT, DEFAULT_VIA_PSEUDONYM, MAX_SHUTDOWN_GRACE, MAX_WORKERS,
-    Server, TlsSettings,
+    Runtime, Server, TlsSettings,
 };
 pub use traces::TraceSettings;
 pub use upstream::{

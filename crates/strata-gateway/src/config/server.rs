@@ -46,6 +46,8 @@ pub struct Server {
     pub http2: bool,
     /// Threads serving connections; `None`: one per CPU the process may use.
     pub workers: Option<usize>,
+    /// How the worker threads share connections (`runtime`).
+    pub runtime: Runtime,
     /// Proxies whose forwarding header names the client (`trusted_proxies`, `client_ip_header`).
     pub trusted_proxies: Arc<TrustedProxies>,
     /// `behind_proxy`, when set; otherwise inferred from `listen` (see [`Server::deployment`]).
@@ -61,6 +63,30 @@ pub struct Server {
     pub secret_headers: Vec<http::HeaderName>,
     /// `[server.tls]`: HTTPS served beside the plain listener.
     pub tls: Option<TlsSettings>,
+}
+
+/// `[server] runtime`: how the worker threads serve connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Runtime {
+    /// `"per_core"`: one single-threaded runtime per worker thread; each connection is handed to
+    /// one worker at the accept and served there to its end (nginx's and HAProxy's shape). Fewer
+    /// cross-thread wake-ups; a request that computes for long holds up its worker's other
+    /// connections.
+    #[default]
+    PerCore,
+    /// `"work_stealing"`: one runtime whose threads take tasks from each other; for handlers that
+    /// run long stretches of CPU work.
+    WorkStealing,
+}
+
+impl Runtime {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::PerCore => "per_core",
+            Runtime::WorkStealing => "work_stealing",
+        }
+    }
 }
 
 /// The `[server.tls]` section: where HTTPS is served and with which certificates. The files are
@@ -142,6 +168,7 @@ impl Default for Server {
             shutdown_grace: limits.shutdown_grace,
             http2: limits.http2,
             workers: None,
+            runtime: Runtime::default(),
             trusted_proxies: Arc::new(TrustedProxies::none()),
             behind_proxy: None,
             path_policy: PathPolicy::new(),
@@ -170,6 +197,7 @@ pub(super) struct ServerSection {
     shutdown_grace: Option<Spanned<String>>,
     http2: Option<bool>,
     workers: Option<Spanned<u64>>,
+    runtime: Option<Spanned<String>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     client_ip_header: Option<Spanned<String>>,
@@ -276,6 +304,23 @@ pub(super) fn parse_server(
                 source
                     .error(workers.span(), format!("`workers`: expected a number of threads from 1 to {MAX_WORKERS}")),
             ),
+        }
+    }
+    if let Some(v) = s.runtime {
+        match v.get_ref().as_str() {
+            "per_core" => server.runtime = Runtime::PerCore,
+            "work_stealing" => server.runtime = Runtime::WorkStealing,
+            other => {
+                const CHOICES: &[&str] = &["per_core", "work_stealing"];
+                errors.push(source.error(
+                    v.span(),
+                    format!(
+                        "`runtime = \"{other}\"`: expected one of {}{}",
+                        quoted_list(CHOICES),
+                        did_you_mean(other, CHOICES)
+                    ),
+                ));
+            }
         }
     }
     let mut trusted = TrustedProxies::parse(s.trusted_proxies.iter().map(|c| c.get_ref().as_str()));
@@ -451,6 +496,19 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::config::test_util::{APPS, ECHO, GOOD, first_error, parse};
+
+    #[test]
+    fn runtime_is_per_core_or_work_stealing() {
+        let with =
+            |runtime: &str| format!("[server]\nruntime = {runtime}\n[[route]]\nprefix = \"/\"\napp = \"echo\"\n");
+        assert_eq!(parse(&with("\"work_stealing\"")).unwrap().server.runtime, Runtime::WorkStealing);
+        assert_eq!(parse(&with("\"per_core\"")).unwrap().server.runtime, Runtime::PerCore);
+        assert_eq!(parse(GOOD).unwrap().server.runtime, Runtime::PerCore, "unset: per core");
+        let error = parse(&with("\"per-core\"")).unwrap_err().to_string();
+        assert!(error.contains(":2:11"), "{error}");
+        assert!(error.contains("expected one of `per_core`, `work_stealing`"), "{error}");
+        assert!(error.contains("did you mean `per_core`?"), "{error}");
+    }
 
     #[test]
     fn workers_is_a_thread_count_from_one_to_the_maximum() {

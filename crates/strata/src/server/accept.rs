@@ -138,6 +138,7 @@ pub(super) struct Shared<H> {
     pub(super) trusted: Arc<TrustedProxies>,
     pub(super) count: Arc<ConnectionCount>,
     pub(super) connections: TaskTracker,
+    pub(super) placement: super::workers::Placement,
     pub(super) stop: CancellationToken,
 }
 
@@ -175,13 +176,27 @@ pub(super) async fn accept_loop<H: Handler, A: Accept>(
         };
         // Small responses go out at once instead of waiting for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let state = ConnectionState::new();
-        let io = GuardedIo::new(stream, state.clone());
+        let socket = match shared.placement.detach(stream) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let deadline = Instant::now() + shared.limits.header_read_timeout;
         let stop = shared.stop.child_token();
         let (serving, accept) = (shared.clone(), accept.clone());
-        shared.connections.spawn(async move {
+        shared.placement.spawn(&shared.connections, async move {
             let _slot = slot;
+            let stream = match socket.attach() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "cannot register the connection with its worker");
+                    return;
+                }
+            };
+            let state = ConnectionState::new();
+            let io = GuardedIo::new(stream, state.clone());
             let accepted = tokio::select! {
                 accepted = accept.accept(io, peer, deadline) => accepted,
                 () = stop.cancelled() => return,

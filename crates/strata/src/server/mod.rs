@@ -33,6 +33,9 @@
 //! each with an [`Accept`] hook (a TLS handshake, for example), and [`Serve::connection_count`]
 //! shares the count of open connections with a metrics endpoint.
 //!
+//! [`Serve::workers`] serves the connections per core: each on one of the single-threaded
+//! runtimes of [`Workers`], from its accept to its end (see [`Workers`] for when to prefer it).
+//!
 //! Each connection is watched by one timer ([`watchdog`]): a client that sends no request head,
 //! idles between requests, stalls its request body or stops reading its response is cut after the
 //! matching timeout of [`ConnectionLimits`].
@@ -40,6 +43,7 @@
 mod accept;
 mod count;
 pub mod watchdog;
+mod workers;
 
 use std::future::{Future, IntoFuture};
 use std::io;
@@ -54,6 +58,7 @@ use tokio_util::task::TaskTracker;
 pub use accept::{Accept, Accepted, Connection, Handler, PlainTcp};
 pub use count::{ConnectionCount, ConnectionSlot, LogEvery, MAX_CONNECTIONS, connection_cap, descriptor_limit};
 pub use watchdog::{GuardedIo, TimedBody, TrackedBody};
+pub use workers::{Workers, current_worker};
 
 use crate::http::client_ip::TrustedProxies;
 
@@ -119,6 +124,7 @@ pub struct Serve<H> {
     trusted: Arc<TrustedProxies>,
     count: Option<Arc<ConnectionCount>>,
     upgraded: Option<TaskTracker>,
+    placement: workers::Placement,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
@@ -132,6 +138,7 @@ impl<H: Handler> Serve<H> {
             trusted: Arc::new(TrustedProxies::none()),
             count: None,
             upgraded: None,
+            placement: workers::Placement::Here,
             shutdown: None,
         }
     }
@@ -172,6 +179,15 @@ impl<H: Handler> Serve<H> {
         self
     }
 
+    /// Serves each accepted connection on one of `workers` (the one with the fewest open
+    /// connections), instead of on the runtime the server is awaited on: per-core serving
+    /// ([`Workers`]). The accept loops, the connection cap and the graceful shutdown stay where
+    /// the server is awaited; a connection's TLS handshake and requests run on its worker.
+    pub fn workers(mut self, workers: Arc<Workers>) -> Self {
+        self.placement = workers::Placement::Workers(workers);
+        self
+    }
+
     /// Stops accepting when `signal` resolves and gives in-flight requests the grace period.
     pub fn with_graceful_shutdown(mut self, signal: impl Future<Output = ()> + Send + 'static) -> Self {
         self.shutdown = Some(Box::pin(signal));
@@ -179,7 +195,7 @@ impl<H: Handler> Serve<H> {
     }
 
     async fn run(self) -> io::Result<bool> {
-        let Serve { handler, listeners, limits, trusted, count, upgraded, shutdown } = self;
+        let Serve { handler, listeners, limits, trusted, count, upgraded, placement, shutdown } = self;
         let count = count.unwrap_or_else(|| {
             ConnectionCount::new(
                 limits.max_connections.unwrap_or_else(|| connection_cap(descriptor_limit().unwrap_or(1024))),
@@ -192,6 +208,7 @@ impl<H: Handler> Serve<H> {
             trusted,
             count,
             connections: TaskTracker::new(),
+            placement,
             stop: CancellationToken::new(),
         });
         let loops = futures_util::future::try_join_all(listeners.into_iter().map(|start| start(shared.clone())));
