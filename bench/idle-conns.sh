@@ -21,19 +21,22 @@
 #   CONTENDERS="strata nginx"
 #   PROTOCOLS="h1 h2c"
 #   HOLD=3               seconds between the last connection opening and the reading of RSS
-#   SETTLE=5             seconds between closing them and the reading of RSS
+#   SETTLE=12            seconds between closing them and the reading of RSS
 #   SKIP_BUILD=1         use target/release/strata as it is (CARGO_TARGET_DIR is honoured)
+#   STRATA_BIN=PATH      measure this strata binary instead (implies nothing about SKIP_BUILD)
 set -euo pipefail
 
 N=${N:-10000}
 HOLD=${HOLD:-3}
-SETTLE=${SETTLE:-5}
+SETTLE=${SETTLE:-12}
 read -r -a CONTENDERS <<<"${CONTENDERS:-strata nginx}"
 read -r -a PROTOCOLS <<<"${PROTOCOLS:-h1 h2c}"
 URL_PATH=/status/200
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# The binary measured (another build of strata, for a before/after comparison).
+STRATA_BIN=${STRATA_BIN:-$TARGET/release/strata}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-idle-conns.XXXXXX")
 chmod 755 "$WORK"
 # die, free_port, wait_for_port, stop_servers, need, start_server.
@@ -89,7 +92,7 @@ prefix = "/"
 stack = []
 app = "echo"
 EOF
-    start_server strata "$PORT" "$TARGET/release/strata" serve --config "$WORK/strata.toml"
+    start_server strata "$PORT" "$STRATA_BIN" serve --config "$WORK/strata.toml"
 }
 
 start_nginx() {

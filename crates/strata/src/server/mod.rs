@@ -39,6 +39,7 @@
 
 mod accept;
 mod count;
+mod protocol;
 pub mod watchdog;
 
 use std::future::{Future, IntoFuture};
