@@ -128,7 +128,9 @@ where
                             return Poll::Ready(Ok(()));
                         }
                     };
-                    let Sniff { io, service, prefix, filled, .. } = sniff.take().expect("sniffing state");
+                    let Some(Sniff { io, service, prefix, filled, .. }) = sniff.take() else {
+                        return Poll::Ready(Ok(()));
+                    };
                     let io = TokioIo::new(Prefixed { io, prefix, start: 0, end: filled });
                     let next = match &protocols.http2 {
                         Some(builder) if http2 => {
