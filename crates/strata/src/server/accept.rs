@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::ConnectionLimits;
 use super::count::{ConnectionCount, LogEvery};
+use super::protocol::{Protocols, Serving};
 use super::watchdog::{self, ConnectionState, GuardedIo, TimedBody, TrackedBody};
 use crate::http::client_ip::TrustedProxies;
 use crate::http::{Body, ConnectionInfo, Request, Response, Service};
@@ -133,7 +134,7 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// What every listener of one server shares.
 pub(super) struct Shared<H> {
     pub(super) handler: H,
-    pub(super) builder: auto::Builder<TokioExecutor>,
+    pub(super) builder: Protocols,
     pub(super) limits: ConnectionLimits,
     pub(super) trusted: Arc<TrustedProxies>,
     pub(super) count: Arc<ConnectionCount>,
@@ -254,8 +255,10 @@ impl<H: Handler> ConnectionTask<H> {
             let response = serving.handler.handle(req, &connection);
             async move { Ok::<_, Infallible>(response.await.map(|body| TrackedBody::new(body, in_flight))) }
         });
-        let connection = shared.builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service).into_owned();
-        let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+        // Boxed: the task then holds one copy of the connection's state for its whole life, where
+        // the async functions it passes through would each keep room for one.
+        let connection = Box::pin(shared.builder.serve(io, hyper_service));
+        let graceful = |c: Pin<&mut Pin<Box<Serving<'_, _, _>>>>| c.get_mut().as_mut().graceful_shutdown();
         match watchdog::watch(connection, graceful, state, limits, stop).await {
             (Some(expiry), _) => tracing::debug!(%peer, timeout = expiry.key(), "connection timed out"),
             (None, Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
@@ -265,10 +268,9 @@ impl<H: Handler> ConnectionTask<H> {
 }
 
 /// hyper's connection settings for `limits`.
-pub(super) fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+pub(super) fn connection_builder(limits: &ConnectionLimits) -> Protocols {
+    let mut http1 = http1::Builder::new();
+    http1
         // The connection's watchdog times the head (from the accept, or from a later head's first
         // byte) and the idle time between requests; hyper's own head timer would start at the end
         // of each response and so cut keep-alive connections at the head timeout.
@@ -278,14 +280,11 @@ pub(super) fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<Tok
     // Pings find HTTP/2 clients that stopped reading (they never acknowledge): one per half send
     // timeout, each with the other half to be answered.
     let half_send = (limits.send_timeout / 2).max(Duration::from_millis(500));
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(half_send))
         .keep_alive_timeout(half_send);
-    if !limits.http2 {
-        builder = builder.http1_only();
-    }
-    builder
+    Protocols { http1, http2: limits.http2.then_some(http2) }
 }

@@ -42,6 +42,7 @@
 
 mod accept;
 mod count;
+mod protocol;
 pub mod watchdog;
 mod workers;
 
