@@ -96,28 +96,11 @@ EOF
 }
 
 start_nginx() {
-    local dir=$WORK/nginx user=""
+    local dir=$WORK/nginx
     PORT=$(free_port)
     H2_PORT=$(free_port)
-    mkdir -p "$dir/logs" "$dir/tmp"
-    chmod -R a+rwX "$dir"
-    [[ $(id -u) == 0 ]] && user="user nobody nogroup;"
-    cat >"$dir/nginx.conf" <<EOF
-$user
-worker_processes auto;
-worker_rlimit_nofile $((N + 1000));
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections $((N + 1000)); }
-http {
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    access_log off;
+    nginx_conf "$dir" "
     keepalive_timeout 600s;
-    keepalive_requests 1000000;
     server {
         listen 127.0.0.1:$PORT;
         location / { return 200 'ok'; }
@@ -125,9 +108,7 @@ http {
     server {
         listen 127.0.0.1:$H2_PORT http2;
         location / { return 200 'ok'; }
-    }
-}
-EOF
+    }" $((N + 1000))
     start_server nginx "$PORT" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
 }
 

@@ -166,3 +166,34 @@ csv_row() {
     printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$script" "$1" "$2" "$3" "$4" \
         "$5" "$p99" "$cpu" "$(cut -d' ' -f1 /proc/loadavg 2>/dev/null)" >>"$file"
 }
+
+# nginx_conf DIR BODY [WORKER_CONNECTIONS] : writes DIR/nginx.conf, a self-contained nginx config
+# (its own pid, logs and temp paths under DIR; run it with `nginx -p DIR -c DIR/nginx.conf -g
+# 'daemon off;'`) whose `http` block holds BODY (server blocks, extra settings) after the settings
+# every bench shares: no access log, no limit on requests per keep-alive connection. Workers get
+# 4096 connections unless told otherwise (and then a descriptor limit to match).
+nginx_conf() {
+    local dir=$1 body=$2 connections=${3:-} user="" limit=""
+    mkdir -p "$dir/logs" "$dir/tmp"
+    chmod -R a+rwX "$dir"
+    [[ $(id -u) == 0 ]] && user="user nobody nogroup;"
+    [[ -n $connections ]] && limit="worker_rlimit_nofile $((connections + 1000));"
+    cat >"$dir/nginx.conf" <<EOF
+$user
+worker_processes auto;
+$limit
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections ${connections:-4096}; }
+http {
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    access_log off;
+    keepalive_requests 1000000;
+    $body
+}
+EOF
+}

@@ -149,33 +149,6 @@ load() {
     echo "${rps:-0} $(if [[ -n $p99 ]]; then to_ms $p99; else echo -; fi) ${requests:-0}"
 }
 
-# nginx_conf DIR PORT BODY : a self-contained nginx config (its own pid, logs and temp paths under
-# DIR, no daemon) serving BODY (the inside of a `server` block) on PORT.
-nginx_conf() {
-    local dir=$1 port=$2 body=$3
-    mkdir -p "$dir/logs" "$dir/tmp"
-    chmod -R a+rwX "$dir"
-    local user=""
-    [[ $(id -u) == 0 ]] && user="user nobody nogroup;"
-    cat >"$dir/nginx.conf" <<EOF
-$user
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    access_log off;
-    keepalive_requests 1000000;
-    $body
-}
-EOF
-}
-
 start_nginx() {
     local name=$1 dir=$2 port=$3
     start_server "$name" "$port" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
@@ -188,7 +161,7 @@ start_upstream() {
     # Two more ports of the same server: the targets of strata-pool3.
     UPSTREAM_PORT2=$(free_port)
     UPSTREAM_PORT3=$(free_port)
-    nginx_conf "$WORK/upstream" "$UPSTREAM_PORT" "
+    nginx_conf "$WORK/upstream" "
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
         listen 127.0.0.1:$UPSTREAM_PORT2;
@@ -316,7 +289,7 @@ nginx_tls() {
     local name=$1 dir=$WORK/$1 port
     make_certificate
     port=$(free_port)
-    nginx_conf "$dir" "$port" "
+    nginx_conf "$dir" "
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
     server {
         # (Debian 12's nginx 1.22 has no \`http2 on\`: h2 is a listen parameter there.)
@@ -367,7 +340,7 @@ EOF
 contender_nginx_bare() {
     local dir=$WORK/nginx-bare port
     port=$(free_port)
-    nginx_conf "$dir" "$port" "
+    nginx_conf "$dir" "
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 64; }
     server {
         listen 127.0.0.1:$port;
@@ -394,7 +367,7 @@ nginx_contender() {
     printf '%s:%s\n' "$AUTH_USER" "$entry" >"$dir/htpasswd"
     chmod 644 "$dir/htpasswd"
     ACCESS_LOG[$name]=$dir/logs/access.log
-    nginx_conf "$dir" "$port" "
+    nginx_conf "$dir" "
     log_format json escape=json '{\"time\":\"\$time_iso8601\",\"request_id\":\"\$request_id\",'
         '\"client\":\"\$remote_addr\",\"method\":\"\$request_method\",\"path\":\"\$uri\",'
         '\"status\":\$status,\"bytes_sent\":\$body_bytes_sent,\"user\":\"\$remote_user\",'

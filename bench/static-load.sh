@@ -92,33 +92,15 @@ CONFIG
 }
 
 start_nginx() {
-    local dir=$WORK/nginx port user=""
+    local dir=$WORK/nginx port
     port=$(free_port)
-    mkdir -p "$dir/logs" "$dir/tmp"
-    chmod -R a+rwX "$dir"
-    [[ $(id -u) == 0 ]] && user="user nobody nogroup;"
-    cat >"$dir/nginx.conf" <<CONFIG
-$user
-worker_processes auto;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    access_log off;
-    keepalive_requests 1000000;
+    nginx_conf "$dir" "
     sendfile on;
     default_type application/octet-stream;
     server {
         listen 127.0.0.1:$port;
         root $WORK/files;
-    }
-}
-CONFIG
+    }"
     start_server nginx "$port" nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
     PORT[nginx]=$port
 }
