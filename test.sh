@@ -19,6 +19,8 @@ need_apt() { # need_apt COMMAND PACKAGE: install PACKAGE when COMMAND is missing
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
 
+# The gateway's allocator (jemalloc) is built from C sources with `make`.
+need_apt make make
 # `kill` sends signals to the servers the tests start.
 need_apt kill procps
 need_apt chromium chromium
