@@ -6,7 +6,8 @@
 //! The core is generic over the request and response types; HTTP is one instantiation
 //! (see [`crate::http`]). A panic inside a layer or the endpoint never escapes the stack: it is caught at
 //! that layer's boundary and turned into a response by [`FromPanic`], so every layer outside it still
-//! runs on the way out.
+//! runs on the way out. That boundary is the [`Run`] future `next.run(req)` returns: one guard per
+//! layer, around the layer's future and its creation alike, named after the layer.
 
 use std::any::Any;
 use std::fmt;
@@ -14,7 +15,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
@@ -137,6 +138,8 @@ trait DynMiddleware<Req, Res>: Send + Sync + 'static {
 /// A named middleware, ready to be placed in a [`Stack`].
 pub struct NamedLayer<Req, Res> {
     name: Arc<str>,
+    // The same name, as the layer's `Run` reports a panic under it.
+    panic_name: &'static str,
     kind: &'static str,
     facts: Facts,
     diagnostics: Arc<[Diagnostic]>,
@@ -144,7 +147,6 @@ pub struct NamedLayer<Req, Res> {
 }
 
 struct Named<M> {
-    name: Arc<str>,
     middleware: M,
 }
 
@@ -155,18 +157,26 @@ where
     Res: FromPanic + Send + 'static,
 {
     fn call(self: Arc<Self>, req: Req, next: Next<Req, Res>) -> BoxFuture<Res> {
-        Box::pin(async move {
-            // Caught here, at this layer's own boundary, so the layer outside sees an ordinary response.
-            match AssertUnwindSafe(self.middleware.handle(req, next)).catch_unwind().await {
-                Ok(res) => res,
-                Err(payload) => {
-                    let panic = Panic { layer: &self.name, message: payload_text(&*payload) };
-                    panic.log();
-                    Res::from_panic(&panic)
-                }
-            }
-        })
+        // No panic guard here: the `Run` this future is polled by is the layer's boundary, and it
+        // also covers a `handle` that panics before its future exists (called on the first poll).
+        Box::pin(async move { self.middleware.handle(req, next).await })
     }
+}
+
+/// The name a panic at a layer's boundary is reported under, kept for the life of the process.
+///
+/// A [`Run`] holds this `&'static str` rather than a reference-counted name, so that guarding each
+/// layer costs no reference count per request (every request on every core would otherwise touch
+/// the same counter). Names are few and reused across reloads; each distinct one is kept once.
+fn lasting_name(name: &str) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(kept) = names.iter().find(|kept| **kept == name) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(name.into());
+    names.push(kept);
+    kept
 }
 
 impl<Req, Res> NamedLayer<Req, Res>
@@ -180,10 +190,11 @@ where
         let diagnostics =
             middleware.diagnostics().into_iter().map(|d| Diagnostic { layer: name.to_string(), ..d }).collect();
         NamedLayer {
+            panic_name: lasting_name(&name),
             kind: middleware.kind(),
             facts: middleware.facts(),
             diagnostics,
-            inner: Arc::new(Named { name: name.clone(), middleware }),
+            inner: Arc::new(Named { middleware }),
             name,
         }
     }
@@ -227,6 +238,7 @@ impl<Req, Res> Clone for NamedLayer<Req, Res> {
     fn clone(&self) -> Self {
         NamedLayer {
             name: self.name.clone(),
+            panic_name: self.panic_name,
             kind: self.kind,
             facts: self.facts,
             diagnostics: self.diagnostics.clone(),
@@ -497,15 +509,16 @@ where
             inspect.request(index, &req);
         }
         let timing = timer.as_ref().map(|t| t.enter(index));
-        let (future, endpoint) = match chain.layers.get(index) {
+        // Called inside the guard, on the first poll: a panic while creating the future is the
+        // layer's too.
+        let (future, layer) = match chain.layers.get(index) {
             Some(layer) => {
-                // The layer holds its own name; on a panic it answers for itself (see `Named::call`).
-                let inner = layer.inner.clone();
-                (inner.call(req, Next { chain, index: index + 1, timer, inspect: inspect.clone() }), false)
+                let (inner, name) = (layer.inner.clone(), layer.panic_name);
+                (inner.call(req, Next { chain, index: index + 1, timer, inspect: inspect.clone() }), name)
             }
-            None => (chain.endpoint.call(req), true),
+            None => (chain.endpoint.call(req), "app"),
         };
-        let run = Run { future: AssertUnwindSafe(future).catch_unwind(), endpoint, timing };
+        let run = Run { future: AssertUnwindSafe(future).catch_unwind(), layer, timing };
         match inspect {
             None => run,
             // Outside the `Run` that turns a panic into a response, so the hook sees that response;
@@ -516,7 +529,7 @@ where
                     inspect.response(index, &res);
                     res
                 });
-                Run { future: AssertUnwindSafe(watched).catch_unwind(), endpoint, timing: None }
+                Run { future: AssertUnwindSafe(watched).catch_unwind(), layer, timing: None }
             }
         }
     }
@@ -550,8 +563,8 @@ where
 /// The future returned by [`Next::run`] and [`Service::call`].
 pub struct Run<Res> {
     future: CatchUnwind<AssertUnwindSafe<BoxFuture<Res>>>,
-    // True when this future runs the endpoint: a panic there is reported as the app's.
-    endpoint: bool,
+    // The layer this future runs (`"app"` for the endpoint): a panic in it is answered here, in its name.
+    layer: &'static str,
     timing: Option<Timing>,
 }
 
@@ -575,8 +588,7 @@ impl<Res: FromPanic> Future for Run<Res> {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(res)) => Poll::Ready(res),
             Poll::Ready(Err(payload)) => {
-                let layer = if self.endpoint { "app" } else { "stack" };
-                let panic = Panic { layer, message: payload_text(&*payload) };
+                let panic = Panic { layer: self.layer, message: payload_text(&*payload) };
                 panic.log();
                 Poll::Ready(Res::from_panic(&panic))
             }

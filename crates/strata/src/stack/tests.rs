@@ -148,14 +148,16 @@ impl Middleware<String, Reply> for PanicsSynchronously {
 }
 
 #[test]
-fn a_layer_panicking_before_its_future_exists_still_becomes_a_response() {
+fn a_layer_panicking_before_its_future_exists_is_answered_in_its_own_name() {
     let log: Log = Default::default();
     let service = Stack::new().with(PanicsSynchronously).serve(app(log.clone()));
-    // Caught by the `Run` around the layer's future, which does not know the layer's name.
-    assert_eq!(block_on(service.call("r".into())), Reply("panic in stack".into()));
-    let outer =
-        Stack::new().with(Record { label: "A", log: log.clone() }).with(PanicsSynchronously).serve(app(log.clone()));
-    assert_eq!(block_on(outer.call("r".into())), Reply("panic in stack".into()));
+    // Caught by the `Run` around the layer, which creates the layer's future on its first poll.
+    assert_eq!(block_on(service.call("r".into())), Reply("panic in PanicsSynchronously".into()));
+    let outer = Stack::new()
+        .with(Record { label: "A", log: log.clone() })
+        .with_named("sync", PanicsSynchronously)
+        .serve(app(log.clone()));
+    assert_eq!(block_on(outer.call("r".into())), Reply("panic in sync".into()));
     assert_eq!(*log.lock().unwrap(), ["A in", "A out"]);
 }
 
@@ -356,10 +358,15 @@ fn an_inspected_call_sees_the_response_a_panic_became() {
     let service = Stack::new().with_named("a", appending("+a")).with(PanicsSynchronously).serve(app(Log::default()));
     let trail = Arc::new(Trail::default());
     let (run, _timer) = service.call_inspected("r".into(), trail.clone());
-    assert_eq!(block_on(run), Reply("panic in stack+a".into()));
+    assert_eq!(block_on(run), Reply("panic in PanicsSynchronously+a".into()));
     assert_eq!(
         *trail.0.lock().unwrap(),
-        ["0 got r", "1 got r+a", "1 returned panic in stack", "0 returned panic in stack+a"]
+        [
+            "0 got r",
+            "1 got r+a",
+            "1 returned panic in PanicsSynchronously",
+            "0 returned panic in PanicsSynchronously+a"
+        ]
     );
 }
 
@@ -382,4 +389,13 @@ fn stacks_nest_as_endpoints_keeping_one_order() {
     let outer = Stack::new().with(Record { label: "server", log: log.clone() }).serve(inner);
     block_on(outer.call("r".into()));
     assert_eq!(*log.lock().unwrap(), ["server in", "route in", "app", "route out", "server out"]);
+}
+
+#[test]
+fn a_name_is_kept_once_however_many_stacks_use_it() {
+    let first = lasting_name("auth");
+    let again = lasting_name(&String::from("auth"));
+    assert!(std::ptr::eq(first, again), "rebuilding a stack (a reload) must not keep its names again");
+    assert_eq!(lasting_name("cors"), "cors");
+    assert!(!std::ptr::eq(lasting_name("cors"), first));
 }
