@@ -182,6 +182,31 @@ mod tests {
         ids
     }
 
+    /// The ids of both threads of a two-thread `pool`: two jobs that wait for each other, so that
+    /// each runs on a thread of its own whatever the scheduler does (one after another, both jobs
+    /// could land on the same thread). Fails after 10 s if the pool has one thread.
+    async fn both_thread_ids(pool: &VerifyPool) -> HashSet<thread::ThreadId> {
+        let meeting = Arc::new(std::sync::Barrier::new(2));
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = oneshot::channel();
+            let meeting = meeting.clone();
+            pool.submit(Box::new(move |_| {
+                meeting.wait();
+                let _ = tx.send(thread::current().id());
+            }))
+            .unwrap();
+            answers.push(rx);
+        }
+        let mut ids = HashSet::new();
+        for rx in answers {
+            let id =
+                tokio::time::timeout(Duration::from_secs(10), rx).await.expect("two threads ran the jobs together");
+            ids.insert(id.unwrap());
+        }
+        ids
+    }
+
     #[tokio::test]
     async fn jobs_run_on_named_threads_that_keep_their_memory() {
         let pool = VerifyPool::new(threads(2));
@@ -226,11 +251,12 @@ mod tests {
     #[tokio::test]
     async fn pools_share_threads_only_through_clones() {
         let (a, b) = (VerifyPool::new(threads(2)), VerifyPool::new(threads(2)));
-        let (a_ids, b_ids) = (thread_ids(&a, 8).await, thread_ids(&b, 8).await);
+        let (a_ids, b_ids) = (both_thread_ids(&a).await, both_thread_ids(&b).await);
+        assert_eq!((a_ids.len(), b_ids.len()), (2, 2));
         assert!(a_ids.is_disjoint(&b_ids), "separate pools, separate threads");
         let clone = a.clone();
         assert!(clone.ptr_eq(&a) && !clone.ptr_eq(&b));
-        assert!(thread_ids(&clone, 8).await.is_subset(&a_ids), "a clone runs on the same threads");
+        assert_eq!(both_thread_ids(&clone).await, a_ids, "a clone runs on the same threads");
     }
 
     #[test]
