@@ -123,7 +123,11 @@ where
     Fut: Future<Output = Res> + Send + 'static,
 {
     fn call(&self, req: Req) -> BoxFuture<Res> {
-        Box::pin(self(req))
+        // Allocated first, so that the future is written into the box rather than copied there
+        // (see `Named::call`).
+        let slot = Box::new_uninit();
+        let boxed = Box::write(slot, self(req));
+        Box::into_pin(boxed)
     }
 }
 
@@ -156,7 +160,12 @@ where
     fn call(self: Arc<Self>, req: Req, next: Next<Req, Res>) -> BoxFuture<Res> {
         // No panic guard here: the `Run` this future is polled by is the layer's boundary, and it
         // also covers a `handle` that panics before its future exists (called on the first poll).
-        Box::pin(async move { self.middleware.handle(req, next).await })
+        // Allocated before the future exists, so that the future is written straight into the box:
+        // `Box::pin(future)` builds it on the stack and then copies all of it into the box, its
+        // largest state included (several hundred bytes for most layers).
+        let slot = Box::new_uninit();
+        let boxed = Box::write(slot, async move { self.middleware.handle(req, next).await });
+        Box::into_pin(boxed)
     }
 }
 
