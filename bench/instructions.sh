@@ -21,7 +21,7 @@ command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install -y
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   cargo build --release -q -p strata-http --example classic_cost
 fi
-bin=target/release/examples/classic_cost
+bin=${CARGO_TARGET_DIR:-target}/release/examples/classic_cost
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

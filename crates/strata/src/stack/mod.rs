@@ -18,9 +18,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use futures_util::FutureExt;
-use futures_util::future::CatchUnwind;
-
 use crate::check::{self, Diagnostic, Facts};
 
 mod timer;
@@ -126,7 +123,11 @@ where
     Fut: Future<Output = Res> + Send + 'static,
 {
     fn call(&self, req: Req) -> BoxFuture<Res> {
-        Box::pin(self(req))
+        // Allocated first, so that the future is written into the box rather than copied there
+        // (see `Named::call`).
+        let slot = Box::new_uninit();
+        let boxed = Box::write(slot, self(req));
+        Box::into_pin(boxed)
     }
 }
 
@@ -159,7 +160,12 @@ where
     fn call(self: Arc<Self>, req: Req, next: Next<Req, Res>) -> BoxFuture<Res> {
         // No panic guard here: the `Run` this future is polled by is the layer's boundary, and it
         // also covers a `handle` that panics before its future exists (called on the first poll).
-        Box::pin(async move { self.middleware.handle(req, next).await })
+        // Allocated before the future exists, so that the future is written straight into the box:
+        // `Box::pin(future)` builds it on the stack and then copies all of it into the box, its
+        // largest state included (several hundred bytes for most layers).
+        let slot = Box::new_uninit();
+        let boxed = Box::write(slot, async move { self.middleware.handle(req, next).await });
+        Box::into_pin(boxed)
     }
 }
 
@@ -503,6 +509,7 @@ where
     Res: FromPanic + Send + 'static,
 {
     /// Passes the request to the next layer inward (or the endpoint) and resolves to its response.
+    #[inline(always)]
     pub fn run(self, req: Req) -> Run<Res> {
         let Next { chain, index, timer, inspect } = self;
         if let Some(inspect) = &inspect {
@@ -518,7 +525,7 @@ where
             }
             None => (chain.endpoint.call(req), "app"),
         };
-        let run = Run { future: AssertUnwindSafe(future).catch_unwind(), layer, timing };
+        let run = Run { future, layer, timing };
         match inspect {
             None => run,
             // Outside the `Run` that turns a panic into a response, so the hook sees that response;
@@ -529,7 +536,7 @@ where
                     inspect.response(index, &res);
                     res
                 });
-                Run { future: AssertUnwindSafe(watched).catch_unwind(), layer, timing: None }
+                Run { future: watched, layer, timing: None }
             }
         }
     }
@@ -562,7 +569,7 @@ where
 
 /// The future returned by [`Next::run`] and [`Service::call`].
 pub struct Run<Res> {
-    future: CatchUnwind<AssertUnwindSafe<BoxFuture<Res>>>,
+    future: BoxFuture<Res>,
     // The layer this future runs (`"app"` for the endpoint): a panic in it is answered here, in its name.
     layer: &'static str,
     timing: Option<Timing>,
@@ -578,21 +585,21 @@ impl<Res: FromPanic> Future for Run<Res> {
     type Output = Res;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Res> {
-        let polled = self.future.poll_unpin(cx);
+        let this = &mut *self;
+        // The response is handed on as the layer's poll returned it (no `Result` around it to
+        // unwrap), so it is not copied once more per layer on its way out.
+        let polled =
+            std::panic::catch_unwind(AssertUnwindSafe(|| this.future.as_mut().poll(cx))).unwrap_or_else(|payload| {
+                let panic = Panic { layer: this.layer, message: payload_text(&*payload) };
+                panic.log();
+                Poll::Ready(Res::from_panic(&panic))
+            });
         if polled.is_ready()
-            && let Some(t) = self.timing.take()
+            && let Some(t) = this.timing.take()
         {
             t.timer.add(t.index, t.started.elapsed());
         }
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(res)) => Poll::Ready(res),
-            Poll::Ready(Err(payload)) => {
-                let panic = Panic { layer: self.layer, message: payload_text(&*payload) };
-                panic.log();
-                Poll::Ready(Res::from_panic(&panic))
-            }
-        }
+        polled
     }
 }
 
