@@ -6,7 +6,7 @@
 //! by itself. Redis runs a script from start to end before anything else, so every check is atomic
 //! and concurrent checks from any number of instances are serialised: the limit holds exactly.
 //!
-//! **Batching.** Checks are handed to one task per store that sends them to Redis: when several
+//! **Batching.** Checks are handed to a task that sends them to Redis: when several
 //! wait at the same moment, they travel in one `EVALSHA` (at most 128 per call), each client's
 //! checks still decided in arrival order (see `SCRIPT`). After a call that carried several checks,
 //! the task lets the runtime run the tasks that are ready before it collects the next batch, so
@@ -15,6 +15,14 @@
 //! the system calls on both sides and Redis's command parsing over every check in it — on a small
 //! machine that shares its cores with Redis, that is the difference between Redis being the
 //! bottleneck or not.
+//!
+//! **Per thread.** On a single-threaded runtime — each of the gateway's per-core workers is one —
+//! every thread that checks has its own sender task and its own connection: a check and its answer
+//! then never cross threads (a check queued for a task on another thread wakes that thread, and
+//! its answer wakes this one back; on a small machine those wake-ups cost more than the check).
+//! The limit is still one limit: the script decides each batch atomically, whichever connection
+//! sends it. On a multi-threaded runtime, whose tasks move between its threads anyway, its threads
+//! share one sender task, so batches stay as large as the load allows.
 //!
 //! **The connection** belongs to the sender task: it is made on the first check (building a layer
 //! needs no runtime and no reachable Redis), and the task drives it itself — the future that
@@ -31,15 +39,19 @@
 //! with no restart. An outage is logged twice: a WARN when the first call fails, and an INFO
 //! "Redis store recovered" line, with how long it was down, when the first call succeeds again.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
+use thread_local::ThreadLocal;
+use tokio::runtime::RuntimeFlavor;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::gcra::{self, Gcra, MAX_LIMITS, Outcome};
@@ -206,7 +218,8 @@ impl RedisStoreBuilder {
                 retry: self.retry_after,
             }),
             key_prefix: self.key_prefix,
-            jobs: OnceLock::new(),
+            senders: Box::new(ThreadLocal::new()),
+            shared_sender: Mutex::new(None),
             origin: Instant::now(),
             retry_at_ms: AtomicU64::new(0),
             failing_since_ms: AtomicU64::new(0),
@@ -218,7 +231,12 @@ impl RedisStoreBuilder {
 pub struct RedisStore {
     shared: Arc<Shared>,
     key_prefix: String,
-    jobs: OnceLock<mpsc::Sender<Job>>,
+    // This thread's queue to its sender task (see "Per thread" in the module docs): its own task
+    // on a single-threaded runtime, a clone of `shared_sender` on a multi-threaded one.
+    // (Boxed: its table of buckets is ~0.5 KiB, which every holder of a store would carry inline.)
+    senders: Box<ThreadLocal<RefCell<mpsc::Sender<Job>>>>,
+    // The queue to the one sender task that a multi-threaded runtime's threads share.
+    shared_sender: Mutex<Option<mpsc::Sender<Job>>>,
     origin: Instant,
     // Milliseconds since `origin` before which Redis is not tried; 0 when healthy.
     retry_at_ms: AtomicU64,
@@ -253,13 +271,41 @@ impl RedisStore {
         &self.key_prefix
     }
 
-    /// The queue to the sender task, started on the first check (it needs a runtime).
-    fn jobs(&self) -> &mpsc::Sender<Job> {
-        self.jobs.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(send_batches(self.shared.clone(), rx));
-            tx
-        })
+    /// Queues `job` for this thread's sender task, starting the task on the thread's first check
+    /// (it needs a runtime), or again when the runtime it ran on is gone.
+    fn queue(&self, job: Job) -> Result<(), StoreError> {
+        let cell = self.senders.get_or(|| RefCell::new(self.sender_here()));
+        let mut sender = cell.borrow_mut();
+        match sender.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::Overloaded),
+            // The task's runtime was dropped (a runtime per test, say): start one on this one.
+            Err(TrySendError::Closed(job)) => {
+                *sender = self.sender_here();
+                sender.try_send(job).map_err(|_| StoreError::Overloaded)
+            }
+        }
+    }
+
+    /// A queue to a sender task for the calling thread: a task of its own on a single-threaded
+    /// runtime, whose tasks all run on this thread; the runtime's shared one on a multi-threaded
+    /// runtime, whose tasks move between its threads anyway.
+    fn sender_here(&self) -> mpsc::Sender<Job> {
+        if tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+            return self.spawn_sender();
+        }
+        let mut shared = self.shared_sender.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*shared {
+            Some(sender) if !sender.is_closed() => sender.clone(),
+            _ => shared.insert(self.spawn_sender()).clone(),
+        }
+    }
+
+    /// Starts a sender task on the current runtime, and gives its queue.
+    fn spawn_sender(&self) -> mpsc::Sender<Job> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(send_batches(self.shared.clone(), rx));
+        tx
     }
 
     fn now_ms(&self) -> u64 {
@@ -301,7 +347,7 @@ impl RedisStore {
 
     async fn send(&self, key: String) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs().try_send(Job { key, reply, queued: Instant::now() }).map_err(|_| StoreError::Overloaded)?;
+        self.queue(Job { key, reply, queued: Instant::now() })?;
         // The sender task answers every check within twice the timeout — it waits at most for
         // the call in flight, and bounds its own — so the check needs no timer of its own (each
         // would be registered in and removed from the runtime's timer wheel).
@@ -568,197 +614,4 @@ async fn decide<'k>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::process::{Child, Command, Stdio};
-
-    /// A redis-server of the test's own on a free loopback port, stopped when dropped.
-    struct Redis(Child, u16);
-
-    impl Redis {
-        fn start() -> Redis {
-            // Below the kernel's ephemeral range (32768–60999 by default): no `bind(0)` or outgoing
-            // connection of a concurrent test can take it before redis-server binds it.
-            let offset = std::process::id() % 10_000;
-            let port = (0..10_000)
-                .map(|i| 20_000 + u16::try_from((offset + i) % 10_000).unwrap())
-                .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-                .expect("a free loopback port");
-            Redis::start_on(port)
-        }
-
-        fn start_on(port: u16) -> Redis {
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server on PATH (`.ci/run` installs it)");
-            let redis = Redis(child, port);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not listen on port {port}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            redis
-        }
-    }
-
-    impl Drop for Redis {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    async fn commands(connection: &mut MultiplexedConnection, name: &str) -> u64 {
-        let info: String = redis::cmd("INFO").arg("commandstats").query_async(connection).await.unwrap();
-        let prefix = format!("cmdstat_{name}:calls=");
-        info.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-    }
-
-    #[tokio::test]
-    async fn a_redis_restarted_while_the_store_is_idle_fails_no_check() {
-        let redis = Redis::start();
-        let port = redis.1;
-        let quota = Gcra::new(100, Duration::from_secs(60), 100).unwrap();
-        let url = format!("redis://127.0.0.1:{port}");
-        let store = RedisStore::builder(&url)
-            .timeout(Duration::from_secs(5))
-            .retry_after(Duration::from_secs(60))
-            .build(&[quota])
-            .unwrap();
-        assert!(store.check_name("client".into()).await.unwrap().allowed);
-        drop(redis);
-        let _redis = Redis::start_on(port);
-        // The idle connection's end has been seen by the sender task, which connects again for
-        // the next check: no check fails, so no `retry` period (a minute here) begins.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for _ in 0..3 {
-            assert!(store.check_name("client".into()).await.expect("a check after the restart").allowed);
-        }
-    }
-
-    #[cfg(unix)]
-    #[tokio::test]
-    async fn a_redis_behind_a_unix_socket_limits_as_over_tcp() {
-        let dir = std::env::temp_dir().join(format!("strata-redis-unix-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket", socket.to_str().unwrap(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (`.ci/run` installs it)");
-        // Stopped when dropped, even if an assertion fails first (it listens on no port).
-        let redis = Redis(child, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen on {}", socket.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let quota = Gcra::new(2, Duration::from_secs(60), 2).unwrap();
-        let url = format!("redis+unix://{}", socket.display());
-        let store = RedisStore::builder(&url)
-            .timeout(Duration::from_secs(5))
-            .retry_after(Duration::from_secs(1))
-            .build(&[quota])
-            .unwrap();
-        let mut admitted = Vec::new();
-        for _ in 0..3 {
-            admitted.push(store.check_name("client".into()).await.expect("a check through the socket").allowed);
-        }
-        drop(redis);
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(admitted, [true, true, false], "two per minute, then refused");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_redis_that_never_answers_fails_every_check_within_twice_the_timeout() {
-        // Accepted by the kernel's backlog, never read: the handshake gets no answer.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("redis://127.0.0.1:{}", silent.local_addr().unwrap().port());
-        let quota = Gcra::new(100, Duration::from_secs(1), 100).unwrap();
-        let timeout = Duration::from_millis(300);
-        let store = Arc::new(
-            RedisStore::builder(&url).timeout(timeout).retry_after(Duration::from_secs(5)).build(&[quota]).unwrap(),
-        );
-        let started = Instant::now();
-        let checks: Vec<_> = (0..40)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { store.check_name(format!("client-{i}")).await })
-            })
-            .collect();
-        for check in checks {
-            let result = check.await.unwrap();
-            assert!(
-                matches!(result, Err(StoreError::Timeout | StoreError::CoolingDown)),
-                "expected a timeout, got {result:?}"
-            );
-        }
-        let took = started.elapsed();
-        assert!(took >= timeout, "answered after {took:?}, before the timeout");
-        assert!(took < timeout * 2 + Duration::from_millis(200), "the last check waited {took:?}");
-    }
-
-    #[tokio::test]
-    async fn a_batch_decides_each_check_in_order_and_writes_each_client_once() {
-        let redis = Redis::start();
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.1)).unwrap();
-        let per_second = Gcra::new(3, Duration::from_secs(1), 3).unwrap().in_micros();
-        let per_minute = Gcra::new(5, Duration::from_secs(60), 4).unwrap().in_micros();
-        let shared = Shared {
-            client: client.clone(),
-            script: redis::Script::new(SCRIPT),
-            quotas: Box::new([per_second, per_minute]),
-            timeout: Duration::from_secs(5),
-            retry: Duration::from_secs(1),
-        };
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        // The same quotas in microseconds, for the reference decisions made here with gcra::check.
-        let micros: Vec<Gcra> = shared
-            .quotas
-            .iter()
-            .map(|q| Gcra { interval: q.interval / 1_000, tolerance: q.tolerance / 1_000, ..*q })
-            .collect();
-        let mut reference: HashMap<&str, [u64; MAX_LIMITS]> = HashMap::new();
-        let batch = ["a", "b", "a", "a", "a", "c", "b", "a"];
-        let mut admitted = 0;
-        for round in 0..3 {
-            let sets_before = commands(&mut connection, "set").await;
-            let decided = decide(&shared, &mut connection, batch.iter().copied()).await.unwrap();
-            assert_eq!(decided.checks.len(), batch.len());
-            for (i, (key, (allowed, tats))) in batch.iter().zip(&decided.checks).enumerate() {
-                let state = reference.entry(key).or_insert([0; MAX_LIMITS]);
-                let expected = gcra::check(&micros, state, decided.now);
-                assert_eq!(*allowed, expected.allowed, "round {round}, check {i} ({key})");
-                // A rejected check reports its TATs brought up to now, as the script returns them.
-                let want: Vec<u64> = state[..2].iter().map(|t| (*t).max(decided.now)).collect();
-                assert_eq!(tats[..2], want[..], "round {round}, check {i} ({key})");
-                admitted += usize::from(*allowed);
-            }
-            // One write per limit of each client with an admitted check, not one per check.
-            let written =
-                ["a", "b", "c"].iter().filter(|k| decided.checks.iter().zip(&batch).any(|(c, b)| c.0 && b == *k));
-            let writes = commands(&mut connection, "set").await - sets_before;
-            assert_eq!(writes, written.count() as u64 * 2, "round {round}");
-        }
-        // Three per second with a burst of three: `a`'s 5th check of the first round is refused.
-        assert!(admitted > 3 && admitted < 3 * batch.len(), "{admitted} admitted");
-        // What Redis keeps is the state after the last check, with an expiry.
-        for key in ["a", "b", "c"] {
-            for (limit, tat) in reference[key][..2].iter().enumerate() {
-                let stored: u64 =
-                    redis::cmd("GET").arg(format!("{key}:{limit}")).query_async(&mut connection).await.unwrap();
-                assert_eq!(stored, *tat, "{key}:{limit}");
-                let ttl: i64 =
-                    redis::cmd("PTTL").arg(format!("{key}:{limit}")).query_async(&mut connection).await.unwrap();
-                assert!(ttl > 0, "{key}:{limit} expires ({ttl} ms)");
-            }
-        }
-    }
-}
+mod tests;
