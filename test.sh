@@ -51,6 +51,17 @@ trap 'rm -f "$log"' EXIT
 status=0
 # --no-fail-fast: one failing test binary must not hide the results of the others.
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# The benchmark plots' script (bench/plot.py, Python's standard library only) has tests of its own;
+# they run with the whole suite, and their counts join the total in cargo's summary form.
+if [ "$#" = 0 ]; then
+  plot_log=$(mktemp)
+  python3 -m unittest discover -s bench -p 'test_plot.py' >"$plot_log" 2>&1 || status=1
+  cat "$plot_log"
+  ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in .*/\1/p' "$plot_log")
+  bad=$(grep -o -E '(failures|errors)=[0-9]+' "$plot_log" | awk -F= '{ n += $2 } END { print n + 0 }')
+  echo "test result: bench/test_plot.py. $((${ran:-0} - bad)) passed; $bad failed" >>"$log"
+  rm -f "$plot_log"
+fi
 # One total over every test binary and the doctests (cargo prints one summary per binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
 exit "$status"

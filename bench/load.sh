@@ -38,7 +38,7 @@
 #                   process spent per request (default target/bench/load.csv; bench/plot.py draws it)
 #
 # Adding a contender: write a `contender_NAME` function (dashes in NAME become underscores) that
-# starts the server with `start_server NAME PORT COMMAND...`, then add NAME to CONTENDERS below.
+# starts the server with `start_contender NAME PORT COMMAND...`, then add NAME to CONTENDERS below.
 # The servers are stopped on exit, whatever the outcome.
 set -euo pipefail
 
@@ -90,21 +90,15 @@ trap 'exit 130' INT TERM
 
 # --- helpers -------------------------------------------------------------------------------------
 
-# start_server NAME PORT COMMAND... : starts COMMAND in the background, logs to $WORK/NAME.log,
-# waits (at most 20 s) until PORT accepts connections and checks that the load URL answers 200.
-start_server() {
-    local name=$1 port=$2
-    shift 2
-    "$@" >"$WORK/$name.log" 2>&1 &
-    local pid=$!
-    SERVER_PIDS+=("$pid")
-    wait_for_port "$name" "$port" "$pid"
-    local status
+# start_contender NAME PORT COMMAND... : lib.sh's start_server (COMMAND in the background, its log in
+# $WORK/NAME.log, waits until PORT accepts connections), then checks that the load URL answers 200.
+start_contender() {
+    local name=$1 port=$2 status
+    start_server "$@"
     status=$(http_status "$port" "$URL_PATH")
     [[ $status == 200 ]] || die "$name answered GET $URL_PATH with '$status' instead of 200"
     URL[$name]="http://127.0.0.1:$port$URL_PATH"
-    PIDS_OF[$name]=$pid
-    echo "started $name (pid $pid) on ${URL[$name]}"
+    echo "$name answers 200 on ${URL[$name]}"
 }
 
 # http_status PORT PATH : the status code of one GET carrying REQUEST_HEADERS, with bash's
@@ -198,14 +192,14 @@ contender_strata_empty() {
     port=$(free_port)
     printf '[server]\nlisten = "127.0.0.1:%s"\nstack = []\n\n[[route]]\nprefix = "/"\nstack = []\napp = "echo"\n' \
         "$port" >"$config"
-    start_server strata-empty "$port" "$TARGET/release/strata" serve --config "$config"
+    start_contender strata-empty "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
 # hyper + hyper-util serving the same echo endpoint with the same connection settings: the floor.
 contender_bare_hyper() {
     local port
     port=$(free_port)
-    start_server bare-hyper "$port" "$TARGET/release/examples/bare_hyper" "127.0.0.1:$port"
+    start_contender bare-hyper "$port" "$TARGET/release/examples/bare_hyper" "127.0.0.1:$port"
 }
 
 # alice_hash : sets ALICE_HASH to an argon2id hash of AUTH_PASSWORD, made once by the gateway's own
@@ -227,7 +221,7 @@ start_strata_stack() {
     alice_hash
     classic_config "$port" "$stack" "$log" "$AUTH_USER" "$ALICE_HASH" >"$config"
     if [[ $stack == *'"log"'* ]]; then ACCESS_LOG[$name]=$log; fi
-    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+    start_contender "$name" "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
 # The gateway with the classic stack of examples/classic.toml (timing → request_id → access_log →
@@ -253,7 +247,7 @@ contender_strata_classic_metrics() {
     classic_config "$port" '"timing", "request_id", "log", "cors", "auth"' "$log" "$AUTH_USER" "$ALICE_HASH" >"$config"
     printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" >>"$config"
     ACCESS_LOG[strata-classic-metrics]=$log
-    start_server strata-classic-metrics "$port" "$TARGET/release/strata" serve --config "$config"
+    start_contender strata-classic-metrics "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
 # The same with every request traced (sample_ratio 1) to a local OTLP/HTTP sink that reads each
@@ -278,7 +272,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_for
     printf '\n[admin]\nlisten = "127.0.0.1:%s"\n\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\nsample_ratio = 1.0\n' \
         "$(free_port)" "$sink" >>"$config"
     ACCESS_LOG[strata-classic-traced]=$log
-    start_server strata-classic-traced "$port" "$TARGET/release/strata" serve --config "$config"
+    start_contender strata-classic-traced "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
 # The access log alone:
@@ -325,7 +319,7 @@ prefix = "/"
 stack = []
 app = "echo"
 EOF
-    start_server "$name" "$port" "$TARGET/release/strata" serve --config "$config"
+    start_contender "$name" "$port" "$TARGET/release/strata" serve --config "$config"
 }
 
 contender_strata_ratelimit_memory() {
@@ -346,7 +340,7 @@ contender_axum_classic() {
     port=$(free_port)
     alice_hash
     ACCESS_LOG[axum-classic]=$log
-    start_server axum-classic "$port" "$AXUM_TARGET/release/axum-classic" "127.0.0.1:$port" "$log" \
+    start_contender axum-classic "$port" "$AXUM_TARGET/release/axum-classic" "127.0.0.1:$port" "$log" \
         "$AUTH_USER:$ALICE_HASH"
 }
 
@@ -356,7 +350,7 @@ contender_axum_classic_nocache() {
     port=$(free_port)
     alice_hash
     ACCESS_LOG[axum-classic-nocache]=$log
-    start_server axum-classic-nocache "$port" "$AXUM_TARGET/release/axum-classic" --no-cache "127.0.0.1:$port" \
+    start_contender axum-classic-nocache "$port" "$AXUM_TARGET/release/axum-classic" --no-cache "127.0.0.1:$port" \
         "$log" "$AUTH_USER:$ALICE_HASH"
 }
 
