@@ -16,13 +16,13 @@
 //! machine that shares its cores with Redis, that is the difference between Redis being the
 //! bottleneck or not.
 //!
-//! **Per thread.** On a single-threaded runtime — each of the gateway's per-core workers is one —
-//! every thread that checks has its own sender task and its own connection: a check and its answer
-//! then never cross threads (a check queued for a task on another thread wakes that thread, and
-//! its answer wakes this one back; on a small machine those wake-ups cost more than the check).
-//! The limit is still one limit: the script decides each batch atomically, whichever connection
-//! sends it. On a multi-threaded runtime, whose tasks move between its threads anyway, its threads
-//! share one sender task, so batches stay as large as the load allows.
+//! **One sender task per store**, whichever runtime or thread a check comes from: the fewer the
+//! calls, the larger each batch, and Redis — one thread, shared by every instance — spends most of
+//! a call on the call itself. (A task and a connection per per-core worker was measured: a quarter
+//! fewer context switches in the gateway, but half-size batches and 60% more Redis CPU per check,
+//! and no more requests served; see docs/benchmark-notes.md.) Each thread keeps its own handle to
+//! the task's queue, so a check touches no lock; when the runtime the task ran on is dropped (a
+//! runtime per test, say), the next check starts a new task on its own runtime.
 //!
 //! **The connection** belongs to the sender task: it is made on the first check (building a layer
 //! needs no runtime and no reachable Redis), and the task drives it itself — the future that
@@ -50,7 +50,6 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
 use thread_local::ThreadLocal;
-use tokio::runtime::RuntimeFlavor;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -231,11 +230,11 @@ impl RedisStoreBuilder {
 pub struct RedisStore {
     shared: Arc<Shared>,
     key_prefix: String,
-    // This thread's queue to its sender task (see "Per thread" in the module docs): its own task
-    // on a single-threaded runtime, a clone of `shared_sender` on a multi-threaded one.
-    // (Boxed: its table of buckets is ~0.5 KiB, which every holder of a store would carry inline.)
+    // This thread's handle to the queue of the sender task (a clone of `shared_sender`'s), so that
+    // a check takes no lock. (Boxed: its table of buckets is ~0.5 KiB, which every holder of a store
+    // would carry inline.)
     senders: Box<ThreadLocal<RefCell<mpsc::Sender<Job>>>>,
-    // The queue to the one sender task that a multi-threaded runtime's threads share.
+    // The queue to the store's one sender task; replaced when that task's runtime is gone.
     shared_sender: Mutex<Option<mpsc::Sender<Job>>>,
     origin: Instant,
     // Milliseconds since `origin` before which Redis is not tried; 0 when healthy.
@@ -271,8 +270,8 @@ impl RedisStore {
         &self.key_prefix
     }
 
-    /// Queues `job` for this thread's sender task, starting the task on the thread's first check
-    /// (it needs a runtime), or again when the runtime it ran on is gone.
+    /// Queues `job` for the store's sender task, starting the task on the first check (it needs a
+    /// runtime), or again when the runtime it ran on is gone.
     fn queue(&self, job: Job) -> Result<(), StoreError> {
         let cell = self.senders.get_or(|| RefCell::new(self.sender_here()));
         let mut sender = cell.borrow_mut();
@@ -287,13 +286,9 @@ impl RedisStore {
         }
     }
 
-    /// A queue to a sender task for the calling thread: a task of its own on a single-threaded
-    /// runtime, whose tasks all run on this thread; the runtime's shared one on a multi-threaded
-    /// runtime, whose tasks move between its threads anyway.
+    /// The queue to the store's sender task, started on the current runtime when there is none or
+    /// when the runtime it ran on is gone.
     fn sender_here(&self) -> mpsc::Sender<Job> {
-        if tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
-            return self.spawn_sender();
-        }
         let mut shared = self.shared_sender.lock().unwrap_or_else(PoisonError::into_inner);
         match &*shared {
             Some(sender) if !sender.is_closed() => sender.clone(),
