@@ -182,35 +182,46 @@ pub(super) fn add_forwarding(
     from_trusted_proxy: bool,
     host: Option<&HeaderValue>,
 ) {
-    if !from_trusted_proxy || mode == ForwardedHeaders::None {
-        // Removed only when present: a clean request (the usual case) costs a walk over the names.
-        let claimed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|n| {
-                **n == X_FORWARDED_FOR
-                    || **n == X_FORWARDED_PROTO
-                    || **n == X_FORWARDED_HOST
-                    || **n == header::FORWARDED
-            })
-            .cloned()
-            .collect();
-        for name in claimed {
-            headers.remove(name);
+    // Which of the forwarding headers the request has: one walk over the names, instead of a
+    // hashed lookup per header (a clean request, the usual case, has none).
+    let (mut has_for, mut has_proto, mut has_host) = (false, false, false);
+    let mut claimed: Vec<HeaderName> = Vec::new();
+    let replace = !from_trusted_proxy || mode == ForwardedHeaders::None;
+    for name in headers.keys() {
+        let known = if *name == X_FORWARDED_FOR {
+            &mut has_for
+        } else if *name == X_FORWARDED_PROTO {
+            &mut has_proto
+        } else if *name == X_FORWARDED_HOST {
+            &mut has_host
+        } else if *name == header::FORWARDED {
+            &mut false
+        } else {
+            continue;
+        };
+        if replace {
+            // From anyone but a trusted proxy they are dropped, whichever are there.
+            claimed.push(name.clone());
+        } else {
+            *known = true;
         }
+    }
+    for name in claimed {
+        headers.remove(name);
     }
     let ip = peer.map(|p| p.ip());
     if matches!(mode, ForwardedHeaders::XForwarded | ForwardedHeaders::Both) {
         if let Some(ip) = ip {
-            if headers.contains_key(&X_FORWARDED_FOR) {
+            if has_for {
                 append_list(headers, X_FORWARDED_FOR, &ip.to_string());
             } else {
                 headers.insert(X_FORWARDED_FOR, ip_value(ip));
             }
         }
-        if !headers.contains_key(X_FORWARDED_PROTO) {
+        if !has_proto {
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if secure { "https" } else { "http" }));
         }
-        if let Some(host) = host.filter(|_| !headers.contains_key(X_FORWARDED_HOST)) {
+        if let Some(host) = host.filter(|_| !has_host) {
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
     }
