@@ -21,6 +21,9 @@
 #   nginx-tls-new   nginx-tls the same way (no session resumption on either side: wrk does not resume)
 # and the price of balancing:
 #   strata-pool3    strata-bare with three targets (three ports of the same upstream), round robin
+# and the floor of any proxy built on hyper, strata's HTTP engine:
+#   hyper-proxy     hyper's server and client alone, per core, one upstream connection per client
+#                   connection, nothing rewritten (crates/strata-gateway/examples/hyper_proxy.rs)
 # and strata's two runtimes (`[server] runtime`; the contenders above use the default, per_core):
 #   strata-ws       strata with `runtime = "work_stealing"`
 #   strata-bare-ws  strata-bare with `runtime = "work_stealing"`
@@ -337,6 +340,17 @@ EOF
     check_bare strata-pool3 "$port"
 }
 
+# The floor of a proxy built on hyper (crates/strata-gateway/examples/hyper_proxy.rs): hyper's
+# server and client, a single-threaded runtime and a reuseport listener per core, one upstream
+# connection per client connection, nothing rewritten. Not a usable proxy: the price of the engine
+# strata is built on, doing one exchange each way per request.
+contender_hyper_proxy() {
+    local port
+    port=$(free_port)
+    start_server hyper-proxy "$port" "$TARGET/release/examples/hyper_proxy" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT"
+    check_bare hyper-proxy "$port"
+}
+
 contender_nginx_bare() {
     local dir=$WORK/nginx-bare port
     port=$(free_port)
@@ -634,8 +648,8 @@ need nginx nginx
 need curl curl
 need openssl openssl
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    echo "building: cargo build --release --bin strata"
-    cargo build --release --bin strata
+    echo "building: cargo build --release --bin strata --example hyper_proxy"
+    cargo build --release --bin strata --example hyper_proxy
 fi
 start_upstream
 for name in "${CONTENDERS[@]}"; do "contender_${name//-/_}"; done
@@ -682,6 +696,7 @@ echo "ratios of median req/s (this run only):"
 ratio strata nginx-plain 1.0
 ratio strata nginx-hashed 3
 ratio strata-bare nginx-bare -
+ratio strata-bare hyper-proxy -
 ratio strata caddy -
 ratio strata haproxy -
 ratio strata-bare haproxy-bare 0.9
@@ -694,6 +709,8 @@ echo "CPU per request, the other way round (how many of strata's requests cost w
 cpu_ratio nginx-plain strata
 cpu_ratio nginx-hashed strata
 cpu_ratio nginx-bare strata-bare
+cpu_ratio hyper-proxy strata-bare
+cpu_ratio nginx-bare hyper-proxy
 cpu_ratio nginx-plain strata-bare
 cpu_ratio caddy strata
 cpu_ratio haproxy strata
