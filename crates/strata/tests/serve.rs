@@ -152,6 +152,33 @@ async fn graceful_shutdown_lets_an_in_flight_request_finish_and_refuses_new_conn
 }
 
 #[tokio::test]
+async fn graceful_shutdown_closes_an_idle_keep_alive_connection_at_once() {
+    let (listener, addr) = listener().await;
+    let (stop, served) = start(strata::serve(listener, service(Arc::default())));
+    // Three requests on one connection first: its watchdog has been polled many times, and its
+    // shutdown signal is not polled again once registered — the signal must still reach it.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    for round in 0..3 {
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        while !answer.ends_with(b"HTTP/1.1 127.0.0.1") {
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "round {round}: closed before its answer: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    stop.send(()).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut buf)).await.expect("closed within 3 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed without another answer: {read:?}");
+    let drained = tokio::time::timeout(Duration::from_secs(3), served).await.unwrap().unwrap().unwrap();
+    assert!(drained, "every connection finished within the grace period");
+    assert!(started.elapsed() < Duration::from_secs(2), "the idle connection waited {:?}", started.elapsed());
+}
+
+#[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
     let (listener, addr) = listener().await;
     let limits = ConnectionLimits { header_read_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };

@@ -330,15 +330,26 @@ where
     let mut seen_block = 0;
     let timer = tokio::time::sleep_until(state.accepted + limits.header_read_timeout);
     tokio::pin!(timer);
+    // Whether `stopped` and `timer` hold this task's waker. The connection is polled several times
+    // per request, and polling either again would only register the same waker again (a lock for
+    // `stopped`, atomic swaps for `timer`): once registered, cheap reads say when they are due —
+    // `is_cancelled` and `is_elapsed` — and only then are they polled. The task's waker does not
+    // change between polls (this future is the task's own, polled by nothing else).
+    let mut stop_registered = false;
+    let mut timer_registered = false;
+    let stop = &stop;
     std::future::poll_fn(move |cx| {
         loop {
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready((None, result));
             }
-            if !draining && stopped.as_mut().poll(cx).is_ready() {
-                draining = true;
-                graceful(connection.as_mut());
-                continue;
+            if !draining && (!stop_registered || stop.is_cancelled()) {
+                stop_registered = true;
+                if stopped.as_mut().poll(cx).is_ready() {
+                    draining = true;
+                    graceful(connection.as_mut());
+                    continue;
+                }
             }
             let blocked = state.write_blocked.load(Ordering::Relaxed);
             if blocked != seen_block {
@@ -346,11 +357,17 @@ where
                 let due = state.at(blocked.saturating_sub(1)) + limits.send_timeout;
                 if blocked != 0 && due < timer.deadline() {
                     timer.as_mut().reset(due);
+                    timer_registered = false;
                 }
             }
-            if timer.as_mut().poll(cx).is_pending() {
+            if timer_registered && !timer.is_elapsed() {
                 return Poll::Pending;
             }
+            if timer.as_mut().poll(cx).is_pending() {
+                timer_registered = true;
+                return Poll::Pending;
+            }
+            timer_registered = false;
             let now = Instant::now();
             match state.check(now, &limits) {
                 Verdict::Later(at) => timer.as_mut().reset(at),
