@@ -38,6 +38,7 @@ use hyper_util::rt::TokioIo;
 use strata::http::{Body, BoxError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::tls_client::UpstreamTls;
 
@@ -112,6 +113,8 @@ pub enum PoolError {
     Connect(std::io::Error),
     /// The connection failed or closed before a complete response head.
     Exchange(hyper::Error),
+    /// No response head came by the deadline (connecting included).
+    Timeout,
 }
 
 impl std::fmt::Display for PoolError {
@@ -119,6 +122,7 @@ impl std::fmt::Display for PoolError {
         match self {
             PoolError::Connect(e) => write!(f, "connect: {e}"),
             PoolError::Exchange(e) => f.write_str(&crate::proxy::error_chain(e)),
+            PoolError::Timeout => f.write_str("no response in time"),
         }
     }
 }
@@ -126,6 +130,10 @@ impl std::fmt::Display for PoolError {
 struct Link {
     sender: http1::SendRequest<Body>,
     conn: Connection,
+    /// The response deadline of the request on this connection. One timer for the connection's
+    /// life, moved later for each request — which takes no lock when the timer is still pending —
+    /// rather than a timer registered in the runtime's wheel and removed again per request.
+    deadline: Pin<Box<Sleep>>,
     /// The idle list of the worker whose reactor the socket is registered with.
     home: usize,
 }
@@ -198,15 +206,18 @@ impl Pool {
     /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a new one, and resolves to
     /// the response head; the body keeps the connection and returns it to the pool once read.
     pub async fn send(self: &Arc<Self>, req: http::Request<Body>) -> Result<http::Response<Body>, PoolError> {
-        self.send_or_return(req).await.map_err(|(error, _)| error)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        self.send_or_return(req, deadline).await.map_err(|(error, _)| error)
     }
 
-    /// [`Pool::send`], handing the request back with the error when none of it was written (no
-    /// connection could be made, or a new one failed before the request went out): its body is
+    /// [`Pool::send`] with a `deadline` for the response head (connecting included; past it,
+    /// [`PoolError::Timeout`]), handing the request back with the error when none of it was written
+    /// (no connection could be made, or a new one failed before the request went out): its body is
     /// untouched, so it may be sent elsewhere.
     pub async fn send_or_return(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
+        deadline: Instant,
     ) -> Result<http::Response<Body>, (PoolError, Option<http::Request<Body>>)> {
         if !self.sweeping.load(Ordering::Relaxed) && !self.idle_timeout.is_zero() {
             self.start_sweeping();
@@ -216,9 +227,10 @@ impl Pool {
                 Some(link) => (link, true),
                 // Boxed: connecting is rare, and its state would otherwise make every request's
                 // future larger.
-                None => match Box::pin(self.connect()).await {
-                    Ok(link) => (link, false),
-                    Err(error) => return Err((error, Some(req))),
+                None => match tokio::time::timeout_at(deadline.into(), Box::pin(self.connect(deadline))).await {
+                    Ok(Ok(link)) => (link, false),
+                    Ok(Err(error)) => return Err((error, Some(req))),
+                    Err(_) => return Err((PoolError::Timeout, None)),
                 },
             };
             // A reused connection must be ready now: one poll finishes the previous exchange (or
@@ -230,26 +242,33 @@ impl Pool {
             }
             let mut conn_done = false;
             let outcome = {
-                let Link { sender, conn, .. } = &mut *link;
+                let Link { sender, conn, deadline: timer, .. } = &mut *link;
+                // Later than the previous request's deadline, so the timer is moved, not registered
+                // again (unless it fired while the connection was idle).
+                timer.as_mut().reset(deadline.into());
                 let mut response = pin!(sender.try_send_request(req));
                 poll_fn(|cx| {
                     if let Poll::Ready(result) = response.as_mut().poll(cx) {
-                        return Poll::Ready(result);
+                        return Poll::Ready(Some(result));
                     }
-                    if conn_done {
-                        return Poll::Pending;
-                    }
-                    match Pin::new(&mut *conn).poll(cx) {
-                        Poll::Pending => Poll::Pending,
-                        // The connection is over: hyper answers the request with an error.
-                        Poll::Ready(_) => {
-                            conn_done = true;
-                            response.as_mut().poll(cx)
+                    if !conn_done {
+                        match Pin::new(&mut *conn).poll(cx) {
+                            Poll::Pending => {}
+                            // The connection is over: hyper answers the request with an error.
+                            Poll::Ready(_) => {
+                                conn_done = true;
+                                if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                                    return Poll::Ready(Some(result));
+                                }
+                            }
                         }
                     }
+                    // Past the deadline the exchange is abandoned, and the connection with it.
+                    timer.as_mut().poll(cx).map(|()| None)
                 })
                 .await
             };
+            let Some(outcome) = outcome else { return Err((PoolError::Timeout, None)) };
             match outcome {
                 Ok(res) => {
                     let link = if conn_done { None } else { Some(link) };
@@ -346,7 +365,7 @@ impl Pool {
         drop(stale);
     }
 
-    async fn connect(&self) -> Result<BoxedLink, PoolError> {
+    async fn connect(&self, deadline: Instant) -> Result<BoxedLink, PoolError> {
         let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
         let stream = tokio::time::timeout(self.connect_timeout, self.open())
             .await
@@ -354,7 +373,8 @@ impl Pool {
             .map_err(PoolError::Connect)?;
         let (sender, conn) =
             http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Exchange)?;
-        Ok(Box::new(Link { sender, conn, home: self.home() }))
+        let deadline = Box::pin(tokio::time::sleep_until(deadline.into()));
+        Ok(Box::new(Link { sender, conn, deadline, home: self.home() }))
     }
 
     /// A TCP connection, then its TLS handshake for an `https://` upstream (whose error says why

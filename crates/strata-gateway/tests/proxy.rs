@@ -238,6 +238,38 @@ async fn a_dead_upstream_is_a_formatted_502_and_strata_recovers_when_it_returns(
 }
 
 #[tokio::test]
+async fn a_pooled_connection_times_each_request_from_its_own_start() {
+    let app = Gunicorn::start();
+    let config = format!("[[route]]\nprefix = \"/\"\nupstream = \"{}\"\ntimeout = \"1s\"\n", app.url());
+    let strata = Strata::start(Some(&config));
+    // One client connection: its requests reach one worker, which reuses one pooled upstream
+    // connection, and with it the connection's one timer.
+    let http = client();
+    let status = |path: &'static str| {
+        let request = http.get(strata.url(path)).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    // Each 600 ms answer has a second of its own, not what an earlier request left of one.
+    for round in 0..3 {
+        assert_eq!(status("/slow?ms=600").await, 200, "round {round}");
+    }
+    let started = Instant::now();
+    assert_eq!(status("/slow?ms=3000").await, 504);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500), "{waited:?}");
+    // The abandoned connection is not reused mid-exchange: the next request is answered.
+    assert_eq!(status("/slow?ms=10").await, 200);
+    // The timer fires while the connection is idle; the next requests still get a full second,
+    // and a slow one is still cut.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(status("/slow?ms=600").await, 200);
+    let started = Instant::now();
+    assert_eq!(status("/slow?ms=3000").await, 504);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500), "{waited:?}");
+}
+
+#[tokio::test]
 async fn slow_upstreams_get_504_from_the_route_timeout_and_the_timeout_kind() {
     let app = Gunicorn::start();
     let config = format!(

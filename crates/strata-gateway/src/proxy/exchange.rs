@@ -62,7 +62,9 @@ impl Exchange {
                 return response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET);
             }
             let in_flight = upstreams.begin(index);
-            let outcome = tokio::time::timeout(self.timeout, pool.send_or_return(req)).await;
+            // The pool bounds the wait with a timer its connection keeps, rather than a timer
+            // registered and removed per request here.
+            let outcome = pool.send_or_return(req, std::time::Instant::now() + self.timeout).await;
             // The next attempt, when this one failed in a way that allows one.
             let retry = |attempt: u32, tried: u64| {
                 (attempt < upstreams.options.retries)
@@ -71,7 +73,7 @@ impl Exchange {
                     .filter(|_| upstreams.try_retry())
             };
             match outcome {
-                Ok(Ok(mut res)) => {
+                Ok(mut res) => {
                     let status = res.status();
                     if status.is_server_error() {
                         upstreams.failed(index, Outcome::ServerError);
@@ -99,7 +101,26 @@ impl Exchange {
                         None => res,
                     };
                 }
-                Ok(Err((error, unsent))) => {
+                Err((PoolError::Timeout, _)) => {
+                    drop(in_flight);
+                    if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
+                        return res;
+                    }
+                    upstreams.failed(index, Outcome::Timeout);
+                    if let Some(failures) = self.route.failure_due() {
+                        let timeout = self.timeout;
+                        tracing::warn!(
+                            route = %self.route,
+                            upstream = %target.authority,
+                            ?timeout,
+                            failures,
+                            request_id = AssignedRequestId::current().map(tracing::field::display),
+                            "upstream did not answer in time"
+                        );
+                    }
+                    return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
+                }
+                Err((error, unsent)) => {
                     drop(in_flight);
                     if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
                         return res;
@@ -129,25 +150,6 @@ impl Exchange {
                         StatusCode::BAD_GATEWAY,
                         if connect { UNREACHABLE } else { NO_ANSWER },
                     );
-                }
-                Err(_) => {
-                    drop(in_flight);
-                    if let Some(res) = client_body_failed(self.client_body.as_ref(), &self.route, &target.authority) {
-                        return res;
-                    }
-                    upstreams.failed(index, Outcome::Timeout);
-                    if let Some(failures) = self.route.failure_due() {
-                        let timeout = self.timeout;
-                        tracing::warn!(
-                            route = %self.route,
-                            upstream = %target.authority,
-                            ?timeout,
-                            failures,
-                            request_id = AssignedRequestId::current().map(tracing::field::display),
-                            "upstream did not answer in time"
-                        );
-                    }
-                    return response::generated_error(StatusCode::GATEWAY_TIMEOUT, TOO_SLOW);
                 }
             }
         }
