@@ -309,7 +309,9 @@ impl<T: AsyncWrite> AsyncWrite for GuardedIo<T> {
 /// The socket is read and written while `connection` is polled, here: after each poll the watchdog
 /// sees whether a write has just blocked, and brings its timer forward to that write's deadline.
 ///
-/// Returns why the watchdog ended the connection, if it did.
+/// Returns why the watchdog ended the connection, if it did. The future registers its wake-ups
+/// (shutdown, deadlines) once, with the waker of its first poll: poll it from one task for its
+/// whole life, as a connection's task does.
 pub async fn watch<C, E>(
     connection: C,
     graceful: impl Fn(Pin<&mut C>),
