@@ -286,14 +286,21 @@ def labels(svg, top, names, right):
         svg.text(right, top + ROW * index + ROW / 2 + 4, name, size=12, anchor="end")
 
 
-def throughput_chart(script, summary, machine, description):
-    """Median req/s (left panel) and median p99 (right panel) per contender."""
+def contender_chart(summary, title, subtitles, label_right):
+    """A chart with one row per contender: its header and the names, right-aligned at label_right.
+    Returns the Svg, the y of the first row and the names."""
     names = [s["contender"] for s in summary]
     svg = Svg(0)
-    top = header(svg, f"{script}: throughput and p99 latency per contender (medians)",
-                 [machine, description])
-    label_right = 150
+    top = header(svg, title, subtitles)
     labels(svg, top, names, label_right)
+    return svg, top, names
+
+
+def throughput_chart(script, summary, machine, description):
+    """Median req/s (left panel) and median p99 (right panel) per contender."""
+    label_right = 150
+    svg, top, names = contender_chart(summary, f"{script}: throughput and p99 latency per contender (medians)",
+                                      [machine, description], label_right)
     bottom = bar_panel(svg, label_right + 8, 470, top, names, [s["req_per_s"] for s in summary],
                        "requests per second (higher is better)")
     bar_panel(svg, 490, WIDTH - 10, top, names, [s["p99_ms"] for s in summary],
@@ -304,12 +311,9 @@ def throughput_chart(script, summary, machine, description):
 
 def cpu_chart(script, summary, machine, description):
     """Median CPU time per request per contender."""
-    names = [s["contender"] for s in summary]
-    svg = Svg(0)
-    top = header(svg, f"{script}: CPU time per request (medians, all the server's processes)",
-                 [machine, description])
     label_right = 170
-    labels(svg, top, names, label_right)
+    svg, top, names = contender_chart(summary, f"{script}: CPU time per request (medians, all the server's processes)",
+                                      [machine, description], label_right)
     bottom = bar_panel(svg, label_right + 8, WIDTH - 10, top, names,
                        [s["cpu_us_per_req"] for s in summary],
                        "µs of CPU per request, user + system, from /proc/PID/stat (lower is better)")
