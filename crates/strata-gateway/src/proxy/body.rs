@@ -121,13 +121,14 @@ fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 
 /// Wraps a request body that has something left to send in a [`WatchedRequestBody`]; a request
 /// without one (most GETs) is left as it is and costs nothing.
-pub(super) fn watch_request_body(req: Request) -> (Request, Option<Arc<OnceLock<ClientBodyFailure>>>) {
+pub(super) fn watch_request_body(req: &mut Request) -> Option<Arc<OnceLock<ClientBodyFailure>>> {
     if http_body::Body::is_end_stream(req.body()) {
-        return (req, None);
+        return None;
     }
     let failure = Arc::new(OnceLock::new());
-    let req = req.map(|inner| Body::wrap(WatchedRequestBody { inner, failure: failure.clone() }));
-    (req, Some(failure))
+    let inner = std::mem::replace(req.body_mut(), Body::empty());
+    *req.body_mut() = Body::wrap(WatchedRequestBody { inner, failure: failure.clone() });
+    Some(failure)
 }
 
 /// The answer when the client's own body made the exchange fail, if it did.
