@@ -126,14 +126,20 @@ fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut present: Vec<HeaderName> = Vec::new();
     let mut connection = false;
-    for name in headers.keys() {
+    // Whether a `Connection` names more than `keep-alive` or `close`, which are what nearly every
+    // message carries: `keep-alive` is removed anyway, `close` names no header. Only then are its
+    // options parsed.
+    let mut names_headers = false;
+    for (name, value) in headers.iter() {
         if name == header::CONNECTION {
             connection = true;
+            let value = value.as_bytes();
+            names_headers |= !(value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close"));
         } else if is_hop_by_hop(name, keep_upgrade) {
             present.push(name.clone());
         }
     }
-    if connection {
+    if names_headers {
         // The headers it names are hop-by-hop too.
         // `keep-alive` (its header is in the list already) and `close` are what upstreams send;
         // skipping them saves parsing a name per response.
@@ -147,6 +153,8 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
                 present.push(name);
             }
         }
+    }
+    if connection {
         headers.remove(header::CONNECTION);
     }
     for name in present {
