@@ -25,12 +25,13 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -130,6 +131,10 @@ impl std::fmt::Display for PoolError {
 struct Link {
     sender: http1::SendRequest<Body>,
     conn: Connection,
+    /// What `sender`, `conn` and the response body are polled with (see [`LocalWake`]).
+    local: Arc<LocalWake>,
+    /// `local` as a waker, made once.
+    waker: Waker,
     /// The response deadline of the request on this connection. One timer for the connection's
     /// life, moved later for each request — which takes no lock when the timer is still pending —
     /// rather than a timer registered in the runtime's wheel and removed again per request.
@@ -144,12 +149,107 @@ struct Link {
 type BoxedLink = Box<Link>;
 
 impl Link {
+    fn new(sender: http1::SendRequest<Body>, conn: Connection, deadline: Pin<Box<Sleep>>, home: usize) -> Link {
+        let local = Arc::new(LocalWake { state: AtomicU8::new(IDLE), task: AtomicWaker::new() });
+        let waker = Waker::from(local.clone());
+        Link { sender, conn, local, waker, deadline, home }
+    }
+
     /// Whether the connection can take a request right now, without waiting.
     fn ready_now(&mut self, cx: &mut Context<'_>) -> bool {
-        if Pin::new(&mut self.conn).poll(cx).is_ready() {
-            return false;
+        let Link { sender, conn, local, waker, .. } = self;
+        let ready = local.poll(waker, cx, |cx, _| {
+            if Pin::new(&mut *conn).poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            sender.poll_ready(cx).map(|ready| ready.is_ok())
+        });
+        matches!(ready, Poll::Ready(true))
+    }
+}
+
+/// How a request's task polls the connection it uses.
+///
+/// hyper's client connection and its request handle talk through channels (the request in, the
+/// response and its body out), and each message wakes whoever last polled the other end. Here
+/// that is the request's own task, polling both; and a task woken while it runs is polled again
+/// from the top once it returns, through the server's connection, the stack and the proxy. That
+/// made five polls of the task per proxied request where two have something to do (the client's
+/// request arrives; the upstream's answer arrives).
+///
+/// So the connection and its handles are polled with this waker: a wake that comes while the
+/// task is polling them is noted and answered at once by polling them again, there; one that
+/// comes at any other time (the socket is readable, a timer or another thread) wakes the task.
+struct LocalWake {
+    /// [`IDLE`], [`POLLING`] or [`WOKEN`].
+    state: AtomicU8,
+    /// The task polling the connection now.
+    task: AtomicWaker,
+}
+
+/// Nobody is polling: a wake goes to the task.
+const IDLE: u8 = 0;
+/// The task is polling the connection: a wake is noted.
+const POLLING: u8 = 1;
+/// A wake came while the task was polling: it polls again before it returns.
+const WOKEN: u8 = 2;
+
+impl LocalWake {
+    /// Runs `round` (polls of the connection, its request handle or its body, with `waker`, this
+    /// as a waker) for the task of `cx`, again for as long as a round is woken while it runs and
+    /// does not finish. `round` may call [`LocalWake::consumed`].
+    fn poll<R>(
+        &self,
+        waker: &Waker,
+        cx: &mut Context<'_>,
+        mut round: impl FnMut(&mut Context<'_>, &LocalWake) -> Poll<R>,
+    ) -> Poll<R> {
+        self.task.register(cx.waker());
+        let mut local = Context::from_waker(waker);
+        loop {
+            self.state.store(POLLING, Ordering::Release);
+            let result = round(&mut local, self);
+            // Back to IDLE either way; a wake after this point goes to the task.
+            let woken = self.state.swap(IDLE, Ordering::AcqRel) == WOKEN;
+            if result.is_ready() || !woken {
+                return result;
+            }
         }
-        matches!(self.sender.poll_ready(cx), Poll::Ready(Ok(())))
+    }
+
+    /// Runs `f` (which hands the connection something) without waking the task: the caller polls
+    /// the connection right after.
+    fn quietly<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.state.store(POLLING, Ordering::Release);
+        let result = f();
+        self.state.store(IDLE, Ordering::Release);
+        result
+    }
+
+    /// Forgets the wakes noted so far in this round: the caller polls next what they woke (a
+    /// request handed to the connection wakes the connection, which is polled right after).
+    fn consumed(&self) {
+        self.state.store(POLLING, Ordering::Release);
+    }
+}
+
+impl Wake for LocalWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            match state {
+                IDLE => return self.task.wake(),
+                WOKEN => return,
+                _ => match self.state.compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return,
+                    Err(now) => state = now,
+                },
+            }
+        }
     }
 }
 
@@ -242,28 +342,37 @@ impl Pool {
             }
             let mut conn_done = false;
             let outcome = {
-                let Link { sender, conn, deadline: timer, .. } = &mut *link;
+                let Link { sender, conn, deadline: timer, local, waker, .. } = &mut *link;
                 // Later than the previous request's deadline, so the timer is moved, not registered
                 // again (unless it fired while the connection was idle).
                 timer.as_mut().reset(deadline.into());
-                let mut response = pin!(sender.try_send_request(req));
+                // Handing the request over wakes the connection, which the first poll below polls.
+                let mut response = pin!(local.quietly(|| sender.try_send_request(req)));
+                // The timer is polled once, which registers this task's waker with it; after that
+                // it wakes the task when it fires, and `is_elapsed` says when to poll it again.
+                let mut timer_registered = false;
                 poll_fn(|cx| {
-                    if let Poll::Ready(result) = response.as_mut().poll(cx) {
+                    let exchanged = local.poll(waker, cx, |lcx, local| {
+                        if let Poll::Ready(result) = response.as_mut().poll(lcx) {
+                            return Poll::Ready(result);
+                        }
+                        // What handing the request over woke is the connection, polled now.
+                        local.consumed();
+                        if !conn_done && Pin::new(&mut *conn).poll(lcx).is_ready() {
+                            // The connection is over: hyper answers the request with an error.
+                            conn_done = true;
+                            return response.as_mut().poll(lcx);
+                        }
+                        Poll::Pending
+                    });
+                    if let Poll::Ready(result) = exchanged {
                         return Poll::Ready(Some(result));
                     }
-                    if !conn_done {
-                        match Pin::new(&mut *conn).poll(cx) {
-                            Poll::Pending => {}
-                            // The connection is over: hyper answers the request with an error.
-                            Poll::Ready(_) => {
-                                conn_done = true;
-                                if let Poll::Ready(result) = response.as_mut().poll(cx) {
-                                    return Poll::Ready(Some(result));
-                                }
-                            }
-                        }
-                    }
                     // Past the deadline the exchange is abandoned, and the connection with it.
+                    if timer_registered && !timer.is_elapsed() {
+                        return Poll::Pending;
+                    }
+                    timer_registered = true;
                     timer.as_mut().poll(cx).map(|()| None)
                 })
                 .await
@@ -374,7 +483,7 @@ impl Pool {
         let (sender, conn) =
             http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(PoolError::Exchange)?;
         let deadline = Box::pin(tokio::time::sleep_until(deadline.into()));
-        Ok(Box::new(Link { sender, conn, deadline, home: self.home() }))
+        Ok(Box::new(Link::new(sender, conn, deadline, self.home())))
     }
 
     /// A TCP connection, then its TLS handshake for an `https://` upstream (whose error says why
@@ -418,26 +527,41 @@ impl http_body::Body for Driven {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            match Pin::new(&mut this.incoming).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    this.finished = true;
-                    return Poll::Ready(None);
+        let incoming = &mut this.incoming;
+        let link = this.link.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let mut conn_over = false;
+        let frame = match link.as_deref_mut() {
+            // Its data comes from the connection, polled here with it.
+            Some(Link { conn, local, waker, .. }) => local.poll(waker, cx, |lcx, local| {
+                if let Poll::Ready(frame) = Pin::new(&mut *incoming).poll_frame(lcx) {
+                    return Poll::Ready(frame);
                 }
-                Poll::Ready(Some(Err(error))) => {
-                    crate::proxy::log_truncated(&this.pool.route, &this.pool.addr, this.request_id.as_ref(), &error);
-                    return Poll::Ready(Some(Err(error.into())));
+                // Asking for more data woke the connection, polled now.
+                local.consumed();
+                if conn_over || Pin::new(&mut *conn).poll(lcx).is_pending() {
+                    return Poll::Pending;
                 }
-                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
-                Poll::Pending => {}
-            }
-            let link = this.link.get_mut().unwrap_or_else(PoisonError::into_inner);
-            let Some(active) = link.as_mut() else { return Poll::Pending };
-            match Pin::new(&mut active.conn).poll(cx) {
-                Poll::Pending => return Poll::Pending,
                 // Over: the body has now ended or failed; poll it again to say which.
-                Poll::Ready(_) => *link = None,
+                conn_over = true;
+                Pin::new(&mut *incoming).poll_frame(lcx)
+            }),
+            None => Pin::new(&mut *incoming).poll_frame(cx),
+        };
+        if conn_over {
+            // Never polled again once it has ended.
+            *link = None;
+        }
+        let Poll::Ready(frame) = frame else { return Poll::Pending };
+        match frame {
+            None => {
+                this.finished = true;
+                Poll::Ready(None)
             }
+            Some(Err(error)) => {
+                crate::proxy::log_truncated(&this.pool.route, &this.pool.addr, this.request_id.as_ref(), &error);
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
         }
     }
 
@@ -597,6 +721,91 @@ mod tests {
         assert_eq!(pool.home(), 0);
         assert_eq!(get(pool.clone(), addr.clone()).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A future that counts how often it is polled.
+    struct CountPolls<F> {
+        inner: Pin<Box<F>>,
+        polls: Arc<AtomicUsize>,
+    }
+
+    impl<F: Future> Future for CountPolls<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            self.inner.as_mut().poll(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_reused_connection_wakes_its_task_only_when_the_answer_arrives() {
+        let (addr, accepted) = upstream(true).await;
+        let pool = Pool::new(addr.clone(), "/".into(), Duration::from_secs(5), Duration::from_secs(5));
+        // The first request opens the connection the others reuse.
+        pool.send(request(&addr)).await.unwrap().into_body().collect().await.unwrap();
+        for _ in 0..5 {
+            let polls = Arc::new(AtomicUsize::new(0));
+            let (pool, addr) = (pool.clone(), addr.clone());
+            let exchange = CountPolls {
+                inner: Box::pin(async move {
+                    pool.send(request(&addr)).await.unwrap().into_body().collect().await.unwrap().to_bytes()
+                }),
+                polls: polls.clone(),
+            };
+            assert_eq!(tokio::spawn(exchange).await.unwrap(), "ok");
+            // Once to send the request, once when the upstream's answer (head and body) is
+            // readable. Handing the request to the connection, its response to the request and
+            // its body to the reader wake the task too, unless they are answered where they happen.
+            assert_eq!(polls.load(Ordering::SeqCst), 2);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A waker that counts its wakes.
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_from_another_thread_during_a_poll_is_never_lost() {
+        let task = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let task_waker = Waker::from(task.clone());
+        let local = Arc::new(LocalWake { state: AtomicU8::new(IDLE), task: AtomicWaker::new() });
+        let local_waker = Waker::from(local.clone());
+        let mut pending = 0;
+        for round in 0..5_000 {
+            let event = AtomicBool::new(false);
+            let start = std::sync::Barrier::new(2);
+            let woken_before = task.0.load(Ordering::SeqCst);
+            let result = std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    start.wait();
+                    // Spread the wake over the whole round: before, during and after the poll.
+                    for _ in 0..round % 64 {
+                        std::hint::spin_loop();
+                    }
+                    event.store(true, Ordering::SeqCst);
+                    local_waker.wake_by_ref();
+                });
+                start.wait();
+                let mut cx = Context::from_waker(&task_waker);
+                local.poll(&local_waker, &mut cx, |_, _| {
+                    if event.load(Ordering::SeqCst) { Poll::Ready(()) } else { Poll::Pending }
+                })
+            });
+            // The poll ended without seeing the event: the wake must have reached the task.
+            if result.is_pending() {
+                pending += 1;
+                assert_eq!(task.0.load(Ordering::SeqCst), woken_before + 1, "round {round}: a wake was lost");
+            }
+            assert_eq!(local.state.load(Ordering::SeqCst), IDLE);
+        }
+        // Some rounds ended before the other thread's wake, so the case above was exercised.
+        assert!(pending > 0);
     }
 
     #[tokio::test]
