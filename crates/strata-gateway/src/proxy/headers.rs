@@ -13,7 +13,6 @@ use crate::config::ForwardedHeaders;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(super) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// This gateway's `Via` elements, one per protocol version a message can be received in.
 pub(super) struct Via {
@@ -165,12 +164,16 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// The hop-by-hop headers every message loses; `Proxy-Authorization`, `Proxy-Connection`, … are
 /// meant for a proxy, which the gateway is.
 fn is_hop_by_hop(name: &HeaderName, keep_upgrade: bool) -> bool {
-    *name == KEEP_ALIVE
-        || *name == header::TE
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || (*name == header::UPGRADE && !keep_upgrade)
-        || name.as_str().starts_with("proxy-")
+    // By length first: every message's every header name passes here, and few have these lengths.
+    let name = name.as_str();
+    let listed = match name.len() {
+        2 => name == "te",
+        7 => name == "trailer" || (name == "upgrade" && !keep_upgrade),
+        10 => name == "keep-alive",
+        17 => name == "transfer-encoding",
+        _ => false,
+    };
+    listed || name.starts_with("proxy-")
 }
 
 /// Adds the forwarding headers the route asks for.
@@ -300,6 +303,9 @@ mod tests {
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic eA=="));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        // As long as `upgrade` and `keep-alive`: the prefix still says it is for the proxy.
+        h.insert("proxy-x", HeaderValue::from_static("1"));
+        h.insert("proxy-abcd", HeaderValue::from_static("1"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
