@@ -263,10 +263,10 @@ fn is_valid_host(value: &[u8]) -> bool {
     };
     // `port = *DIGIT`, and at most 65535 when present.
     let port_ok = port.is_none_or(|p| {
-        p.is_empty()
-            || (p.len() <= 5
-                && p.iter().all(u8::is_ascii_digit)
-                && std::str::from_utf8(p).ok().and_then(|p| p.parse::<u16>().ok()).is_some())
+        p.len() <= 5
+            && p.iter()
+                .try_fold(0u32, |n, &b| b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0')))
+                .is_some_and(|n| n <= u32::from(u16::MAX))
     });
     host_ok && port_ok
 }
@@ -396,6 +396,8 @@ mod tests {
             "example.com:8080",
             "EXAMPLE.com:",
             "127.0.0.1:80",
+            "example.com:65535",
+            "example.com:00080",
             "[::1]",
             "[::1]:8080",
             "[2001:db8::7]",
@@ -411,6 +413,8 @@ mod tests {
             "user@example.com",
             "example.com:http",
             "example.com:65536",
+            "example.com:000080",
+            "example.com:+80",
             "example.com:8080:1",
             "a b",
             "a/b",
