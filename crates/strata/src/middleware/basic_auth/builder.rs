@@ -253,6 +253,7 @@ impl BasicAuthBuilder {
             pool: self.verify_pool.unwrap_or_default(),
             warned_no_client: AtomicBool::new(false),
             verifications: AtomicU64::new(0),
+            in_flight: Default::default(),
         })
     }
 }

@@ -59,7 +59,10 @@
 //!   `failure_window` (default a minute) from one client address, its attempts get
 //!   `429 Too Many Requests` + `Retry-After` without being verified, until the window that began at
 //!   its first failure ends. Attempts are charged before they are verified and given back on
-//!   success, so concurrent guesses are held to the limit too (see `failures.rs`).
+//!   success, so concurrent guesses are held to the limit too (see `failures.rs`). Attempts that
+//!   carry the same credentials at the same time (a browser's parallel requests, a burst after a
+//!   restart) share one verification and one charge: a burst with the right password is never
+//!   refused, and one with the same wrong password is one failure.
 //! - **A cache of verified credentials**, so a browser sending the same `Authorization` on every
 //!   request does not pay a hash each time. It holds `HMAC-SHA256(key, user ":" password)` → expiry,
 //!   where `key` is 32 random bytes drawn when the layer is built and never stored elsewhere. So the
@@ -134,6 +137,54 @@ pub struct BasicAuth {
     warned_no_client: AtomicBool,
     /// Hash verifications run so far (real and dummy); the tests count re-hashing with it.
     verifications: AtomicU64,
+    /// The credentials being verified now, by cache key, with the attempts waiting for the result.
+    in_flight: InFlight,
+}
+
+/// Verifications under way, by credential cache key, each with the senders of the attempts that
+/// carry the same credentials and wait for its result instead of verifying again.
+type InFlight = std::sync::Mutex<HashMap<[u8; 32], Vec<oneshot::Sender<SharedVerdict>>>>;
+
+/// What one verification tells the attempts that waited for it.
+#[derive(Clone, Copy, Debug)]
+enum SharedVerdict {
+    Matched,
+    Unauthorized(&'static str),
+    Busy,
+    Lost,
+}
+
+/// The attempt verifying some credentials for the others that carry them: it hands them its
+/// verdict, or, when it ends without one (its client went away, or was refused before verifying),
+/// lets them go to verify for themselves.
+struct Verifying<'a> {
+    in_flight: &'a InFlight,
+    key: [u8; 32],
+    /// Whether the entry was removed already: by then another attempt may have made a new one.
+    removed: bool,
+}
+
+impl Verifying<'_> {
+    fn publish(mut self, verdict: SharedVerdict) {
+        for waiter in self.take() {
+            let _ = waiter.send(verdict);
+        }
+    }
+
+    fn take(&mut self) -> Vec<oneshot::Sender<SharedVerdict>> {
+        if std::mem::replace(&mut self.removed, true) {
+            return Vec::new();
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        in_flight.remove(&self.key).unwrap_or_default()
+    }
+}
+
+impl Drop for Verifying<'_> {
+    fn drop(&mut self) {
+        // Dropping the senders wakes the waiting attempts without a verdict.
+        drop(self.take());
+    }
 }
 
 struct Account {
@@ -191,13 +242,75 @@ impl BasicAuth {
         cache.contains(&cache.key(user, password)).then_some(account)
     }
 
-    /// Charges the attempt to the client (refusing it when the client used up its failures), then
-    /// checks the password, and gives the charge back unless the password was wrong.
+    /// Verifies credentials that were not in the cache, once for all the attempts that carry them
+    /// at the same time: the first verifies (see [`BasicAuth::charge_and_check`]), the others wait
+    /// for its verdict, are not charged and cost no verification. Without that, a burst of logins
+    /// with the right password — a browser's parallel requests, many users behind one address after
+    /// a restart — was charged as that many failures while it was verified, and past
+    /// `max_failures` the right password was refused with a 429.
     async fn authenticate(
         &self,
         user: String,
         password: String,
         client: Option<IpAddr>,
+    ) -> Result<&Account, Rejection> {
+        let Some(cache) = &self.cache else { return self.charge_and_check(user, password, client, None).await };
+        let key = cache.key(&user, &password);
+        loop {
+            let waiting = {
+                let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match in_flight.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut verifying) => {
+                        let (tx, rx) = oneshot::channel();
+                        verifying.get_mut().push(tx);
+                        rx
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(Vec::new());
+                        break;
+                    }
+                }
+            };
+            // A refused client learns nothing about its password, not even from another's check.
+            if let (Some(limit), Some(ip)) = (&self.failures, client)
+                && let Err(refusal) = limit.check(ip, Instant::now())
+            {
+                return Err(Rejection::TooManyFailures(ip, refusal));
+            }
+            match waiting.await {
+                Ok(SharedVerdict::Matched) => match self.accounts.get(&user) {
+                    Some(account) => return Ok(account),
+                    None => return Err(Rejection::Unauthorized(UNKNOWN_USER)),
+                },
+                Ok(SharedVerdict::Unauthorized(why)) => return Err(Rejection::Unauthorized(why)),
+                Ok(SharedVerdict::Busy) => return Err(Rejection::Busy),
+                Ok(SharedVerdict::Lost) => return Err(Rejection::Lost(user)),
+                // The verifying attempt ended without a verdict: try again, maybe as the verifier.
+                Err(oneshot::Canceled) => continue,
+            }
+        }
+        let verifying = Verifying { in_flight: &self.in_flight, key, removed: false };
+        let checked = self.charge_and_check(user, password, client, Some(key)).await;
+        match &checked {
+            Ok(_) => verifying.publish(SharedVerdict::Matched),
+            Err(Rejection::Unauthorized(why)) => verifying.publish(SharedVerdict::Unauthorized(why)),
+            Err(Rejection::Busy) => verifying.publish(SharedVerdict::Busy),
+            Err(Rejection::Lost(_)) => verifying.publish(SharedVerdict::Lost),
+            // This client's refusal is not the others': they verify for themselves.
+            Err(Rejection::TooManyFailures(..)) => drop(verifying),
+        }
+        checked
+    }
+
+    /// Charges the attempt to the client (refusing it when the client used up its failures), then
+    /// checks the password, and gives the charge back unless the password was wrong. `key` is the
+    /// credentials' cache key, when there is a cache.
+    async fn charge_and_check(
+        &self,
+        user: String,
+        password: String,
+        client: Option<IpAddr>,
+        key: Option<[u8; 32]>,
     ) -> Result<&Account, Rejection> {
         let charge: Option<Charge> = match (&self.failures, client) {
             (Some(limit), Some(ip)) => {
@@ -205,7 +318,7 @@ impl BasicAuth {
             }
             _ => None,
         };
-        let checked = self.check_password(user, password).await;
+        let checked = self.check_password(user, password, key).await;
         // A client that goes away mid-check keeps its charge: it cannot escape the count by
         // hanging up. A busy pool or a verifier bug is not the client's failure.
         if let (Some(limit), Some(charge)) = (&self.failures, charge)
@@ -217,8 +330,13 @@ impl BasicAuth {
     }
 
     /// Verifies the password against the user's hash (or a dummy of the same cost for an unknown
-    /// user), and remembers a match. The cache was checked already.
-    async fn check_password(&self, user: String, password: String) -> Result<&Account, Rejection> {
+    /// user), and remembers a match under `key` (its cache key). The cache was checked already.
+    async fn check_password(
+        &self,
+        user: String,
+        password: String,
+        key: Option<[u8; 32]>,
+    ) -> Result<&Account, Rejection> {
         let Some(account) = self.accounts.get(&user) else {
             // Spend what a known user would, then refuse whatever the dummy said.
             return match self.verify(&self.dummy, &password).await {
@@ -228,8 +346,8 @@ impl BasicAuth {
         };
         match self.verify(&account.verifier, &password).await {
             Verdict::Match => {
-                if let Some(cache) = &self.cache {
-                    cache.insert(cache.key(&user, &password), ());
+                if let (Some(cache), Some(key)) = (&self.cache, key) {
+                    cache.insert(key, ());
                 }
                 Ok(account)
             }

@@ -505,6 +505,59 @@ async fn concurrent_guesses_are_held_to_the_limit() {
 }
 
 #[tokio::test]
+async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_refused() {
+    let auth =
+        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(5).build().unwrap();
+    let (auth, svc) = shared(auth);
+    // More at once than `max_failures`, all uncached: each used to be charged while verified.
+    let calls = (0..20).map(|_| svc.call(request_from("198.51.100.7", &basic("alice", "s3cret"))));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(verifications(auth), 1);
+    // Nothing was left charged: five wrong guesses are still allowed, the sixth is refused.
+    for i in 0..5 {
+        assert_challenged(&svc.call(request_from("198.51.100.7", &basic("alice", &format!("g{i}")))).await);
+    }
+    assert_refused(&svc.call(request_from("198.51.100.7", &basic("alice", "g5"))).await, 60);
+}
+
+#[tokio::test]
+async fn a_burst_of_the_same_wrong_password_is_one_failure() {
+    let auth =
+        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(3).build().unwrap();
+    let (auth, svc) = shared(auth);
+    let calls = (0..10).map(|_| svc.call(request_from("198.51.100.8", &basic("alice", "wrong"))));
+    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(verifications(auth), 1);
+    // One failure counted: two more guesses, then refused.
+    for guess in ["a", "b"] {
+        assert_challenged(&svc.call(request_from("198.51.100.8", &basic("alice", guess))).await);
+    }
+    assert_refused(&svc.call(request_from("198.51.100.8", &basic("alice", "c"))).await, 60);
+    // Another client's burst of the same credentials is not refused for the first one's count.
+    assert_eq!(svc.call(request_from("198.51.100.9", &basic("alice", "s3cret"))).await.status(), 200);
+}
+
+#[tokio::test]
+async fn an_attempt_waiting_for_a_verification_that_is_abandoned_verifies_itself() {
+    let auth =
+        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(5).build().unwrap();
+    let (auth, svc) = shared(auth);
+    let mut first = Box::pin(svc.call(request_from("198.51.100.10", &basic("alice", "s3cret"))));
+    let mut second = Box::pin(svc.call(request_from("198.51.100.10", &basic("alice", "s3cret"))));
+    // The first starts verifying, the second waits for it; then the first's client goes away.
+    assert!(futures_util::poll!(first.as_mut()).is_pending());
+    assert!(futures_util::poll!(second.as_mut()).is_pending());
+    assert_eq!(verifications(auth), 1);
+    drop(first);
+    let second =
+        tokio::time::timeout(Duration::from_secs(30), second).await.expect("the waiting attempt was left waiting");
+    assert_eq!(second.status(), 200);
+    assert_eq!(verifications(auth), 2);
+}
+
+#[tokio::test]
 async fn without_a_client_address_or_with_max_failures_0_nothing_is_limited() {
     let limited = BasicAuth::builder().user("alice", sha_hash("pw")).max_failures(1).build().unwrap();
     let unlimited = BasicAuth::builder().user("alice", sha_hash("pw")).max_failures(0).build().unwrap();
