@@ -380,8 +380,11 @@ run_contender() {
 
 cd "$ROOT"
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    echo "building: cargo build --release --bin strata --example bare_hyper"
-    cargo build --release --bin strata --example bare_hyper
+    # Two builds, as in proxy-load.sh: built in one invocation with an example, the binary would
+    # get the dev-dependencies' features (tokio's `test-util` clock and `process` reaping).
+    echo "building: cargo build --release --bin strata, then --example bare_hyper"
+    cargo build --release --bin strata
+    cargo build --release --example bare_hyper
     if [[ " ${CONTENDERS[*]} " == *" axum-classic"* ]]; then
         # Outside the workspace, so `cargo test --workspace` never builds axum; the first build takes
         # a few minutes, later ones are no-ops.
