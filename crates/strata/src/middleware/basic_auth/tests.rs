@@ -492,13 +492,27 @@ async fn successes_do_not_count_and_the_window_ends() {
     assert_eq!(svc.call(request_from("2001:db8::1", &basic("alice", "pw"))).await.status(), 200);
 }
 
+/// alice with an argon2id hash of `s3cret` (verified on the pool's threads), `max_failures` set.
+fn argon2_alice(max_failures: u32) -> (&'static BasicAuth, Service) {
+    shared(
+        BasicAuth::builder()
+            .user("alice", argon2_hash(Algorithm::Argon2id, "s3cret"))
+            .max_failures(max_failures)
+            .build()
+            .unwrap(),
+    )
+}
+
+/// The statuses of `passwords` for alice sent at once from `client`.
+async fn at_once(svc: &Service, client: &str, passwords: impl IntoIterator<Item = String>) -> Vec<u16> {
+    let calls = passwords.into_iter().map(|password| svc.call(request_from(client, &basic("alice", &password))));
+    futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect()
+}
+
 #[tokio::test]
 async fn concurrent_guesses_are_held_to_the_limit() {
-    let auth =
-        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(5).build().unwrap();
-    let (auth, svc) = shared(auth);
-    let calls = (0..20).map(|i| svc.call(request_from("198.51.100.7", &basic("alice", &format!("g{i}")))));
-    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    let (auth, svc) = argon2_alice(5);
+    let statuses = at_once(&svc, "198.51.100.7", (0..20).map(|i| format!("g{i}"))).await;
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
     assert_eq!(verifications(auth), 5);
@@ -506,12 +520,9 @@ async fn concurrent_guesses_are_held_to_the_limit() {
 
 #[tokio::test]
 async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_refused() {
-    let auth =
-        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(5).build().unwrap();
-    let (auth, svc) = shared(auth);
+    let (auth, svc) = argon2_alice(5);
     // More at once than `max_failures`, all uncached: each used to be charged while verified.
-    let calls = (0..20).map(|_| svc.call(request_from("198.51.100.7", &basic("alice", "s3cret"))));
-    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    let statuses = at_once(&svc, "198.51.100.7", vec!["s3cret".to_string(); 20]).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(verifications(auth), 1);
     // Nothing was left charged: five wrong guesses are still allowed, the sixth is refused.
@@ -523,11 +534,8 @@ async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_re
 
 #[tokio::test]
 async fn a_burst_of_the_same_wrong_password_is_one_failure() {
-    let auth =
-        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(3).build().unwrap();
-    let (auth, svc) = shared(auth);
-    let calls = (0..10).map(|_| svc.call(request_from("198.51.100.8", &basic("alice", "wrong"))));
-    let statuses: Vec<u16> = futures_util::future::join_all(calls).await.iter().map(|r| r.status().as_u16()).collect();
+    let (auth, svc) = argon2_alice(3);
+    let statuses = at_once(&svc, "198.51.100.8", vec!["wrong".to_string(); 10]).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(verifications(auth), 1);
     // One failure counted: two more guesses, then refused.
@@ -541,9 +549,7 @@ async fn a_burst_of_the_same_wrong_password_is_one_failure() {
 
 #[tokio::test]
 async fn an_attempt_waiting_for_a_verification_that_is_abandoned_verifies_itself() {
-    let auth =
-        BasicAuth::builder().user("alice", argon2_hash(Algorithm::Argon2id, "s3cret")).max_failures(5).build().unwrap();
-    let (auth, svc) = shared(auth);
+    let (auth, svc) = argon2_alice(5);
     let mut first = Box::pin(svc.call(request_from("198.51.100.10", &basic("alice", "s3cret"))));
     let mut second = Box::pin(svc.call(request_from("198.51.100.10", &basic("alice", "s3cret"))));
     // The first starts verifying, the second waits for it; then the first's client goes away.
