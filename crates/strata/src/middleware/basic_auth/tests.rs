@@ -492,15 +492,30 @@ async fn successes_do_not_count_and_the_window_ends() {
     assert_eq!(svc.call(request_from("2001:db8::1", &basic("alice", "pw"))).await.status(), 200);
 }
 
-/// alice with an argon2id hash of `s3cret` (verified on the pool's threads), `max_failures` set.
-fn argon2_alice(max_failures: u32) -> (&'static BasicAuth, Service) {
+/// alice with an argon2id hash of `s3cret` (verified on `pool`'s threads), `max_failures` set.
+fn argon2_alice(max_failures: u32, pool: VerifyPool) -> (&'static BasicAuth, Service) {
     shared(
         BasicAuth::builder()
             .user("alice", argon2_hash(Algorithm::Argon2id, "s3cret"))
             .max_failures(max_failures)
+            .verify_pool(pool)
             .build()
             .unwrap(),
     )
+}
+
+/// A one-thread pool whose thread is held until the returned gate is dropped: verifications queue
+/// behind it, so a test decides when they run. The tests' argon2 hashes take microseconds: without
+/// the gate a verification may end before the attempts meant to wait for it have asked.
+fn gated_pool() -> (VerifyPool, std::sync::mpsc::Sender<()>) {
+    let pool = VerifyPool::new(std::num::NonZeroUsize::MIN);
+    let (gate, held) = std::sync::mpsc::channel::<()>();
+    pool.submit(Box::new(move |_| {
+        // Returns when the gate is dropped.
+        let _ = held.recv();
+    }))
+    .unwrap();
+    (pool, gate)
 }
 
 /// The statuses of `passwords` for alice sent at once from `client`.
@@ -511,7 +526,7 @@ async fn at_once(svc: &Service, client: &str, passwords: impl IntoIterator<Item 
 
 #[tokio::test]
 async fn concurrent_guesses_are_held_to_the_limit() {
-    let (auth, svc) = argon2_alice(5);
+    let (auth, svc) = argon2_alice(5, VerifyPool::default());
     let statuses = at_once(&svc, "198.51.100.7", (0..20).map(|i| format!("g{i}"))).await;
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 5, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
@@ -520,9 +535,13 @@ async fn concurrent_guesses_are_held_to_the_limit() {
 
 #[tokio::test]
 async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_refused() {
-    let (auth, svc) = argon2_alice(5);
+    let (pool, gate) = gated_pool();
+    let (auth, svc) = argon2_alice(5, pool);
     // More at once than `max_failures`, all uncached: each used to be charged while verified.
-    let statuses = at_once(&svc, "198.51.100.7", vec!["s3cret".to_string(); 20]).await;
+    let mut burst = std::pin::pin!(at_once(&svc, "198.51.100.7", vec!["s3cret".to_string(); 20]));
+    assert!(futures_util::poll!(burst.as_mut()).is_pending(), "all have asked; the check waits behind the gate");
+    drop(gate);
+    let statuses = burst.await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(verifications(auth), 1);
     // Nothing was left charged: five wrong guesses are still allowed, the sixth is refused.
@@ -534,8 +553,12 @@ async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_re
 
 #[tokio::test]
 async fn a_burst_of_the_same_wrong_password_is_one_failure() {
-    let (auth, svc) = argon2_alice(3);
-    let statuses = at_once(&svc, "198.51.100.8", vec!["wrong".to_string(); 10]).await;
+    let (pool, gate) = gated_pool();
+    let (auth, svc) = argon2_alice(3, pool);
+    let mut burst = std::pin::pin!(at_once(&svc, "198.51.100.8", vec!["wrong".to_string(); 10]));
+    assert!(futures_util::poll!(burst.as_mut()).is_pending(), "all have asked; the check waits behind the gate");
+    drop(gate);
+    let statuses = burst.await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(verifications(auth), 1);
     // One failure counted: two more guesses, then refused.
@@ -549,14 +572,17 @@ async fn a_burst_of_the_same_wrong_password_is_one_failure() {
 
 #[tokio::test]
 async fn an_attempt_waiting_for_a_verification_that_is_abandoned_verifies_itself() {
-    let (auth, svc) = argon2_alice(5);
+    let (pool, gate) = gated_pool();
+    let (auth, svc) = argon2_alice(5, pool);
     let mut first = Box::pin(svc.call(request_from("198.51.100.10", &basic("alice", "s3cret"))));
     let mut second = Box::pin(svc.call(request_from("198.51.100.10", &basic("alice", "s3cret"))));
-    // The first starts verifying, the second waits for it; then the first's client goes away.
+    // The first starts verifying, the second waits for it; then the first's client goes away
+    // before its queued check runs.
     assert!(futures_util::poll!(first.as_mut()).is_pending());
     assert!(futures_util::poll!(second.as_mut()).is_pending());
     assert_eq!(verifications(auth), 1);
     drop(first);
+    drop(gate);
     let second =
         tokio::time::timeout(Duration::from_secs(30), second).await.expect("the waiting attempt was left waiting");
     assert_eq!(second.status(), 200);
