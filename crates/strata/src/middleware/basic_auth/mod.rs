@@ -235,11 +235,15 @@ impl BasicAuth {
         Answered::mark(res, why)
     }
 
-    /// The account, when `user` exists and this password was verified for it recently.
-    fn cached(&self, user: &str, password: &str) -> Option<&Account> {
-        let cache = self.cache.as_ref()?;
-        let account = self.accounts.get(user)?;
-        cache.contains(&cache.key(user, password)).then_some(account)
+    /// The account, when `user` exists and this password was verified for it recently; otherwise
+    /// the credentials' cache key (none without a cache), so a miss does not compute it again.
+    fn cached(&self, user: &str, password: &str) -> Result<&Account, Option<[u8; 32]>> {
+        let Some(cache) = &self.cache else { return Err(None) };
+        let key = cache.key(user, password);
+        match self.accounts.get(user) {
+            Some(account) if cache.contains(&key) => Ok(account),
+            _ => Err(Some(key)),
+        }
     }
 
     /// Verifies credentials that were not in the cache, once for all the attempts that carry them
@@ -248,14 +252,15 @@ impl BasicAuth {
     /// with the right password — a browser's parallel requests, many users behind one address after
     /// a restart — was charged as that many failures while it was verified, and past
     /// `max_failures` the right password was refused with a 429.
+    /// `key` is the credentials' cache key, `None` without a cache.
     async fn authenticate(
         &self,
         user: String,
         password: String,
         client: Option<IpAddr>,
+        key: Option<[u8; 32]>,
     ) -> Result<&Account, Rejection> {
-        let Some(cache) = &self.cache else { return self.charge_and_check(user, password, client, None).await };
-        let key = cache.key(&user, &password);
+        let Some(key) = key else { return self.charge_and_check(user, password, client, None).await };
         loop {
             let waiting = {
                 let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -459,8 +464,8 @@ impl Middleware<Request, Response> for BasicAuth {
             let Some(decoded) = Decoded::from_headers(req.headers()) else { return self.challenge(NO_CREDENTIALS) };
             let Some((user, password)) = decoded.split() else { return self.challenge(MALFORMED) };
             match self.cached(user, password) {
-                Some(account) => (Some(account), None),
-                None => (None, Some((user.to_owned(), password.to_owned()))),
+                Ok(account) => (Some(account), None),
+                Err(key) => (None, Some((user.to_owned(), password.to_owned(), key))),
             }
         };
         if let (Some(_), Some(limit), Some(ip)) = (cached, &self.failures, client) {
@@ -470,7 +475,7 @@ impl Middleware<Request, Response> for BasicAuth {
             }
         }
         let verified = match pending {
-            Some((user, password)) => Some(Box::pin(self.authenticate(user, password, client)).await),
+            Some((user, password, key)) => Some(Box::pin(self.authenticate(user, password, client, key)).await),
             None => None,
         };
         let account = match (cached, verified) {
