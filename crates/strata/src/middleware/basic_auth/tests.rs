@@ -518,6 +518,25 @@ fn gated_pool() -> (VerifyPool, std::sync::mpsc::Sender<()>) {
     (pool, gate)
 }
 
+/// `count` attempts at once as alice with `password` from `client` (argon2id, `max_failures` set),
+/// the verification held until every attempt has asked; with their statuses.
+async fn burst(
+    max_failures: u32,
+    client: &str,
+    password: &str,
+    count: usize,
+) -> (&'static BasicAuth, Service, Vec<u16>) {
+    let (pool, gate) = gated_pool();
+    let (auth, svc) = argon2_alice(max_failures, pool);
+    let statuses = {
+        let mut attempts = std::pin::pin!(at_once(&svc, client, vec![password.to_string(); count]));
+        assert!(futures_util::poll!(attempts.as_mut()).is_pending(), "all have asked; the check waits behind the gate");
+        drop(gate);
+        attempts.await
+    };
+    (auth, svc, statuses)
+}
+
 /// The statuses of `passwords` for alice sent at once from `client`.
 async fn at_once(svc: &Service, client: &str, passwords: impl IntoIterator<Item = String>) -> Vec<u16> {
     let calls = passwords.into_iter().map(|password| svc.call(request_from(client, &basic("alice", &password))));
@@ -535,13 +554,8 @@ async fn concurrent_guesses_are_held_to_the_limit() {
 
 #[tokio::test]
 async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_refused() {
-    let (pool, gate) = gated_pool();
-    let (auth, svc) = argon2_alice(5, pool);
     // More at once than `max_failures`, all uncached: each used to be charged while verified.
-    let mut burst = std::pin::pin!(at_once(&svc, "198.51.100.7", vec!["s3cret".to_string(); 20]));
-    assert!(futures_util::poll!(burst.as_mut()).is_pending(), "all have asked; the check waits behind the gate");
-    drop(gate);
-    let statuses = burst.await;
+    let (auth, svc, statuses) = burst(5, "198.51.100.7", "s3cret", 20).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(verifications(auth), 1);
     // Nothing was left charged: five wrong guesses are still allowed, the sixth is refused.
@@ -553,12 +567,7 @@ async fn a_burst_of_logins_with_the_right_password_is_verified_once_and_never_re
 
 #[tokio::test]
 async fn a_burst_of_the_same_wrong_password_is_one_failure() {
-    let (pool, gate) = gated_pool();
-    let (auth, svc) = argon2_alice(3, pool);
-    let mut burst = std::pin::pin!(at_once(&svc, "198.51.100.8", vec!["wrong".to_string(); 10]));
-    assert!(futures_util::poll!(burst.as_mut()).is_pending(), "all have asked; the check waits behind the gate");
-    drop(gate);
-    let statuses = burst.await;
+    let (auth, svc, statuses) = burst(3, "198.51.100.8", "wrong", 10).await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(verifications(auth), 1);
     // One failure counted: two more guesses, then refused.
