@@ -33,7 +33,8 @@
 #   THREADS=1       load-generator threads (the client shares the machine's cores with the server)
 #   WARMUP=2        seconds of unmeasured load before each round
 #   CONTENDERS="strata-empty bare-hyper strata-classic axum-classic axum-classic-nocache"   which to run
-#   SKIP_BUILD=1    use the binaries already built (target/release, bench/axum-classic/target/release)
+#   SKIP_BUILD=1    use the binaries already built (target/release, bench/hyper-peers/target/release,
+#                   bench/axum-classic/target/release)
 #   CSV=FILE        every measured round is appended to FILE, with the CPU time the contender's
 #                   process spent per request (default target/bench/load.csv; bench/plot.py draws it)
 #
@@ -67,6 +68,9 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 # CARGO_TARGET_DIR says, so its binary is always found at the same place.
 AXUM_DIR=$ROOT/bench/axum-classic
 AXUM_TARGET=$AXUM_DIR/target
+# bare-hyper is its own crate, outside the workspace, with its own target directory.
+PEERS_DIR=$ROOT/bench/hyper-peers
+PEERS_TARGET=$PEERS_DIR/target
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-load.XXXXXX")
 # die, free_port, wait_for_port, stop_servers, to_ms, median, classic_config, cpu_ticks, csv_row.
 source "$ROOT/bench/lib.sh"
@@ -199,7 +203,7 @@ contender_strata_empty() {
 contender_bare_hyper() {
     local port
     port=$(free_port)
-    start_contender bare-hyper "$port" "$TARGET/release/examples/bare_hyper" "127.0.0.1:$port"
+    start_contender bare-hyper "$port" "$PEERS_TARGET/release/bare_hyper" "127.0.0.1:$port"
 }
 
 # alice_hash : sets ALICE_HASH to an argon2id hash of AUTH_PASSWORD, made once by the gateway's own
@@ -380,11 +384,12 @@ run_contender() {
 
 cd "$ROOT"
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    # Two builds, as in proxy-load.sh: built in one invocation with an example, the binary would
-    # get the dev-dependencies' features (tokio's `test-util` clock and `process` reaping).
-    echo "building: cargo build --release --bin strata, then --example bare_hyper"
+    # The binary alone, as in proxy-load.sh: built in one invocation with an example or a test, it
+    # would get the dev-dependencies' features (tokio's `test-util` clock and `process` reaping).
+    # bare-hyper is its own crate for the same reason.
+    echo "building: cargo build --release --bin strata, then bench/hyper-peers"
     cargo build --release --bin strata
-    cargo build --release --example bare_hyper
+    CARGO_TARGET_DIR=$PEERS_TARGET cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml" --bin bare_hyper
     if [[ " ${CONTENDERS[*]} " == *" axum-classic"* ]]; then
         # Outside the workspace, so `cargo test --workspace` never builds axum; the first build takes
         # a few minutes, later ones are no-ops.

@@ -23,7 +23,7 @@
 #   strata-pool3    strata-bare with three targets (three ports of the same upstream), round robin
 # and the floor of any proxy built on hyper, strata's HTTP engine:
 #   hyper-proxy     hyper's server and client alone, per core, one upstream connection per client
-#                   connection, nothing rewritten (crates/strata-gateway/examples/hyper_proxy.rs)
+#                   connection, nothing rewritten (bench/hyper-peers/src/bin/hyper_proxy.rs)
 # and strata's two runtimes (`[server] runtime`; the contenders above use the default, per_core):
 #   strata-ws       strata with `runtime = "work_stealing"`
 #   strata-bare-ws  strata-bare with `runtime = "work_stealing"`
@@ -76,7 +76,8 @@
 #   THREADS=1       wrk threads (the client shares the machine's cores with the servers)
 #   WARMUP=2        seconds of unmeasured load before each round
 #   SKIP_BUILD=1    use the release strata as it is ($CARGO_TARGET_DIR/release/strata, or
-#                   target/release/strata when CARGO_TARGET_DIR is unset)
+#                   target/release/strata when CARGO_TARGET_DIR is unset) and hyper-proxy as it is
+#                   (bench/hyper-peers/target/release/hyper_proxy)
 #   CSV=FILE        every measured round is appended to FILE (default target/bench/proxy-load.csv;
 #                   bench/plot.py draws it)
 set -euo pipefail
@@ -95,6 +96,9 @@ AUTHORIZATION="Basic $(printf '%s:%s' "$AUTH_USER" "$AUTH_PASSWORD" | base64)"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+# hyper-proxy is its own crate, outside the workspace, with its own target directory.
+PEERS_DIR=$ROOT/bench/hyper-peers
+PEERS_TARGET=$PEERS_DIR/target
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/strata-proxy-load.XXXXXX")
 # nginx's workers drop root privileges: they must be able to read the htpasswd files.
 chmod 755 "$WORK"
@@ -340,14 +344,14 @@ EOF
     check_bare strata-pool3 "$port"
 }
 
-# The floor of a proxy built on hyper (crates/strata-gateway/examples/hyper_proxy.rs): hyper's
+# The floor of a proxy built on hyper (bench/hyper-peers/src/bin/hyper_proxy.rs): hyper's
 # server and client, a single-threaded runtime and a reuseport listener per core, one upstream
 # connection per client connection, nothing rewritten. Not a usable proxy: the price of the engine
 # strata is built on, doing one exchange each way per request.
 contender_hyper_proxy() {
     local port
     port=$(free_port)
-    start_server hyper-proxy "$port" "$TARGET/release/examples/hyper_proxy" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT"
+    start_server hyper-proxy "$port" "$PEERS_TARGET/release/hyper_proxy" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT"
     check_bare hyper-proxy "$port"
 }
 
@@ -648,13 +652,13 @@ need nginx nginx
 need curl curl
 need openssl openssl
 if [[ -z ${SKIP_BUILD:-} ]]; then
-    # Two builds: an example is built with the dev-dependencies' features (tokio's `test-util`
-    # and `process`), and in one invocation the binary would get them too — a mockable clock and
-    # an orphan-process check on every park, ~850 instructions per proxied request that the
-    # binary users install does not pay.
-    echo "building: cargo build --release --bin strata, then --example hyper_proxy"
+    # The binary alone: built in one invocation with an example or a test, it would get the
+    # dev-dependencies' features (tokio's `test-util` clock and `process` reaping), ~850
+    # instructions per proxied request that the binary users install does not pay. hyper-proxy is
+    # its own crate for the same reason.
+    echo "building: cargo build --release --bin strata, then bench/hyper-peers"
     cargo build --release --bin strata
-    cargo build --release --example hyper_proxy
+    CARGO_TARGET_DIR=$PEERS_TARGET cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml" --bin hyper_proxy
 fi
 start_upstream
 for name in "${CONTENDERS[@]}"; do "contender_${name//-/_}"; done

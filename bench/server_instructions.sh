@@ -21,6 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 AXUM=$ROOT/bench/axum-classic/target/release/axum-classic
+BARE_HYPER=$ROOT/bench/hyper-peers/target/release/bare_hyper
 WARM=${WARM:-300}
 N=${N:-2000}
 read -r -a SERVERS <<<"${SERVERS:-bare-hyper strata-empty strata-classic axum-classic}"
@@ -88,7 +89,7 @@ printf '%-16s %10s\n' server "Ir/request"
 for server in "${SERVERS[@]}"; do
     port=$(free_port)
     case $server in
-    bare-hyper) measure "$server" "$port" "$TARGET/release/examples/bare_hyper" "127.0.0.1:$port" ;;
+    bare-hyper) measure "$server" "$port" "$BARE_HYPER" "127.0.0.1:$port" ;;
     strata-empty)
         strata_config "$port" "" >"$WORK/$server.toml"
         measure "$server" "$port" "$TARGET/release/strata" serve --config "$WORK/$server.toml"

@@ -20,7 +20,7 @@
 //!   against framework. With `--no-cache` (the `axum-classic-nocache` contender) it verifies argon2
 //!   on every request, as the typical axum code does.
 //!
-//! The connection settings mirror `crates/strata-gateway/examples/bare_hyper.rs` (hyper-util's auto
+//! The connection settings mirror `bench/hyper-peers/src/bin/bare_hyper.rs` (hyper-util's auto
 //! builder, keep-alive, a 10 s header-read timeout, `TCP_NODELAY`, a multi-thread runtime), so the
 //! three servers differ only in what runs per request.
 //!

@@ -14,7 +14,7 @@
 //! exchange each per request.
 //!
 //! ```text
-//! cargo run --release -p strata-gateway --example hyper_proxy -- 127.0.0.1:3000 127.0.0.1:8080
+//! cargo run --release --manifest-path bench/hyper-peers/Cargo.toml --bin hyper_proxy -- 127.0.0.1:3000 127.0.0.1:8080
 //! ```
 
 use std::net::SocketAddr;

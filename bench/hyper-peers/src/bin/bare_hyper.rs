@@ -9,7 +9,7 @@
 //! the connection info extension. The load ratio strata/bare prices that.
 //!
 //! ```text
-//! cargo run --release -p strata-gateway --example bare_hyper -- 127.0.0.1:3000
+//! cargo run --release --manifest-path bench/hyper-peers/Cargo.toml --bin bare_hyper -- 127.0.0.1:3000
 //! ```
 
 use std::convert::Infallible;
