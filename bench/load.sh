@@ -387,9 +387,12 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     # The binary alone, as in proxy-load.sh: built in one invocation with an example or a test, it
     # would get the dev-dependencies' features (tokio's `test-util` clock and `process` reaping).
     # bare-hyper is its own crate for the same reason.
-    echo "building: cargo build --release --bin strata, then bench/hyper-peers"
+    echo "building: cargo build --release --bin strata"
     cargo build --release --bin strata
-    CARGO_TARGET_DIR=$PEERS_TARGET cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml" --bin bare_hyper
+    if [[ " ${CONTENDERS[*]} " == *" bare-hyper "* ]]; then
+        echo "building: cargo build --release --manifest-path bench/hyper-peers/Cargo.toml"
+        CARGO_TARGET_DIR=$PEERS_TARGET cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml" --bin bare_hyper
+    fi
     if [[ " ${CONTENDERS[*]} " == *" axum-classic"* ]]; then
         # Outside the workspace, so `cargo test --workspace` never builds axum; the first build takes
         # a few minutes, later ones are no-ops.

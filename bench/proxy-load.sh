@@ -656,9 +656,12 @@ if [[ -z ${SKIP_BUILD:-} ]]; then
     # dev-dependencies' features (tokio's `test-util` clock and `process` reaping), ~850
     # instructions per proxied request that the binary users install does not pay. hyper-proxy is
     # its own crate for the same reason.
-    echo "building: cargo build --release --bin strata, then bench/hyper-peers"
+    echo "building: cargo build --release --bin strata"
     cargo build --release --bin strata
-    CARGO_TARGET_DIR=$PEERS_TARGET cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml" --bin hyper_proxy
+    if [[ " ${CONTENDERS[*]} " == *" hyper-proxy "* ]]; then
+        echo "building: cargo build --release --manifest-path bench/hyper-peers/Cargo.toml"
+        CARGO_TARGET_DIR=$PEERS_TARGET cargo build --release --manifest-path "$PEERS_DIR/Cargo.toml" --bin hyper_proxy
+    fi
 fi
 start_upstream
 for name in "${CONTENDERS[@]}"; do "contender_${name//-/_}"; done
