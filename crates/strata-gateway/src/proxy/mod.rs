@@ -374,10 +374,9 @@ impl Endpoint<Request, Response> for Proxy {
         let Some(uri) = self.absolute_uri(target, &forwarded) else {
             return Box::pin(std::future::ready(response::generated_error(StatusCode::BAD_REQUEST, BAD_TARGET)));
         };
-        let mut outgoing = req;
-        *outgoing.uri_mut() = uri;
+        *req.uri_mut() = uri;
         if target_host {
-            outgoing.headers_mut().insert(header::HOST, target.host.clone());
+            req.headers_mut().insert(header::HOST, target.host.clone());
         }
         let timeout = self.options.timeout;
         let upstream = target.authority.clone();
@@ -386,7 +385,7 @@ impl Endpoint<Request, Response> for Proxy {
         let client = self.client.clone();
         Box::pin(async move {
             let in_flight = upstreams.begin(first);
-            let mut res = match tokio::time::timeout(timeout, client.request(outgoing)).await {
+            let mut res = match tokio::time::timeout(timeout, client.request(req)).await {
                 Ok(Ok(res)) => res,
                 Ok(Err(error)) => {
                     if let Some(res) = client_body_failed(client_body.as_ref(), &route, &upstream) {
