@@ -252,6 +252,7 @@ impl BasicAuth {
     /// with the right password — a browser's parallel requests, many users behind one address after
     /// a restart — was charged as that many failures while it was verified, and past
     /// `max_failures` the right password was refused with a 429.
+    ///
     /// `key` is the credentials' cache key, `None` without a cache.
     async fn authenticate(
         &self,
